@@ -1,0 +1,145 @@
+//! Wiring: storage → Raft → gRPC servers (peer port and API port) → admin HTTP →
+//! lifecycle. `start` returns a handle so tests can run a node in-process; `run` is what
+//! the binary calls.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use muster_config::{ClusterMode, ControlPlaneConfig};
+use muster_proto::v1::cluster_management_service_server::ClusterManagementServiceServer;
+use muster_proto::v1::raft_client_service_server::RaftClientServiceServer;
+use muster_proto::v1::raft_election_service_server::RaftElectionServiceServer;
+use muster_proto::v1::raft_replication_service_server::RaftReplicationServiceServer;
+use muster_proto::v1::snapshot_service_server::SnapshotServiceServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::grpc::{ClientApi, ClusterApi, RaftPeerApi, SnapshotApi};
+use crate::lifecycle::{self, Membership};
+use crate::network::PeerChannels;
+use crate::node::NodeHandle;
+use crate::server::{GrpcServer, Port};
+use crate::store::{LogStore, StateMachineStore, open_database};
+use crate::types::{NodeAddr, NodeId, Raft};
+use crate::{admin_http, raft_config};
+
+/// The three listeners a node serves on, bound by the caller (tests bind port 0).
+pub struct Listeners {
+    pub raft: TcpListener,
+    pub api: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(config: &ControlPlaneConfig) -> anyhow::Result<Self> {
+        let bind = |addr| async move { TcpListener::bind(addr).await.with_context(|| format!("binding {addr}")) };
+        Ok(Self {
+            raft: bind(config.listen.raft_addr).await?,
+            api: bind(config.listen.api_addr).await?,
+            admin: bind(config.listen.admin_addr).await?,
+        })
+    }
+}
+
+/// A started node; dropping it does not stop it, [`ControlPlane::shutdown`] does.
+pub struct ControlPlane {
+    pub node: Arc<NodeHandle>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+/// What this node is and whom it starts with, from the cluster mode.
+fn identity(config: &ControlPlaneConfig) -> anyhow::Result<(NodeId, NodeAddr, Membership)> {
+    let own_addr = NodeAddr { raft_addr: config.advertised_raft_addr(), api_addr: config.advertised_api_addr() };
+    match &config.cluster {
+        ClusterMode::SingleNode => Ok((1, own_addr.clone(), Membership::Bootstrap(BTreeMap::from([(1, own_addr)])))),
+        ClusterMode::Raft { node_id, peers } => {
+            let members: BTreeMap<NodeId, NodeAddr> = peers
+                .iter()
+                .map(|peer| (peer.id, NodeAddr { raft_addr: peer.raft_addr.clone(), api_addr: peer.api_addr.clone() }))
+                .collect();
+            let own = members.get(node_id).cloned().unwrap_or(own_addr);
+            let membership = if config.join.is_empty() {
+                Membership::Bootstrap(members)
+            } else {
+                Membership::Join(config.join.clone())
+            };
+            Ok((*node_id, own, membership))
+        }
+        other => anyhow::bail!(
+            "cluster mode `{}` is not yet supported by control-plane; supported modes: `single-node`, `raft`",
+            other.name()
+        ),
+    }
+}
+
+impl ControlPlane {
+    pub async fn start(config: ControlPlaneConfig, listeners: Listeners) -> anyhow::Result<Self> {
+        config.validate()?;
+        let (id, addr, membership) = identity(&config)?;
+        let tls = crate::server::TlsSetup::from_config(&config)?;
+        let config = Arc::new(config);
+
+        let db = open_database(&config.data_dir.join("raft.redb"))?;
+        let log_store = LogStore::new(db.clone());
+        let state_machine = StateMachineStore::new(db, config.data_dir.join("snapshots"))?;
+        let channels =
+            PeerChannels::new(tls.client.clone(), config.limits.max_message_bytes, config.raft.snapshot_chunk_bytes);
+        let raft = Raft::new(id, Arc::new(raft_config(&config)?), channels.clone(), log_store, state_machine.clone())
+            .await
+            .context("starting the Raft node")?;
+        let node = NodeHandle::new(id, addr, raft, state_machine, channels, config.clone());
+        tracing::info!(node = id, raft = %node.addr.raft_addr, api = %node.addr.api_addr, mode = config.cluster.name(), "control-plane node starting");
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let limits = &config.limits;
+
+        let peer_server = GrpcServer::new(Port::Raft, limits, &tls, node.subscribe_ready())?
+            .add(
+                RaftReplicationServiceServer::new(RaftPeerApi::new(node.clone()))
+                    .max_decoding_message_size(limits.max_message_bytes)
+                    .max_encoding_message_size(limits.max_message_bytes),
+            )
+            .add(RaftElectionServiceServer::new(RaftPeerApi::new(node.clone())))
+            .add(SnapshotServiceServer::new(SnapshotApi::new(node.clone())).max_decoding_message_size(
+                config.raft.snapshot_chunk_bytes.saturating_mul(2).max(limits.max_message_bytes),
+            ));
+        tasks.spawn(peer_server.serve(listeners.raft, shutdown_rx.clone()));
+
+        let api_server = GrpcServer::new(Port::Api, limits, &tls, node.subscribe_ready())?
+            .add(
+                RaftClientServiceServer::new(ClientApi::new(node.clone()))
+                    .max_decoding_message_size(limits.max_message_bytes)
+                    .max_encoding_message_size(limits.max_message_bytes),
+            )
+            .add(ClusterManagementServiceServer::new(ClusterApi::new(node.clone())));
+        tasks.spawn(api_server.serve(listeners.api, shutdown_rx.clone()));
+
+        tasks.spawn(admin_http::serve(listeners.admin, node.clone(), shutdown_rx.clone()));
+        tasks.spawn(lifecycle::run(node.clone(), membership, shutdown_rx));
+        Ok(Self { node, shutdown, tasks })
+    }
+
+    /// Stops serving, then stops Raft (flushing nothing: every acknowledged write is durable).
+    pub async fn shutdown(mut self) {
+        self.shutdown.send_replace(true);
+        while self.tasks.join_next().await.is_some() {}
+        if let Err(err) = self.node.raft.shutdown().await {
+            tracing::warn!(error = %err, "raft shutdown");
+        }
+    }
+}
+
+/// Runs a node until `signal` resolves.
+pub async fn run(config: ControlPlaneConfig, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let listeners = Listeners::bind(&config).await?;
+    let node = ControlPlane::start(config, listeners).await?;
+    signal.await;
+    tracing::info!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! `RaftClientService`: the KV API. Writes go through the Raft log; reads are answered at
+//! the consistency level the request asks for.
+
+use std::sync::Arc;
+
+use muster_middleware::ApiError;
+use muster_proto::v1;
+use muster_proto::v1::raft_client_service_server::RaftClientService;
+use openraft::ReadPolicy;
+use tonic::{Request, Response, Status};
+
+use super::errors::{read_error, storage_error, write_error};
+use crate::node::NodeHandle;
+
+/// Longest key accepted, in bytes.
+pub const MAX_KEY_BYTES: usize = 4096;
+
+#[derive(Clone)]
+pub struct ClientApi {
+    node: Arc<NodeHandle>,
+}
+
+impl ClientApi {
+    pub fn new(node: Arc<NodeHandle>) -> Self {
+        Self { node }
+    }
+
+    fn response(&self, result: v1::client_response::Result, found: bool) -> v1::ClientResponse {
+        v1::ClientResponse {
+            applied_index: self.node.reader.applied_index().unwrap_or(0),
+            node_id: self.node.id,
+            result: Some(result),
+            found,
+        }
+    }
+}
+
+fn check_key(key: &str) -> Result<(), ApiError> {
+    if key.is_empty() {
+        return Err(ApiError::InvalidArgument("key must not be empty".into()));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(ApiError::InvalidArgument(format!("key is {} bytes; the limit is {MAX_KEY_BYTES}", key.len())));
+    }
+    Ok(())
+}
+
+/// Turns a client request into the log command, validating it first.
+fn to_command(request: v1::ClientWriteRequest) -> Result<v1::Command, ApiError> {
+    use v1::client_write_request::Op as In;
+    use v1::command::Op as Out;
+    let op = match request.op {
+        Some(In::Put(put)) => {
+            check_key(&put.key)?;
+            Out::Put(put)
+        }
+        Some(In::Delete(del)) => {
+            check_key(&del.key)?;
+            Out::Delete(del)
+        }
+        Some(In::Cas(cas)) => {
+            check_key(&cas.key)?;
+            if cas.expect_absent && !cas.expected.is_empty() {
+                return Err(ApiError::InvalidArgument(
+                    "cas: set either `expected` or `expect_absent`, not both".into(),
+                ));
+            }
+            Out::Cas(cas)
+        }
+        None => return Err(ApiError::InvalidArgument("write request has no operation (put, delete or cas)".into())),
+    };
+    if request.client_id != 0 && request.sequence == 0 {
+        return Err(ApiError::InvalidArgument("a write with a client_id needs a sequence number starting at 1".into()));
+    }
+    Ok(v1::Command { client_id: request.client_id, sequence: request.sequence, op: Some(op) })
+}
+
+#[tonic::async_trait]
+impl RaftClientService for ClientApi {
+    async fn handle_client_write(
+        &self,
+        request: Request<v1::ClientWriteRequest>,
+    ) -> Result<Response<v1::ClientResponse>, Status> {
+        let command = to_command(request.into_inner())?;
+        let written = self.node.raft.client_write(command).await.map_err(write_error)?;
+        Ok(Response::new(self.response(v1::client_response::Result::Write(written.data), true)))
+    }
+
+    async fn handle_client_read(
+        &self,
+        request: Request<v1::ClientReadRequest>,
+    ) -> Result<Response<v1::ClientResponse>, Status> {
+        let request = request.into_inner();
+        let consistency = v1::ReadConsistency::try_from(request.consistency)
+            .map_err(|_| ApiError::InvalidArgument(format!("unknown read consistency {}", request.consistency)))?;
+        let policy = match consistency {
+            v1::ReadConsistency::Unspecified | v1::ReadConsistency::Linearizable => Some(ReadPolicy::ReadIndex),
+            v1::ReadConsistency::Lease => Some(ReadPolicy::LeaseRead),
+            v1::ReadConsistency::Stale => None,
+        };
+        let query =
+            request.query.ok_or_else(|| ApiError::InvalidArgument("read request has no query (get or list)".into()))?;
+        if let v1::client_read_request::Query::Get(get) = &query {
+            check_key(&get.key)?;
+        }
+        if let Some(policy) = policy {
+            // Waits until this node's state machine has applied the confirmed read index.
+            self.node.raft.ensure_linearizable(policy).await.map_err(read_error)?;
+        }
+        let reply = match query {
+            v1::client_read_request::Query::Get(get) => match self.node.reader.get(&get.key).map_err(storage_error)? {
+                Some(value) => self.response(v1::client_response::Result::Value(value), true),
+                None => v1::ClientResponse {
+                    found: false,
+                    ..self.response(v1::client_response::Result::Value(Default::default()), false)
+                },
+            },
+            v1::client_read_request::Query::List(list) => {
+                let (items, truncated) =
+                    self.node.reader.list(&list.prefix, list.limit as usize).map_err(storage_error)?;
+                let found = !items.is_empty();
+                self.response(v1::client_response::Result::List(v1::KeyValueList { items, truncated }), found)
+            }
+        };
+        Ok(Response::new(reply))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_writes_are_named() {
+        let empty = v1::ClientWriteRequest {
+            op: Some(v1::client_write_request::Op::Put(v1::KvPut { key: String::new(), value: vec![] })),
+            ..Default::default()
+        };
+        assert_eq!(to_command(empty).unwrap_err().to_string(), "invalid argument: key must not be empty");
+        let none = v1::ClientWriteRequest::default();
+        assert!(to_command(none).unwrap_err().to_string().contains("no operation"));
+        let no_seq = v1::ClientWriteRequest {
+            client_id: 4,
+            op: Some(v1::client_write_request::Op::Delete(v1::KvDelete { key: "k".into() })),
+            ..Default::default()
+        };
+        assert!(to_command(no_seq).unwrap_err().to_string().contains("sequence"));
+    }
+}

@@ -1,0 +1,13 @@
+//! Inbound gRPC services. Handlers decode, call the Raft node or the FSM reader, and map
+//! errors through [`errors`]; no protocol logic lives here.
+
+mod client_service;
+mod cluster_service;
+pub mod errors;
+mod raft_service;
+mod snapshot_service;
+
+pub use client_service::ClientApi;
+pub use cluster_service::ClusterApi;
+pub use raft_service::RaftPeerApi;
+pub use snapshot_service::SnapshotApi;

@@ -1,0 +1,42 @@
+//! Muster's control plane: a Raft node (openraft) with redb storage, serving the seed's
+//! gRPC services.
+//!
+//! Layout (folders read as the architecture):
+//! - [`store`]: the redb log store, state machine, FSM logic and snapshot files;
+//! - [`network`]: outbound peer RPCs (openraft's network traits over tonic);
+//! - [`grpc`]: inbound services: peer RPCs on the Raft port, KV and membership on the API port;
+//! - [`convert`]: protobuf ↔ openraft conversions;
+//! - [`node`], [`lifecycle`]: the running node, its readiness and its join sequence;
+//! - [`server`], [`admin_http`], [`app`]: listeners, middleware and wiring.
+
+pub mod admin_http;
+pub mod app;
+pub mod convert;
+pub mod grpc;
+pub mod lifecycle;
+pub mod network;
+pub mod node;
+pub mod server;
+pub mod store;
+pub mod types;
+
+pub use app::{ControlPlane, Listeners, run};
+
+use muster_config::ControlPlaneConfig;
+
+/// openraft's configuration from Muster's `[raft]` settings.
+pub fn raft_config(config: &ControlPlaneConfig) -> anyhow::Result<openraft::Config> {
+    let tuning = &config.raft;
+    let raft = openraft::Config {
+        cluster_name: "muster".to_string(),
+        heartbeat_interval: tuning.heartbeat_interval.as_millis() as u64,
+        election_timeout_min: tuning.election_timeout_min.as_millis() as u64,
+        election_timeout_max: tuning.election_timeout_max.as_millis() as u64,
+        install_snapshot_timeout: tuning.install_snapshot_timeout.as_millis() as u64,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(tuning.snapshot_after_logs),
+        max_in_snapshot_log_to_keep: tuning.max_logs_to_keep,
+        enable_pre_vote: Some(true),
+        ..Default::default()
+    };
+    Ok(raft.validate()?)
+}

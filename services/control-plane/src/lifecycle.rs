@@ -1,0 +1,155 @@
+//! The seed's `Node::run` sequence: connect peers → health check → join (bootstrap or join
+//! as learner) → readiness, then keep readiness and the cluster id up to date.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use muster_middleware::leader_hint;
+use muster_proto::v1;
+use muster_proto::v1::cluster_management_service_client::ClusterManagementServiceClient;
+use openraft::async_runtime::WatchReceiver;
+use tokio::sync::watch;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::node::{NodeHandle, is_caught_up};
+use crate::types::{NodeAddr, NodeId};
+
+/// How a node becomes a member.
+#[derive(Clone, Debug)]
+pub enum Membership {
+    /// First start of a configured cluster: initialize with these voters (idempotent when
+    /// every initial member does it with the same set).
+    Bootstrap(BTreeMap<NodeId, NodeAddr>),
+    /// Join an existing cluster through any of these API addresses, as a learner.
+    Join(Vec<String>),
+}
+
+pub async fn run(node: Arc<NodeHandle>, membership: Membership, mut shutdown: watch::Receiver<bool>) {
+    let initialized = node.raft.is_initialized().await.unwrap_or(false);
+    if !initialized {
+        let joined = tokio::select! {
+            result = become_member(&node, membership) => result,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        if let Err(err) = joined {
+            tracing::error!(error = %err, "could not become a cluster member");
+            return;
+        }
+    }
+    let mut metrics = node.raft.metrics();
+    loop {
+        let current = metrics.borrow_and_update().clone();
+        node.set_ready(is_caught_up(node.id, &current));
+        if current.current_leader == Some(node.id) {
+            ensure_cluster_id(&node).await;
+        }
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = shutdown.wait_for(|stop| *stop) => {
+                node.set_ready(false);
+                return;
+            }
+        }
+    }
+}
+
+async fn become_member(node: &Arc<NodeHandle>, membership: Membership) -> anyhow::Result<()> {
+    match membership {
+        Membership::Bootstrap(members) => {
+            wait_for_peers(node, &members).await;
+            match node.raft.initialize(members).await {
+                Ok(()) => tracing::info!(node = node.id, "initialized the cluster membership"),
+                Err(err) => tracing::info!(node = node.id, %err, "not initializing (already initialized elsewhere)"),
+            }
+            Ok(())
+        }
+        Membership::Join(addrs) => join(node, &addrs).await,
+    }
+}
+
+/// Health-checks every initial peer's Raft port until all answer or 10 s pass, so the first
+/// election does not start against peers still booting. Missing peers are only logged: a
+/// majority is enough to elect.
+async fn wait_for_peers(node: &Arc<NodeHandle>, members: &BTreeMap<NodeId, NodeAddr>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    for (id, addr) in members.iter().filter(|(id, _)| **id != node.id) {
+        loop {
+            let healthy = match node.channels.channel(&addr.raft_addr) {
+                Ok(channel) => {
+                    let request = HealthCheckRequest { service: String::new() };
+                    tokio::time::timeout(Duration::from_secs(1), HealthClient::new(channel).check(request))
+                        .await
+                        .is_ok_and(|r| r.is_ok())
+                }
+                Err(_) => false,
+            };
+            if healthy {
+                tracing::info!(peer = id, addr = %addr.raft_addr, "peer is reachable");
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(peer = id, addr = %addr.raft_addr, "peer not reachable yet; continuing");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Asks the cluster to add this node as a learner, following leader hints, retrying with
+/// backoff until it succeeds.
+async fn join(node: &Arc<NodeHandle>, addrs: &[String]) -> anyhow::Result<()> {
+    let request = v1::JoinRequest {
+        node_id: node.id,
+        raft_addr: node.addr.raft_addr.clone(),
+        api_addr: node.addr.api_addr.clone(),
+        wait_caught_up: false,
+    };
+    let mut backoff = Duration::from_millis(200);
+    let mut targets: Vec<String> = addrs.to_vec();
+    loop {
+        for addr in targets.clone() {
+            let Ok(channel) = node.channels.channel(&addr) else { continue };
+            match ClusterManagementServiceClient::new(channel).join_cluster(request.clone()).await {
+                Ok(response) => {
+                    tracing::info!(
+                        node = node.id,
+                        leader = response.get_ref().leader_id,
+                        "joined the cluster as a learner"
+                    );
+                    return Ok(());
+                }
+                Err(status) => {
+                    if let Some(hint) = leader_hint(&status) {
+                        targets.retain(|a| *a != hint.addr);
+                        targets.insert(0, hint.addr);
+                    }
+                    if matches!(status.code(), tonic::Code::InvalidArgument | tonic::Code::AlreadyExists) {
+                        anyhow::bail!("the cluster refused to let node {} join: {}", node.id, status.message());
+                    }
+                    tracing::warn!(via = %addr, error = %status.message(), "join attempt failed; retrying");
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// The first leader of a new cluster names it; the FSM keeps the first name written.
+async fn ensure_cluster_id(node: &Arc<NodeHandle>) {
+    if node.reader.cluster_id().ok().flatten().is_some() {
+        return;
+    }
+    let cluster_id = format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
+    let command = v1::Command {
+        client_id: 0,
+        sequence: 0,
+        op: Some(v1::command::Op::InitCluster(v1::InitCluster { cluster_id })),
+    };
+    if let Err(err) = node.raft.client_write(command).await {
+        tracing::warn!(error = %err, "could not record the cluster id yet");
+    }
+}

@@ -1,0 +1,142 @@
+//! `control-plane`: runs one Muster control-plane node.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use muster_config::{ConfigLoader, ControlPlaneConfig};
+
+#[derive(Parser, Debug)]
+#[command(name = "control-plane", version, about = "Muster control-plane node (Raft + FSM)")]
+struct Cli {
+    /// TOML configuration file (also MUSTER_CONFIG).
+    #[arg(long, short = 'c', env = "MUSTER_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// This node's Raft id (cluster.node_id).
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// Data directory (data_dir).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Raft peer listen address (listen.raft_addr).
+    #[arg(long)]
+    raft_addr: Option<String>,
+    /// Client API listen address (listen.api_addr).
+    #[arg(long)]
+    api_addr: Option<String>,
+    /// Admin HTTP listen address (listen.admin_addr).
+    #[arg(long)]
+    admin_addr: Option<String>,
+    /// Join an existing cluster through this API address (repeatable).
+    #[arg(long)]
+    join: Vec<String>,
+    /// Serve plaintext without TLS (local use only; logs a warning).
+    #[arg(long)]
+    insecure: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the effective configuration and exit.
+    Config,
+    /// Check the node's readiness over its admin HTTP listener (for container healthchecks).
+    Health {
+        /// Admin address to query.
+        #[arg(long, default_value = "127.0.0.1:3680")]
+        admin_addr: String,
+    },
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<ControlPlaneConfig> {
+    let mut loader = ConfigLoader::new().env_vars(std::env::vars());
+    if let Some(path) = &cli.config {
+        loader = loader.file(path);
+    }
+    if let Some(id) = cli.node_id {
+        loader = loader.set("cluster.node_id", toml::Value::Integer(id as i64));
+    }
+    if let Some(dir) = &cli.data_dir {
+        loader = loader.set("data_dir", toml::Value::String(dir.display().to_string()));
+    }
+    for (key, value) in [
+        ("listen.raft_addr", &cli.raft_addr),
+        ("listen.api_addr", &cli.api_addr),
+        ("listen.admin_addr", &cli.admin_addr),
+    ] {
+        if let Some(value) = value {
+            loader = loader.set(key, toml::Value::String(value.clone()));
+        }
+    }
+    if !cli.join.is_empty() {
+        loader = loader.set("join", toml::Value::Array(cli.join.iter().cloned().map(toml::Value::String).collect()));
+    }
+    if cli.insecure {
+        loader = loader.set("tls.insecure", toml::Value::Boolean(true));
+    }
+    let config: ControlPlaneConfig = loader.load()?;
+    config.validate()?;
+    Ok(config)
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Health { admin_addr }) = &cli.command {
+        return muster_control_plane::admin_http::health_probe(admin_addr);
+    }
+    let config = match load_config(&cli) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("control-plane: configuration error: {err:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if let Some(Command::Config) = cli.command {
+        println!("{}", toml::to_string_pretty(&config).unwrap_or_else(|e| format!("<unprintable: {e}>")));
+        return std::process::ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("control-plane: cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let _telemetry = muster_telemetry::init(
+            "control-plane",
+            match config.telemetry.log_format {
+                muster_config::LogFormat::Json => muster_telemetry::LogFormat::Json,
+                muster_config::LogFormat::Pretty => muster_telemetry::LogFormat::Pretty,
+            },
+            &config.telemetry.log_level,
+        );
+        match muster_control_plane::run(config, shutdown_signal()).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(err) => {
+                tracing::error!("control-plane failed: {err:#}");
+                eprintln!("control-plane: {err:#}");
+                std::process::ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            term.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,157 @@
+//! A running control-plane node: the Raft handle, its FSM reader, and the seed's readiness
+//! flag (`set_ready` / `server_is_ready`) that drives gRPC health and `/readyz`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use muster_config::ControlPlaneConfig;
+use muster_middleware::{ApiError, LeaderHint};
+use muster_proto::v1;
+use openraft::ServerState;
+use openraft::async_runtime::WatchReceiver;
+use tokio::sync::watch;
+
+use crate::network::PeerChannels;
+use crate::store::{FsmReader, StateMachineStore};
+use crate::types::{NodeAddr, NodeId, Raft, RaftMetrics};
+
+/// Everything the gRPC handlers and the lifecycle tasks share about this node.
+pub struct NodeHandle {
+    pub id: NodeId,
+    pub addr: NodeAddr,
+    pub raft: Raft,
+    pub reader: FsmReader,
+    pub state_machine: StateMachineStore,
+    pub channels: PeerChannels,
+    pub config: Arc<ControlPlaneConfig>,
+    ready: AtomicBool,
+    ready_tx: watch::Sender<bool>,
+}
+
+impl NodeHandle {
+    pub fn new(
+        id: NodeId,
+        addr: NodeAddr,
+        raft: Raft,
+        state_machine: StateMachineStore,
+        channels: PeerChannels,
+        config: Arc<ControlPlaneConfig>,
+    ) -> Arc<Self> {
+        let (ready_tx, _) = watch::channel(false);
+        let reader = state_machine.reader();
+        Arc::new(Self {
+            id,
+            addr,
+            raft,
+            reader,
+            state_machine,
+            channels,
+            config,
+            ready: AtomicBool::new(false),
+            ready_tx,
+        })
+    }
+
+    /// Marks the node ready (or not) to serve; health and `/readyz` follow it.
+    pub fn set_ready(&self, is_ready: bool) {
+        let was = self.ready.swap(is_ready, Ordering::SeqCst);
+        if was != is_ready {
+            tracing::info!(node = self.id, ready = is_ready, "readiness changed");
+            self.ready_tx.send_replace(is_ready);
+        }
+    }
+
+    pub fn server_is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Follows readiness changes (for the health service).
+    pub fn subscribe_ready(&self) -> watch::Receiver<bool> {
+        self.ready_tx.subscribe()
+    }
+
+    pub fn metrics(&self) -> RaftMetrics {
+        self.raft.metrics().borrow_watched().clone()
+    }
+
+    /// The known leader, as a hint for clients (id and API address).
+    pub fn leader_hint(&self) -> Option<LeaderHint> {
+        let metrics = self.metrics();
+        let leader = metrics.current_leader?;
+        let node = metrics.membership_config.membership().get_node(&leader)?;
+        Some(LeaderHint { id: leader, addr: node.api_addr.clone() })
+    }
+
+    /// The error a node that cannot serve a leader-only request answers with.
+    pub fn not_leader(&self) -> ApiError {
+        let leader = self.leader_hint();
+        let message = match &leader {
+            Some(hint) => format!("this node is not the leader; leader is node {} at {}", hint.id, hint.addr),
+            None => "this node is not the leader and no leader is known yet".to_string(),
+        };
+        ApiError::NotLeader { leader, message }
+    }
+
+    /// The seed's `GetClusterMetadata` answer from this node's point of view.
+    pub fn cluster_metadata(&self) -> v1::ClusterMembership {
+        let metrics = self.metrics();
+        let membership = metrics.membership_config.membership();
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        let matched: BTreeMap<NodeId, u64> = metrics
+            .replication
+            .as_ref()
+            .map(|repl| repl.iter().map(|(id, log_id)| (*id, log_id.as_ref().map_or(0, |l| l.index))).collect())
+            .unwrap_or_default();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| v1::Member {
+                node_id: *id,
+                raft_addr: node.raft_addr.clone(),
+                api_addr: node.api_addr.clone(),
+                role: if voters.contains(id) { v1::MemberRole::Voter } else { v1::MemberRole::Learner } as i32,
+                is_leader: metrics.current_leader == Some(*id),
+                matched_index: matched.get(id).copied().unwrap_or(0),
+            })
+            .collect();
+        let leader_api_addr = metrics
+            .current_leader
+            .and_then(|leader| membership.get_node(&leader).map(|node| node.api_addr.clone()))
+            .unwrap_or_default();
+        v1::ClusterMembership {
+            cluster_id: self.reader.cluster_id().ok().flatten().unwrap_or_default(),
+            node_id: self.id,
+            leader_id: metrics.current_leader.unwrap_or(0),
+            leader_api_addr,
+            term: metrics.current_term,
+            commit_index: metrics.cluster_committed.as_ref().map_or(0, |l| l.index),
+            applied_index: metrics.last_applied.as_ref().map_or(0, |l| l.index),
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            snapshot_index: metrics.snapshot.as_ref().map_or(0, |l| l.index),
+            purged_index: metrics.purged.as_ref().map_or(0, |l| l.index),
+            state: state_name(metrics.state, voters.contains(&self.id)).to_string(),
+            joint: membership.get_joint_config().len() > 1,
+            members,
+            ready: self.server_is_ready(),
+        }
+    }
+}
+
+pub fn state_name(state: ServerState, is_voter: bool) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Candidate => "candidate",
+        ServerState::Shutdown => "shutdown",
+        ServerState::Follower if is_voter => "follower",
+        ServerState::Follower | ServerState::Learner => "learner",
+    }
+}
+
+/// Whether this node has joined and caught up: it is a member, knows a leader, and has
+/// applied everything it knows to be committed.
+pub fn is_caught_up(id: NodeId, metrics: &RaftMetrics) -> bool {
+    let member = metrics.membership_config.membership().get_node(&id).is_some();
+    let applied = metrics.last_applied.as_ref().map(|l| l.index);
+    let committed = metrics.cluster_committed.as_ref().map(|l| l.index);
+    member && metrics.current_leader.is_some() && applied.is_some() && applied >= committed
+}

@@ -1,0 +1,176 @@
+//! One gRPC server per port, built the same way for both: TLS (or the loud `--insecure`),
+//! limits, tracing and client-certificate middleware, health driven by readiness, and
+//! reflection (v1 and v1alpha) for `grpcurl`.
+
+use std::time::Duration;
+
+use muster_config::ControlPlaneConfig;
+use muster_middleware::ServerLimits;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
+use tonic::service::RoutesBuilder;
+use tonic::transport::{ClientTlsConfig, ServerTlsConfig};
+use tonic_health::ServingStatus;
+
+/// Which listener a server is for; decides which peer roles may call it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Port {
+    /// Peer RPCs: only other control-plane nodes.
+    Raft,
+    /// Client and membership API: operators and Muster components.
+    Api,
+}
+
+impl Port {
+    fn allowed_roles(self) -> Vec<String> {
+        let roles: &[&str] = match self {
+            Port::Raft => &["control-plane"],
+            Port::Api => &["control-plane", "operator", "registrar", "gateway"],
+        };
+        roles.iter().map(|r| r.to_string()).collect()
+    }
+}
+
+/// TLS material for serving and for dialing peers; both `None` under `--insecure`.
+#[derive(Clone)]
+pub struct TlsSetup {
+    pub server: Option<ServerTlsConfig>,
+    pub client: Option<ClientTlsConfig>,
+}
+
+impl TlsSetup {
+    pub fn from_config(config: &ControlPlaneConfig) -> anyhow::Result<Self> {
+        if config.tls.insecure {
+            tracing::warn!(
+                "INSECURE MODE: TLS is off; peer and client traffic is plaintext and unauthenticated. \
+                 Use only on a trusted local machine; run `musterctl tls init` for real deployments."
+            );
+            return Ok(Self { server: None, client: None });
+        }
+        let files = muster_tls::TlsFiles {
+            ca: config.tls.ca_file.clone().unwrap_or_default(),
+            cert: config.tls.cert_file.clone().unwrap_or_default(),
+            key: config.tls.key_file.clone().unwrap_or_default(),
+        };
+        Ok(Self { server: Some(files.server_tls()?), client: Some(files.client_tls()?) })
+    }
+}
+
+pub fn server_limits(limits: &muster_config::Limits) -> ServerLimits {
+    ServerLimits {
+        request_timeout: limits.request_timeout,
+        max_concurrent_requests: limits.max_concurrent_requests,
+        max_concurrent_streams: limits.max_concurrent_streams,
+        max_message_bytes: limits.max_message_bytes,
+    }
+}
+
+pub struct GrpcServer {
+    port: Port,
+    limits: ServerLimits,
+    tls: Option<ServerTlsConfig>,
+    routes: RoutesBuilder,
+    health: tonic_health::server::HealthReporter,
+    service_names: Vec<&'static str>,
+    ready: watch::Receiver<bool>,
+}
+
+impl GrpcServer {
+    pub fn new(
+        port: Port,
+        limits: &muster_config::Limits,
+        tls: &TlsSetup,
+        ready: watch::Receiver<bool>,
+    ) -> anyhow::Result<Self> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let mut routes = RoutesBuilder::default();
+        routes.add_service(health_service);
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(muster_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        routes.add_service(reflection().build_v1()?);
+        routes.add_service(reflection().build_v1alpha()?);
+        Ok(Self {
+            port,
+            limits: server_limits(limits),
+            tls: tls.server.clone(),
+            routes,
+            health,
+            service_names: Vec::new(),
+            ready,
+        })
+    }
+
+    pub fn add<S>(mut self, service: S) -> Self
+    where
+        S: tower::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.service_names.push(S::NAME);
+        self.routes.add_service(service);
+        self
+    }
+
+    /// Serves until `shutdown` turns true. Health reports SERVING only while the node is ready.
+    pub async fn serve(self, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+        let Self { port, limits, tls, routes, health, service_names, mut ready } = self;
+        tokio::spawn(async move {
+            loop {
+                let status =
+                    if *ready.borrow_and_update() { ServingStatus::Serving } else { ServingStatus::NotServing };
+                health.set_service_status("", status).await;
+                for name in &service_names {
+                    health.set_service_status(*name, status).await;
+                }
+                if ready.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+
+        let mut builder = muster_middleware::server_builder(&limits);
+        if let Some(tls) = tls.clone() {
+            builder = match builder.tls_config(tls) {
+                Ok(builder) => builder,
+                Err(err) => {
+                    tracing::error!(error = %err, ?port, "invalid TLS configuration");
+                    return;
+                }
+            };
+        }
+        let auth = tls.is_some().then(|| {
+            muster_middleware::RequireClientCertLayer::new()
+                .with_role_fn(|der: &[u8]| muster_tls::peer_identity(der).map(|id| id.role.as_str().to_string()))
+                .allow_roles(port.allowed_roles())
+        });
+        let layers = tower::ServiceBuilder::new()
+            .layer(muster_middleware::GrpcTraceLayer::new())
+            .option_layer(auth)
+            .into_inner();
+        let incoming = TcpListenerStream::new(listener);
+        let signal = async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        };
+        let result = builder
+            .timeout(limits.request_timeout.max(Duration::from_millis(1)))
+            .layer(layers)
+            .add_routes(routes.routes())
+            .serve_with_incoming_shutdown(incoming, signal)
+            .await;
+        if let Err(err) = result {
+            tracing::error!(error = %err, ?port, "gRPC server stopped");
+        }
+    }
+}

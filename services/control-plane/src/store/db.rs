@@ -1,0 +1,74 @@
+//! The redb database file, its tables, and the small codecs for what they hold.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use prost::Message;
+use redb::{Database, TableDefinition};
+
+/// Raft log: index → encoded `v1::Entry`.
+pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+/// Raft meta: "vote", "committed", "purged" → encoded protobuf.
+pub(crate) const RAFT_META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
+/// FSM meta: "applied", "membership", "cluster_id", "snapshot" → encoded protobuf / utf-8.
+pub(crate) const FSM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("fsm_meta");
+/// FSM key space: key → encoded `v1::KeyValue`.
+pub(crate) const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("fsm_kv");
+/// FSM client sessions for idempotent writes: client id → encoded `v1::ClientSession`.
+pub(crate) const SESSIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("fsm_sessions");
+
+pub(crate) const META_VOTE: &str = "vote";
+pub(crate) const META_COMMITTED: &str = "committed";
+pub(crate) const META_PURGED: &str = "purged";
+pub(crate) const META_APPLIED: &str = "applied";
+pub(crate) const META_MEMBERSHIP: &str = "membership";
+pub(crate) const META_CLUSTER_ID: &str = "cluster_id";
+pub(crate) const META_SNAPSHOT: &str = "snapshot";
+
+/// Storage failures, with what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("opening database {path}: {source}")]
+    Open { path: String, source: redb::DatabaseError },
+    #[error("{0}")]
+    Redb(#[from] redb::Error),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// Opens (creating if needed) the node's database and makes sure every table exists, so
+/// read transactions never fail on a missing table.
+pub fn open_database(path: &Path) -> Result<Arc<Database>, StorageError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let db =
+        Database::create(path).map_err(|source| StorageError::Open { path: path.display().to_string(), source })?;
+    let txn = db.begin_write().map_err(redb::Error::from)?;
+    {
+        txn.open_table(LOG).map_err(redb::Error::from)?;
+        txn.open_table(RAFT_META).map_err(redb::Error::from)?;
+        txn.open_table(FSM_META).map_err(redb::Error::from)?;
+        txn.open_table(KV).map_err(redb::Error::from)?;
+        txn.open_table(SESSIONS).map_err(redb::Error::from)?;
+    }
+    txn.commit().map_err(redb::Error::from)?;
+    Ok(Arc::new(db))
+}
+
+/// Any redb error as the `io::Error` openraft's storage traits speak.
+pub(crate) fn io_err(err: impl Into<redb::Error>) -> io::Error {
+    io::Error::other(err.into())
+}
+
+pub(crate) fn decode<M: Message + Default>(bytes: &[u8], what: &str) -> io::Result<M> {
+    M::decode(bytes).map_err(|err| io::Error::new(io::ErrorKind::InvalidData, format!("corrupt {what}: {err}")))
+}
+
+/// Runs blocking storage work off the async runtime's worker threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(work).await.map_err(|err| io::Error::other(format!("storage task failed: {err}")))?
+}

@@ -1,0 +1,222 @@
+//! The FSM's domain logic: what each [`v1::Command`] does to the key space and sessions,
+//! and the read side the API serves from.
+//!
+//! Writes happen inside a write transaction owned by the state machine, so a whole batch of
+//! entries applies atomically with its `applied` pointer.
+
+use std::io;
+use std::sync::Arc;
+
+use muster_proto::v1;
+use muster_proto::v1::command::Op;
+use prost::Message;
+use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
+
+use super::db::{FSM_META, KV, META_APPLIED, META_CLUSTER_ID, SESSIONS, decode, io_err};
+
+/// Applies one command at `index` and returns what the client sees. Deterministic: every
+/// replica computes the same result from the same log.
+pub(crate) fn apply_command(
+    txn: &WriteTransaction,
+    index: u64,
+    command: &v1::Command,
+) -> io::Result<v1::CommandResult> {
+    let mut sessions = txn.open_table(SESSIONS).map_err(io_err)?;
+    if command.client_id != 0 {
+        let existing = sessions.get(command.client_id).map_err(io_err)?;
+        if let Some(session) = existing.map(|v| decode::<v1::ClientSession>(v.value(), "client session")).transpose()?
+            && command.sequence <= session.sequence
+        {
+            // A retry: answer with the original result, apply nothing.
+            let mut result = if command.sequence == session.sequence {
+                session.result.unwrap_or_default()
+            } else {
+                v1::CommandResult { index: session.last_index, ..Default::default() }
+            };
+            result.deduplicated = true;
+            return Ok(result);
+        }
+    }
+
+    let result = match &command.op {
+        Some(Op::Put(put)) => put_value(txn, index, &put.key, &put.value, |_| true)?,
+        Some(Op::Cas(cas)) => put_value(txn, index, &cas.key, &cas.new_value, |current| match current {
+            None => cas.expect_absent,
+            Some(kv) => !cas.expect_absent && kv.value == cas.expected,
+        })?,
+        Some(Op::Delete(del)) => {
+            let mut kv = txn.open_table(KV).map_err(io_err)?;
+            let previous =
+                kv.remove(del.key.as_str()).map_err(io_err)?.map(|v| decode::<v1::KeyValue>(v.value(), "value"));
+            let previous = previous.transpose()?;
+            v1::CommandResult { index, succeeded: previous.is_some(), previous, deduplicated: false }
+        }
+        Some(Op::InitCluster(init)) => {
+            let mut meta = txn.open_table(FSM_META).map_err(io_err)?;
+            let already = meta.get(META_CLUSTER_ID).map_err(io_err)?.is_some();
+            if !already {
+                meta.insert(META_CLUSTER_ID, init.cluster_id.as_bytes()).map_err(io_err)?;
+            }
+            v1::CommandResult { index, succeeded: !already, ..Default::default() }
+        }
+        None => v1::CommandResult { index, ..Default::default() },
+    };
+
+    if command.client_id != 0 {
+        let session = v1::ClientSession {
+            client_id: command.client_id,
+            sequence: command.sequence,
+            result: Some(result.clone()),
+            last_index: index,
+        };
+        sessions.insert(command.client_id, session.encode_to_vec().as_slice()).map_err(io_err)?;
+    }
+    Ok(result)
+}
+
+/// Writes `value` under `key` if `allowed(current)` holds; the result says whether it did.
+fn put_value(
+    txn: &WriteTransaction,
+    index: u64,
+    key: &str,
+    value: &[u8],
+    allowed: impl FnOnce(Option<&v1::KeyValue>) -> bool,
+) -> io::Result<v1::CommandResult> {
+    let mut kv = txn.open_table(KV).map_err(io_err)?;
+    let current = kv.get(key).map_err(io_err)?.map(|v| decode::<v1::KeyValue>(v.value(), "value")).transpose()?;
+    if !allowed(current.as_ref()) {
+        return Ok(v1::CommandResult { index, succeeded: false, previous: current, deduplicated: false });
+    }
+    let create_revision = current.as_ref().map_or(index, |kv| kv.create_revision);
+    let new = v1::KeyValue { key: key.to_string(), value: value.to_vec(), create_revision, mod_revision: index };
+    kv.insert(key, new.encode_to_vec().as_slice()).map_err(io_err)?;
+    Ok(v1::CommandResult { index, succeeded: true, previous: current, deduplicated: false })
+}
+
+/// Read access to the applied state, for the API. Reads see a consistent redb snapshot and
+/// never block the Raft apply loop.
+#[derive(Clone)]
+pub struct FsmReader {
+    db: Arc<Database>,
+}
+
+impl FsmReader {
+    pub fn new(db: Arc<Database>) -> Self {
+        Self { db }
+    }
+
+    pub fn get(&self, key: &str) -> io::Result<Option<v1::KeyValue>> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let table = txn.open_table(KV).map_err(io_err)?;
+        table.get(key).map_err(io_err)?.map(|v| decode(v.value(), "value")).transpose()
+    }
+
+    /// Keys starting with `prefix`, in key order; at most `limit` (0: all), and whether more matched.
+    pub fn list(&self, prefix: &str, limit: usize) -> io::Result<(Vec<v1::KeyValue>, bool)> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let table = txn.open_table(KV).map_err(io_err)?;
+        let mut items = Vec::new();
+        for item in table.range(prefix..).map_err(io_err)? {
+            let (key, value) = item.map_err(io_err)?;
+            if !key.value().starts_with(prefix) {
+                break;
+            }
+            if limit != 0 && items.len() == limit {
+                return Ok((items, true));
+            }
+            items.push(decode(value.value(), "value")?);
+        }
+        Ok((items, false))
+    }
+
+    /// Index of the last applied log entry (0 before any).
+    pub fn applied_index(&self) -> io::Result<u64> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let table = txn.open_table(FSM_META).map_err(io_err)?;
+        let applied = table.get(META_APPLIED).map_err(io_err)?;
+        Ok(applied.map(|v| decode::<v1::LogId>(v.value(), "applied")).transpose()?.map_or(0, |id| id.index))
+    }
+
+    pub fn cluster_id(&self) -> io::Result<Option<String>> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let table = txn.open_table(FSM_META).map_err(io_err)?;
+        let id = table.get(META_CLUSTER_ID).map_err(io_err)?;
+        Ok(id.map(|v| String::from_utf8_lossy(v.value()).into_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::open_database;
+
+    fn command(client_id: u64, sequence: u64, op: Op) -> v1::Command {
+        v1::Command { client_id, sequence, op: Some(op) }
+    }
+
+    fn put(key: &str, value: &str) -> Op {
+        Op::Put(v1::KvPut { key: key.into(), value: value.as_bytes().to_vec() })
+    }
+
+    fn apply(db: &Database, index: u64, cmd: &v1::Command) -> v1::CommandResult {
+        let txn = db.begin_write().unwrap();
+        let result = apply_command(&txn, index, cmd).unwrap();
+        txn.commit().unwrap();
+        result
+    }
+
+    #[test]
+    fn put_get_list_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_database(&dir.path().join("db")).unwrap();
+        let reader = FsmReader::new(db.clone());
+        assert!(apply(&db, 1, &command(0, 0, put("app/a", "1"))).succeeded);
+        apply(&db, 2, &command(0, 0, put("app/b", "2")));
+        apply(&db, 3, &command(0, 0, put("other", "3")));
+        let updated = apply(&db, 4, &command(0, 0, put("app/a", "10")));
+        assert_eq!(updated.previous.unwrap().value, b"1");
+        let a = reader.get("app/a").unwrap().unwrap();
+        assert_eq!((a.value.as_slice(), a.create_revision, a.mod_revision), (&b"10"[..], 1, 4));
+        let (items, truncated) = reader.list("app/", 0).unwrap();
+        assert_eq!(items.iter().map(|kv| kv.key.as_str()).collect::<Vec<_>>(), ["app/a", "app/b"]);
+        assert!(!truncated);
+        assert!(reader.list("app/", 1).unwrap().1);
+        let deleted = apply(&db, 5, &command(0, 0, Op::Delete(v1::KvDelete { key: "app/a".into() })));
+        assert!(deleted.succeeded);
+        assert!(reader.get("app/a").unwrap().is_none());
+        assert!(!apply(&db, 6, &command(0, 0, Op::Delete(v1::KvDelete { key: "app/a".into() }))).succeeded);
+    }
+
+    #[test]
+    fn compare_and_swap_checks_current_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_database(&dir.path().join("db")).unwrap();
+        let cas = |expected: &str, absent: bool, new: &str| {
+            Op::Cas(v1::KvCompareAndSwap {
+                key: "k".into(),
+                expected: expected.as_bytes().to_vec(),
+                expect_absent: absent,
+                new_value: new.as_bytes().to_vec(),
+            })
+        };
+        assert!(apply(&db, 1, &command(0, 0, cas("", true, "a"))).succeeded);
+        assert!(!apply(&db, 2, &command(0, 0, cas("", true, "b"))).succeeded);
+        assert!(!apply(&db, 3, &command(0, 0, cas("x", false, "b"))).succeeded);
+        assert!(apply(&db, 4, &command(0, 0, cas("a", false, "b"))).succeeded);
+        assert_eq!(FsmReader::new(db).get("k").unwrap().unwrap().value, b"b");
+    }
+
+    #[test]
+    fn retried_write_applies_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_database(&dir.path().join("db")).unwrap();
+        let first = apply(&db, 1, &command(7, 1, put("k", "v1")));
+        assert!(!first.deduplicated);
+        apply(&db, 2, &command(8, 1, put("k", "other")));
+        let retry = apply(&db, 3, &command(7, 1, put("k", "v1")));
+        assert!(retry.deduplicated);
+        assert_eq!(retry.index, 1);
+        assert_eq!(FsmReader::new(db.clone()).get("k").unwrap().unwrap().value, b"other");
+        assert!(!apply(&db, 4, &command(7, 2, put("k", "v2"))).deduplicated);
+    }
+}

@@ -1,0 +1,187 @@
+//! openraft's state machine on redb: applies committed entries to the FSM tables, builds
+//! and installs snapshots.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use muster_proto::v1;
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{OptionalSend, RaftSnapshotBuilder};
+use prost::Message;
+use redb::{Database, Durability, ReadableDatabase};
+
+use super::db::{FSM_META, META_APPLIED, META_MEMBERSHIP, META_SNAPSHOT, blocking, decode, io_err};
+use super::fsm::{FsmReader, apply_command};
+use super::snapshot::{SnapshotFile, load_records, read_snapshot_records, remove_other_snapshots, write_snapshot};
+use crate::convert::{
+    log_id_to_pb, opt_log_id_from_pb, snapshot_meta_from_pb, snapshot_meta_to_pb, stored_membership_from_pb,
+    stored_membership_to_pb,
+};
+use crate::types::{EntryPayload, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+
+/// The FSM of one node. Cheap to clone; clones share the database.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    db: Arc<Database>,
+    snapshot_dir: PathBuf,
+}
+
+impl StateMachineStore {
+    pub fn new(db: Arc<Database>, snapshot_dir: PathBuf) -> io::Result<Self> {
+        std::fs::create_dir_all(&snapshot_dir)?;
+        Ok(Self { db, snapshot_dir })
+    }
+
+    pub fn reader(&self) -> FsmReader {
+        FsmReader::new(self.db.clone())
+    }
+
+    /// Where incoming snapshots are assembled before they are installed.
+    pub fn incoming_dir(&self) -> PathBuf {
+        self.snapshot_dir.join("incoming")
+    }
+
+    fn current_snapshot(&self) -> io::Result<Option<Snapshot>> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let table = txn.open_table(FSM_META).map_err(io_err)?;
+        let Some(value) = table.get(META_SNAPSHOT).map_err(io_err)? else { return Ok(None) };
+        let pb: v1::SnapshotMeta = decode(value.value(), "snapshot meta")?;
+        let file = SnapshotFile::in_dir(&self.snapshot_dir, &pb.snapshot_id);
+        if !file.path.exists() {
+            return Ok(None);
+        }
+        let meta = snapshot_meta_from_pb(pb).map_err(io::Error::other)?;
+        Ok(Some(Snapshot { meta, snapshot: file }))
+    }
+}
+
+/// Records `meta` as the current snapshot; commits durably, which also makes every earlier
+/// non-durable apply durable.
+fn record_snapshot(db: &Database, meta: &SnapshotMeta, file: &SnapshotFile) -> io::Result<()> {
+    let mut txn = db.begin_write().map_err(io_err)?;
+    txn.set_durability(Durability::Immediate).map_err(io::Error::other)?;
+    let encoded = snapshot_meta_to_pb(meta, &file.id).encode_to_vec();
+    txn.open_table(FSM_META).map_err(io_err)?.insert(META_SNAPSHOT, encoded.as_slice()).map_err(io_err)?;
+    txn.commit().map_err(io_err)
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotData = SnapshotFile;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let table = txn.open_table(FSM_META).map_err(io_err)?;
+        let applied = table.get(META_APPLIED).map_err(io_err)?.map(|v| decode::<v1::LogId>(v.value(), "applied"));
+        let applied = opt_log_id_from_pb(applied.transpose()?, "applied").map_err(io::Error::other)?;
+        let membership = table.get(META_MEMBERSHIP).map_err(io_err)?.map(|v| decode(v.value(), "membership"));
+        let membership = stored_membership_from_pb(membership.transpose()?, "membership").map_err(io::Error::other)?;
+        Ok((applied, membership))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let mut batch = Vec::new();
+        while let Some(item) = entries.next().await {
+            batch.push(item?);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let db = self.db.clone();
+        let (batch, results) = blocking(move || {
+            let mut txn = db.begin_write().map_err(io_err)?;
+            // The log is durable; a crash before the next fsync only replays these entries.
+            txn.set_durability(Durability::None).map_err(io::Error::other)?;
+            let mut results = Vec::with_capacity(batch.len());
+            let mut last_applied = None;
+            for (entry, _) in &batch {
+                let index = entry.log_id.index;
+                let result = match &entry.payload {
+                    EntryPayload::Normal(command) => apply_command(&txn, index, command)?,
+                    EntryPayload::Membership(membership) => {
+                        let stored = StoredMembership::new(Some(entry.log_id.clone()), membership.clone());
+                        let encoded = stored_membership_to_pb(&stored).encode_to_vec();
+                        let mut meta = txn.open_table(FSM_META).map_err(io_err)?;
+                        meta.insert(META_MEMBERSHIP, encoded.as_slice()).map_err(io_err)?;
+                        v1::CommandResult { index, succeeded: true, ..Default::default() }
+                    }
+                    EntryPayload::Blank => v1::CommandResult { index, succeeded: true, ..Default::default() },
+                };
+                results.push(result);
+                last_applied = Some(entry.log_id.clone());
+            }
+            if let Some(applied) = last_applied {
+                let encoded = log_id_to_pb(&applied).encode_to_vec();
+                txn.open_table(FSM_META).map_err(io_err)?.insert(META_APPLIED, encoded.as_slice()).map_err(io_err)?;
+            }
+            txn.commit().map_err(io_err)?;
+            Ok((batch, results))
+        })
+        .await?;
+        for ((_, responder), result) in batch.into_iter().zip(results) {
+            if let Some(responder) = responder {
+                responder.send(result);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotFile) -> Result<(), io::Error> {
+        let db = self.db.clone();
+        let dir = self.snapshot_dir.clone();
+        let meta = meta.clone();
+        blocking(move || {
+            let records = read_snapshot_records(&snapshot.path)?;
+            let file = SnapshotFile::in_dir(&dir, &snapshot.id);
+            if snapshot.path != file.path {
+                std::fs::rename(&snapshot.path, &file.path)?;
+            }
+            let mut txn = db.begin_write().map_err(io_err)?;
+            txn.set_durability(Durability::Immediate).map_err(io::Error::other)?;
+            load_records(&txn, records)?;
+            {
+                let mut table = txn.open_table(FSM_META).map_err(io_err)?;
+                if let Some(applied) = &meta.last_log_id {
+                    table.insert(META_APPLIED, log_id_to_pb(applied).encode_to_vec().as_slice()).map_err(io_err)?;
+                }
+                let membership = stored_membership_to_pb(&meta.last_membership).encode_to_vec();
+                table.insert(META_MEMBERSHIP, membership.as_slice()).map_err(io_err)?;
+                let encoded = snapshot_meta_to_pb(&meta, &file.id).encode_to_vec();
+                table.insert(META_SNAPSHOT, encoded.as_slice()).map_err(io_err)?;
+            }
+            txn.commit().map_err(io_err)?;
+            remove_other_snapshots(&dir, &file.path)
+        })
+        .await
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        self.current_snapshot()
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    type SnapshotData = SnapshotFile;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let db = self.db.clone();
+        let dir = self.snapshot_dir.clone();
+        blocking(move || {
+            let (meta, file) = write_snapshot(&db, &dir)?;
+            record_snapshot(&db, &meta, &file)?;
+            remove_other_snapshots(&dir, &file.path)?;
+            tracing::info!(snapshot = %file.id, "built snapshot");
+            Ok(Snapshot { meta, snapshot: file })
+        })
+        .await
+    }
+}

@@ -1,0 +1,115 @@
+//! `musterctl kv ...`: put, get, delete, cas, list.
+
+use clap::{Subcommand, ValueEnum};
+use muster_client::ReadConsistency;
+use muster_proto::v1;
+
+use crate::connect::ConnectArgs;
+use crate::output::{Format, print_json, print_table, show_bytes};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Consistency {
+    Linearizable,
+    Lease,
+    Stale,
+}
+
+impl From<Consistency> for ReadConsistency {
+    fn from(c: Consistency) -> Self {
+        match c {
+            Consistency::Linearizable => ReadConsistency::Linearizable,
+            Consistency::Lease => ReadConsistency::Lease,
+            Consistency::Stale => ReadConsistency::Stale,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KvCommand {
+    Put {
+        key: String,
+        value: String,
+    },
+    Get {
+        key: String,
+        #[arg(long, default_value = "linearizable")]
+        consistency: Consistency,
+    },
+    Delete {
+        key: String,
+    },
+    /// Set KEY to NEW only if it currently holds --expected (or, with --absent, does not exist).
+    Cas {
+        key: String,
+        new: String,
+        #[arg(long, conflicts_with = "absent", required_unless_present = "absent")]
+        expected: Option<String>,
+        #[arg(long)]
+        absent: bool,
+    },
+    List {
+        #[arg(default_value = "")]
+        prefix: String,
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+        #[arg(long, default_value = "linearizable")]
+        consistency: Consistency,
+    },
+}
+
+fn kv_json(kv: &v1::KeyValue) -> serde_json::Value {
+    serde_json::json!({
+        "key": kv.key, "value": show_bytes(&kv.value),
+        "create_revision": kv.create_revision, "mod_revision": kv.mod_revision,
+    })
+}
+
+fn print_write(result: &v1::CommandResult, format: Format, verb: &str) {
+    match format {
+        Format::Json => print_json(&serde_json::json!({
+            "index": result.index, "succeeded": result.succeeded, "deduplicated": result.deduplicated,
+            "previous": result.previous.as_ref().map(kv_json),
+        })),
+        Format::Table if result.succeeded => println!("{verb} at revision {}", result.index),
+        Format::Table => println!("not {verb} (revision {})", result.index),
+    }
+}
+
+pub async fn run(command: KvCommand, connect: &ConnectArgs, format: Format) -> anyhow::Result<()> {
+    let client = connect.client()?;
+    match command {
+        KvCommand::Put { key, value } => print_write(&client.put(&key, value).await?, format, "stored"),
+        KvCommand::Delete { key } => print_write(&client.delete(&key).await?, format, "deleted"),
+        KvCommand::Cas { key, new, expected, absent } => {
+            let expected = if absent { None } else { expected.map(String::into_bytes) };
+            print_write(&client.compare_and_swap(&key, expected, new).await?, format, "swapped");
+        }
+        KvCommand::Get { key, consistency } => match client.get(&key, consistency.into()).await? {
+            Some(kv) => match format {
+                Format::Json => print_json(&kv_json(&kv)),
+                Format::Table => println!("{}", show_bytes(&kv.value)),
+            },
+            None => anyhow::bail!("key {key:?} not found"),
+        },
+        KvCommand::List { prefix, limit, consistency } => {
+            let list = client.list(&prefix, limit, consistency.into()).await?;
+            match format {
+                Format::Json => print_json(&serde_json::json!({
+                    "items": list.items.iter().map(kv_json).collect::<Vec<_>>(), "truncated": list.truncated,
+                })),
+                Format::Table => {
+                    let rows: Vec<Vec<String>> = list
+                        .items
+                        .iter()
+                        .map(|kv| vec![kv.key.clone(), show_bytes(&kv.value), kv.mod_revision.to_string()])
+                        .collect();
+                    print_table(&["KEY", "VALUE", "REVISION"], &rows);
+                    if list.truncated {
+                        println!("(more keys match; raise --limit)");
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,41 @@
+//! Lazily connected channels, one per address, reused across calls.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+use crate::ClientError;
+
+pub(crate) struct Channels {
+    tls: Option<ClientTlsConfig>,
+    connect_timeout: Duration,
+    by_addr: Mutex<HashMap<String, Channel>>,
+}
+
+impl Channels {
+    pub(crate) fn new(tls: Option<ClientTlsConfig>, connect_timeout: Duration) -> Self {
+        Self { tls, connect_timeout, by_addr: Mutex::default() }
+    }
+
+    pub(crate) fn get(&self, addr: &str) -> Result<Channel, ClientError> {
+        let mut by_addr = self.by_addr.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(channel) = by_addr.get(addr) {
+            return Ok(channel.clone());
+        }
+        let invalid = |message: String| ClientError::InvalidEndpoint { endpoint: addr.to_string(), message };
+        let host_port = addr.trim_start_matches("http://").trim_start_matches("https://");
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{host_port}"))
+            .map_err(|e| invalid(e.to_string()))?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true);
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(|e| invalid(e.to_string()))?;
+        }
+        let channel = endpoint.connect_lazy();
+        by_addr.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+}

@@ -1,0 +1,14 @@
+//! A client for the control plane's API port that finds and follows the leader.
+//!
+//! Any endpoint will do to start: a follower's "not leader" error carries the leader's id and
+//! address ([`muster_middleware::leader_hint`]) and the client retries there at once. Writes
+//! carry this client's id and a sequence number, so retrying after a lost answer or a leader
+//! change applies the write exactly once.
+
+mod channels;
+mod client;
+mod error;
+
+pub use client::{ClientOptions, ControlPlaneClient};
+pub use error::ClientError;
+pub use muster_proto::v1::ReadConsistency;

@@ -1,0 +1,207 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::test_support::{err, load_str};
+use crate::{
+    AdvertiseConfig, ClusterMode, ControlPlaneConfig, Limits, ListenConfig, LogFormat, RaftPeer, RaftTuning,
+    TelemetryConfig, TlsConfig,
+};
+
+/// Enough to pass `validate()`: TLS files named, everything else default.
+const TLS: &str = r#"
+[tls]
+ca_file = "ca.pem"
+cert_file = "node.pem"
+key_file = "node.key"
+"#;
+
+fn config(text: &str) -> ControlPlaneConfig {
+    load_str(text).unwrap()
+}
+
+fn invalid(text: &str) -> String {
+    err(config(text).validate())
+}
+
+#[test]
+fn empty_file_gives_every_default() {
+    let any = |port| SocketAddr::from(([0, 0, 0, 0], port));
+    assert_eq!(
+        config(""),
+        ControlPlaneConfig {
+            cluster: ClusterMode::SingleNode,
+            data_dir: PathBuf::from("./data"),
+            listen: ListenConfig { raft_addr: any(3668), api_addr: any(3669), admin_addr: any(3680) },
+            advertise: AdvertiseConfig { raft_addr: None, api_addr: None },
+            tls: TlsConfig { insecure: false, ca_file: None, cert_file: None, key_file: None },
+            raft: RaftTuning {
+                heartbeat_interval: Duration::from_millis(100),
+                election_timeout_min: Duration::from_millis(500),
+                election_timeout_max: Duration::from_millis(1000),
+                snapshot_after_logs: 10_000,
+                max_logs_to_keep: 1_000,
+                snapshot_chunk_bytes: 1 << 20,
+                install_snapshot_timeout: Duration::from_secs(30),
+            },
+            limits: Limits {
+                max_message_bytes: 4 << 20,
+                request_timeout: Duration::from_secs(10),
+                max_concurrent_requests: 1024,
+                max_concurrent_streams: 256,
+            },
+            telemetry: TelemetryConfig { log_format: LogFormat::Pretty, log_level: "info".into() },
+            join: vec![],
+        }
+    );
+    config(TLS).validate().unwrap();
+}
+
+#[test]
+fn partial_sections_keep_their_other_defaults() {
+    let config = config(
+        r#"
+        data_dir = "/var/lib/muster"
+        join = ["10.0.0.1:3669"]
+        [cluster]
+        mode = "raft"
+        node_id = 2
+        peers = [{ id = 1, raft_addr = "10.0.0.1:3668" }, { id = 2, raft_addr = "10.0.0.2:3668" }]
+        [raft]
+        election_timeout_max = "2s"
+        [limits]
+        request_timeout = "1m"
+        [telemetry]
+        log_format = "json"
+        "#,
+    );
+    assert_eq!(config.data_dir, PathBuf::from("/var/lib/muster"));
+    assert_eq!(config.raft.election_timeout_max, Duration::from_secs(2));
+    assert_eq!(config.raft.election_timeout_min, Duration::from_millis(500));
+    assert_eq!(config.limits.request_timeout, Duration::from_secs(60));
+    assert_eq!(config.limits.max_message_bytes, 4 << 20);
+    assert_eq!(config.telemetry.log_format, LogFormat::Json);
+    assert_eq!(config.telemetry.log_level, "info");
+    assert_eq!(config.join, ["10.0.0.1:3669"]);
+    assert_eq!(
+        err(config.validate()),
+        "tls.ca_file: required unless tls.insecure = true: run `musterctl tls init` to create \
+         the cluster CA and certificates, or pass --insecure for a plaintext development setup"
+    );
+}
+
+#[test]
+fn unknown_fields_name_their_path() {
+    let message = err(load_str::<ControlPlaneConfig>("data_dirr = \"x\""));
+    assert!(
+        message.starts_with("data_dirr: unknown field `data_dirr`, expected one of `cluster`, `data_dir`,"),
+        "{message}"
+    );
+    let message = err(load_str::<ControlPlaneConfig>("[raft]\nheartbeat = \"1s\""));
+    assert!(message.starts_with("raft.heartbeat: unknown field `heartbeat`"), "{message}");
+    assert_eq!(
+        err(load_str::<ControlPlaneConfig>("[telemetry]\nlog_format = \"xml\"")),
+        "telemetry.log_format: unknown variant `xml`, expected `pretty` or `json`"
+    );
+    let message = err(load_str::<ControlPlaneConfig>("[listen]\napi_addr = \"localhost\""));
+    assert!(message.starts_with("listen.api_addr: invalid socket address"), "{message}");
+}
+
+#[test]
+fn tls_requires_all_files_unless_insecure() {
+    for (missing, text) in [
+        ("cert_file", "[tls]\nca_file = \"ca.pem\"\nkey_file = \"k.pem\""),
+        ("key_file", "[tls]\nca_file = \"ca.pem\"\ncert_file = \"c.pem\""),
+    ] {
+        let message = invalid(text);
+        assert!(
+            message.starts_with(&format!("tls.{missing}: required unless tls.insecure = true"))
+                && message.contains("musterctl tls init")
+                && message.contains("--insecure"),
+            "{message}"
+        );
+    }
+    config("[tls]\ninsecure = true").validate().unwrap();
+}
+
+#[test]
+fn raft_timing_must_be_ordered() {
+    assert_eq!(
+        invalid(&format!("{TLS}[raft]\nelection_timeout_min = \"1s\"")),
+        "raft.election_timeout_min: 1s must be shorter than election_timeout_max (1s)"
+    );
+    assert_eq!(
+        invalid(&format!("{TLS}[raft]\nheartbeat_interval = \"600ms\"")),
+        "raft.heartbeat_interval: 600ms must be shorter than election_timeout_min (500ms)"
+    );
+    assert_eq!(
+        invalid(&format!("{TLS}[raft]\nsnapshot_chunk_bytes = 8388608")),
+        "raft.snapshot_chunk_bytes: 8388608 must be smaller than limits.max_message_bytes \
+         (4194304) so a chunk fits in one message"
+    );
+    assert_eq!(
+        invalid(&format!("{TLS}[limits]\nmax_concurrent_streams = 0")),
+        "limits.max_concurrent_streams: must be greater than zero"
+    );
+}
+
+#[test]
+fn validate_checks_the_cluster_and_how_it_fits_the_daemon() {
+    assert_eq!(
+        invalid(&format!("{TLS}[cluster]\nmode = \"raft\"\nnode_id = 9\npeers = [{{ id = 1, raft_addr = \"a:1\" }}]")),
+        "cluster.peers: node_id 9 is not in the peer list"
+    );
+    assert_eq!(
+        invalid(&format!("{TLS}[cluster]\nmode = \"worker-tier\"\nrole = \"worker\"\nservers = [\"cp:3670\"]")),
+        "cluster.role: the control plane runs role = \"server\"; \"worker\" belongs in the worker \
+         agent's config"
+    );
+    assert_eq!(
+        invalid(&format!("join = [\"10.0.0.1:3669\"]\n{TLS}")),
+        "join: joining an existing cluster needs cluster.mode = \"raft\" or \"worker-tier\" \
+         (role = \"server\"), not \"single-node\""
+    );
+    assert_eq!(
+        invalid(&format!("{TLS}[listen]\nadmin_addr = \"0.0.0.0:3669\"")),
+        "listen.admin_addr: 0.0.0.0:3669 is also listen.api_addr"
+    );
+    assert_eq!(
+        invalid(&format!("{TLS}[advertise]\napi_addr = \"no-port\"")),
+        "advertise.api_addr: `no-port` is not a host:port address"
+    );
+    // Port 0 means "any free port", so several listeners may ask for it.
+    config(&format!("{TLS}[listen]\nraft_addr = \"127.0.0.1:0\"\napi_addr = \"127.0.0.1:0\"")).validate().unwrap();
+}
+
+#[test]
+fn advertised_addresses() {
+    let mut config = ControlPlaneConfig::default();
+    assert_eq!(config.advertised_raft_addr(), "127.0.0.1:3668");
+    assert_eq!(config.advertised_api_addr(), "127.0.0.1:3669");
+
+    config.listen.raft_addr = "[::]:7000".parse().unwrap();
+    config.listen.api_addr = "10.1.2.3:7001".parse().unwrap();
+    assert_eq!(config.advertised_raft_addr(), "[::1]:7000");
+    assert_eq!(config.advertised_api_addr(), "10.1.2.3:7001");
+
+    // In raft mode the node's own peer entry is what the others already dial.
+    config.cluster =
+        ClusterMode::Raft { node_id: 2, peers: vec![RaftPeer::new(1, "n1:3668"), RaftPeer::new(2, "n2:3668")] };
+    assert_eq!(config.advertised_raft_addr(), "n2:3668");
+    assert_eq!(config.advertised_api_addr(), "n2:3669");
+
+    config.advertise.raft_addr = Some("public:1".into());
+    config.advertise.api_addr = Some("public:2".into());
+    assert_eq!(config.advertised_raft_addr(), "public:1");
+    assert_eq!(config.advertised_api_addr(), "public:2");
+}
+
+#[test]
+fn serializes_back_to_the_same_config() {
+    let original = config(&format!(
+        "data_dir = \"/d\"\n{TLS}[cluster]\nmode = \"static\"\nnode_id = 1\n\
+         peers = [{{ id = 1, addr = \"a:1\" }}]\nheartbeat_interval = \"2s\""
+    ));
+    let text = toml::to_string(&original).unwrap();
+    assert_eq!(config(&text), original, "{text}");
+}

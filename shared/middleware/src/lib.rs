@@ -1,0 +1,38 @@
+//! Tower middleware and the one mapping from domain errors to gRPC status.
+//!
+//! Every Muster gRPC server and client is glued from these pieces, one middleware per module:
+//!
+//! - [`error`]: [`ApiError`], the only place domain errors become gRPC codes, and the leader
+//!   hint (`x-muster-leader-id` / `x-muster-leader-addr`) that followers attach.
+//! - [`trace`]: `grpc.server` / `grpc.client` spans joined across processes by W3C
+//!   `traceparent`.
+//! - [`auth`]: requires a verified client certificate (and optionally a role) on every
+//!   method except health and reflection.
+//! - [`overload`]: a process-wide in-flight limit that sheds excess calls as
+//!   `RESOURCE_EXHAUSTED`.
+//! - [`limits`]: [`ServerLimits`] and the `tonic` server builder that applies them.
+//!
+//! A server stacks them outermost first: trace, overload, auth, then the router:
+//!
+//! ```ignore
+//! limits::server_builder(&limits)
+//!     .tls_config(tls)?
+//!     .layer(GrpcTraceLayer::new().with_quiet_paths(&["/muster.v1.HeartbeatService/"]))
+//!     .layer(limits::overload_layer(&limits))
+//!     .layer(RequireClientCertLayer::new())
+//!     .add_service(service.max_decoding_message_size(limits.max_message_bytes))
+//! ```
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod error;
+pub mod limits;
+pub mod overload;
+pub mod trace;
+
+pub use auth::{PeerRole, RequireClientCertLayer};
+pub use error::{ApiError, LEADER_ADDR_HEADER, LEADER_ID_HEADER, LeaderHint, leader_hint};
+pub use limits::{ServerLimits, overload_layer, server_builder};
+pub use overload::OverloadLayer;
+pub use trace::{GrpcClientTraceLayer, GrpcTraceLayer};

@@ -1,0 +1,101 @@
+//! One span per gRPC call on both ends, joined into one trace by W3C `traceparent` headers.
+//!
+//! [`GrpcTraceLayer`] goes on every server, [`GrpcClientTraceLayer`] on every outbound channel;
+//! together they make a `Register` one trace from worker-agent to Raft apply. Both read the
+//! global OpenTelemetry propagator that `muster-telemetry` installs. Hot methods (heartbeats)
+//! can be marked quiet: their spans and completion logs are emitted at `DEBUG`, so under the
+//! usual `info` filter they cost nearly nothing and are not exported.
+//!
+//! Layout: `server` and `client` hold the two middlewares, `body` the response wrapper that
+//! records the final `grpc-status` (streams end in trailers), `propagation` the header carriers.
+
+/// Opens the span for one call at `$level` (INFO or DEBUG; spans need a static level).
+macro_rules! rpc_span {
+    ($level:expr, $name:literal, $kind:literal, $path:expr) => {{
+        let path: &str = $path;
+        let (service, method) = $crate::trace::rpc_parts(path);
+        let otel_name = path.strip_prefix('/').unwrap_or(path);
+        if $level == ::tracing::Level::DEBUG {
+            ::tracing::debug_span!(
+                $name,
+                otel.name = otel_name,
+                otel.kind = $kind,
+                otel.status_code = ::tracing::field::Empty,
+                rpc.system = "grpc",
+                rpc.service = service,
+                rpc.method = method,
+                grpc.status_code = ::tracing::field::Empty,
+            )
+        } else {
+            ::tracing::info_span!(
+                $name,
+                otel.name = otel_name,
+                otel.kind = $kind,
+                otel.status_code = ::tracing::field::Empty,
+                rpc.system = "grpc",
+                rpc.service = service,
+                rpc.method = method,
+                grpc.status_code = ::tracing::field::Empty,
+            )
+        }
+    }};
+}
+
+mod body;
+mod client;
+mod propagation;
+mod server;
+
+pub use body::{TracedBody, TracedFuture};
+pub use client::{GrpcClientTrace, GrpcClientTraceLayer};
+pub use server::{GrpcTrace, GrpcTraceLayer};
+
+/// Splits a gRPC path `/pkg.Service/Method` into `("pkg.Service", "Method")`.
+///
+/// Anything else is reported whole as the service with an empty method, so odd requests still
+/// get a span rather than a panic.
+pub(crate) fn rpc_parts(path: &str) -> (&str, &str) {
+    path.strip_prefix('/')
+        .and_then(|rest| rest.split_once('/'))
+        .filter(|(service, method)| !service.is_empty() && !method.contains('/'))
+        .unwrap_or((path, ""))
+}
+
+/// Whether `path` starts with one of the quiet prefixes.
+/// Returns the level for a call's span and completion log: DEBUG for quiet paths, else INFO.
+pub(crate) fn level_for(quiet: &[&str], path: &str) -> tracing::Level {
+    if is_quiet(quiet, path) { tracing::Level::DEBUG } else { tracing::Level::INFO }
+}
+
+/// Whether `path` starts with one of the quiet prefixes.
+pub(crate) fn is_quiet(quiet: &[&str], path: &str) -> bool {
+    quiet.iter().any(|prefix| path.starts_with(prefix))
+}
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn splits_well_formed_paths() {
+        assert_eq!(rpc_parts("/muster.v1.WorkerService/Register"), ("muster.v1.WorkerService", "Register"));
+    }
+
+    #[test]
+    fn keeps_malformed_paths_whole() {
+        assert_eq!(rpc_parts("/"), ("/", ""));
+        assert_eq!(rpc_parts("/a/b/c"), ("/a/b/c", ""));
+        assert_eq!(rpc_parts("nope"), ("nope", ""));
+    }
+
+    #[test]
+    fn quiet_matches_by_prefix() {
+        let quiet = ["/muster.v1.HeartbeatService/", "/grpc.health.v1.Health/Check"];
+        assert!(is_quiet(&quiet, "/muster.v1.HeartbeatService/ReportStatus"));
+        assert!(is_quiet(&quiet, "/grpc.health.v1.Health/Check"));
+        assert!(!is_quiet(&quiet, "/muster.v1.WorkerService/Register"));
+    }
+}

@@ -1,0 +1,32 @@
+//! The wire types of Muster: everything under `proto/muster/v1`, generated at build time.
+//!
+//! `v1` holds messages, clients (`*_client`) and servers (`*_server`) for every service;
+//! [`FILE_DESCRIPTOR_SET`] feeds tonic-reflection so `grpcurl` can list and describe them.
+
+#![allow(clippy::all, clippy::pedantic)]
+
+use std::fmt;
+
+pub mod v1 {
+    tonic::include_proto!("muster.v1");
+}
+
+/// Encoded `FileDescriptorSet` of every Muster proto, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/muster_descriptor.bin"));
+
+impl fmt::Display for v1::Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use v1::command::Op;
+        match &self.op {
+            Some(Op::Put(put)) => write!(f, "put {} ({} bytes)", put.key, put.value.len())?,
+            Some(Op::Delete(del)) => write!(f, "delete {}", del.key)?,
+            Some(Op::Cas(cas)) => write!(f, "cas {}", cas.key)?,
+            Some(Op::InitCluster(init)) => write!(f, "init-cluster {}", init.cluster_id)?,
+            None => write!(f, "empty")?,
+        }
+        if self.client_id != 0 {
+            write!(f, " [client {} seq {}]", self.client_id, self.sequence)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,62 @@
+//! Who is on the other end: extracts the Muster role and name from a verified peer
+//! certificate's `spiffe://muster/<role>/<name>` URI SAN, for per-role authorization.
+
+use x509_parser::extensions::GeneralName;
+
+use crate::{Role, TRUST_DOMAIN_PREFIX, spiffe_id};
+
+/// Identity of a verified peer certificate.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PeerIdentity {
+    pub role: Role,
+    pub name: String,
+}
+
+impl PeerIdentity {
+    /// `spiffe://muster/<role>/<name>`.
+    pub fn spiffe_id(&self) -> String {
+        spiffe_id(self.role, &self.name)
+    }
+}
+
+/// Parses the first well-formed `spiffe://muster/<role>/<name>` URI SAN of a DER certificate.
+/// `None` when the DER does not parse or no such SAN exists. Only call this on certificates
+/// the TLS stack has already verified against the cluster CA.
+pub fn peer_identity(cert_der: &[u8]) -> Option<PeerIdentity> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|name| match name {
+        GeneralName::URI(uri) => parse_spiffe(uri),
+        _ => None,
+    })
+}
+
+fn parse_spiffe(uri: &str) -> Option<PeerIdentity> {
+    let path = uri.strip_prefix(TRUST_DOMAIN_PREFIX)?.strip_prefix('/')?;
+    let (role, name) = path.split_once('/')?;
+    if name.is_empty() || name.contains('/') {
+        return None;
+    }
+    Some(PeerIdentity { role: role.parse().ok()?, name: name.to_owned() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_only_muster_spiffe_ids() {
+        let id = parse_spiffe("spiffe://muster/worker/w-1").unwrap();
+        assert_eq!((id.role, id.name.as_str()), (Role::Worker, "w-1"));
+        for bad in [
+            "spiffe://musterx/worker/w-1",
+            "spiffe://muster/worker/",
+            "spiffe://muster/worker",
+            "spiffe://muster/worker/a/b",
+            "spiffe://muster/admin/a",
+            "spiffe://other/worker/a",
+        ] {
+            assert_eq!(parse_spiffe(bad), None, "{bad}");
+        }
+    }
+}

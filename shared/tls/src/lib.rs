@@ -1,0 +1,20 @@
+//! PKI generation and rustls configuration for mTLS between Muster components.
+//!
+//! `musterctl tls init` uses [`init_pki`] to create the cluster CA and the per-node
+//! certificates (SPIFFE-style URI SANs `spiffe://muster/<role>/<name>`); services load theirs
+//! with [`TlsFiles`] and authorize peers by [`peer_identity`].
+
+mod ca;
+mod error;
+mod files;
+mod identity;
+mod init;
+mod parse;
+mod spec;
+
+pub use ca::CertificateAuthority;
+pub use error::TlsError;
+pub use files::{TlsFiles, install_crypto_provider, write_atomic};
+pub use identity::{PeerIdentity, peer_identity};
+pub use init::{PkiInit, PkiReport, init_pki};
+pub use spec::{CertSpec, Pem, Role, TRUST_DOMAIN_PREFIX, default_node_hosts, spiffe_id};

@@ -1,0 +1,41 @@
+//! Shared PEM and X.509 decoding so the CA loader and the rustls/tonic loaders report
+//! malformed input the same way, naming where it came from.
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::prelude::FromDer;
+
+use crate::TlsError;
+
+/// Every CERTIFICATE block in `pem`; at least one is required.
+pub(crate) fn certs_from_pem(
+    pem: &[u8],
+    what: &'static str,
+    origin: &str,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs =
+        CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>().map_err(|e| parse_err(what, origin, e))?;
+    if certs.is_empty() {
+        return Err(parse_err(what, origin, "no CERTIFICATE block found"));
+    }
+    Ok(certs)
+}
+
+/// The first private key (PKCS#8, SEC1 or PKCS#1) in `pem`.
+pub(crate) fn key_from_pem(pem: &[u8], what: &'static str, origin: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| parse_err(what, origin, e))
+}
+
+/// Decodes one DER certificate, rejecting trailing garbage.
+pub(crate) fn x509<'a>(der: &'a [u8], what: &'static str, origin: &str) -> Result<X509Certificate<'a>, TlsError> {
+    match X509Certificate::from_der(der) {
+        Ok(([], cert)) => Ok(cert),
+        Ok(_) => Err(parse_err(what, origin, "trailing bytes after certificate")),
+        Err(e) => Err(parse_err(what, origin, e)),
+    }
+}
+
+pub(crate) fn parse_err(what: &'static str, origin: &str, reason: impl ToString) -> TlsError {
+    TlsError::Parse { what, origin: origin.to_owned(), reason: reason.to_string() }
+}
