@@ -99,24 +99,24 @@ impl ControlPlane {
         let limits = &config.limits;
 
         let peer_server = GrpcServer::new(Port::Raft, limits, &tls, node.subscribe_ready())?
-            .add(
+            .with_service(
                 RaftReplicationServiceServer::new(RaftPeerApi::new(node.clone()))
                     .max_decoding_message_size(limits.max_message_bytes)
                     .max_encoding_message_size(limits.max_message_bytes),
             )
-            .add(RaftElectionServiceServer::new(RaftPeerApi::new(node.clone())))
-            .add(SnapshotServiceServer::new(SnapshotApi::new(node.clone())).max_decoding_message_size(
+            .with_service(RaftElectionServiceServer::new(RaftPeerApi::new(node.clone())))
+            .with_service(SnapshotServiceServer::new(SnapshotApi::new(node.clone())).max_decoding_message_size(
                 config.raft.snapshot_chunk_bytes.saturating_mul(2).max(limits.max_message_bytes),
             ));
         tasks.spawn(peer_server.serve(listeners.raft, shutdown_rx.clone()));
 
         let api_server = GrpcServer::new(Port::Api, limits, &tls, node.subscribe_ready())?
-            .add(
+            .with_service(
                 RaftClientServiceServer::new(ClientApi::new(node.clone()))
                     .max_decoding_message_size(limits.max_message_bytes)
                     .max_encoding_message_size(limits.max_message_bytes),
             )
-            .add(ClusterManagementServiceServer::new(ClusterApi::new(node.clone())));
+            .with_service(ClusterManagementServiceServer::new(ClusterApi::new(node.clone())));
         tasks.spawn(api_server.serve(listeners.api, shutdown_rx.clone()));
 
         tasks.spawn(admin_http::serve(listeners.admin, node.clone(), shutdown_rx.clone()));

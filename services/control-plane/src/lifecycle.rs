@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::node::{NodeHandle, is_caught_up};
+use crate::node::{NodeHandle, is_caught_up, is_serving_member};
 use crate::types::{NodeAddr, NodeId};
 
 /// How a node becomes a member.
@@ -41,7 +41,10 @@ pub async fn run(node: Arc<NodeHandle>, membership: Membership, mut shutdown: wa
     let mut metrics = node.raft.metrics();
     loop {
         let current = metrics.borrow_and_update().clone();
-        node.set_ready(is_caught_up(node.id, &current));
+        // Catching up gates readiness once; after that the apply loop trailing the commit
+        // index by a few entries is normal operation, not "behind".
+        let ready = if node.server_is_ready() { is_serving_member(node.id, &current) } else { is_caught_up(node.id, &current) };
+        node.set_ready(ready);
         if current.current_leader == Some(node.id) {
             ensure_cluster_id(&node).await;
         }

@@ -150,8 +150,12 @@ pub fn state_name(state: ServerState, is_voter: bool) -> &'static str {
 /// Whether this node has joined and caught up: it is a member, knows a leader, and has
 /// applied everything it knows to be committed.
 pub fn is_caught_up(id: NodeId, metrics: &RaftMetrics) -> bool {
-    let member = metrics.membership_config.membership().get_node(&id).is_some();
     let applied = metrics.last_applied.as_ref().map(|l| l.index);
     let committed = metrics.cluster_committed.as_ref().map(|l| l.index);
-    member && metrics.current_leader.is_some() && applied.is_some() && applied >= committed
+    is_serving_member(id, metrics) && applied.is_some() && applied >= committed
+}
+
+/// Whether a node that has caught up once can still serve: it is a member and knows a leader.
+pub fn is_serving_member(id: NodeId, metrics: &RaftMetrics) -> bool {
+    metrics.membership_config.membership().get_node(&id).is_some() && metrics.current_leader.is_some()
 }

@@ -67,6 +67,14 @@ pub fn server_limits(limits: &muster_config::Limits) -> ServerLimits {
     }
 }
 
+/// High-rate methods whose per-call log lines are debug-level (spans still exist for traces).
+const QUIET_PATHS: &[&str] = &[
+    "/muster.v1.RaftReplicationService/",
+    "/muster.v1.RaftElectionService/",
+    "/muster.v1.RaftClientService/",
+    "/grpc.health.v1.Health/",
+];
+
 pub struct GrpcServer {
     port: Port,
     limits: ServerLimits,
@@ -105,7 +113,7 @@ impl GrpcServer {
         })
     }
 
-    pub fn add<S>(mut self, service: S) -> Self
+    pub fn with_service<S>(mut self, service: S) -> Self
     where
         S: tower::Service<
                 http::Request<tonic::body::Body>,
@@ -156,7 +164,8 @@ impl GrpcServer {
                 .allow_roles(port.allowed_roles())
         });
         let layers = tower::ServiceBuilder::new()
-            .layer(muster_middleware::GrpcTraceLayer::new())
+            .layer(muster_middleware::GrpcTraceLayer::new().with_quiet_paths(QUIET_PATHS))
+            .layer(muster_middleware::overload_layer(&limits))
             .option_layer(auth)
             .into_inner();
         let incoming = TcpListenerStream::new(listener);

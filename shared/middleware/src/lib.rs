@@ -14,13 +14,22 @@
 //!
 //! A server stacks them outermost first: trace, overload, auth, then the router:
 //!
-//! ```ignore
+//! ```no_run
+//! # async fn run(tls: tonic::transport::ServerTlsConfig) -> Result<(), Box<dyn std::error::Error>> {
+//! use muster_middleware::{GrpcTraceLayer, RequireClientCertLayer, ServerLimits, limits};
+//!
+//! let limits = ServerLimits::default();
+//! let (_reporter, health) = tonic_health::server::health_reporter();
 //! limits::server_builder(&limits)
 //!     .tls_config(tls)?
 //!     .layer(GrpcTraceLayer::new().with_quiet_paths(&["/muster.v1.HeartbeatService/"]))
 //!     .layer(limits::overload_layer(&limits))
 //!     .layer(RequireClientCertLayer::new())
-//!     .add_service(service.max_decoding_message_size(limits.max_message_bytes))
+//!     .add_service(health.max_decoding_message_size(limits.max_message_bytes))
+//!     .serve("0.0.0.0:3669".parse()?)
+//!     .await?;
+//! # Ok(())
+//! # }
 //! ```
 
 #![forbid(unsafe_code)]

@@ -42,7 +42,7 @@ async fn receive_chunks(
 ) -> Result<(v1::Vote, v1::SnapshotMeta, SnapshotFile), Status> {
     let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
     let meta = first.meta.clone().ok_or_else(|| Status::invalid_argument("first snapshot chunk lacks `meta`"))?;
-    let vote = first.vote.clone().ok_or_else(|| Status::invalid_argument("first snapshot chunk lacks `vote`"))?;
+    let vote = first.vote.ok_or_else(|| Status::invalid_argument("first snapshot chunk lacks `vote`"))?;
     if meta.snapshot_id.is_empty() || meta.snapshot_id.contains(['/', '\\']) || meta.snapshot_id.starts_with('.') {
         return Err(Status::invalid_argument(format!("invalid snapshot id {:?}", meta.snapshot_id)));
     }

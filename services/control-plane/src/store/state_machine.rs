@@ -104,7 +104,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 let result = match &entry.payload {
                     EntryPayload::Normal(command) => apply_command(&txn, index, command)?,
                     EntryPayload::Membership(membership) => {
-                        let stored = StoredMembership::new(Some(entry.log_id.clone()), membership.clone());
+                        let stored = StoredMembership::new(Some(entry.log_id), membership.clone());
                         let encoded = stored_membership_to_pb(&stored).encode_to_vec();
                         let mut meta = txn.open_table(FSM_META).map_err(io_err)?;
                         meta.insert(META_MEMBERSHIP, encoded.as_slice()).map_err(io_err)?;
@@ -113,7 +113,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     EntryPayload::Blank => v1::CommandResult { index, succeeded: true, ..Default::default() },
                 };
                 results.push(result);
-                last_applied = Some(entry.log_id.clone());
+                last_applied = Some(entry.log_id);
             }
             if let Some(applied) = last_applied {
                 let encoded = log_id_to_pb(&applied).encode_to_vec();
