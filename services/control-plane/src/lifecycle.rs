@@ -43,7 +43,8 @@ pub async fn run(node: Arc<NodeHandle>, membership: Membership, mut shutdown: wa
         let current = metrics.borrow_and_update().clone();
         // Catching up gates readiness once; after that the apply loop trailing the commit
         // index by a few entries is normal operation, not "behind".
-        let ready = if node.server_is_ready() { is_serving_member(node.id, &current) } else { is_caught_up(node.id, &current) };
+        let ready =
+            if node.server_is_ready() { is_serving_member(node.id, &current) } else { is_caught_up(node.id, &current) };
         node.set_ready(ready);
         if current.current_leader == Some(node.id) {
             ensure_cluster_id(&node).await;
