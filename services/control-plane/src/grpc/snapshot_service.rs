@@ -163,6 +163,13 @@ impl SnapshotService for SnapshotApi {
             ))
             .into());
         }
+        if upto == 0 {
+            let metrics = self.node.metrics();
+            return Ok(Response::new(v1::PurgeLogResponse {
+                snapshot: opt_log_id_to_pb(&metrics.snapshot),
+                purged: opt_log_id_to_pb(&metrics.purged),
+            }));
+        }
         raft.trigger().purge_log(upto).await.map_err(fatal)?;
         let metrics = raft
             .wait(Some(Duration::from_secs(30)))

@@ -93,6 +93,22 @@ fn with_deadline<T>(message: T, ttl: Duration) -> tonic::Request<T> {
     request
 }
 
+impl PeerClient {
+    /// RequestVote or (with `pre_vote`) PreVote: same messages, different RPC.
+    async fn send_vote(
+        &self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+        pre_vote: bool,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let mut client = RaftElectionServiceClient::new(self.channel()?);
+        let request = with_deadline(vote_request_to_pb(&rpc), option.hard_ttl());
+        let response = if pre_vote { client.pre_vote(request).await } else { client.request_vote(request).await };
+        let response = response.map_err(status_to_rpc_error)?;
+        vote_response_from_pb(response.into_inner()).map_err(|err| RPCError::Network(NetworkError::new(&err)))
+    }
+}
+
 impl RaftNetworkV2<TypeConfig> for PeerClient {
     type SnapshotData = SnapshotFile;
 
@@ -114,10 +130,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let mut client = RaftElectionServiceClient::new(self.channel()?);
-        let request = with_deadline(vote_request_to_pb(&rpc), option.hard_ttl());
-        let response = client.request_vote(request).await.map_err(status_to_rpc_error)?;
-        vote_response_from_pb(response.into_inner()).map_err(|err| RPCError::Network(NetworkError::new(&err)))
+        self.send_vote(rpc, option, false).await
     }
 
     async fn pre_vote(
@@ -125,10 +138,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let mut client = RaftElectionServiceClient::new(self.channel()?);
-        let request = with_deadline(vote_request_to_pb(&rpc), option.hard_ttl());
-        let response = client.pre_vote(request).await.map_err(status_to_rpc_error)?;
-        vote_response_from_pb(response.into_inner()).map_err(|err| RPCError::Network(NetworkError::new(&err)))
+        self.send_vote(rpc, option, true).await
     }
 
     async fn full_snapshot(
