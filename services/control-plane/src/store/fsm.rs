@@ -10,9 +10,9 @@ use std::sync::Arc;
 use muster_proto::v1;
 use muster_proto::v1::command::Op;
 use prost::Message;
-use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
-use super::db::{FSM_META, KV, META_APPLIED, META_CLUSTER_ID, SESSIONS, decode, io_err};
+use super::db::{FSM_META, KV, META_APPLIED, META_CLUSTER_ID, SESSION_AGE, SESSIONS, decode, io_err};
 
 /// Applies one command at `index` and returns what the client sees. Deterministic: every
 /// replica computes the same result from the same log.
@@ -69,9 +69,40 @@ pub(crate) fn apply_command(
             result: Some(result.clone()),
             last_index: index,
         };
-        sessions.insert(command.client_id, session.encode_to_vec().as_slice()).map_err(io_err)?;
+        record_session(txn, &mut sessions, &session, MAX_SESSIONS)?;
     }
     Ok(result)
+}
+
+/// Most client sessions remembered; past this the session idle longest is forgotten (its
+/// retries would then apply again). Part of the replicated logic: changing it is a format
+/// change, since every replica must evict the same sessions.
+pub(crate) const MAX_SESSIONS: u64 = 100_000;
+
+/// Stores `session` and keeps the age index in step, evicting the idlest session when the
+/// table is full. Deterministic: depends only on the log.
+pub(crate) fn record_session(
+    txn: &WriteTransaction,
+    sessions: &mut redb::Table<u64, &[u8]>,
+    session: &v1::ClientSession,
+    max_sessions: u64,
+) -> io::Result<()> {
+    let mut age = txn.open_table(SESSION_AGE).map_err(io_err)?;
+    let previous = sessions
+        .insert(session.client_id, session.encode_to_vec().as_slice())
+        .map_err(io_err)?
+        .map(|v| decode::<v1::ClientSession>(v.value(), "client session"))
+        .transpose()?;
+    if let Some(previous) = previous {
+        age.remove((previous.last_index, previous.client_id)).map_err(io_err)?;
+    }
+    age.insert((session.last_index, session.client_id), ()).map_err(io_err)?;
+    while sessions.len().map_err(io_err)? > max_sessions {
+        let Some((oldest, _)) = age.pop_first().map_err(io_err)? else { break };
+        let (_, client_id) = oldest.value();
+        sessions.remove(client_id).map_err(io_err)?;
+    }
+    Ok(())
 }
 
 /// Writes `value` under `key` if `allowed(current)` holds; the result says whether it did.
@@ -204,6 +235,24 @@ mod tests {
         assert!(!apply(&db, 3, &command(0, 0, cas("x", false, "b"))).succeeded);
         assert!(apply(&db, 4, &command(0, 0, cas("a", false, "b"))).succeeded);
         assert_eq!(FsmReader::new(db).get("k").unwrap().unwrap().value, b"b");
+    }
+
+    #[test]
+    fn idlest_session_is_evicted_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_database(&dir.path().join("db")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut sessions = txn.open_table(SESSIONS).unwrap();
+            for (index, client_id) in [(1, 10), (2, 20), (3, 10), (4, 30)] {
+                let session = v1::ClientSession { client_id, sequence: index, result: None, last_index: index };
+                record_session(&txn, &mut sessions, &session, 2).unwrap();
+            }
+            // Client 20 (last write at 2) is the idlest once client 10 wrote again at 3.
+            assert!(sessions.get(20).unwrap().is_none());
+            assert!(sessions.get(10).unwrap().is_some() && sessions.get(30).unwrap().is_some());
+        }
+        assert_eq!(txn.open_table(SESSION_AGE).unwrap().len().unwrap(), 2);
     }
 
     #[test]

@@ -14,7 +14,8 @@ use muster_proto::v1;
 use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
-use super::db::{FSM_META, KV, META_APPLIED, META_CLUSTER_ID, META_MEMBERSHIP, SESSIONS, decode, io_err};
+use super::db::{FSM_META, KV, META_APPLIED, META_CLUSTER_ID, META_MEMBERSHIP, SESSION_AGE, SESSIONS, decode, io_err};
+use super::fsm::{MAX_SESSIONS, record_session};
 use crate::convert::{opt_log_id_from_pb, stored_membership_from_pb};
 use crate::types::SnapshotMeta;
 
@@ -102,6 +103,7 @@ pub(crate) fn load_records(txn: &WriteTransaction, records: Vec<v1::SnapshotReco
     let mut meta = txn.open_table(FSM_META).map_err(io_err)?;
     kv.retain(|_, _| false).map_err(io_err)?;
     sessions.retain(|_, _| false).map_err(io_err)?;
+    txn.open_table(SESSION_AGE).map_err(io_err)?.retain(|_, _| false).map_err(io_err)?;
     meta.remove(META_CLUSTER_ID).map_err(io_err)?;
     for record in records {
         match record.record {
@@ -109,7 +111,7 @@ pub(crate) fn load_records(txn: &WriteTransaction, records: Vec<v1::SnapshotReco
                 kv.insert(item.key.as_str(), item.encode_to_vec().as_slice()).map_err(io_err)?;
             }
             Some(v1::snapshot_record::Record::Session(session)) => {
-                sessions.insert(session.client_id, session.encode_to_vec().as_slice()).map_err(io_err)?;
+                record_session(txn, &mut sessions, &session, MAX_SESSIONS)?
             }
             Some(v1::snapshot_record::Record::ClusterId(id)) => {
                 meta.insert(META_CLUSTER_ID, id.as_bytes()).map_err(io_err)?;
@@ -129,4 +131,52 @@ pub(crate) fn remove_other_snapshots(dir: &Path, keep: &Path) -> io::Result<()> 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{FsmReader, open_database};
+
+    #[test]
+    fn snapshot_round_trips_into_another_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = open_database(&dir.path().join("a")).unwrap();
+        let txn = source.begin_write().unwrap();
+        for (index, key) in ["x", "y", "z"].iter().enumerate() {
+            let command = v1::Command {
+                client_id: 5,
+                sequence: index as u64 + 1,
+                op: Some(v1::command::Op::Put(v1::KvPut { key: key.to_string(), value: key.as_bytes().to_vec() })),
+            };
+            crate::store::fsm::apply_command(&txn, index as u64 + 1, &command).unwrap();
+        }
+        txn.open_table(FSM_META).unwrap().insert(META_CLUSTER_ID, b"c-1".as_slice()).unwrap();
+        txn.commit().unwrap();
+
+        let (_, file) = write_snapshot(&source, &dir.path().join("snaps")).unwrap();
+        let records = read_snapshot_records(&file.path).unwrap();
+        assert_eq!(records.len(), 3 + 1 + 1, "3 keys, 1 session, the cluster id");
+
+        let target = open_database(&dir.path().join("b")).unwrap();
+        let txn = target.begin_write().unwrap();
+        load_records(&txn, records).unwrap();
+        txn.commit().unwrap();
+        let reader = FsmReader::new(target);
+        assert_eq!(reader.list("", 0).unwrap().0.len(), 3);
+        assert_eq!(reader.cluster_id().unwrap().as_deref(), Some("c-1"));
+    }
+
+    #[test]
+    fn a_truncated_snapshot_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.snap");
+        std::fs::write(&path, b"not a snapshot").unwrap();
+        let err = read_snapshot_records(&path).unwrap_err();
+        assert!(err.to_string().contains("is not a Muster snapshot"), "{err}");
+        let mut bytes = HEADER.to_vec();
+        bytes.extend_from_slice(&[0x20, 0x01]);
+        std::fs::write(&path, bytes).unwrap();
+        assert!(read_snapshot_records(&path).unwrap_err().to_string().contains("corrupt"));
+    }
 }
