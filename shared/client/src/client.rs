@@ -41,6 +41,10 @@ pub struct ControlPlaneClient {
     next_endpoint: AtomicU64,
     client_id: u64,
     sequence: AtomicU64,
+    /// Held for the whole of one `write`: the server keeps only the highest sequence applied
+    /// per client, so a later sequence overtaking an earlier one in flight would make the
+    /// earlier write look like a retry, answered `deduplicated` and never applied.
+    write_order: tokio::sync::Mutex<()>,
 }
 
 /// Whether an error is worth retrying elsewhere (unreachable node, election in progress).
@@ -65,6 +69,7 @@ impl ControlPlaneClient {
             next_endpoint: AtomicU64::new(0),
             client_id: rand::random::<u64>() | 1,
             sequence: AtomicU64::new(0),
+            write_order: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -153,8 +158,11 @@ impl ControlPlaneClient {
             .max_encoding_message_size(self.options.max_message_bytes)
     }
 
-    /// Proposes a write once: the same sequence number is reused on every retry.
+    /// Proposes a write once: the same sequence number is reused on every retry. Concurrent
+    /// writes through one client are sent one at a time, in sequence order (use several
+    /// clients to pipeline).
     pub async fn write(&self, op: v1::client_write_request::Op) -> Result<v1::CommandResult, ClientError> {
+        let _in_order = self.write_order.lock().await;
         let sequence = self.sequence.fetch_add(1, Ordering::SeqCst) + 1;
         let request = v1::ClientWriteRequest { client_id: self.client_id, sequence, op: Some(op) };
         let response = self

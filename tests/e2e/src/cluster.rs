@@ -1,0 +1,216 @@
+//! [`Cluster`]: a set of real `control-plane` processes on loopback, each with its own
+//! temporary directory, plus the controls and clients tests need. Dropping it SIGKILLs every
+//! node; when the test is panicking it first prints the tail of every node's log.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use muster_client::{ClientOptions, ControlPlaneClient};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+use crate::config::{NodeAddrs, NodeConfig, Options};
+use crate::pki::Pki;
+use crate::process::NodeProcess;
+
+/// How long `start` waits for the first leader and for every node to be ready.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many times `start` tries fresh ports after a port clash.
+const START_ATTEMPTS: u32 = 3;
+/// How long a client keeps retrying one call (leader changes, unreachable nodes).
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Log lines printed per node when a test fails.
+const LOG_TAIL_LINES: usize = 60;
+
+pub struct Cluster {
+    pub options: Options,
+    pki: Option<Pki>,
+    nodes: BTreeMap<u64, NodeProcess>,
+    /// Operator channels by API address, reused by every probe (a channel reconnects by
+    /// itself after its node restarts).
+    api_channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl Cluster {
+    /// Starts nodes `1..=n` as one bootstrapping cluster, then waits (bounded) for a leader
+    /// and for every node to report ready. A start that fails only because another process
+    /// took one of the picked ports is retried on fresh ports.
+    pub async fn start(n: u64, options: Options) -> Self {
+        for attempt in 1..=START_ATTEMPTS {
+            let cluster = Self::spawn(n, options.clone());
+            match cluster.wait_started(START_TIMEOUT).await {
+                Ok(()) => return cluster,
+                Err(err) if attempt < START_ATTEMPTS && cluster.port_clash() => {
+                    eprintln!("e2e: cluster start attempt {attempt} hit a port clash, retrying: {err:#}");
+                }
+                Err(err) => panic!("a {n}-node cluster did not start: {err:#}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    /// Whether some node exited because one of its ports was taken.
+    fn port_clash(&self) -> bool {
+        self.nodes.values().any(NodeProcess::port_clash)
+    }
+
+    /// Writes the configs of nodes `1..=n` and starts them, without waiting for anything.
+    pub fn spawn(n: u64, options: Options) -> Self {
+        let pki = options.tls.then(Pki::new);
+        let peers: Vec<NodeAddrs> = (1..=n).map(NodeAddrs::free).collect();
+        let mut cluster = Self { options, pki, nodes: BTreeMap::new(), api_channels: Mutex::default() };
+        for addrs in &peers {
+            cluster.create_node(addrs.clone(), &peers, &[]);
+        }
+        cluster
+    }
+
+    fn create_node(&mut self, addrs: NodeAddrs, peers: &[NodeAddrs], join: &[String]) {
+        let id = addrs.id;
+        assert!(!self.nodes.contains_key(&id), "node {id} already exists");
+        let dir = tempfile::Builder::new().prefix(&format!("muster-e2e-node{id}-")).tempdir().expect("node temp dir");
+        let tls = self.pki.as_ref().map(|pki| pki.node(id));
+        let data_dir = NodeProcess::data_dir(dir.path());
+        let config =
+            NodeConfig { node: &addrs, peers, data_dir: &data_dir, join, tls: tls.as_ref(), options: &self.options };
+        let text = config.render();
+        let mut node = NodeProcess::new(addrs, dir, &text);
+        node.start();
+        self.nodes.insert(id, node);
+    }
+
+    /// Starts node `id` on fresh ports with `join = [<api addr of join_via>]`: it asks the
+    /// cluster to add it as a learner. Does not wait.
+    pub fn add_node(&mut self, id: u64, join_via: u64) {
+        let via = self.addrs(join_via).api.clone();
+        let addrs = NodeAddrs::free(id);
+        self.create_node(addrs.clone(), std::slice::from_ref(&addrs), &[via]);
+    }
+
+    /// Every node id the harness created, running or not.
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.keys().copied().collect()
+    }
+
+    /// Ids of the nodes the harness started and has not killed.
+    pub fn live_ids(&self) -> Vec<u64> {
+        self.nodes.iter().filter(|(_, node)| node.is_started()).map(|(id, _)| *id).collect()
+    }
+
+    pub fn addrs(&self, id: u64) -> &NodeAddrs {
+        &self.node(id).addrs
+    }
+
+    fn node(&self, id: u64) -> &NodeProcess {
+        self.nodes.get(&id).unwrap_or_else(|| panic!("no node {id} in this cluster"))
+    }
+
+    fn node_mut(&mut self, id: u64) -> &mut NodeProcess {
+        self.nodes.get_mut(&id).unwrap_or_else(|| panic!("no node {id} in this cluster"))
+    }
+
+    /// SIGKILLs node `id`.
+    pub fn kill(&mut self, id: u64) {
+        self.node_mut(id).kill();
+    }
+
+    /// Starts a killed node again from the same config and data directory. Does not wait.
+    pub fn restart(&mut self, id: u64) {
+        self.node_mut(id).start();
+    }
+
+    /// Whether node `id`'s process is alive (false after a kill or a crash).
+    pub fn is_running(&self, id: u64) -> bool {
+        self.node(id).is_running()
+    }
+
+    /// Fails naming every node the harness started that has exited on its own.
+    pub fn check_processes(&self) -> anyhow::Result<()> {
+        let dead: Vec<String> = self
+            .nodes
+            .iter()
+            .filter_map(|(id, node)| {
+                let status = node.exited()?;
+                Some(format!("node {id} exited ({status}): {}", node.log_tail(1)))
+            })
+            .collect();
+        anyhow::ensure!(dead.is_empty(), "{}", dead.join("; "));
+        Ok(())
+    }
+
+    pub fn pki(&self) -> Option<&Pki> {
+        self.pki.as_ref()
+    }
+
+    /// Client TLS as the operator, or `None` for an insecure cluster.
+    pub fn operator_tls(&self) -> Option<ClientTlsConfig> {
+        self.pki.as_ref().map(Pki::operator_tls)
+    }
+
+    /// A leader-following client over every live node's API address.
+    pub fn client(&self) -> ControlPlaneClient {
+        let endpoints = self.live_ids().into_iter().map(|id| self.addrs(id).api.clone()).collect();
+        self.client_with(endpoints, self.operator_tls())
+    }
+
+    /// A client whose only endpoint is node `id` (it still follows leader hints).
+    pub fn client_for(&self, id: u64) -> ControlPlaneClient {
+        self.client_with(vec![self.addrs(id).api.clone()], self.operator_tls())
+    }
+
+    pub fn client_with(&self, endpoints: Vec<String>, tls: Option<ClientTlsConfig>) -> ControlPlaneClient {
+        let mut options = ClientOptions::new(endpoints);
+        options.tls = tls;
+        options.timeout = CLIENT_TIMEOUT;
+        ControlPlaneClient::new(options).expect("building a client")
+    }
+
+    /// A raw channel to node `id`'s API port, as the operator (shared, connected on first use).
+    pub fn api_channel(&self, id: u64) -> Channel {
+        let addr = &self.addrs(id).api;
+        let mut channels = self.api_channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        channels.entry(addr.clone()).or_insert_with(|| channel(addr, self.operator_tls())).clone()
+    }
+
+    /// A raw channel to node `id`'s Raft port; under TLS it presents a node certificate,
+    /// since that port admits only control-plane peers.
+    pub fn raft_channel(&self, id: u64) -> Channel {
+        channel(&self.addrs(id).raft, self.pki.as_ref().map(|pki| pki.node_tls(id)))
+    }
+
+    /// The tail of node `id`'s log.
+    pub fn log_tail(&self, id: u64, lines: usize) -> String {
+        self.node(id).log_tail(lines)
+    }
+}
+
+/// A lazily connecting channel to `addr`, over TLS when given.
+pub fn channel(addr: &str, tls: Option<ClientTlsConfig>) -> Channel {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+        .expect("a valid endpoint")
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10));
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls).expect("a valid client TLS config");
+    }
+    endpoint.connect_lazy()
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in self.nodes.values_mut() {
+            node.kill();
+        }
+        if std::thread::panicking() {
+            for (id, node) in &self.nodes {
+                eprintln!(
+                    "\n===== node {id} ({}): last {LOG_TAIL_LINES} log lines of {} =====\n{}",
+                    node.addrs.api,
+                    node.log_path().display(),
+                    node.log_tail(LOG_TAIL_LINES)
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! What a test cluster looks like on disk and on the network: free loopback ports, each
+//! node's three addresses, the cluster-wide [`Options`] and the TOML file a node starts from.
+
+use std::fmt::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+
+/// Cluster-wide settings of a test cluster.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// mTLS with a throwaway CA (else `tls.insecure = true`).
+    pub tls: bool,
+    /// `raft.snapshot_after_logs`.
+    pub snapshot_after_logs: u64,
+    /// `raft.max_logs_to_keep`.
+    pub max_logs_to_keep: u64,
+    /// `limits.max_message_bytes`, when not the daemon's default.
+    pub max_message_bytes: Option<usize>,
+    /// `raft.heartbeat_interval`, `election_timeout_min` and `election_timeout_max`.
+    pub raft_timing: [&'static str; 3],
+    /// `telemetry.log_level`.
+    pub log_level: &'static str,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            tls: false,
+            snapshot_after_logs: 10_000,
+            max_logs_to_keep: 1_000,
+            max_message_bytes: None,
+            raft_timing: ["50ms", "300ms", "600ms"],
+            log_level: "info",
+        }
+    }
+}
+
+impl Options {
+    /// The defaults with mTLS on.
+    pub fn tls() -> Self {
+        Self { tls: true, ..Self::default() }
+    }
+}
+
+/// A node's addresses (all on 127.0.0.1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeAddrs {
+    pub id: u64,
+    pub raft: String,
+    pub api: String,
+    pub admin: String,
+}
+
+impl NodeAddrs {
+    /// Three currently free loopback ports for node `id`.
+    pub fn free(id: u64) -> Self {
+        let [raft, api, admin] = free_ports::<3>();
+        let addr = |port: u16| format!("127.0.0.1:{port}");
+        Self { id, raft: addr(raft), api: addr(api), admin: addr(admin) }
+    }
+}
+
+/// `N` distinct free ports: all bound at once (so they differ), read, then released.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<TcpListener> =
+        (0..N).map(|_| TcpListener::bind("127.0.0.1:0").expect("binding a free loopback port")).collect();
+    std::array::from_fn(|i| listeners[i].local_addr().expect("a bound listener has an address").port())
+}
+
+/// TLS file paths of one node.
+#[derive(Clone, Debug)]
+pub struct TlsPaths {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Everything that goes into one node's config file.
+#[derive(Clone, Debug)]
+pub struct NodeConfig<'a> {
+    pub node: &'a NodeAddrs,
+    /// The `cluster.peers` list (for a joining node: only itself).
+    pub peers: &'a [NodeAddrs],
+    pub data_dir: &'a Path,
+    /// API addresses to join through; empty to bootstrap with `peers`.
+    pub join: &'a [String],
+    pub tls: Option<&'a TlsPaths>,
+    pub options: &'a Options,
+}
+
+/// A TOML string literal (JSON string escapes are valid TOML basic-string escapes).
+pub fn toml_str(value: &str) -> String {
+    serde_json::to_string(value).expect("strings serialize")
+}
+
+fn toml_path(path: &Path) -> String {
+    toml_str(&path.display().to_string())
+}
+
+impl NodeConfig<'_> {
+    /// The TOML text of this node's configuration.
+    pub fn render(&self) -> String {
+        let o = self.options;
+        let mut out = String::new();
+        let list = |items: &[String]| items.iter().map(|s| toml_str(s)).collect::<Vec<_>>().join(", ");
+        let _ = writeln!(out, "data_dir = {}", toml_path(self.data_dir));
+        let _ = writeln!(out, "join = [{}]\n", list(self.join));
+        let _ = writeln!(out, "[cluster]\nmode = \"raft\"\nnode_id = {}\npeers = [", self.node.id);
+        for peer in self.peers {
+            let (raft, api) = (toml_str(&peer.raft), toml_str(&peer.api));
+            let _ = writeln!(out, "  {{ id = {}, raft_addr = {raft}, api_addr = {api} }},", peer.id);
+        }
+        let _ = writeln!(out, "]\n\n[listen]");
+        for (key, addr) in
+            [("raft_addr", &self.node.raft), ("api_addr", &self.node.api), ("admin_addr", &self.node.admin)]
+        {
+            let _ = writeln!(out, "{key} = {}", toml_str(addr));
+        }
+        let _ = writeln!(out, "\n[tls]");
+        match self.tls {
+            Some(tls) => {
+                let _ = writeln!(out, "ca_file = {}", toml_path(&tls.ca));
+                let _ = writeln!(out, "cert_file = {}", toml_path(&tls.cert));
+                let _ = writeln!(out, "key_file = {}", toml_path(&tls.key));
+            }
+            None => out.push_str("insecure = true\n"),
+        }
+        let [heartbeat, election_min, election_max] = o.raft_timing;
+        let _ = writeln!(
+            out,
+            "\n[raft]\nheartbeat_interval = \"{heartbeat}\"\nelection_timeout_min = \"{election_min}\"\n\
+             election_timeout_max = \"{election_max}\"\nsnapshot_after_logs = {}\nmax_logs_to_keep = {}\n\
+             snapshot_chunk_bytes = {}",
+            o.snapshot_after_logs,
+            o.max_logs_to_keep,
+            64 * 1024
+        );
+        if let Some(bytes) = o.max_message_bytes {
+            let _ = writeln!(out, "\n[limits]\nmax_message_bytes = {bytes}");
+        }
+        let _ = writeln!(out, "\n[telemetry]\nlog_level = {}", toml_str(o.log_level));
+        out
+    }
+}

@@ -1,0 +1,29 @@
+//! End-to-end test harness for Muster: starts real `control-plane` processes on loopback
+//! ports, each in its own temporary directory, and drives them with the real client.
+//!
+//! - [`binaries`]: finds the built `control-plane` and `musterctl` executables;
+//! - [`config`]: free ports, node addresses, cluster options and the per-node TOML file;
+//! - [`kv`]: numbered keys and batch put / check helpers;
+//! - [`pki`]: a throwaway CA with node and operator certificates;
+//! - [`process`]: one node's child process and its log file;
+//! - [`cluster`]: [`Cluster`], the handle tests use (start, kill, restart, join, clients);
+//! - [`probe`]: metadata, `/readyz` and leader agreement, as tests wait on them;
+//! - [`wait`]: [`eventually`], the only way tests wait for anything.
+//!
+//! Build the binaries first (`cargo build --workspace --bins`; `tests/run.sh` does it), then
+//! `cargo nextest run -p muster-e2e`. Set `MUSTER_BIN_DIR` to test binaries built elsewhere.
+
+pub mod binaries;
+pub mod cluster;
+pub mod config;
+pub mod kv;
+pub mod pki;
+pub mod probe;
+pub mod process;
+pub mod wait;
+
+pub use cluster::Cluster;
+pub use config::Options;
+pub use muster_client::{ClientError, ControlPlaneClient, ReadConsistency};
+pub use muster_proto::v1;
+pub use wait::{eventually, eventually_msg};

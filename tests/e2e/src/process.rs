@@ -1,0 +1,118 @@
+//! One node's `control-plane` child process: its temporary directory (config, data, log),
+//! starting it, SIGKILLing it, and the tail of its log for failure reports.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, MutexGuard};
+
+use tempfile::TempDir;
+
+use crate::config::NodeAddrs;
+
+/// A node's files and, while it runs, its process.
+pub struct NodeProcess {
+    pub addrs: NodeAddrs,
+    dir: TempDir,
+    child: Mutex<Option<Child>>,
+    starts: u32,
+}
+
+/// A `control-plane` command with no `MUSTER_*` variables inherited (the daemon would read
+/// them as configuration, e.g. `MUSTER_BIN_DIR` as an unknown field).
+pub fn control_plane_command(config: &Path) -> Command {
+    let mut command = Command::new(crate::binaries::control_plane());
+    command.arg("--config").arg(config).stdin(Stdio::null());
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("MUSTER_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+impl NodeProcess {
+    /// A node directory holding `config` (TOML text) as `node.toml`; not started yet.
+    pub fn new(addrs: NodeAddrs, dir: TempDir, config: &str) -> Self {
+        let node = Self { addrs, dir, child: Mutex::new(None), starts: 0 };
+        std::fs::write(node.config_path(), config).expect("writing the node config");
+        node
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("node.toml")
+    }
+
+    pub fn data_dir(dir: &Path) -> PathBuf {
+        dir.join("data")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("node.log")
+    }
+
+    /// Starts the process (again, after a kill) with its config and data dir; output is
+    /// appended to `node.log`.
+    pub fn start(&mut self) {
+        assert!(!self.is_running(), "node {} is already running", self.addrs.id);
+        self.starts += 1;
+        let mut log = OpenOptions::new().create(true).append(true).open(self.log_path()).expect("opening the node log");
+        let _ = writeln!(log, "===== e2e: start #{} of node {} =====", self.starts, self.addrs.id);
+        let stderr: File = log.try_clone().expect("cloning the log handle");
+        let child = control_plane_command(&self.config_path())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .unwrap_or_else(|err| panic!("spawning control-plane for node {}: {err}", self.addrs.id));
+        *self.child() = Some(child);
+    }
+
+    fn child(&self) -> MutexGuard<'_, Option<Child>> {
+        self.child.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// SIGKILL, then reap. A node that is not running is left alone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child().take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether the process was started and has not exited.
+    pub fn is_running(&self) -> bool {
+        self.child().as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// How the process ended, if the harness started it and it exited on its own (a crash,
+    /// or a refused start) rather than by [`kill`](Self::kill).
+    pub fn exited(&self) -> Option<ExitStatus> {
+        self.child().as_mut().and_then(|child| child.try_wait().ok().flatten())
+    }
+
+    /// Whether the process was started by the harness and not killed by it (it may have
+    /// crashed since; see [`exited`](Self::exited)).
+    pub fn is_started(&self) -> bool {
+        self.child().is_some()
+    }
+
+    /// Whether the last start failed because a port was taken (the ports were free when the
+    /// harness picked them, but another process may grab one before the node binds it).
+    pub fn port_clash(&self) -> bool {
+        self.exited().is_some() && self.log_tail(5).contains("Address already in use")
+    }
+
+    /// The last `lines` lines of the node's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_else(|e| format!("<no log: {e}>"));
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

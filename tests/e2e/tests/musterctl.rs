@@ -1,0 +1,46 @@
+//! The operator CLI against a real cluster: `kv put/get` and `cluster status -o json`.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use muster_e2e::{Cluster, Options};
+
+/// Runs `musterctl --insecure --endpoints <every node> ARGS`; returns (success, stdout, stderr).
+async fn musterctl(cluster: &Cluster, args: &[&str]) -> (bool, String, String) {
+    let endpoints: Vec<String> = cluster.ids().into_iter().map(|id| cluster.addrs(id).api.clone()).collect();
+    let mut command = tokio::process::Command::new(muster_e2e::binaries::musterctl());
+    command.args(["--insecure", "--timeout", "20s", "--endpoints", &endpoints.join(",")]).args(args);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("MUSTER_") {
+            command.env_remove(name);
+        }
+    }
+    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(30), command.output())
+        .await
+        .unwrap_or_else(|_| panic!("musterctl {args:?} did not finish in 30 s"))
+        .expect("running musterctl");
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status.success(), text(&output.stdout), text(&output.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn musterctl_puts_gets_and_reports_status() {
+    let cluster = Cluster::start(3, Options::default()).await;
+
+    let (ok, stdout, stderr) = musterctl(&cluster, &["kv", "put", "greeting", "hello"]).await;
+    assert!(ok, "kv put failed: {stdout}{stderr}");
+    let (ok, stdout, stderr) = musterctl(&cluster, &["kv", "get", "greeting"]).await;
+    assert!(ok, "kv get failed: {stderr}");
+    assert_eq!(stdout.trim(), "hello");
+    let (ok, _, stderr) = musterctl(&cluster, &["kv", "get", "no-such-key"]).await;
+    assert!(!ok && stderr.contains("not found"), "get of a missing key: {stderr}");
+
+    let (ok, stdout, stderr) = musterctl(&cluster, &["cluster", "status", "-o", "json"]).await;
+    assert!(ok, "cluster status failed: {stderr}");
+    let status: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
+    let leader_id = status["leader_id"].as_u64().unwrap_or_else(|| panic!("no leader_id in {status}"));
+    assert!(cluster.ids().contains(&leader_id), "leader_id {leader_id} is not a node: {status}");
+    assert_eq!(status["members"].as_array().map(Vec::len), Some(3), "members: {status}");
+}

@@ -1,0 +1,78 @@
+//! Read-after-write through every node, the leader hint a follower answers writes with, and
+//! exactly-once application of a retried write (same client id and sequence).
+
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use muster_e2e::kv::expect_value;
+use muster_e2e::v1::raft_client_service_client::RaftClientServiceClient;
+use muster_e2e::{Cluster, Options, ReadConsistency, eventually_msg, v1};
+use muster_middleware::{LeaderHint, leader_hint};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn put(key: &str, value: &str) -> v1::client_write_request::Op {
+    v1::client_write_request::Op::Put(v1::KvPut { key: key.to_string(), value: value.as_bytes().to_vec() })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_follow_writes_on_every_node() {
+    let cluster = Cluster::start(3, Options::default()).await;
+    for writer in cluster.ids() {
+        let key = format!("written-via-{writer}");
+        cluster.client_for(writer).put(&key, writer.to_string()).await.expect("put");
+        for reader in cluster.ids() {
+            expect_value(
+                &cluster.client_for(reader),
+                &key,
+                writer.to_string().as_bytes(),
+                ReadConsistency::Linearizable,
+            )
+            .await
+            .unwrap_or_else(|err| panic!("read of {key} through node {reader}: {err:#}"));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_names_the_leader_and_retries_apply_once() {
+    let cluster = Cluster::start(3, Options::default()).await;
+
+    // The hint must name the leader a majority agrees on, with its API address; retried if
+    // an election happens to run in between.
+    eventually_msg("a follower's write error carries the leader hint", WAIT, || async {
+        let leader = cluster.current_leader().await?;
+        let follower = cluster.ids().into_iter().find(|id| *id != leader).context("a follower")?;
+        let request = v1::ClientWriteRequest { client_id: 0, sequence: 0, op: Some(put("direct", "x")) };
+        let status = RaftClientServiceClient::new(cluster.api_channel(follower))
+            .handle_client_write(request)
+            .await
+            .err()
+            .with_context(|| format!("follower {follower} accepted a write"))?;
+        ensure!(status.code() == tonic::Code::Unavailable, "code {:?}: {}", status.code(), status.message());
+        let expected = LeaderHint { id: leader, addr: cluster.addrs(leader).api.clone() };
+        ensure!(leader_hint(&status) == Some(expected), "hint {:?} in {status:?}", leader_hint(&status));
+        ensure!(status.message().contains(&cluster.addrs(leader).api), "message: {}", status.message());
+        Ok(())
+    })
+    .await;
+
+    let client = cluster.client();
+    let first = client
+        .write_raw(v1::ClientWriteRequest { client_id: 42, sequence: 1, op: Some(put("once", "first")) })
+        .await
+        .expect("first write");
+    let retry = client
+        .write_raw(v1::ClientWriteRequest { client_id: 42, sequence: 1, op: Some(put("once", "second")) })
+        .await
+        .expect("retried write");
+    let (Some(v1::client_response::Result::Write(first)), Some(v1::client_response::Result::Write(retry))) =
+        (first.result, retry.result)
+    else {
+        panic!("writes answered without write results");
+    };
+    assert!(!first.deduplicated && first.succeeded, "first write: {first:?}");
+    assert!(retry.deduplicated, "the retry was applied again: {retry:?}");
+    assert_eq!(retry.index, first.index, "the retry answers with the original result");
+    expect_value(&client, "once", b"first", ReadConsistency::Linearizable).await.expect("value of the first write");
+}
