@@ -1,0 +1,205 @@
+//! Just enough of etcd's v3 gRPC API for the benchmark, with no etcd client crate: the few
+//! messages it needs, declared by hand from the protocol's field numbers (prost skips the
+//! fields left out), and unary calls through `tonic::client::Grpc` with a prost codec.
+
+use std::time::Duration;
+
+use http::uri::PathAndQuery;
+use tonic::client::Grpc;
+use tonic::transport::{Channel, Endpoint};
+use tonic_prost::ProstCodec;
+
+use crate::workload::KvClient;
+
+/// `etcdserverpb.ResponseHeader` (only what is used).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ResponseHeader {
+    #[prost(uint64, tag = "1")]
+    pub cluster_id: u64,
+    #[prost(uint64, tag = "2")]
+    pub member_id: u64,
+    #[prost(int64, tag = "3")]
+    pub revision: i64,
+    #[prost(uint64, tag = "4")]
+    pub raft_term: u64,
+}
+
+/// `etcdserverpb.PutRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PutRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    pub key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    pub value: Vec<u8>,
+    #[prost(int64, tag = "3")]
+    pub lease: i64,
+    #[prost(bool, tag = "4")]
+    pub prev_kv: bool,
+    #[prost(bool, tag = "5")]
+    pub ignore_value: bool,
+    #[prost(bool, tag = "6")]
+    pub ignore_lease: bool,
+}
+
+/// `etcdserverpb.PutResponse` (header only; `prev_kv` is never asked for).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PutResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+}
+
+/// `etcdserverpb.RangeRequest` (the leading fields; the rest keep their defaults).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RangeRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    pub key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    pub range_end: Vec<u8>,
+    #[prost(int64, tag = "3")]
+    pub limit: i64,
+    #[prost(int64, tag = "4")]
+    pub revision: i64,
+    #[prost(int32, tag = "5")]
+    pub sort_order: i32,
+    #[prost(int32, tag = "6")]
+    pub sort_target: i32,
+    /// false: linearizable (the leader confirms its term with a quorum first).
+    #[prost(bool, tag = "7")]
+    pub serializable: bool,
+}
+
+/// `mvccpb.KeyValue`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct KeyValue {
+    #[prost(bytes = "vec", tag = "1")]
+    pub key: Vec<u8>,
+    #[prost(int64, tag = "2")]
+    pub create_revision: i64,
+    #[prost(int64, tag = "3")]
+    pub mod_revision: i64,
+    #[prost(int64, tag = "4")]
+    pub version: i64,
+    #[prost(bytes = "vec", tag = "5")]
+    pub value: Vec<u8>,
+    #[prost(int64, tag = "6")]
+    pub lease: i64,
+}
+
+/// `etcdserverpb.RangeResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RangeResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(message, repeated, tag = "2")]
+    pub kvs: Vec<KeyValue>,
+    #[prost(int64, tag = "4")]
+    pub count: i64,
+}
+
+/// `etcdserverpb.StatusRequest` (empty).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StatusRequest {}
+
+/// `etcdserverpb.StatusResponse` (the leading fields).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StatusResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(string, tag = "2")]
+    pub version: String,
+    #[prost(int64, tag = "3")]
+    pub db_size: i64,
+    /// Member id of the leader this member knows (0: none).
+    #[prost(uint64, tag = "4")]
+    pub leader: u64,
+    #[prost(uint64, tag = "5")]
+    pub raft_index: u64,
+    #[prost(uint64, tag = "6")]
+    pub raft_term: u64,
+}
+
+const PUT: &str = "/etcdserverpb.KV/Put";
+const RANGE: &str = "/etcdserverpb.KV/Range";
+const STATUS: &str = "/etcdserverpb.Maintenance/Status";
+
+/// One connection to one etcd member.
+#[derive(Clone)]
+pub struct EtcdKv {
+    grpc: Grpc<Channel>,
+}
+
+impl EtcdKv {
+    /// A lazily connecting client of the member at `addr` (`host:port`, plaintext).
+    pub fn new(addr: &str) -> anyhow::Result<Self> {
+        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(15))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        Ok(Self { grpc: Grpc::new(channel) })
+    }
+
+    async fn unary<Req, Resp>(&self, path: &'static str, request: Req) -> Result<Resp, tonic::Status>
+    where
+        Req: prost::Message + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
+        let mut grpc = self.grpc.clone();
+        grpc.ready().await.map_err(|err| tonic::Status::unavailable(format!("etcd not reachable: {err}")))?;
+        let codec = ProstCodec::<Req, Resp>::default();
+        Ok(grpc.unary(tonic::Request::new(request), PathAndQuery::from_static(path), codec).await?.into_inner())
+    }
+
+    pub async fn put_raw(&self, key: Vec<u8>, value: Vec<u8>) -> Result<PutResponse, tonic::Status> {
+        self.unary(PUT, PutRequest { key, value, ..Default::default() }).await
+    }
+
+    /// A single-key linearizable range.
+    pub async fn get_raw(&self, key: Vec<u8>) -> Result<RangeResponse, tonic::Status> {
+        self.unary(RANGE, RangeRequest { key, serializable: false, ..Default::default() }).await
+    }
+
+    pub async fn status(&self) -> Result<StatusResponse, tonic::Status> {
+        self.unary(STATUS, StatusRequest {}).await
+    }
+}
+
+impl KvClient for EtcdKv {
+    async fn put(&self, key: String, value: Vec<u8>) -> anyhow::Result<()> {
+        self.put_raw(key.into_bytes(), value).await?;
+        Ok(())
+    }
+
+    async fn get(&self, key: String) -> anyhow::Result<bool> {
+        Ok(!self.get_raw(key.into_bytes()).await?.kvs.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    #[test]
+    fn put_request_uses_the_wire_field_numbers() {
+        let bytes = PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() }.encode_to_vec();
+        // Field 1 (key) and 2 (value), both length-delimited.
+        assert_eq!(bytes, [0x0a, 1, b'k', 0x12, 1, b'v']);
+        let range = RangeRequest { key: b"k".to_vec(), serializable: true, ..Default::default() }.encode_to_vec();
+        assert_eq!(range, [0x0a, 1, b'k', 0x38, 1]);
+    }
+
+    #[test]
+    fn range_response_skips_unknown_fields() {
+        // kvs[0] = {key: "k", value: "v"}, count = 1, then an unknown field 5 (bool more).
+        let kv = KeyValue { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() }.encode_to_vec();
+        let mut bytes = vec![0x12, kv.len() as u8];
+        bytes.extend(kv);
+        bytes.extend([0x20, 1, 0x28, 1]);
+        let decoded = RangeResponse::decode(bytes.as_slice()).unwrap();
+        assert_eq!(decoded.kvs.len(), 1);
+        assert_eq!(decoded.kvs[0].value, b"v");
+        assert_eq!(decoded.count, 1);
+    }
+}

@@ -1,0 +1,304 @@
+//! `muster-bench`: compares a local 3-node Muster cluster with a local 3-node etcd cluster on
+//! the same KV workload, in one command:
+//!
+//! ```text
+//! cargo build --release --bins
+//! cargo run --release -p muster-bench -- kv [--duration 10s] [--clients 1,64] [--value-bytes 128]
+//! ```
+//!
+//! Each system runs alone: Muster's cluster is started, measured and stopped, then etcd's.
+//! Both are durable (fsync before acknowledging) and plaintext, every client has its own
+//! connection and talks to the leader, and the same keys and values are written.
+//!
+//! Modules: [`cluster`] (Muster processes), [`etcd`] and [`etcd_rpc`] (etcd processes and
+//! its gRPC API), [`workload`] (client loops and histograms), [`report`] (tables),
+//! [`machine`] (host facts), [`procs`] (child-process guard, ports, CPU time).
+
+mod cluster;
+mod etcd;
+mod etcd_rpc;
+mod machine;
+mod procs;
+mod report;
+mod workload;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::cluster::{MusterCluster, MusterKv};
+use crate::etcd::EtcdCluster;
+use crate::etcd_rpc::EtcdKv;
+use crate::procs::{Processes, total_cpu_seconds};
+use crate::report::{Measurement, Row};
+use crate::workload::{KvClient, Op, Plan, Window};
+
+#[derive(Parser, Debug)]
+#[command(name = "muster-bench", about = "Benchmarks Muster against etcd on a local 3-node cluster each")]
+struct Cli {
+    #[command(subcommand)]
+    command: Bench,
+}
+
+#[derive(Subcommand, Debug)]
+enum Bench {
+    /// KV puts at each client count and linearizable gets at the largest, Muster vs etcd.
+    Kv(KvArgs),
+}
+
+#[derive(Parser, Debug, Clone)]
+struct KvArgs {
+    /// Measured time per row (after the warm-up).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Unmeasured time per row before measuring (connections, caches).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Concurrent clients of the put rows; the get row uses the largest.
+    #[arg(long, value_delimiter = ',', default_value = "1,64")]
+    clients: Vec<usize>,
+    /// Size of every value written.
+    #[arg(long, default_value_t = 128)]
+    value_bytes: usize,
+    /// Keep the data directories and logs (their path is printed).
+    #[arg(long)]
+    keep: bool,
+    /// Directory holding the `control-plane` binary (default: next to this binary).
+    #[arg(long)]
+    muster_bin_dir: Option<PathBuf>,
+    /// The etcd server binary.
+    #[arg(long, default_value = "etcd")]
+    etcd_bin: PathBuf,
+    /// Muster nodes' `telemetry.log_level` (the daemon's default is `info`).
+    #[arg(long, default_value = "info")]
+    muster_log_level: String,
+    /// Benchmark only one system.
+    #[arg(long)]
+    only: Option<System>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum System {
+    Muster,
+    Etcd,
+}
+
+/// One row to run on each system.
+struct RowSpec {
+    name: String,
+    op: Op,
+    clients: usize,
+}
+
+fn row_specs(clients: &[usize]) -> Vec<RowSpec> {
+    let mut rows: Vec<RowSpec> =
+        clients.iter().map(|&c| RowSpec { name: format!("put c={c}"), op: Op::Put, clients: c }).collect();
+    let most = clients.iter().copied().max().unwrap_or(1);
+    rows.push(RowSpec { name: format!("get(lin) c={most}"), op: Op::GetLinearizable, clients: most });
+    rows
+}
+
+/// Runs every row against one system; `connect` makes one client (connection, session).
+async fn run_rows<C: KvClient>(
+    system: &str,
+    procs: &mut Processes,
+    connect: impl Fn() -> anyhow::Result<C>,
+    rows: &[RowSpec],
+    args: &KvArgs,
+) -> anyhow::Result<Vec<Measurement>> {
+    let value: Vec<u8> = (0..args.value_bytes).map(|i| b'a' + (i % 26) as u8).collect();
+    let pids = procs.pids();
+    let mut preloaded = false;
+    let mut results = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        let clients = (0..row.clients).map(|_| connect()).collect::<anyhow::Result<Vec<C>>>()?;
+        if row.op == Op::GetLinearizable && !preloaded {
+            workload::preload(&clients, &value).await?;
+            preloaded = true;
+        }
+        let plan = Plan { op: row.op, value: value.clone(), key_prefix: format!("bench/row{i}") };
+        let window = Window::after_warmup(args.warmup, args.duration);
+        let cpu = tokio::spawn(cpu_during(pids.clone(), window));
+        let stats = workload::run(clients, &plan, window).await?;
+        let server_cpu_secs = cpu.await.context("CPU sampler")?;
+        procs.check_alive().with_context(|| format!("{system} died during {}", row.name))?;
+        let summary = stats.summary();
+        anyhow::ensure!(
+            summary.ops > 0,
+            "{system} {}: no operation succeeded; first error: {}",
+            row.name,
+            stats.first_error.as_deref().unwrap_or("none")
+        );
+        eprintln!(
+            "  {system:<6} {:<14} {:>8} ops/s  p50 {:>8}  p99 {:>8}  errors {}{}",
+            row.name,
+            report::format_ops(summary.ops_per_sec),
+            report::format_latency(summary.p50),
+            report::format_latency(summary.p99),
+            summary.errors,
+            stats.first_error.map(|e| format!(" (first: {e})")).unwrap_or_default(),
+        );
+        results.push(Measurement { summary, server_cpu_secs, window: window.length() });
+    }
+    Ok(results)
+}
+
+/// Server CPU seconds spent inside `window`.
+async fn cpu_during(pids: Vec<u32>, window: Window) -> f64 {
+    tokio::time::sleep_until(window.measure_from.into()).await;
+    let before = total_cpu_seconds(&pids);
+    tokio::time::sleep_until(window.end.into()).await;
+    total_cpu_seconds(&pids) - before
+}
+
+async fn bench_muster(root: &std::path::Path, rows: &[RowSpec], args: &KvArgs) -> anyhow::Result<Vec<Measurement>> {
+    let binary = cluster::locate_binary(args.muster_bin_dir.as_deref())?;
+    eprintln!("starting 3 Muster nodes ({})", binary.display());
+    let mut cluster = MusterCluster::start(&binary, root, &args.muster_log_level)?;
+    cluster.wait_ready(Duration::from_secs(60)).await?;
+    eprintln!("Muster ready; leader at {}", cluster.endpoints[0]);
+    let endpoints = cluster.endpoints.clone();
+    let results = run_rows("muster", &mut cluster.procs, || MusterKv::connect(&endpoints), rows, args).await;
+    cluster.procs.kill_all();
+    results
+}
+
+async fn bench_etcd(root: &std::path::Path, rows: &[RowSpec], args: &KvArgs) -> anyhow::Result<Vec<Measurement>> {
+    eprintln!("starting 3 etcd members ({})", args.etcd_bin.display());
+    let mut cluster = EtcdCluster::start(&args.etcd_bin, root)?;
+    cluster.wait_ready(Duration::from_secs(60)).await?;
+    eprintln!("etcd ready; leader at {}", cluster.endpoints[0]);
+    let leader = cluster.endpoints[0].clone();
+    let results = run_rows("etcd", &mut cluster.procs, || EtcdKv::new(&leader), rows, args).await;
+    cluster.procs.kill_all();
+    results
+}
+
+async fn kv(args: KvArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(!args.clients.is_empty() && !args.clients.contains(&0), "--clients needs counts above zero");
+    anyhow::ensure!(!args.duration.is_zero(), "--duration must be positive");
+    let run_muster = args.only != Some(System::Etcd);
+    let run_etcd = args.only != Some(System::Muster);
+    // Fail fast, before any cluster starts, if a binary is missing.
+    if run_muster {
+        cluster::locate_binary(args.muster_bin_dir.as_deref())?;
+    }
+    let etcd_version = if run_etcd { Some(etcd::version(&args.etcd_bin)?) } else { None };
+
+    let mut dir = tempfile::Builder::new().prefix("muster-bench-").tempdir()?;
+    if args.keep {
+        dir.disable_cleanup(true);
+    }
+    let command: Vec<String> = std::env::args().skip(1).collect();
+    println!("muster-bench kv");
+    println!("command: cargo run --release -p muster-bench -- {}", command.join(" "));
+    for line in machine::describe(dir.path()) {
+        println!("{line}");
+    }
+    if let Some(version) = &etcd_version {
+        println!("etcd: {version} (default flags: fsync on every commit)");
+    }
+    println!(
+        "workload: {} per row after {} warm-up; {}-byte values; each client a sequential loop to the leader over \
+         its own connection; plaintext; Muster log level {}",
+        humantime::format_duration(args.duration),
+        humantime::format_duration(args.warmup),
+        args.value_bytes,
+        args.muster_log_level,
+    );
+    println!();
+
+    let rows = row_specs(&args.clients);
+    let muster = if run_muster { Some(bench_muster(dir.path(), &rows, &args).await?) } else { None };
+    let etcd = if run_etcd { Some(bench_etcd(dir.path(), &rows, &args).await?) } else { None };
+    let table: Vec<Row> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| Row {
+            name: spec.name.clone(),
+            muster: muster.as_ref().map(|m| m[i]),
+            etcd: etcd.as_ref().map(|e| e[i]),
+        })
+        .collect();
+
+    println!();
+    print!("{}", report::results_table(&table));
+    println!();
+    println!("server CPU (user+sys of the 3 server processes during the measured window; 100% = all cores):");
+    print!("{}", report::cpu_table(&table, machine::cores()));
+    for note in report::error_notes(&table) {
+        println!("note: {note}");
+    }
+    if args.keep {
+        println!("\nkept data dirs and logs in {}", dir.path().display());
+    }
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn interrupted() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Bench::Kv(args) = cli.command;
+    // Dropping the benchmark future (on a signal) kills every server and removes the temp dir.
+    let result = tokio::select! {
+        result = kv(args) => result,
+        _ = interrupted() => Err(anyhow::anyhow!("interrupted; stopped every server")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("muster-bench: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_puts_then_one_get_at_the_most_clients() {
+        let names: Vec<String> = row_specs(&[1, 64]).into_iter().map(|r| r.name).collect();
+        assert_eq!(names, ["put c=1", "put c=64", "get(lin) c=64"]);
+    }
+
+    #[test]
+    fn defaults_match_the_documented_command() {
+        let cli = Cli::try_parse_from(["muster-bench", "kv"]).unwrap();
+        let Bench::Kv(args) = cli.command;
+        assert_eq!(args.duration, Duration::from_secs(10));
+        assert_eq!(args.clients, [1, 64]);
+        assert_eq!(args.value_bytes, 128);
+        assert!(!args.keep);
+        let cli = Cli::try_parse_from(["muster-bench", "kv", "--duration", "5s", "--clients", "1,8,64"]).unwrap();
+        let Bench::Kv(args) = cli.command;
+        assert_eq!(args.duration, Duration::from_secs(5));
+        assert_eq!(args.clients, [1, 8, 64]);
+    }
+}

@@ -1,0 +1,142 @@
+//! Child processes the benchmark owns, free loopback ports, and per-process CPU time.
+//!
+//! [`Processes`] kills (SIGKILL) and reaps every child it holds when dropped, so a panic, an
+//! early `?` or a Ctrl-C that drops the benchmark future never leaves servers behind. Only a
+//! SIGKILL of the benchmark itself can orphan them.
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::Context;
+
+/// One spawned server and where its output goes.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+/// The children of one cluster; killed and reaped on drop.
+#[derive(Default)]
+pub struct Processes {
+    procs: Vec<Proc>,
+}
+
+impl Processes {
+    /// Starts `command` with stdout and stderr appended to `log`, and the variables whose
+    /// names start with `scrub_env_prefix` removed (they would override the configuration).
+    pub fn spawn(
+        &mut self,
+        name: &str,
+        mut command: Command,
+        log: &Path,
+        scrub_env_prefix: &str,
+    ) -> anyhow::Result<()> {
+        let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone()?;
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with(scrub_env_prefix) {
+                command.env_remove(key);
+            }
+        }
+        command.stdin(Stdio::null()).stdout(out).stderr(err);
+        let child = command.spawn().with_context(|| format!("starting {name} ({:?})", command.get_program()))?;
+        self.procs.push(Proc { name: name.to_string(), child, log: log.to_path_buf() });
+        Ok(())
+    }
+
+    /// Fails, with the tail of its log, if any child has exited.
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        for proc in &mut self.procs {
+            if let Some(status) = proc.child.try_wait()? {
+                anyhow::bail!("{} exited early ({status}); last log lines:\n{}", proc.name, log_tail(&proc.log, 20));
+            }
+        }
+        Ok(())
+    }
+
+    /// Process ids, for CPU accounting.
+    pub fn pids(&self) -> Vec<u32> {
+        self.procs.iter().map(|p| p.child.id()).collect()
+    }
+
+    /// The tails of every child's log, for error messages.
+    pub fn log_tails(&self, lines: usize) -> String {
+        self.procs
+            .iter()
+            .map(|p| format!("--- {} ({})\n{}", p.name, p.log.display(), log_tail(&p.log, lines)))
+            .collect()
+    }
+
+    /// Kills and reaps every child now.
+    pub fn kill_all(&mut self) {
+        for proc in &mut self.procs {
+            let _ = proc.child.kill();
+        }
+        for mut proc in self.procs.drain(..) {
+            let _ = proc.child.wait();
+        }
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+/// The last `lines` lines of a log file (empty if unreadable).
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].iter().map(|line| format!("{line}\n")).collect()
+}
+
+/// `n` distinct free TCP ports on 127.0.0.1 (held together while picking, so no duplicates).
+pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let listeners = (0..n).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<Result<Vec<_>, _>>()?;
+    listeners.iter().map(|l| Ok(l.local_addr()?.port())).collect()
+}
+
+/// User + system CPU time of `pid` so far, in seconds (Linux `/proc`; 0 elsewhere).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // USER_HZ is 100 on every mainstream Linux configuration.
+    cpu_ticks(&stat).unwrap_or(0) as f64 / 100.0
+}
+
+/// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line. The command name (field 2)
+/// is parenthesised and may hold spaces, so fields are counted after its closing parenthesis.
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+    Some(field(14)? + field(15)?)
+}
+
+/// Sum of [`cpu_seconds`] over `pids`.
+pub fn total_cpu_seconds(pids: &[u32]) -> f64 {
+    pids.iter().map(|pid| cpu_seconds(*pid)).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_distinct() {
+        let mut ports = free_ports(6).unwrap();
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), 6);
+    }
+
+    #[test]
+    fn cpu_ticks_skip_the_command_name() {
+        let stat = "4242 (control plane) S 1 2 3 4 5 6 7 8 9 10 250 31 0 0 20 0 8 0 100 0 0";
+        assert_eq!(cpu_ticks(stat), Some(281));
+        assert_eq!(cpu_ticks("garbage"), None);
+    }
+}
