@@ -83,9 +83,10 @@ impl ControlPlane {
         let tls = crate::server::TlsSetup::from_config(&config)?;
         let config = Arc::new(config);
 
-        let db = open_database(&config.data_dir.join("raft.redb"))?;
-        let log_store = LogStore::new(db.clone());
-        let state_machine = StateMachineStore::new(db, config.data_dir.join("snapshots"))?;
+        // Two files so log appends (fsynced) and applies (not) never queue on one redb writer lock.
+        let log_store = LogStore::new(open_database(&config.data_dir.join("raft-log.redb"))?);
+        let fsm_db = open_database(&config.data_dir.join("fsm.redb"))?;
+        let state_machine = StateMachineStore::new(fsm_db, config.data_dir.join("snapshots"))?;
         let channels =
             PeerChannels::new(tls.client.clone(), config.limits.max_message_bytes, config.raft.snapshot_chunk_bytes);
         let raft = Raft::new(id, Arc::new(raft_config(&config)?), channels.clone(), log_store, state_machine.clone())

@@ -38,6 +38,7 @@ pub async fn run(node: Arc<NodeHandle>, membership: Membership, mut shutdown: wa
             return;
         }
     }
+    tokio::spawn(record_cluster_id(node.clone(), shutdown.clone()));
     let mut metrics = node.raft.metrics();
     loop {
         let current = metrics.borrow_and_update().clone();
@@ -46,9 +47,6 @@ pub async fn run(node: Arc<NodeHandle>, membership: Membership, mut shutdown: wa
         let ready =
             if node.server_is_ready() { is_serving_member(node.id, &current) } else { is_caught_up(node.id, &current) };
         node.set_ready(ready);
-        if current.current_leader == Some(node.id) {
-            ensure_cluster_id(&node).await;
-        }
         tokio::select! {
             changed = metrics.changed() => if changed.is_err() { return },
             _ = shutdown.wait_for(|stop| *stop) => {
@@ -142,18 +140,31 @@ async fn join(node: &Arc<NodeHandle>, addrs: &[String]) -> anyhow::Result<()> {
     }
 }
 
-/// The first leader of a new cluster names it; the FSM keeps the first name written.
-async fn ensure_cluster_id(node: &Arc<NodeHandle>) {
-    if node.reader.cluster_id().ok().flatten().is_some() {
-        return;
-    }
-    let cluster_id = format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
-    let command = v1::Command {
-        client_id: 0,
-        sequence: 0,
-        op: Some(v1::command::Op::InitCluster(v1::InitCluster { cluster_id })),
-    };
-    if let Err(err) = node.raft.client_write(command).await {
-        tracing::warn!(error = %err, "could not record the cluster id yet");
+/// The first leader of a new cluster names it; the FSM keeps the first name written. Runs
+/// until some leader (this node or another) has recorded one.
+async fn record_cluster_id(node: Arc<NodeHandle>, mut shutdown: watch::Receiver<bool>) {
+    let mut metrics = node.raft.metrics();
+    loop {
+        if node.reader.cluster_id().ok().flatten().is_some() {
+            return;
+        }
+        if node.raft.is_leader() {
+            let cluster_id = format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
+            let command = v1::Command {
+                client_id: 0,
+                sequence: 0,
+                op: Some(v1::command::Op::InitCluster(v1::InitCluster { cluster_id })),
+            };
+            match node.raft.client_write(command).await {
+                Ok(_) => continue,
+                Err(err) => tracing::debug!(error = %err, "could not record the cluster id yet; retrying"),
+            }
+        }
+        // Wake on the next Raft state change, or retry after a short pause.
+        tokio::select! {
+            _ = metrics.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
     }
 }

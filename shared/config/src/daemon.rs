@@ -151,7 +151,7 @@ pub struct RaftTuning {
     /// Upper bound of the randomized election timeout. Default 1000ms.
     #[serde(with = "humantime_serde")]
     pub election_timeout_max: Duration,
-    /// Build a snapshot after this many log entries since the last one. Default 10000.
+    /// Build a snapshot after this many log entries since the last one. Default 100000.
     pub snapshot_after_logs: u64,
     /// Log entries kept behind the last snapshot for slow followers. Default 1000.
     pub max_logs_to_keep: u64,
@@ -168,7 +168,7 @@ impl Default for RaftTuning {
             heartbeat_interval: Duration::from_millis(100),
             election_timeout_min: Duration::from_millis(500),
             election_timeout_max: Duration::from_millis(1000),
-            snapshot_after_logs: 10_000,
+            snapshot_after_logs: 100_000,
             max_logs_to_keep: 1_000,
             snapshot_chunk_bytes: 1024 * 1024,
             install_snapshot_timeout: Duration::from_secs(30),

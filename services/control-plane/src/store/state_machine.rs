@@ -3,7 +3,8 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use muster_proto::v1;
@@ -26,12 +27,17 @@ use crate::types::{EntryPayload, LogId, Snapshot, SnapshotMeta, StoredMembership
 pub struct StateMachineStore {
     db: Arc<Database>,
     snapshot_dir: PathBuf,
+    /// When the FSM database was last committed durably.
+    last_durable: Arc<Mutex<Instant>>,
 }
+
+/// How stale the durable FSM may get; a crash replays at most this much of the log.
+const DURABLE_EVERY: Duration = Duration::from_secs(1);
 
 impl StateMachineStore {
     pub fn new(db: Arc<Database>, snapshot_dir: PathBuf) -> io::Result<Self> {
         std::fs::create_dir_all(&snapshot_dir)?;
-        Ok(Self { db, snapshot_dir })
+        Ok(Self { db, snapshot_dir, last_durable: Arc::new(Mutex::new(Instant::now())) })
     }
 
     pub fn reader(&self) -> FsmReader {
@@ -93,10 +99,19 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             return Ok(());
         }
         let db = self.db.clone();
+        let durability = {
+            let mut last = self.last_durable.lock().unwrap_or_else(|p| p.into_inner());
+            if last.elapsed() >= DURABLE_EVERY {
+                *last = Instant::now();
+                Durability::Immediate
+            } else {
+                // The log is durable; a crash before the next fsync only replays these entries.
+                Durability::None
+            }
+        };
         let (batch, results) = blocking(move || {
             let mut txn = db.begin_write().map_err(io_err)?;
-            // The log is durable; a crash before the next fsync only replays these entries.
-            txn.set_durability(Durability::None).map_err(io::Error::other)?;
+            txn.set_durability(durability).map_err(io::Error::other)?;
             let mut results = Vec::with_capacity(batch.len());
             let mut last_applied = None;
             for (entry, _) in &batch {

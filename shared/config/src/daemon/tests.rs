@@ -39,7 +39,7 @@ fn empty_file_gives_every_default() {
                 heartbeat_interval: Duration::from_millis(100),
                 election_timeout_min: Duration::from_millis(500),
                 election_timeout_max: Duration::from_millis(1000),
-                snapshot_after_logs: 10_000,
+                snapshot_after_logs: 100_000,
                 max_logs_to_keep: 1_000,
                 snapshot_chunk_bytes: 1 << 20,
                 install_snapshot_timeout: Duration::from_secs(30),

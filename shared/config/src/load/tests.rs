@@ -136,7 +136,7 @@ fn set_beats_env_beats_file_beats_default() {
     assert_eq!(config.data_dir, PathBuf::from("/from-flag"));
     assert_eq!(config.telemetry.log_level, "debug"); // env over file
     assert_eq!(config.telemetry.log_format, LogFormat::Json); // file over default
-    assert_eq!(config.raft.snapshot_after_logs, 10_000); // default
+    assert_eq!(config.raft.snapshot_after_logs, 100_000); // default
 }
 
 #[test]
