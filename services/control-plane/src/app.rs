@@ -83,8 +83,8 @@ impl ControlPlane {
         let tls = crate::server::TlsSetup::from_config(&config)?;
         let config = Arc::new(config);
 
-        // Two files so log appends (fsynced) and applies (not) never queue on one redb writer lock.
-        let log_store = LogStore::new(open_database(&config.data_dir.join("raft-log.redb"))?);
+        let log_meta = open_database(&config.data_dir.join("raft-meta.redb"))?;
+        let log_store = LogStore::open(&config.data_dir.join("raft-log"), log_meta)?;
         let fsm_db = open_database(&config.data_dir.join("fsm.redb"))?;
         let state_machine = StateMachineStore::new(fsm_db, config.data_dir.join("snapshots"))?;
         let channels =

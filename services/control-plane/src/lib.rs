@@ -36,6 +36,9 @@ pub fn raft_config(config: &ControlPlaneConfig) -> anyhow::Result<openraft::Conf
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(tuning.snapshot_after_logs),
         max_in_snapshot_log_to_keep: tuning.max_logs_to_keep,
         enable_pre_vote: Some(true),
+        // Appends return once written and fsync on the log's sync thread, so replicating
+        // while the leader's own fsync runs overlaps the two disk waits.
+        broadcast_submitted_on_append: Some(false),
         ..Default::default()
     };
     Ok(raft.validate()?)

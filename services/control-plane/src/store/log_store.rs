@@ -1,37 +1,89 @@
-//! openraft's log storage on redb: entries, vote, committed and purged pointers.
+//! openraft's log storage: entries in the segmented [`Wal`], vote and the committed and
+//! purged pointers in a small redb database.
 //!
-//! Every mutation is one write transaction committed with `Durability::Immediate` (fsync)
-//! before openraft hears it is done. openraft hands over whole batches of entries per
-//! `append`, so one fsync covers many client writes (group commit).
+//! An append writes the batch and returns (the entries are readable); a dedicated thread then
+//! fdatasyncs and tells openraft the batch is durable. Appends that arrive during an fsync share
+//! the next one (group commit), and the leader replicates while its own fsync runs. The vote and purge point are committed durably; the committed pointer is
+//! saved at most once a second (a stale one only means replaying a little more on start).
 
 use std::fmt::Debug;
+use std::fs::File;
 use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock, mpsc as std_mpsc};
+use std::time::{Duration, Instant};
 
 use muster_proto::v1;
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 use prost::Message;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable};
+use redb::{Database, Durability, ReadableDatabase};
 
-use super::db::{LOG, META_COMMITTED, META_PURGED, META_VOTE, RAFT_META, blocking, decode, io_err};
+use super::db::{META_COMMITTED, META_PURGED, META_VOTE, RAFT_META, blocking, decode, io_err};
+use super::wal::Wal;
 use crate::convert::{entry_from_pb, entry_to_pb, log_id_from_pb, log_id_to_pb, vote_from_pb, vote_to_pb};
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 
-/// The Raft log of one node. Cheap to clone; clones share the database.
+/// How often the committed pointer is written.
+const SAVE_COMMITTED_EVERY: Duration = Duration::from_secs(1);
+
+/// The Raft log of one node. Cheap to clone; clones share the files.
 #[derive(Clone)]
 pub struct LogStore {
-    db: Arc<Database>,
+    wal: Arc<RwLock<Wal>>,
+    meta: Arc<Database>,
+    committed_saved_at: Arc<Mutex<Option<Instant>>>,
+    syncer: std_mpsc::Sender<SyncRequest>,
+}
+
+/// "Tell openraft once this file's writes are on disk."
+type SyncRequest = (Arc<File>, IOFlushed<TypeConfig>);
+
+/// The group-commit thread: takes every pending request, syncs each file involved once, then
+/// reports all of them flushed, in order. An append returns as soon as its entries are written
+/// (readable), so the leader replicates while its own fsync runs.
+fn run_syncer(requests: std_mpsc::Receiver<SyncRequest>) {
+    while let Ok(first) = requests.recv() {
+        let mut batch = vec![first];
+        batch.extend(requests.try_iter());
+        let mut result = Ok(());
+        let mut synced: Vec<*const File> = Vec::new();
+        for (file, _) in &batch {
+            let ptr = Arc::as_ptr(file);
+            if !synced.contains(&ptr) {
+                synced.push(ptr);
+                if let Err(err) = file.sync_data() {
+                    result = Err(err);
+                    break;
+                }
+            }
+        }
+        for (_, callback) in batch {
+            match &result {
+                Ok(()) => callback.io_completed(Ok(())),
+                Err(err) => callback.io_completed(Err(io::Error::new(err.kind(), err.to_string()))),
+            }
+        }
+    }
 }
 
 impl LogStore {
-    pub fn new(db: Arc<Database>) -> Self {
-        Self { db }
+    /// Opens the log in `wal_dir` with its pointers in `meta`.
+    pub fn open(wal_dir: &Path, meta: Arc<Database>) -> io::Result<Self> {
+        let (syncer, requests) = std_mpsc::channel();
+        std::thread::Builder::new().name("raft-log-sync".into()).spawn(move || run_syncer(requests))?;
+        let wal = Arc::new(RwLock::new(Wal::open(wal_dir)?));
+        let store = Self { wal, meta, committed_saved_at: Arc::default(), syncer };
+        // Segments may still hold entries at or below the purge point; forget them.
+        if let Some(purged) = store.read_log_id_meta(META_PURGED)? {
+            store.wal.write().unwrap_or_else(|p| p.into_inner()).purge(purged.index)?;
+        }
+        Ok(store)
     }
 
     fn read_meta<M: Message + Default>(&self, key: &'static str) -> io::Result<Option<M>> {
-        let txn = self.db.begin_read().map_err(io_err)?;
+        let txn = self.meta.begin_read().map_err(io_err)?;
         let table = txn.open_table(RAFT_META).map_err(io_err)?;
         let value = table.get(key).map_err(io_err)?;
         value.map(|v| decode::<M>(v.value(), key)).transpose()
@@ -45,15 +97,19 @@ impl LogStore {
     }
 
     /// Writes one meta key durably.
-    async fn write_meta(&self, key: &'static str, bytes: Vec<u8>, durability: Durability) -> io::Result<()> {
-        let db = self.db.clone();
+    async fn write_meta(&self, key: &'static str, bytes: Vec<u8>) -> io::Result<()> {
+        let db = self.meta.clone();
         blocking(move || {
             let mut txn = db.begin_write().map_err(io_err)?;
-            txn.set_durability(durability).map_err(io::Error::other)?;
+            txn.set_durability(Durability::Immediate).map_err(io::Error::other)?;
             txn.open_table(RAFT_META).map_err(io_err)?.insert(key, bytes.as_slice()).map_err(io_err)?;
             txn.commit().map_err(io_err)
         })
         .await
+    }
+
+    fn with_wal<T>(&self, f: impl FnOnce(&Wal) -> io::Result<T>) -> io::Result<T> {
+        f(&self.wal.read().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
@@ -61,16 +117,8 @@ fn invalid(err: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, err.to_string())
 }
 
-fn read_entries(db: &Database, range: (Bound<u64>, Bound<u64>)) -> io::Result<Vec<Entry>> {
-    let txn = db.begin_read().map_err(io_err)?;
-    let table = txn.open_table(LOG).map_err(io_err)?;
-    let mut entries = Vec::new();
-    for item in table.range::<u64>(range).map_err(io_err)? {
-        let (_, value) = item.map_err(io_err)?;
-        let pb: v1::Entry = decode(value.value(), "log entry")?;
-        entries.push(entry_from_pb(pb).map_err(invalid)?);
-    }
-    Ok(entries)
+fn to_entries(pbs: Vec<v1::Entry>) -> io::Result<Vec<Entry>> {
+    pbs.into_iter().map(|pb| entry_from_pb(pb).map_err(invalid)).collect()
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -78,9 +126,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
-        let bounds = (range.start_bound().cloned(), range.end_bound().cloned());
-        let db = self.db.clone();
-        blocking(move || read_entries(&db, bounds)).await
+        let bounds: (Bound<u64>, Bound<u64>) = (range.start_bound().cloned(), range.end_bound().cloned());
+        to_entries(self.with_wal(|wal| wal.read(bounds))?)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
@@ -96,17 +143,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let last_purged_log_id = self.read_log_id_meta(META_PURGED)?;
-        let last = {
-            let txn = self.db.begin_read().map_err(io_err)?;
-            let table = txn.open_table(LOG).map_err(io_err)?;
-            match table.last().map_err(io_err)? {
-                Some((_, value)) => {
-                    let pb: v1::Entry = decode(value.value(), "log entry")?;
-                    Some(entry_from_pb(pb).map_err(invalid)?.log_id)
-                }
-                None => None,
-            }
-        };
+        let last = self.with_wal(|wal| match wal.last_index() {
+            Some(index) => wal.read(index..=index),
+            None => Ok(Vec::new()),
+        })?;
+        let last = to_entries(last)?.pop().map(|entry| entry.log_id);
         let last_log_id = last.or(last_purged_log_id);
         Ok(LogState { last_purged_log_id, last_log_id })
     }
@@ -116,14 +157,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        self.write_meta(META_VOTE, vote_to_pb(vote).encode_to_vec(), Durability::Immediate).await
+        self.write_meta(META_VOTE, vote_to_pb(vote).encode_to_vec()).await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        // Not fsynced: a stale committed pointer only means replaying a little more on start;
-        // the next log append makes it durable anyway.
         let Some(committed) = committed else { return Ok(()) };
-        self.write_meta(META_COMMITTED, log_id_to_pb(&committed).encode_to_vec(), Durability::None).await
+        {
+            let mut saved_at = self.committed_saved_at.lock().unwrap_or_else(|p| p.into_inner());
+            if saved_at.is_some_and(|at| at.elapsed() < SAVE_COMMITTED_EVERY) {
+                return Ok(());
+            }
+            *saved_at = Some(Instant::now());
+        }
+        self.write_meta(META_COMMITTED, log_id_to_pb(&committed).encode_to_vec()).await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
@@ -135,22 +181,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let encoded: Vec<(u64, Vec<u8>)> =
-            entries.into_iter().map(|entry| (entry.log_id.index, entry_to_pb(&entry).encode_to_vec())).collect();
-        let db = self.db.clone();
-        let result = blocking(move || {
-            let txn = db.begin_write().map_err(io_err)?;
-            {
-                let mut table = txn.open_table(LOG).map_err(io_err)?;
-                for (index, bytes) in &encoded {
-                    table.insert(*index, bytes.as_slice()).map_err(io_err)?;
+        let encoded: Vec<v1::Entry> = entries.into_iter().map(|entry| entry_to_pb(&entry)).collect();
+        // Inline, not on the blocking pool: without the fsync this is a write into the page
+        // cache, cheaper than the thread hop.
+        let written = self.wal.write().unwrap_or_else(|p| p.into_inner()).append_unsynced(&encoded);
+        match written {
+            Ok(Some(file)) => {
+                if let Err(std_mpsc::SendError((_, callback))) = self.syncer.send((file, callback)) {
+                    callback.io_completed(Err(io::Error::other("the log sync thread has stopped")));
                 }
+                Ok(())
             }
-            txn.commit().map_err(io_err)
-        })
-        .await;
-        match result {
-            Ok(()) => {
+            Ok(None) => {
                 callback.io_completed(Ok(()));
                 Ok(())
             }
@@ -162,29 +204,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
-        let from = last_log_id.map(|id| id.index + 1).unwrap_or(0);
-        let db = self.db.clone();
-        blocking(move || {
-            let txn = db.begin_write().map_err(io_err)?;
-            txn.open_table(LOG).map_err(io_err)?.retain_in(from.., |_, _| false).map_err(io_err)?;
-            txn.commit().map_err(io_err)
-        })
-        .await
+        let wal = self.wal.clone();
+        blocking(move || wal.write().unwrap_or_else(|p| p.into_inner()).truncate_after(last_log_id.map(|id| id.index)))
+            .await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        let upto = log_id.index;
-        let purged = log_id_to_pb(&log_id).encode_to_vec();
-        let db = self.db.clone();
-        blocking(move || {
-            let txn = db.begin_write().map_err(io_err)?;
-            {
-                // Record the purge point first, in the same transaction: no hole is ever visible.
-                txn.open_table(RAFT_META).map_err(io_err)?.insert(META_PURGED, purged.as_slice()).map_err(io_err)?;
-                txn.open_table(LOG).map_err(io_err)?.retain_in(..=upto, |_, _| false).map_err(io_err)?;
-            }
-            txn.commit().map_err(io_err)
-        })
-        .await
+        // Record the purge point durably first: entries below it are then never read again,
+        // whatever happens to the segment files afterwards.
+        self.write_meta(META_PURGED, log_id_to_pb(&log_id).encode_to_vec()).await?;
+        let wal = self.wal.clone();
+        blocking(move || wal.write().unwrap_or_else(|p| p.into_inner()).purge(log_id.index)).await
     }
 }

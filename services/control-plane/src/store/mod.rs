@@ -1,14 +1,15 @@
 //! Durable storage of a control-plane node: two redb files under `data_dir`.
 //!
-//! - [`LogStore`] (`raft-log.redb`) keeps the Raft log and the vote; every write is fsynced
-//!   before openraft is told it is done (the log is the source of truth).
+//! - [`LogStore`] keeps the Raft log in append-only segment files (`raft-log/`, see [`wal`])
+//!   and the vote and log pointers in `raft-meta.redb`; every append is fsynced before
+//!   openraft is told it is done (the log is the source of truth).
 //! - [`StateMachineStore`] (`fsm.redb`) applies committed entries to the FSM tables, fsyncing
 //!   at most about once a second: a crash loses only applies that the log replays on start.
 //!   Snapshots are files (fsynced) described by a row in the FSM database; recording one is a
 //!   durable commit, so the FSM is always durable up to any point the log was purged to.
 //!
-//! Two files rather than one: redb has one writer at a time per file, and a log append waiting
-//! behind an apply (or the reverse) serialises the two halves of the Raft pipeline.
+//! The log is not a redb table: a B-tree append rewrote a dozen pages per fsync, and sharing
+//! a redb file with the FSM made log appends and applies queue on one writer lock.
 //! - [`FsmReader`] serves API reads from a redb read transaction, concurrently with Raft.
 
 mod db;
@@ -16,6 +17,7 @@ mod fsm;
 mod log_store;
 mod snapshot;
 mod state_machine;
+mod wal;
 
 pub use db::{StorageError, open_database};
 pub use fsm::FsmReader;

@@ -31,6 +31,9 @@ pub struct StateMachineStore {
     last_durable: Arc<Mutex<Instant>>,
 }
 
+/// Apply batches up to this size run on the calling task instead of the blocking pool.
+const INLINE_APPLY_MAX: usize = 32;
+
 /// How stale the durable FSM may get; a crash replays at most this much of the log.
 const DURABLE_EVERY: Duration = Duration::from_secs(1);
 
@@ -98,6 +101,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         if batch.is_empty() {
             return Ok(());
         }
+        let batch_len = batch.len();
         let db = self.db.clone();
         let durability = {
             let mut last = self.last_durable.lock().unwrap_or_else(|p| p.into_inner());
@@ -109,7 +113,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 Durability::None
             }
         };
-        let (batch, results) = blocking(move || {
+        let apply_batch = move || {
             let mut txn = db.begin_write().map_err(io_err)?;
             txn.set_durability(durability).map_err(io::Error::other)?;
             let mut results = Vec::with_capacity(batch.len());
@@ -136,8 +140,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
             txn.commit().map_err(io_err)?;
             Ok((batch, results))
-        })
-        .await?;
+        };
+        // Small non-durable batches cost less than the hop to the blocking pool.
+        let (batch, results) = if matches!(durability, Durability::None) && batch_len <= INLINE_APPLY_MAX {
+            apply_batch()?
+        } else {
+            blocking(apply_batch).await?
+        };
         for ((_, responder), result) in batch.into_iter().zip(results) {
             if let Some(responder) = responder {
                 responder.send(result);
