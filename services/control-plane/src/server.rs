@@ -94,13 +94,6 @@ impl GrpcServer {
         let (health, health_service) = tonic_health::server::health_reporter();
         let mut routes = RoutesBuilder::default();
         routes.add_service(health_service);
-        let reflection = || {
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(muster_proto::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        };
-        routes.add_service(reflection().build_v1()?);
-        routes.add_service(reflection().build_v1alpha()?);
         Ok(Self {
             port,
             limits: server_limits(limits),
@@ -130,8 +123,32 @@ impl GrpcServer {
         self
     }
 
+    /// Reflection (v1 and v1alpha) listing exactly the services this port serves.
+    fn add_reflection(&mut self) -> anyhow::Result<()> {
+        let reflection = || {
+            let mut builder = tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(muster_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .with_service_name("grpc.health.v1.Health")
+                .with_service_name("grpc.reflection.v1.ServerReflection")
+                .with_service_name("grpc.reflection.v1alpha.ServerReflection");
+            for name in &self.service_names {
+                builder = builder.with_service_name(*name);
+            }
+            builder
+        };
+        let (v1, v1alpha) = (reflection().build_v1()?, reflection().build_v1alpha()?);
+        self.routes.add_service(v1);
+        self.routes.add_service(v1alpha);
+        Ok(())
+    }
+
     /// Serves until `shutdown` turns true. Health reports SERVING only while the node is ready.
-    pub async fn serve(self, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    pub async fn serve(mut self, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+        if let Err(err) = self.add_reflection() {
+            tracing::error!(error = %err, port = ?self.port, "building the reflection service");
+            return;
+        }
         let Self { port, limits, tls, routes, health, service_names, mut ready } = self;
         tokio::spawn(async move {
             loop {

@@ -251,15 +251,21 @@ impl ControlPlaneClient {
         }
     }
 
-    /// Cluster metadata as seen by the leader (or by any node if no leader answers).
+    /// Cluster metadata as seen by the leader (it alone knows replication progress), or by
+    /// whichever node answers if the leader does not.
     pub async fn metadata(&self) -> Result<v1::ClusterMembership, ClientError> {
-        self.on_any(|channel| async move {
-            ClusterManagementServiceClient::new(channel)
-                .get_cluster_metadata(v1::MetadataRequest {})
-                .await
-                .map(tonic::Response::into_inner)
-        })
-        .await
+        let any = self
+            .on_any(|channel| async move {
+                ClusterManagementServiceClient::new(channel)
+                    .get_cluster_metadata(v1::MetadataRequest {})
+                    .await
+                    .map(tonic::Response::into_inner)
+            })
+            .await?;
+        if any.leader_id == 0 || any.leader_id == any.node_id || any.leader_api_addr.is_empty() {
+            return Ok(any);
+        }
+        Ok(self.metadata_of(&any.leader_api_addr).await.unwrap_or(any))
     }
 
     /// Metadata from one specific node (no retries elsewhere).
