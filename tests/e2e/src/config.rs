@@ -16,6 +16,8 @@ pub struct Options {
     pub max_logs_to_keep: u64,
     /// `limits.max_message_bytes`, when not the daemon's default.
     pub max_message_bytes: Option<usize>,
+    /// `raft.snapshot_chunk_bytes` (default 64 KiB, below the smallest message limit tests use).
+    pub snapshot_chunk_bytes: Option<usize>,
     /// `raft.heartbeat_interval`, `election_timeout_min` and `election_timeout_max`.
     pub raft_timing: [&'static str; 3],
     /// `telemetry.log_level`.
@@ -29,6 +31,7 @@ impl Default for Options {
             snapshot_after_logs: 10_000,
             max_logs_to_keep: 1_000,
             max_message_bytes: None,
+            snapshot_chunk_bytes: None,
             raft_timing: ["50ms", "300ms", "600ms"],
             log_level: "info",
         }
@@ -133,7 +136,7 @@ impl NodeConfig<'_> {
              snapshot_chunk_bytes = {}",
             o.snapshot_after_logs,
             o.max_logs_to_keep,
-            64 * 1024
+            o.snapshot_chunk_bytes.unwrap_or(64 * 1024)
         );
         if let Some(bytes) = o.max_message_bytes {
             let _ = writeln!(out, "\n[limits]\nmax_message_bytes = {bytes}");
