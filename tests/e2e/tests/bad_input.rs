@@ -10,6 +10,7 @@ use muster_e2e::pki::{RoguePki, no_client_cert};
 use muster_e2e::process::control_plane_command;
 use muster_e2e::v1::cluster_conf_change_request::Change;
 use muster_e2e::v1::raft_client_service_client::RaftClientServiceClient;
+use muster_e2e::v1::raft_election_service_client::RaftElectionServiceClient;
 use muster_e2e::{ClientError, Cluster, Options, v1};
 use tonic::Code;
 use tonic::transport::ClientTlsConfig;
@@ -42,6 +43,12 @@ async fn malformed_configs_are_refused_naming_the_field() {
     let unknown_mode = "data_dir = \"DATA_DIR\"\n[cluster]\nmode = \"rafty\"\nnode_id = 1\n";
     let stderr = refused_config(unknown_mode).await;
     assert!(stderr.contains("cluster.mode") && stderr.contains("rafty"), "stderr does not name the bad mode: {stderr}");
+
+    // Modes that parse but that the control plane does not run yet say so.
+    let static_mode = "data_dir = \"DATA_DIR\"\n[tls]\ninsecure = true\n[cluster]\nmode = \"static\"\nnode_id = 1\n\
+                       peers = [{ id = 1, addr = \"127.0.0.1:1\" }]\n";
+    let stderr = refused_config(static_mode).await;
+    assert!(stderr.contains("`static` is not yet supported"), "static mode: {stderr}");
 }
 
 /// One raw write to `api` over its own TLS connection.
@@ -88,6 +95,20 @@ async fn bad_requests_are_refused_and_the_node_keeps_serving() {
     assert!(transport_failure && std::error::Error::source(&status).is_some(), "rogue certificate: {status:?}");
     call(cluster.operator_tls().expect("operator TLS")).await.expect("the operator is served");
     still_serving(&cluster, "a rogue certificate").await;
+    // The same on the peer port, where even a valid certificate needs the control-plane role.
+    let raft = cluster.addrs(1).raft.clone();
+    let vote = |tls| {
+        let raft = raft.clone();
+        async move {
+            let mut client = RaftElectionServiceClient::new(channel(&raft, Some(tls)));
+            client.request_vote(v1::VoteRequest::default()).await.map(drop)
+        }
+    };
+    let status = vote(rogue.client_tls(&ca)).await.expect_err("a peer certificate from another CA was accepted");
+    assert!(matches!(status.code(), Code::Unknown | Code::Unavailable | Code::Cancelled), "rogue peer: {status:?}");
+    let status = vote(cluster.operator_tls().expect("operator TLS")).await.expect_err("an operator reached Raft");
+    assert_eq!(status.code(), Code::PermissionDenied, "operator on the peer port: {status:?}");
+    still_serving(&cluster, "a rogue peer").await;
     let status = call(no_client_cert(&ca)).await.expect_err("a client without a certificate was accepted");
     assert_eq!(status.code(), Code::Unauthenticated, "no certificate: {status:?}");
     still_serving(&cluster, "a client without a certificate").await;

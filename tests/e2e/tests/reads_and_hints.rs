@@ -22,14 +22,12 @@ async fn reads_follow_writes_on_every_node() {
         let key = format!("written-via-{writer}");
         cluster.client_for(writer).put(&key, writer.to_string()).await.expect("put");
         for reader in cluster.ids() {
-            expect_value(
-                &cluster.client_for(reader),
-                &key,
-                writer.to_string().as_bytes(),
-                ReadConsistency::Linearizable,
-            )
-            .await
-            .unwrap_or_else(|err| panic!("read of {key} through node {reader}: {err:#}"));
+            // Linearizable (ReadIndex) and lease reads both land on the leader and see the write.
+            for consistency in [ReadConsistency::Linearizable, ReadConsistency::Lease] {
+                expect_value(&cluster.client_for(reader), &key, writer.to_string().as_bytes(), consistency)
+                    .await
+                    .unwrap_or_else(|err| panic!("{consistency:?} read of {key} through node {reader}: {err:#}"));
+            }
         }
     }
 }
