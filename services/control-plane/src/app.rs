@@ -13,11 +13,12 @@ use muster_proto::v1::raft_client_service_server::RaftClientServiceServer;
 use muster_proto::v1::raft_election_service_server::RaftElectionServiceServer;
 use muster_proto::v1::raft_replication_service_server::RaftReplicationServiceServer;
 use muster_proto::v1::snapshot_service_server::SnapshotServiceServer;
+use muster_proto::v1::token_service_server::TokenServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::grpc::{ClientApi, ClusterApi, RaftPeerApi, SnapshotApi};
+use crate::grpc::{ClientApi, ClusterApi, RaftPeerApi, SnapshotApi, TokenApi};
 use crate::lifecycle::{self, Membership};
 use crate::network::PeerChannels;
 use crate::node::NodeHandle;
@@ -117,7 +118,8 @@ impl ControlPlane {
                     .max_decoding_message_size(limits.max_message_bytes)
                     .max_encoding_message_size(limits.max_message_bytes),
             )
-            .with_service(ClusterManagementServiceServer::new(ClusterApi::new(node.clone())));
+            .with_service(ClusterManagementServiceServer::new(ClusterApi::new(node.clone())))
+            .with_service(TokenServiceServer::new(TokenApi::new(node.clone(), ca_pin(&config)?)));
         tasks.spawn(api_server.serve(listeners.api, shutdown_rx.clone()));
 
         tasks.spawn(admin_http::serve(listeners.admin, node.clone(), shutdown_rx.clone()));
@@ -133,6 +135,15 @@ impl ControlPlane {
             tracing::warn!(error = %err, "raft shutdown");
         }
     }
+}
+
+/// The pin bootstrap tokens carry: SHA-256 of the cluster CA's public key (empty when the
+/// node runs without TLS).
+fn ca_pin(config: &ControlPlaneConfig) -> anyhow::Result<Vec<u8>> {
+    let Some(ca_file) = config.tls.ca_file.as_ref().filter(|_| !config.tls.insecure) else { return Ok(Vec::new()) };
+    let pem =
+        std::fs::read_to_string(ca_file).with_context(|| format!("reading CA certificate {}", ca_file.display()))?;
+    Ok(muster_tls::public_key_pin(&pem, &ca_file.display().to_string())?.to_vec())
 }
 
 /// Runs a node until `signal` resolves.

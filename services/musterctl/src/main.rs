@@ -6,6 +6,7 @@ mod connect;
 mod kv;
 mod output;
 mod tls;
+mod token;
 
 use clap::{Parser, Subcommand};
 
@@ -35,6 +36,9 @@ enum Command {
     /// The replicated key-value store.
     #[command(subcommand)]
     Kv(kv::KvCommand),
+    /// Bootstrap tokens workers join with.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -44,6 +48,7 @@ async fn main() -> std::process::ExitCode {
         Command::Tls(command) => tls::run(command, cli.output),
         Command::Cluster(command) => cluster::run(command, &cli.connect, cli.output).await,
         Command::Kv(command) => kv::run(command, &cli.connect, cli.output).await,
+        Command::Token(command) => token::run(command, &cli.connect, cli.output).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -92,7 +92,7 @@ impl ControlPlaneClient {
 
     /// Runs `call` against the leader: follows hints, rotates through endpoints on
     /// unreachable nodes, and backs off during elections, until the timeout.
-    async fn on_leader<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    pub(crate) async fn on_leader<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
     where
         F: Fn(Channel) -> Fut,
         Fut: Future<Output = Result<T, Status>>,

@@ -22,6 +22,10 @@ impl fmt::Display for v1::Command {
             Some(Op::Delete(del)) => write!(f, "delete {}", del.key)?,
             Some(Op::Cas(cas)) => write!(f, "cas {}", cas.key)?,
             Some(Op::InitCluster(init)) => write!(f, "init-cluster {}", init.cluster_id)?,
+            Some(Op::CreateToken(create)) => {
+                write!(f, "create-token {}", create.record.as_ref().map_or("?", |r| r.token_id.as_str()))?
+            }
+            Some(Op::RevokeToken(revoke)) => write!(f, "revoke-token {}", revoke.token_id)?,
             None => write!(f, "empty")?,
         }
         if self.client_id != 0 {

@@ -10,6 +10,7 @@ mod files;
 mod identity;
 mod init;
 mod parse;
+pub use parse::public_key_pin;
 mod spec;
 
 pub use ca::CertificateAuthority;

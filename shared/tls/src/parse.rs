@@ -39,3 +39,12 @@ pub(crate) fn x509<'a>(der: &'a [u8], what: &'static str, origin: &str) -> Resul
 pub(crate) fn parse_err(what: &'static str, origin: &str, reason: impl ToString) -> TlsError {
     TlsError::Parse { what, origin: origin.to_owned(), reason: reason.to_string() }
 }
+
+/// SHA-256 of the SubjectPublicKeyInfo of the first certificate in `cert_pem`: the pin a
+/// bootstrap token carries for the CA (kubeadm's discovery hash does the same).
+pub fn public_key_pin(cert_pem: &str, origin: &str) -> Result<[u8; 32], TlsError> {
+    use sha2::Digest;
+    let certs = certs_from_pem(cert_pem.as_bytes(), "CA certificate", origin)?;
+    let cert = x509(&certs[0], "CA certificate", origin)?;
+    Ok(sha2::Sha256::digest(cert.public_key().raw).into())
+}

@@ -326,3 +326,10 @@ fn write_atomic_replaces_with_exact_mode() {
     let err = write_atomic(&tmp.path().join("no/such/dir/x"), b"", 0o600).unwrap_err();
     assert!(err.to_string().contains("no/such/dir/x"), "{err}");
 }
+
+#[test]
+fn public_key_pin_matches_the_ca_fingerprint() {
+    let ca = muster_tls::CertificateAuthority::generate("pin test", std::time::Duration::from_secs(3600)).unwrap();
+    let pin = muster_tls::public_key_pin(ca.cert_pem(), "test").unwrap();
+    assert_eq!(hex::encode(pin), ca.public_key_sha256());
+}

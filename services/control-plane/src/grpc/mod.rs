@@ -6,8 +6,10 @@ mod cluster_service;
 pub mod errors;
 mod raft_service;
 mod snapshot_service;
+mod token_service;
 
 pub use client_service::ClientApi;
 pub use cluster_service::ClusterApi;
 pub use raft_service::RaftPeerApi;
 pub use snapshot_service::SnapshotApi;
+pub use token_service::TokenApi;

@@ -17,6 +17,8 @@ pub(crate) const FSM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("
 pub(crate) const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("fsm_kv");
 /// FSM client sessions for idempotent writes: client id → encoded `v1::ClientSession`.
 pub(crate) const SESSIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("fsm_sessions");
+/// FSM bootstrap tokens: token id → encoded `v1::TokenRecord`.
+pub(crate) const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("fsm_tokens");
 /// FSM session age index: (last write index, client id) → (), to evict the idlest session.
 pub(crate) const SESSION_AGE: TableDefinition<(u64, u64), ()> = TableDefinition::new("fsm_session_age");
 
@@ -55,6 +57,7 @@ pub fn open_database(path: &Path) -> Result<Arc<Database>, StorageError> {
         txn.open_table(KV).map_err(redb::Error::from)?;
         txn.open_table(SESSIONS).map_err(redb::Error::from)?;
         txn.open_table(SESSION_AGE).map_err(redb::Error::from)?;
+        txn.open_table(TOKENS).map_err(redb::Error::from)?;
     }
     txn.commit().map_err(redb::Error::from)?;
     Ok(Arc::new(db))

@@ -12,7 +12,7 @@ use muster_proto::v1::command::Op;
 use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
-use super::db::{FSM_META, KV, META_APPLIED, META_CLUSTER_ID, SESSION_AGE, SESSIONS, decode, io_err};
+use super::db::{FSM_META, KV, META_APPLIED, META_CLUSTER_ID, SESSION_AGE, SESSIONS, TOKENS, decode, io_err};
 
 /// Applies one command at `index` and returns what the client sees. Deterministic: every
 /// replica computes the same result from the same log.
@@ -49,7 +49,7 @@ pub(crate) fn apply_command(
             let previous =
                 kv.remove(del.key.as_str()).map_err(io_err)?.map(|v| decode::<v1::KeyValue>(v.value(), "value"));
             let previous = previous.transpose()?;
-            v1::CommandResult { index, succeeded: previous.is_some(), previous, deduplicated: false }
+            v1::CommandResult { index, succeeded: previous.is_some(), previous, ..Default::default() }
         }
         Some(Op::InitCluster(init)) => {
             let mut meta = txn.open_table(FSM_META).map_err(io_err)?;
@@ -59,6 +59,8 @@ pub(crate) fn apply_command(
             }
             v1::CommandResult { index, succeeded: !already, ..Default::default() }
         }
+        Some(Op::CreateToken(create)) => super::tokens::create(txn, index, create)?,
+        Some(Op::RevokeToken(revoke)) => super::tokens::revoke(txn, index, revoke)?,
         None => v1::CommandResult { index, ..Default::default() },
     };
 
@@ -116,12 +118,12 @@ fn put_value(
     let mut kv = txn.open_table(KV).map_err(io_err)?;
     let current = kv.get(key).map_err(io_err)?.map(|v| decode::<v1::KeyValue>(v.value(), "value")).transpose()?;
     if !allowed(current.as_ref()) {
-        return Ok(v1::CommandResult { index, succeeded: false, previous: current, deduplicated: false });
+        return Ok(v1::CommandResult { index, succeeded: false, previous: current, ..Default::default() });
     }
     let create_revision = current.as_ref().map_or(index, |kv| kv.create_revision);
     let new = v1::KeyValue { key: key.to_string(), value: value.to_vec(), create_revision, mod_revision: index };
     kv.insert(key, new.encode_to_vec().as_slice()).map_err(io_err)?;
-    Ok(v1::CommandResult { index, succeeded: true, previous: current, deduplicated: false })
+    Ok(v1::CommandResult { index, succeeded: true, previous: current, ..Default::default() })
 }
 
 /// Read access to the applied state, for the API. Reads see a consistent redb snapshot and
@@ -166,6 +168,24 @@ impl FsmReader {
         let table = txn.open_table(FSM_META).map_err(io_err)?;
         let applied = table.get(META_APPLIED).map_err(io_err)?;
         Ok(applied.map(|v| decode::<v1::LogId>(v.value(), "applied")).transpose()?.map_or(0, |id| id.index))
+    }
+
+    /// Every bootstrap token record, by id.
+    pub fn tokens(&self) -> io::Result<Vec<v1::TokenRecord>> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let table = txn.open_table(TOKENS).map_err(io_err)?;
+        let mut tokens = Vec::new();
+        for item in table.iter().map_err(io_err)? {
+            let (_, value) = item.map_err(io_err)?;
+            tokens.push(decode(value.value(), "token")?);
+        }
+        Ok(tokens)
+    }
+
+    pub fn token(&self, token_id: &str) -> io::Result<Option<v1::TokenRecord>> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let table = txn.open_table(TOKENS).map_err(io_err)?;
+        table.get(token_id).map_err(io_err)?.map(|v| decode(v.value(), "token")).transpose()
     }
 
     pub fn cluster_id(&self) -> io::Result<Option<String>> {

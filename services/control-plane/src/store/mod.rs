@@ -17,6 +17,7 @@ mod fsm;
 mod log_store;
 mod snapshot;
 mod state_machine;
+mod tokens;
 mod wal;
 
 pub use db::{StorageError, open_database};

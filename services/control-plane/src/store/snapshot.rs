@@ -14,7 +14,9 @@ use muster_proto::v1;
 use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
-use super::db::{FSM_META, KV, META_APPLIED, META_CLUSTER_ID, META_MEMBERSHIP, SESSION_AGE, SESSIONS, decode, io_err};
+use super::db::{
+    FSM_META, KV, META_APPLIED, META_CLUSTER_ID, META_MEMBERSHIP, SESSION_AGE, SESSIONS, TOKENS, decode, io_err,
+};
 use super::fsm::{MAX_SESSIONS, record_session};
 use crate::convert::{opt_log_id_from_pb, stored_membership_from_pb};
 use crate::types::SnapshotMeta;
@@ -70,6 +72,10 @@ pub(crate) fn write_snapshot(db: &Database, dir: &Path) -> io::Result<(SnapshotM
             let (_, value) = item.map_err(io_err)?;
             write_record(v1::snapshot_record::Record::Session(decode(value.value(), "session")?))?;
         }
+        for item in txn.open_table(TOKENS).map_err(io_err)?.iter().map_err(io_err)? {
+            let (_, value) = item.map_err(io_err)?;
+            write_record(v1::snapshot_record::Record::Token(decode(value.value(), "token")?))?;
+        }
         let out = out.into_inner().map_err(|err| err.into_error())?;
         out.sync_all()?;
     }
@@ -104,6 +110,8 @@ pub(crate) fn load_records(txn: &WriteTransaction, records: Vec<v1::SnapshotReco
     kv.retain(|_, _| false).map_err(io_err)?;
     sessions.retain(|_, _| false).map_err(io_err)?;
     txn.open_table(SESSION_AGE).map_err(io_err)?.retain(|_, _| false).map_err(io_err)?;
+    let mut tokens = txn.open_table(TOKENS).map_err(io_err)?;
+    tokens.retain(|_, _| false).map_err(io_err)?;
     meta.remove(META_CLUSTER_ID).map_err(io_err)?;
     for record in records {
         match record.record {
@@ -112,6 +120,9 @@ pub(crate) fn load_records(txn: &WriteTransaction, records: Vec<v1::SnapshotReco
             }
             Some(v1::snapshot_record::Record::Session(session)) => {
                 record_session(txn, &mut sessions, &session, MAX_SESSIONS)?
+            }
+            Some(v1::snapshot_record::Record::Token(token)) => {
+                tokens.insert(token.token_id.as_str(), token.encode_to_vec().as_slice()).map_err(io_err)?;
             }
             Some(v1::snapshot_record::Record::ClusterId(id)) => {
                 meta.insert(META_CLUSTER_ID, id.as_bytes()).map_err(io_err)?;

@@ -1,0 +1,128 @@
+//! `TokenService`: bootstrap tokens. The leader generates the secret (randomness never enters
+//! the FSM), stores only its hash through the log, and returns the token string once.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use muster_middleware::ApiError;
+use muster_proto::v1;
+use muster_proto::v1::token_service_server::TokenService;
+use openraft::ReadPolicy;
+use tonic::{Request, Response, Status};
+
+use super::errors::{read_error, storage_error, write_error};
+use crate::node::NodeHandle;
+
+/// Longest token lifetime accepted.
+const MAX_TTL_SECONDS: u64 = 365 * 24 * 3600;
+/// Most registrations one token may allow.
+const MAX_USES: u32 = 100_000;
+
+#[derive(Clone)]
+pub struct TokenApi {
+    node: Arc<NodeHandle>,
+    /// SHA-256 of the CA public key workers pin the registrar's certificate to (empty with
+    /// `--insecure`).
+    ca_pin: Vec<u8>,
+}
+
+impl TokenApi {
+    pub fn new(node: Arc<NodeHandle>, ca_pin: Vec<u8>) -> Self {
+        Self { node, ca_pin }
+    }
+
+    async fn propose(&self, op: v1::command::Op) -> Result<v1::CommandResult, ApiError> {
+        let command = v1::Command { client_id: 0, sequence: 0, op: Some(op) };
+        Ok(self.node.raft.client_write(command).await.map_err(write_error)?.data)
+    }
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+fn check_spec(request: &v1::CreateTokenRequest) -> Result<(), ApiError> {
+    if request.ttl_seconds > MAX_TTL_SECONDS {
+        return Err(ApiError::InvalidArgument(format!(
+            "ttl of {} s is longer than the limit of {MAX_TTL_SECONDS} s (one year)",
+            request.ttl_seconds
+        )));
+    }
+    if request.uses > MAX_USES {
+        return Err(ApiError::InvalidArgument(format!("uses {} exceeds the limit of {MAX_USES}", request.uses)));
+    }
+    if let Some(key) = request.labels.keys().find(|k| k.is_empty() || k.contains(['=', ',']) || k.len() > 253) {
+        return Err(ApiError::InvalidArgument(format!(
+            "label key {key:?} is invalid: non-empty, at most 253 bytes, no '=' or ','"
+        )));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl TokenService for TokenApi {
+    async fn create_token(
+        &self,
+        request: Request<v1::CreateTokenRequest>,
+    ) -> Result<Response<v1::CreateTokenResponse>, Status> {
+        let request = request.into_inner();
+        check_spec(&request)?;
+        if !self.node.raft.is_leader() {
+            return Err(self.node.not_leader().into());
+        }
+        let cluster_id = self
+            .node
+            .reader
+            .cluster_id()
+            .map_err(storage_error)?
+            .ok_or_else(|| ApiError::Unavailable("the cluster id is not recorded yet; retry in a moment".into()))?;
+        let spec = muster_token::TokenSpec {
+            ttl_seconds: request.ttl_seconds,
+            uses: request.uses,
+            labels: request.labels,
+            description: request.description,
+        };
+        let issued = muster_token::generate(&spec, &cluster_id, &self.ca_pin, unix_now());
+        let result =
+            self.propose(v1::command::Op::CreateToken(v1::CreateToken { record: Some(issued.record) })).await?;
+        if !result.succeeded {
+            return Err(ApiError::AlreadyExists(result.error).into());
+        }
+        tracing::info!(token_id = %result.token.as_ref().map_or("", |t| t.token_id.as_str()), "created bootstrap token");
+        Ok(Response::new(v1::CreateTokenResponse { token: issued.token, record: result.token }))
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<v1::ListTokensRequest>,
+    ) -> Result<Response<v1::ListTokensResponse>, Status> {
+        self.node.raft.ensure_linearizable(ReadPolicy::ReadIndex).await.map_err(read_error)?;
+        let now = unix_now();
+        let all = request.into_inner().all;
+        let tokens = self
+            .node
+            .reader
+            .tokens()
+            .map_err(storage_error)?
+            .into_iter()
+            .filter(|record| all || muster_token::state(record, now) == "active")
+            .collect();
+        Ok(Response::new(v1::ListTokensResponse { tokens }))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<v1::RevokeTokenRequest>,
+    ) -> Result<Response<v1::RevokeTokenResponse>, Status> {
+        let token_id = request.into_inner().token_id;
+        if token_id.is_empty() {
+            return Err(ApiError::InvalidArgument("token_id is required".into()).into());
+        }
+        let revoke = v1::RevokeToken { token_id, revoked_at_unix: unix_now() };
+        let result = self.propose(v1::command::Op::RevokeToken(revoke)).await?;
+        if !result.succeeded {
+            return Err(ApiError::NotFound(result.error).into());
+        }
+        Ok(Response::new(v1::RevokeTokenResponse { record: result.token }))
+    }
+}
