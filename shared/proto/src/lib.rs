@@ -26,6 +26,8 @@ impl fmt::Display for v1::Command {
                 write!(f, "create-token {}", create.record.as_ref().map_or("?", |r| r.token_id.as_str()))?
             }
             Some(Op::RevokeToken(revoke)) => write!(f, "revoke-token {}", revoke.token_id)?,
+            Some(Op::RegisterWorker(register)) => write!(f, "register-worker with token {}", register.token_id)?,
+            Some(Op::InitWorkerCa(_)) => write!(f, "init-worker-ca")?,
             None => write!(f, "empty")?,
         }
         if self.client_id != 0 {

@@ -142,12 +142,38 @@ pub fn verify(
     cluster_id: &str,
     now: i64,
 ) -> Result<(), TokenError> {
+    let presented =
+        Presented { token_id: &token.token_id, secret_sha256: &secret_hash(token), cluster_id: &token.cluster_id };
+    verify_presented(&presented, record, cluster_id, now)
+}
+
+/// SHA-256 of a token's secret: what travels in the registration command, so the secret
+/// itself never reaches the replicated log.
+pub fn secret_hash(token: &v1::BootstrapToken) -> Vec<u8> {
+    sha256(&token.secret)
+}
+
+/// A token as the state machine sees it at registration: id, secret hash, named cluster.
+#[derive(Debug, Clone, Copy)]
+pub struct Presented<'a> {
+    pub token_id: &'a str,
+    pub secret_sha256: &'a [u8],
+    pub cluster_id: &'a str,
+}
+
+/// [`verify`] on an already hashed secret (what the FSM applies).
+pub fn verify_presented(
+    token: &Presented<'_>,
+    record: Option<&v1::TokenRecord>,
+    cluster_id: &str,
+    now: i64,
+) -> Result<(), TokenError> {
     if token.cluster_id != cluster_id {
-        return Err(TokenError::WrongCluster { token_cluster: token.cluster_id.clone(), cluster: cluster_id.into() });
+        return Err(TokenError::WrongCluster { token_cluster: token.cluster_id.into(), cluster: cluster_id.into() });
     }
-    let record = record.ok_or_else(|| TokenError::Unknown(token.token_id.clone()))?;
-    if !same(&sha256(&token.secret), &record.secret_sha256) {
-        return Err(TokenError::Forged(token.token_id.clone()));
+    let record = record.ok_or_else(|| TokenError::Unknown(token.token_id.into()))?;
+    if !same(token.secret_sha256, &record.secret_sha256) {
+        return Err(TokenError::Forged(token.token_id.into()));
     }
     if record.revoked {
         return Err(TokenError::Revoked(record.token_id.clone()));

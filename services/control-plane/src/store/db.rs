@@ -19,6 +19,8 @@ pub(crate) const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("fsm_kv
 pub(crate) const SESSIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("fsm_sessions");
 /// FSM bootstrap tokens: token id → encoded `v1::TokenRecord`.
 pub(crate) const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("fsm_tokens");
+/// FSM workers: worker id → encoded `v1::WorkerRecord`.
+pub(crate) const WORKERS: TableDefinition<u64, &[u8]> = TableDefinition::new("fsm_workers");
 /// FSM session age index: (last write index, client id) → (), to evict the idlest session.
 pub(crate) const SESSION_AGE: TableDefinition<(u64, u64), ()> = TableDefinition::new("fsm_session_age");
 
@@ -29,6 +31,8 @@ pub(crate) const META_APPLIED: &str = "applied";
 pub(crate) const META_MEMBERSHIP: &str = "membership";
 pub(crate) const META_CLUSTER_ID: &str = "cluster_id";
 pub(crate) const META_SNAPSHOT: &str = "snapshot";
+pub(crate) const META_NEXT_WORKER_ID: &str = "next_worker_id";
+pub(crate) const META_WORKER_CA: &str = "worker_ca";
 
 /// Storage failures, with what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +62,7 @@ pub fn open_database(path: &Path) -> Result<Arc<Database>, StorageError> {
         txn.open_table(SESSIONS).map_err(redb::Error::from)?;
         txn.open_table(SESSION_AGE).map_err(redb::Error::from)?;
         txn.open_table(TOKENS).map_err(redb::Error::from)?;
+        txn.open_table(WORKERS).map_err(redb::Error::from)?;
     }
     txn.commit().map_err(redb::Error::from)?;
     Ok(Arc::new(db))

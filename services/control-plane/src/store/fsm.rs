@@ -12,7 +12,9 @@ use muster_proto::v1::command::Op;
 use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
-use super::db::{FSM_META, KV, META_APPLIED, META_CLUSTER_ID, SESSION_AGE, SESSIONS, TOKENS, decode, io_err};
+use super::db::{
+    FSM_META, KV, META_APPLIED, META_CLUSTER_ID, META_WORKER_CA, SESSION_AGE, SESSIONS, TOKENS, WORKERS, decode, io_err,
+};
 
 /// Applies one command at `index` and returns what the client sees. Deterministic: every
 /// replica computes the same result from the same log.
@@ -61,6 +63,8 @@ pub(crate) fn apply_command(
         }
         Some(Op::CreateToken(create)) => super::tokens::create(txn, index, create)?,
         Some(Op::RevokeToken(revoke)) => super::tokens::revoke(txn, index, revoke)?,
+        Some(Op::RegisterWorker(register)) => super::workers::register(txn, index, register)?,
+        Some(Op::InitWorkerCa(init)) => super::workers::init_ca(txn, index, init)?,
         None => v1::CommandResult { index, ..Default::default() },
     };
 
@@ -186,6 +190,19 @@ impl FsmReader {
         let txn = self.db.begin_read().map_err(io_err)?;
         let table = txn.open_table(TOKENS).map_err(io_err)?;
         table.get(token_id).map_err(io_err)?.map(|v| decode(v.value(), "token")).transpose()
+    }
+
+    pub fn worker(&self, worker_id: u64) -> io::Result<Option<v1::WorkerRecord>> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let table = txn.open_table(WORKERS).map_err(io_err)?;
+        table.get(worker_id).map_err(io_err)?.map(|v| decode(v.value(), "worker")).transpose()
+    }
+
+    /// The cluster's worker CA, once one is recorded.
+    pub fn worker_ca(&self) -> io::Result<Option<v1::InitWorkerCa>> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let table = txn.open_table(FSM_META).map_err(io_err)?;
+        table.get(META_WORKER_CA).map_err(io_err)?.map(|v| decode(v.value(), "worker CA")).transpose()
     }
 
     pub fn cluster_id(&self) -> io::Result<Option<String>> {

@@ -19,6 +19,7 @@ mod snapshot;
 mod state_machine;
 mod tokens;
 mod wal;
+mod workers;
 
 pub use db::{StorageError, open_database};
 pub use fsm::FsmReader;

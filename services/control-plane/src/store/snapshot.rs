@@ -15,7 +15,8 @@ use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::db::{
-    FSM_META, KV, META_APPLIED, META_CLUSTER_ID, META_MEMBERSHIP, SESSION_AGE, SESSIONS, TOKENS, decode, io_err,
+    FSM_META, KV, META_APPLIED, META_CLUSTER_ID, META_MEMBERSHIP, META_NEXT_WORKER_ID, META_WORKER_CA, SESSION_AGE,
+    SESSIONS, TOKENS, WORKERS, decode, io_err,
 };
 use super::fsm::{MAX_SESSIONS, record_session};
 use crate::convert::{opt_log_id_from_pb, stored_membership_from_pb};
@@ -64,6 +65,13 @@ pub(crate) fn write_snapshot(db: &Database, dir: &Path) -> io::Result<(SnapshotM
         if let Some(cluster_id) = meta_table.get(META_CLUSTER_ID).map_err(io_err)? {
             write_record(v1::snapshot_record::Record::ClusterId(String::from_utf8_lossy(cluster_id.value()).into()))?;
         }
+        if let Some(ca) = meta_table.get(META_WORKER_CA).map_err(io_err)? {
+            write_record(v1::snapshot_record::Record::WorkerCa(decode(ca.value(), "worker CA")?))?;
+        }
+        if let Some(next) = meta_table.get(META_NEXT_WORKER_ID).map_err(io_err)? {
+            let next = next.value().try_into().map(u64::from_le_bytes).unwrap_or(1);
+            write_record(v1::snapshot_record::Record::NextWorkerId(next))?;
+        }
         for item in txn.open_table(KV).map_err(io_err)?.iter().map_err(io_err)? {
             let (_, value) = item.map_err(io_err)?;
             write_record(v1::snapshot_record::Record::Kv(decode(value.value(), "value")?))?;
@@ -75,6 +83,10 @@ pub(crate) fn write_snapshot(db: &Database, dir: &Path) -> io::Result<(SnapshotM
         for item in txn.open_table(TOKENS).map_err(io_err)?.iter().map_err(io_err)? {
             let (_, value) = item.map_err(io_err)?;
             write_record(v1::snapshot_record::Record::Token(decode(value.value(), "token")?))?;
+        }
+        for item in txn.open_table(WORKERS).map_err(io_err)?.iter().map_err(io_err)? {
+            let (_, value) = item.map_err(io_err)?;
+            write_record(v1::snapshot_record::Record::Worker(decode(value.value(), "worker")?))?;
         }
         let out = out.into_inner().map_err(|err| err.into_error())?;
         out.sync_all()?;
@@ -112,6 +124,10 @@ pub(crate) fn load_records(txn: &WriteTransaction, records: Vec<v1::SnapshotReco
     txn.open_table(SESSION_AGE).map_err(io_err)?.retain(|_, _| false).map_err(io_err)?;
     let mut tokens = txn.open_table(TOKENS).map_err(io_err)?;
     tokens.retain(|_, _| false).map_err(io_err)?;
+    let mut workers = txn.open_table(WORKERS).map_err(io_err)?;
+    workers.retain(|_, _| false).map_err(io_err)?;
+    meta.remove(META_WORKER_CA).map_err(io_err)?;
+    meta.remove(META_NEXT_WORKER_ID).map_err(io_err)?;
     meta.remove(META_CLUSTER_ID).map_err(io_err)?;
     for record in records {
         match record.record {
@@ -123,6 +139,15 @@ pub(crate) fn load_records(txn: &WriteTransaction, records: Vec<v1::SnapshotReco
             }
             Some(v1::snapshot_record::Record::Token(token)) => {
                 tokens.insert(token.token_id.as_str(), token.encode_to_vec().as_slice()).map_err(io_err)?;
+            }
+            Some(v1::snapshot_record::Record::Worker(worker)) => {
+                workers.insert(worker.worker_id, worker.encode_to_vec().as_slice()).map_err(io_err)?;
+            }
+            Some(v1::snapshot_record::Record::WorkerCa(ca)) => {
+                meta.insert(META_WORKER_CA, ca.encode_to_vec().as_slice()).map_err(io_err)?;
+            }
+            Some(v1::snapshot_record::Record::NextWorkerId(next)) => {
+                meta.insert(META_NEXT_WORKER_ID, next.to_le_bytes().as_slice()).map_err(io_err)?;
             }
             Some(v1::snapshot_record::Record::ClusterId(id)) => {
                 meta.insert(META_CLUSTER_ID, id.as_bytes()).map_err(io_err)?;
@@ -163,19 +188,61 @@ mod tests {
             crate::store::fsm::apply_command(&txn, index as u64 + 1, &command).unwrap();
         }
         txn.open_table(FSM_META).unwrap().insert(META_CLUSTER_ID, b"c-1".as_slice()).unwrap();
+        let issued = muster_token::generate(&muster_token::TokenSpec::default(), "c-1", &[], 100);
+        let token = muster_token::decode(&issued.token).unwrap();
+        let ops = [
+            v1::command::Op::CreateToken(v1::CreateToken { record: Some(issued.record) }),
+            v1::command::Op::RegisterWorker(v1::RegisterWorker {
+                token_id: token.token_id.clone(),
+                secret_sha256: muster_token::secret_hash(&token),
+                token_cluster_id: "c-1".into(),
+                now_unix: 100,
+                profile: None,
+            }),
+            v1::command::Op::InitWorkerCa(v1::InitWorkerCa { cert_pem: "cert".into(), key_pem: "key".into() }),
+        ];
+        for (n, op) in ops.into_iter().enumerate() {
+            let result = crate::store::fsm::apply_command(
+                &txn,
+                10 + n as u64,
+                &v1::Command { op: Some(op), ..Default::default() },
+            );
+            assert!(result.unwrap().succeeded);
+        }
         txn.commit().unwrap();
 
         let (_, file) = write_snapshot(&source, &dir.path().join("snaps")).unwrap();
         let records = read_snapshot_records(&file.path).unwrap();
-        assert_eq!(records.len(), 3 + 1 + 1, "3 keys, 1 session, the cluster id");
+        assert_eq!(records.len(), 3 + 1 + 1 + 1 + 1 + 1 + 1, "keys, session, cluster id, token, worker, CA, next id");
 
         let target = open_database(&dir.path().join("b")).unwrap();
         let txn = target.begin_write().unwrap();
         load_records(&txn, records).unwrap();
         txn.commit().unwrap();
-        let reader = FsmReader::new(target);
+        let reader = FsmReader::new(target.clone());
         assert_eq!(reader.list("", 0).unwrap().0.len(), 3);
         assert_eq!(reader.cluster_id().unwrap().as_deref(), Some("c-1"));
+        assert_eq!(reader.token(&token.token_id).unwrap().unwrap().remaining_uses, 0);
+        assert_eq!(reader.worker(1).unwrap().unwrap().token_id, token.token_id);
+        assert_eq!(reader.worker_ca().unwrap().unwrap().cert_pem, "cert");
+
+        // Ids continue after a restore: the next registration is worker 2.
+        let spec = muster_token::TokenSpec::default();
+        let issued = muster_token::generate(&spec, "c-1", &[], 100);
+        let token = muster_token::decode(&issued.token).unwrap();
+        let txn = target.begin_write().unwrap();
+        let create = v1::command::Op::CreateToken(v1::CreateToken { record: Some(issued.record) });
+        crate::store::fsm::apply_command(&txn, 20, &v1::Command { op: Some(create), ..Default::default() }).unwrap();
+        let register = v1::command::Op::RegisterWorker(v1::RegisterWorker {
+            token_id: token.token_id.clone(),
+            secret_sha256: muster_token::secret_hash(&token),
+            token_cluster_id: "c-1".into(),
+            now_unix: 100,
+            profile: None,
+        });
+        let result =
+            crate::store::fsm::apply_command(&txn, 21, &v1::Command { op: Some(register), ..Default::default() });
+        assert_eq!(result.unwrap().worker.unwrap().worker_id, 2);
     }
 
     #[test]

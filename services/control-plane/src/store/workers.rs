@@ -1,0 +1,183 @@
+//! The FSM's worker-tier commands: registering a worker against a bootstrap token, and the
+//! cluster's one worker CA.
+
+use std::io;
+
+use muster_proto::v1;
+use prost::Message;
+use redb::{ReadableTable, WriteTransaction};
+
+use super::db::{FSM_META, META_CLUSTER_ID, META_NEXT_WORKER_ID, META_WORKER_CA, TOKENS, WORKERS, decode, io_err};
+
+fn refused(index: u64, code: &str, error: String) -> v1::CommandResult {
+    v1::CommandResult { index, error, error_code: code.to_string(), ..Default::default() }
+}
+
+/// Checks the presented token, takes one use of it and stores a new worker under the next id,
+/// all in the caller's transaction: either everything happens or nothing does.
+pub(crate) fn register(
+    txn: &WriteTransaction,
+    index: u64,
+    command: &v1::RegisterWorker,
+) -> io::Result<v1::CommandResult> {
+    let mut meta = txn.open_table(FSM_META).map_err(io_err)?;
+    let cluster_id =
+        meta.get(META_CLUSTER_ID).map_err(io_err)?.map(|v| String::from_utf8_lossy(v.value()).into_owned());
+    let mut tokens = txn.open_table(TOKENS).map_err(io_err)?;
+    let token = tokens.get(command.token_id.as_str()).map_err(io_err)?.map(|v| decode(v.value(), "token"));
+    let mut token: Option<v1::TokenRecord> = token.transpose()?;
+    let presented = muster_token::Presented {
+        token_id: &command.token_id,
+        secret_sha256: &command.secret_sha256,
+        cluster_id: &command.token_cluster_id,
+    };
+    if let Err(err) = muster_token::verify_presented(
+        &presented,
+        token.as_ref(),
+        cluster_id.as_deref().unwrap_or(""),
+        command.now_unix,
+    ) {
+        return Ok(refused(index, err.reason(), err.to_string()));
+    }
+    let Some(token) = token.as_mut() else { return Ok(refused(index, "unknown", "no such token".into())) };
+    token.remaining_uses -= 1;
+    tokens.insert(token.token_id.as_str(), token.encode_to_vec().as_slice()).map_err(io_err)?;
+
+    let worker_id = next_worker_id(&meta)?;
+    meta.insert(META_NEXT_WORKER_ID, (worker_id + 1).to_le_bytes().as_slice()).map_err(io_err)?;
+    let profile = command.profile.clone().unwrap_or_default();
+    let mut labels = token.labels.clone();
+    labels.extend(profile.labels.clone());
+    let worker = v1::WorkerRecord {
+        worker_id,
+        name: profile.hostname.clone(),
+        labels,
+        state: v1::WorkerState::Ready as i32,
+        profile: Some(profile),
+        token_id: token.token_id.clone(),
+        registered_at_unix: command.now_unix,
+        state_changed_at_unix: command.now_unix,
+        ..Default::default()
+    };
+    txn.open_table(WORKERS).map_err(io_err)?.insert(worker_id, worker.encode_to_vec().as_slice()).map_err(io_err)?;
+    Ok(v1::CommandResult {
+        index,
+        succeeded: true,
+        worker: Some(worker),
+        token: Some(token.clone()),
+        ..Default::default()
+    })
+}
+
+/// Worker ids come from the log and are never reused; the first is 1.
+fn next_worker_id(meta: &redb::Table<&str, &[u8]>) -> io::Result<u64> {
+    let stored = meta.get(META_NEXT_WORKER_ID).map_err(io_err)?;
+    Ok(stored.and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes)).unwrap_or(1))
+}
+
+/// Stores the worker CA unless one exists; answers with the CA in force either way.
+pub(crate) fn init_ca(txn: &WriteTransaction, index: u64, init: &v1::InitWorkerCa) -> io::Result<v1::CommandResult> {
+    let mut meta = txn.open_table(FSM_META).map_err(io_err)?;
+    let existing =
+        meta.get(META_WORKER_CA).map_err(io_err)?.map(|v| decode::<v1::InitWorkerCa>(v.value(), "worker CA"));
+    if let Some(existing) = existing.transpose()? {
+        return Ok(v1::CommandResult { index, succeeded: false, worker_ca: Some(existing), ..Default::default() });
+    }
+    if init.cert_pem.is_empty() || init.key_pem.is_empty() {
+        return Ok(refused(index, "invalid", "a worker CA needs a certificate and a key".into()));
+    }
+    meta.insert(META_WORKER_CA, init.encode_to_vec().as_slice()).map_err(io_err)?;
+    Ok(v1::CommandResult { index, succeeded: true, worker_ca: Some(init.clone()), ..Default::default() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::fsm::apply_command;
+    use crate::store::{FsmReader, open_database};
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn setup(uses: u32) -> (tempfile::TempDir, std::sync::Arc<redb::Database>, v1::BootstrapToken) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_database(&dir.path().join("db")).unwrap();
+        let spec = muster_token::TokenSpec {
+            ttl_seconds: 60,
+            uses,
+            labels: [("rack".to_string(), "r1".to_string())].into(),
+            ..Default::default()
+        };
+        let issued = muster_token::generate(&spec, "c1", &[], NOW);
+        let txn = db.begin_write().unwrap();
+        txn.open_table(FSM_META).unwrap().insert(META_CLUSTER_ID, b"c1".as_slice()).unwrap();
+        let create = v1::Command {
+            op: Some(v1::command::Op::CreateToken(v1::CreateToken { record: Some(issued.record) })),
+            ..Default::default()
+        };
+        apply_command(&txn, 1, &create).unwrap();
+        txn.commit().unwrap();
+        (dir, db, muster_token::decode(&issued.token).unwrap())
+    }
+
+    fn register_with(db: &redb::Database, index: u64, token: &v1::BootstrapToken, now: i64) -> v1::CommandResult {
+        let command = v1::RegisterWorker {
+            token_id: token.token_id.clone(),
+            secret_sha256: muster_token::secret_hash(token),
+            token_cluster_id: token.cluster_id.clone(),
+            now_unix: now,
+            profile: Some(v1::WorkerProfile {
+                hostname: format!("host-{index}"),
+                labels: [("zone".to_string(), "a".to_string())].into(),
+                ..Default::default()
+            }),
+        };
+        let txn = db.begin_write().unwrap();
+        let result = register(&txn, index, &command).unwrap();
+        txn.commit().unwrap();
+        result
+    }
+
+    #[test]
+    fn a_token_registers_as_many_workers_as_it_has_uses_with_fresh_ids() {
+        let (_dir, db, token) = setup(2);
+        let first = register_with(&db, 2, &token, NOW);
+        let second = register_with(&db, 3, &token, NOW);
+        let third = register_with(&db, 4, &token, NOW);
+        let ids: Vec<u64> = [&first, &second].iter().map(|r| r.worker.as_ref().unwrap().worker_id).collect();
+        assert_eq!(ids, [1, 2]);
+        let worker = first.worker.unwrap();
+        assert_eq!(worker.labels.get("rack").map(String::as_str), Some("r1"), "token labels apply");
+        assert_eq!(worker.labels.get("zone").map(String::as_str), Some("a"), "the worker's own labels apply");
+        assert_eq!(worker.state, v1::WorkerState::Ready as i32);
+        assert_eq!((third.succeeded, third.error_code.as_str()), (false, "used_up"));
+        assert_eq!(FsmReader::new(db).token(&token.token_id).unwrap().unwrap().remaining_uses, 0);
+    }
+
+    #[test]
+    fn refusals_consume_nothing() {
+        let (_dir, db, token) = setup(1);
+        assert_eq!(register_with(&db, 2, &token, NOW + 60).error_code, "expired");
+        let mut forged = token.clone();
+        forged.secret[0] ^= 1;
+        assert_eq!(register_with(&db, 3, &forged, NOW).error_code, "forged");
+        let mut elsewhere = token.clone();
+        elsewhere.cluster_id = "c2".into();
+        assert_eq!(register_with(&db, 4, &elsewhere, NOW).error_code, "wrong_cluster");
+        let result = register_with(&db, 5, &token, NOW);
+        assert!(result.succeeded, "{result:?}");
+        assert_eq!(result.worker.unwrap().worker_id, 1, "refused attempts allocated no id");
+    }
+
+    #[test]
+    fn the_first_worker_ca_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_database(&dir.path().join("db")).unwrap();
+        let txn = db.begin_write().unwrap();
+        let a = v1::InitWorkerCa { cert_pem: "A".into(), key_pem: "a".into() };
+        let b = v1::InitWorkerCa { cert_pem: "B".into(), key_pem: "b".into() };
+        assert!(init_ca(&txn, 1, &a).unwrap().succeeded);
+        let lost = init_ca(&txn, 2, &b).unwrap();
+        assert!(!lost.succeeded);
+        assert_eq!(lost.worker_ca.unwrap().cert_pem, "A");
+    }
+}
