@@ -14,11 +14,12 @@ use muster_proto::v1::raft_election_service_server::RaftElectionServiceServer;
 use muster_proto::v1::raft_replication_service_server::RaftReplicationServiceServer;
 use muster_proto::v1::snapshot_service_server::SnapshotServiceServer;
 use muster_proto::v1::token_service_server::TokenServiceServer;
+use muster_proto::v1::worker_registry_service_server::WorkerRegistryServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::grpc::{ClientApi, ClusterApi, RaftPeerApi, SnapshotApi, TokenApi};
+use crate::grpc::{ClientApi, ClusterApi, RaftPeerApi, RegistryApi, SnapshotApi, TokenApi};
 use crate::lifecycle::{self, Membership};
 use crate::network::PeerChannels;
 use crate::node::NodeHandle;
@@ -119,7 +120,8 @@ impl ControlPlane {
                     .max_encoding_message_size(limits.max_message_bytes),
             )
             .with_service(ClusterManagementServiceServer::new(ClusterApi::new(node.clone())))
-            .with_service(TokenServiceServer::new(TokenApi::new(node.clone(), ca_pin(&config)?)));
+            .with_service(TokenServiceServer::new(TokenApi::new(node.clone(), ca_pin(&config)?)))
+            .with_service(WorkerRegistryServiceServer::new(RegistryApi::new(node.clone())));
         tasks.spawn(api_server.serve(listeners.api, shutdown_rx.clone()));
 
         tasks.spawn(admin_http::serve(listeners.admin, node.clone(), shutdown_rx.clone()));

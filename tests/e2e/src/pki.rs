@@ -67,6 +67,12 @@ impl Pki {
         TlsFiles::in_dir(self.dir.path(), "operator").client_tls().expect("loading the operator certificate")
     }
 
+    /// Client TLS presenting a certificate of another Muster role (issued now if needed).
+    pub fn component_tls(&self, role: Role, name: &str) -> ClientTlsConfig {
+        init(self.dir.path(), "e2e", vec![CertSpec::node(name, role, VALIDITY)], false);
+        TlsFiles::in_dir(self.dir.path(), name).client_tls().expect("loading a component certificate")
+    }
+
     /// Client TLS presenting node `id`'s certificate (the Raft port admits only nodes).
     pub fn node_tls(&self, id: u64) -> ClientTlsConfig {
         self.node(id);

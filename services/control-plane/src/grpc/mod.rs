@@ -5,11 +5,14 @@ mod client_service;
 mod cluster_service;
 pub mod errors;
 mod raft_service;
+mod registry_service;
+mod roles;
 mod snapshot_service;
 mod token_service;
 
 pub use client_service::ClientApi;
 pub use cluster_service::ClusterApi;
 pub use raft_service::RaftPeerApi;
+pub use registry_service::RegistryApi;
 pub use snapshot_service::SnapshotApi;
 pub use token_service::TokenApi;

@@ -65,6 +65,7 @@ pub(crate) fn apply_command(
         Some(Op::RevokeToken(revoke)) => super::tokens::revoke(txn, index, revoke)?,
         Some(Op::RegisterWorker(register)) => super::workers::register(txn, index, register)?,
         Some(Op::InitWorkerCa(init)) => super::workers::init_ca(txn, index, init)?,
+        Some(Op::RecordWorkerCert(record)) => super::workers::record_cert(txn, index, record)?,
         None => v1::CommandResult { index, ..Default::default() },
     };
 

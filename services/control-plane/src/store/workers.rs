@@ -69,6 +69,23 @@ pub(crate) fn register(
     })
 }
 
+/// Notes a worker's newly issued certificate.
+pub(crate) fn record_cert(
+    txn: &WriteTransaction,
+    index: u64,
+    record: &v1::RecordWorkerCert,
+) -> io::Result<v1::CommandResult> {
+    let mut workers = txn.open_table(WORKERS).map_err(io_err)?;
+    let current = workers.get(record.worker_id).map_err(io_err)?.map(|v| decode(v.value(), "worker"));
+    let Some(mut worker): Option<v1::WorkerRecord> = current.transpose()? else {
+        return Ok(refused(index, "unknown_worker", format!("no worker {}", record.worker_id)));
+    };
+    worker.cert_serial = record.serial.clone();
+    worker.cert_expires_at_unix = record.expires_at_unix;
+    workers.insert(worker.worker_id, worker.encode_to_vec().as_slice()).map_err(io_err)?;
+    Ok(v1::CommandResult { index, succeeded: true, worker: Some(worker), ..Default::default() })
+}
+
 /// Worker ids come from the log and are never reused; the first is 1.
 fn next_worker_id(meta: &redb::Table<&str, &[u8]>) -> io::Result<u64> {
     let stored = meta.get(META_NEXT_WORKER_ID).map_err(io_err)?;

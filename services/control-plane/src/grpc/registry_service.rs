@@ -1,0 +1,127 @@
+//! `WorkerRegistryService`: the registrar's view of the control plane. Token checks and id
+//! allocation happen in one Raft command; the control plane never sees a worker's key.
+
+use std::sync::Arc;
+
+use muster_middleware::ApiError;
+use muster_proto::v1;
+use muster_proto::v1::worker_registry_service_server::WorkerRegistryService;
+use muster_token::TokenError;
+use tonic::{Request, Response, Status};
+
+use super::errors::{storage_error, write_error};
+use super::roles::require_role;
+use super::token_service::unix_now;
+use crate::node::NodeHandle;
+
+const CALLERS: &[&str] = &["registrar", "control-plane"];
+const SERVICE: &str = "WorkerRegistryService";
+
+#[derive(Clone)]
+pub struct RegistryApi {
+    node: Arc<NodeHandle>,
+}
+
+impl RegistryApi {
+    pub fn new(node: Arc<NodeHandle>) -> Self {
+        Self { node }
+    }
+
+    async fn propose(&self, op: v1::command::Op) -> Result<v1::CommandResult, ApiError> {
+        let command = v1::Command { client_id: 0, sequence: 0, op: Some(op) };
+        Ok(self.node.raft.client_write(command).await.map_err(write_error)?.data)
+    }
+
+    fn cluster_id(&self) -> Result<String, ApiError> {
+        self.node
+            .reader
+            .cluster_id()
+            .map_err(storage_error)?
+            .ok_or_else(|| ApiError::Unavailable("the cluster id is not recorded yet; retry in a moment".into()))
+    }
+}
+
+/// One gRPC code per kind of token refusal; the message says which refusal it was.
+pub fn token_refusal(code: &str, message: String) -> ApiError {
+    let message = format!("registration refused ({code}): {message}");
+    match code {
+        "malformed" | "unsupported_version" => ApiError::InvalidArgument(message),
+        "unknown" | "forged" => ApiError::Unauthenticated(message),
+        "wrong_cluster" => ApiError::FailedPrecondition(message),
+        _ => ApiError::PermissionDenied(message),
+    }
+}
+
+fn check_profile(profile: &v1::WorkerProfile) -> Result<(), ApiError> {
+    if profile.hostname.is_empty() || profile.hostname.len() > 253 {
+        return Err(ApiError::InvalidArgument("profile.hostname must be 1 to 253 bytes".into()));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl WorkerRegistryService for RegistryApi {
+    async fn register_worker(
+        &self,
+        request: Request<v1::RegisterWorkerRequest>,
+    ) -> Result<Response<v1::RegisterWorkerResponse>, Status> {
+        require_role(&request, CALLERS, SERVICE)?;
+        let request = request.into_inner();
+        let token = muster_token::decode(&request.token)
+            .map_err(|err: TokenError| token_refusal(err.reason(), err.to_string()))?;
+        let profile = request.profile.unwrap_or_default();
+        check_profile(&profile)?;
+        let register = v1::RegisterWorker {
+            token_id: token.token_id.clone(),
+            secret_sha256: muster_token::secret_hash(&token),
+            token_cluster_id: token.cluster_id.clone(),
+            now_unix: unix_now(),
+            profile: Some(profile),
+        };
+        let result = self.propose(v1::command::Op::RegisterWorker(register)).await?;
+        if !result.succeeded {
+            tracing::warn!(token_id = %token.token_id, reason = %result.error_code, "registration refused");
+            return Err(token_refusal(&result.error_code, result.error).into());
+        }
+        let worker = result.worker.ok_or_else(|| ApiError::Internal("registration stored no worker".into()))?;
+        tracing::info!(worker_id = worker.worker_id, name = %worker.name, token_id = %token.token_id, "worker registered");
+        Ok(Response::new(v1::RegisterWorkerResponse { cluster_id: self.cluster_id()?, worker: Some(worker) }))
+    }
+
+    async fn ensure_worker_ca(
+        &self,
+        request: Request<v1::EnsureWorkerCaRequest>,
+    ) -> Result<Response<v1::EnsureWorkerCaResponse>, Status> {
+        require_role(&request, CALLERS, SERVICE)?;
+        let cluster_id = self.cluster_id()?;
+        if let Some(existing) = self.node.reader.worker_ca().map_err(storage_error)? {
+            return Ok(Response::new(v1::EnsureWorkerCaResponse { worker_ca: Some(existing), cluster_id }));
+        }
+        let proposed =
+            request.into_inner().proposed.filter(|ca| !ca.cert_pem.is_empty() && !ca.key_pem.is_empty()).ok_or_else(
+                || ApiError::InvalidArgument("no worker CA yet: propose one (certificate and key)".into()),
+            )?;
+        let result = self.propose(v1::command::Op::InitWorkerCa(proposed)).await?;
+        let worker_ca =
+            result.worker_ca.ok_or_else(|| ApiError::Internal(format!("no worker CA: {}", result.error)))?;
+        Ok(Response::new(v1::EnsureWorkerCaResponse { worker_ca: Some(worker_ca), cluster_id }))
+    }
+
+    async fn record_worker_cert(
+        &self,
+        request: Request<v1::RecordWorkerCertRequest>,
+    ) -> Result<Response<v1::RecordWorkerCertResponse>, Status> {
+        require_role(&request, CALLERS, SERVICE)?;
+        let request = request.into_inner();
+        let record = v1::RecordWorkerCert {
+            worker_id: request.worker_id,
+            serial: request.serial,
+            expires_at_unix: request.expires_at_unix,
+        };
+        let result = self.propose(v1::command::Op::RecordWorkerCert(record)).await?;
+        if !result.succeeded {
+            return Err(ApiError::NotFound(result.error).into());
+        }
+        Ok(Response::new(v1::RecordWorkerCertResponse { worker: result.worker }))
+    }
+}

@@ -1,0 +1,115 @@
+//! What registrars ask of the control plane: a token registers as many workers as it has
+//! uses (ids from the log), every kind of bad token is refused with its own error, only
+//! registrar certificates may ask, and the first worker CA proposed is the cluster's.
+
+use muster_e2e::cluster::channel;
+use muster_e2e::v1::token_service_client::TokenServiceClient;
+use muster_e2e::v1::worker_registry_service_client::WorkerRegistryServiceClient;
+use muster_e2e::{Cluster, Options, v1};
+use muster_tls::Role;
+use tonic::Code;
+use tonic::transport::Channel;
+
+fn profile(hostname: &str) -> Option<v1::WorkerProfile> {
+    Some(v1::WorkerProfile {
+        hostname: hostname.into(),
+        labels: [("zone".to_string(), "a".to_string())].into(),
+        ..Default::default()
+    })
+}
+
+async fn register(
+    registry: &mut WorkerRegistryServiceClient<Channel>,
+    token: &str,
+) -> Result<v1::WorkerRecord, tonic::Status> {
+    let request = v1::RegisterWorkerRequest { token: token.to_string(), profile: profile("host") };
+    Ok(registry.register_worker(request).await?.into_inner().worker.expect("a worker"))
+}
+
+fn refused(result: Result<v1::WorkerRecord, tonic::Status>, code: Code, reason: &str) {
+    let status = result.expect_err(&format!("a {reason} token registered a worker"));
+    assert_eq!(status.code(), code, "{reason}: {status:?}");
+    assert!(status.message().contains(&format!("({reason})")), "{reason}: unclear message {:?}", status.message());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_register_workers_and_bad_tokens_are_refused() {
+    let cluster = Cluster::start(3, Options::tls()).await;
+    let pki = cluster.pki().expect("pki");
+    let leader = cluster.wait_for_leader(std::time::Duration::from_secs(30)).await;
+    let api = cluster.addrs(leader).api.clone();
+    let mut registry =
+        WorkerRegistryServiceClient::new(channel(&api, Some(pki.component_tls(Role::Registrar, "reg-1"))));
+    let client = cluster.client();
+    let create = |uses| v1::CreateTokenRequest {
+        ttl_seconds: 3600,
+        uses,
+        labels: [("rack".to_string(), "r1".to_string())].into(),
+        ..Default::default()
+    };
+
+    let two_uses = client.create_token(create(2)).await.expect("token").token;
+    let first = register(&mut registry, &two_uses).await.expect("first registration");
+    let second = register(&mut registry, &two_uses).await.expect("second registration");
+    assert!(second.worker_id > first.worker_id, "ids come from the log: {} then {}", first.worker_id, second.worker_id);
+    assert_eq!(first.labels.get("rack").map(String::as_str), Some("r1"));
+    assert_eq!(first.labels.get("zone").map(String::as_str), Some("a"));
+    refused(register(&mut registry, &two_uses).await, Code::PermissionDenied, "used_up");
+
+    let revoked = client.create_token(create(1)).await.expect("token");
+    client.revoke_token(&revoked.record.expect("record").token_id).await.expect("revoke");
+    refused(register(&mut registry, &revoked.token).await, Code::PermissionDenied, "revoked");
+
+    let genuine = muster_token::decode(&client.create_token(create(1)).await.expect("token").token).expect("decode");
+    let mut forged = genuine.clone();
+    forged.secret[0] ^= 0xff;
+    refused(register(&mut registry, &muster_token::encode(&forged)).await, Code::Unauthenticated, "forged");
+    let mut elsewhere = genuine.clone();
+    elsewhere.cluster_id = "another-cluster".into();
+    refused(
+        register(&mut registry, &muster_token::encode(&elsewhere)).await,
+        Code::FailedPrecondition,
+        "wrong_cluster",
+    );
+    let mut unknown = genuine.clone();
+    unknown.token_id = "0000000000000000".into();
+    refused(register(&mut registry, &muster_token::encode(&unknown)).await, Code::Unauthenticated, "unknown");
+    refused(register(&mut registry, "not-a-token").await, Code::InvalidArgument, "malformed");
+    // None of that consumed the genuine token.
+    register(&mut registry, &muster_token::encode(&genuine)).await.expect("the genuine token still registers");
+
+    // Only registrars register; only operators handle tokens.
+    let mut as_operator = WorkerRegistryServiceClient::new(channel(&api, Some(pki.operator_tls())));
+    let status = register(&mut as_operator, &two_uses).await.expect_err("an operator registered a worker");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    let mut tokens_as_registrar =
+        TokenServiceClient::new(channel(&api, Some(pki.component_tls(Role::Registrar, "reg-1"))));
+    let status = tokens_as_registrar.create_token(create(1)).await.expect_err("a registrar created a token");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+
+    // The first proposed worker CA wins; later proposals get it back.
+    let propose = |cert: &str| v1::EnsureWorkerCaRequest {
+        proposed: Some(v1::InitWorkerCa { cert_pem: cert.into(), key_pem: format!("{cert}-key") }),
+    };
+    let a = registry.ensure_worker_ca(propose("ca-a")).await.expect("ensure A").into_inner();
+    let b = registry.ensure_worker_ca(propose("ca-b")).await.expect("ensure B").into_inner();
+    assert_eq!(a.worker_ca.as_ref().map(|ca| ca.cert_pem.as_str()), Some("ca-a"));
+    assert_eq!(b.worker_ca, a.worker_ca, "a later proposal does not replace the CA");
+    assert!(!a.cluster_id.is_empty());
+
+    let recorded = registry
+        .record_worker_cert(v1::RecordWorkerCertRequest {
+            worker_id: first.worker_id,
+            serial: "01ab".into(),
+            expires_at_unix: 42,
+        })
+        .await
+        .expect("record cert")
+        .into_inner();
+    assert_eq!(recorded.worker.map(|w| (w.cert_serial, w.cert_expires_at_unix)), Some(("01ab".into(), 42)));
+    let status = registry
+        .record_worker_cert(v1::RecordWorkerCertRequest { worker_id: 999, ..Default::default() })
+        .await
+        .expect_err("recorded a certificate for no worker");
+    assert_eq!(status.code(), Code::NotFound);
+}
