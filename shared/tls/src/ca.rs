@@ -112,7 +112,54 @@ impl CertificateAuthority {
     /// capped at the CA's own expiry.
     pub fn issue(&self, spec: &CertSpec) -> Result<Pem, TlsError> {
         spec.validate()?;
-        let (not_before, not_after) = window(spec.validity, "CertSpec.validity")?;
+        let leaf = Leaf {
+            common_name: &spec.name,
+            unit: spec.role.as_str(),
+            sans: subject_alt_names(spec)?,
+            server_auth: spec.server_auth,
+            client_auth: spec.client_auth,
+            validity: spec.validity,
+        };
+        let params = self.leaf_params(&leaf)?;
+        let what = format!("certificate for {}", spec.spiffe_id());
+        let key = new_key(&what)?;
+        let cert = params.signed_by(&key, &self.issuer).map_err(|source| TlsError::Generate { what, source })?;
+        Ok(Pem { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    }
+
+    /// Signs the public key of a PKCS#10 request (its signature verified) as a client-auth-only
+    /// leaf whose one SAN is `uri`; whatever names the request asked for are ignored, so a
+    /// requester can only get the identity the caller decided. The key never leaves the
+    /// requester.
+    pub fn sign_csr(
+        &self,
+        csr_pem: &str,
+        common_name: &str,
+        uri: &str,
+        validity: Duration,
+    ) -> Result<SignedCert, TlsError> {
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| parse_err("certificate signing request", "the request", e))?;
+        let uri = uri.try_into().map_err(|_| invalid("uri", uri, "not a valid URI SAN"))?;
+        let leaf = Leaf {
+            common_name,
+            unit: "worker",
+            sans: vec![SanType::URI(uri)],
+            server_auth: false,
+            client_auth: true,
+            validity,
+        };
+        csr.params = self.leaf_params(&leaf)?;
+        let serial: [u8; 16] = rand_serial();
+        csr.params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+        let not_after = csr.params.not_after.unix_timestamp();
+        let what = format!("certificate for {common_name}");
+        let cert = csr.signed_by(&self.issuer).map_err(|source| TlsError::Generate { what, source })?;
+        Ok(SignedCert { cert_pem: cert.pem(), serial_hex: hex::encode(serial), not_after_unix: not_after })
+    }
+
+    fn leaf_params(&self, leaf: &Leaf<'_>) -> Result<CertificateParams, TlsError> {
+        let (not_before, not_after) = window(leaf.validity, "validity")?;
         let not_after = not_after.min(self.not_after);
         if not_after <= OffsetDateTime::now_utc() {
             return Err(TlsError::NotValidNow {
@@ -123,25 +170,48 @@ impl CertificateAuthority {
         }
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, spec.name.as_str());
-        params.distinguished_name.push(DnType::OrganizationalUnitName, spec.role.as_str());
-        params.subject_alt_names = subject_alt_names(spec)?;
+        params.distinguished_name.push(DnType::CommonName, leaf.common_name);
+        params.distinguished_name.push(DnType::OrganizationalUnitName, leaf.unit);
+        params.subject_alt_names = leaf.sans.clone();
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        if spec.server_auth {
+        if leaf.server_auth {
             params.extended_key_usages.push(ExtendedKeyUsagePurpose::ServerAuth);
         }
-        if spec.client_auth {
+        if leaf.client_auth {
             params.extended_key_usages.push(ExtendedKeyUsagePurpose::ClientAuth);
         }
         params.use_authority_key_identifier_extension = true;
         params.not_before = not_before;
         params.not_after = not_after;
-        let what = format!("certificate for {}", spec.spiffe_id());
-        let key = new_key(&what)?;
-        let cert = params.signed_by(&key, &self.issuer).map_err(|source| TlsError::Generate { what, source })?;
-        Ok(Pem { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+        Ok(params)
     }
+}
+
+/// What a leaf certificate says, whoever generated its key.
+struct Leaf<'a> {
+    common_name: &'a str,
+    unit: &'a str,
+    sans: Vec<SanType>,
+    server_auth: bool,
+    client_auth: bool,
+    validity: Duration,
+}
+
+/// A certificate signed for someone else's key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedCert {
+    pub cert_pem: String,
+    /// Hex of the serial number.
+    pub serial_hex: String,
+    pub not_after_unix: i64,
+}
+
+/// 128 random bits, top bit clear so the DER integer stays positive.
+fn rand_serial() -> [u8; 16] {
+    let mut serial: [u8; 16] = rand::random();
+    serial[0] &= 0x7f;
+    serial
 }
 
 impl fmt::Debug for CertificateAuthority {

@@ -333,3 +333,26 @@ fn public_key_pin_matches_the_ca_fingerprint() {
     let pin = muster_tls::public_key_pin(ca.cert_pem(), "test").unwrap();
     assert_eq!(hex::encode(pin), ca.public_key_sha256());
 }
+
+#[test]
+fn sign_csr_keeps_only_the_identity_the_signer_chose() {
+    let ca = muster_tls::CertificateAuthority::generate("worker CA", std::time::Duration::from_secs(3600)).unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["evil.example".to_string()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let csr = params.serialize_request(&key).unwrap().pem().unwrap();
+    let uri = "spiffe://c1/worker/7";
+    let signed = ca.sign_csr(&csr, "worker-7", uri, std::time::Duration::from_secs(600)).unwrap();
+    assert_eq!(signed.serial_hex.len(), 32);
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(signed.cert_pem.as_bytes()).unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let sans = cert.subject_alternative_name().unwrap().unwrap().value.general_names.clone();
+    assert_eq!(sans.len(), 1, "requested SANs are dropped: {sans:?}");
+    assert!(matches!(sans[0], x509_parser::extensions::GeneralName::URI(u) if u == uri));
+    assert!(!cert.is_ca(), "a CSR cannot ask to become a CA");
+    let eku = cert.extended_key_usage().unwrap().unwrap().value;
+    assert!(eku.client_auth && !eku.server_auth);
+    use rcgen::PublicKeyData;
+    assert_eq!(cert.public_key().raw, key.subject_public_key_info(), "the requester's own key is certified");
+    assert!(ca.sign_csr("garbage", "w", uri, std::time::Duration::from_secs(60)).is_err());
+}
