@@ -8,6 +8,7 @@
 mod channels;
 mod client;
 mod error;
+mod registry;
 mod tokens;
 
 pub use client::{ClientOptions, ControlPlaneClient};

@@ -256,3 +256,10 @@ fn subject_alt_names(spec: &CertSpec) -> Result<Vec<SanType>, TlsError> {
 fn ia5(field: &str, value: &str) -> Result<Ia5String, TlsError> {
     Ia5String::try_from(value).map_err(|e| invalid(field, value, &e.to_string()))
 }
+
+/// Checks that `csr_pem` is a well-formed PKCS#10 request with a valid self-signature.
+pub fn verify_csr(csr_pem: &str) -> Result<(), TlsError> {
+    rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+        .map(drop)
+        .map_err(|e| parse_err("certificate signing request", "the request", e))
+}

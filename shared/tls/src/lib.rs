@@ -13,7 +13,7 @@ mod parse;
 pub use parse::public_key_pin;
 mod spec;
 
-pub use ca::{CertificateAuthority, SignedCert};
+pub use ca::{CertificateAuthority, SignedCert, verify_csr};
 pub use error::TlsError;
 pub use files::{TlsFiles, install_crypto_provider, write_atomic};
 pub use identity::{PeerIdentity, peer_identity};

@@ -67,6 +67,13 @@ impl Pki {
         TlsFiles::in_dir(self.dir.path(), "operator").client_tls().expect("loading the operator certificate")
     }
 
+    /// Files of a certificate for another Muster role (issued now if needed; serves on
+    /// localhost and 127.0.0.1 too).
+    pub fn component(&self, role: Role, name: &str) -> TlsPaths {
+        init(self.dir.path(), "e2e", vec![CertSpec::node(name, role, VALIDITY)], false);
+        paths(TlsFiles::in_dir(self.dir.path(), name))
+    }
+
     /// Client TLS presenting a certificate of another Muster role (issued now if needed).
     pub fn component_tls(&self, role: Role, name: &str) -> ClientTlsConfig {
         init(self.dir.path(), "e2e", vec![CertSpec::node(name, role, VALIDITY)], false);

@@ -1,0 +1,96 @@
+//! The registrar's configuration: the seed's worker-tier server fields it uses
+//! (`worker_grpc_addr`, `heartbeat_min_ttl`, `heartbeat_grace`) plus where the control plane
+//! is and how to authenticate to it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use muster_config::{ConfigError, TelemetryConfig, TlsConfig};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrarConfig {
+    /// Address workers register at. Default `0.0.0.0:3670` (the seed's `worker_grpc_addr`).
+    pub worker_grpc_addr: SocketAddr,
+    /// Control-plane API addresses (any node; the client follows the leader).
+    pub control_plane: Vec<String>,
+    /// The registrar's own certificate (role `registrar`, from `musterctl tls init
+    /// --component registrar:NAME`), the cluster CA, or `insecure = true`.
+    pub tls: TlsConfig,
+    /// Lifetime of worker certificates. Default 24h.
+    #[serde(with = "humantime_serde")]
+    pub worker_cert_validity: Duration,
+    /// The first TTL a new worker gets. Default 10s (the seed's `heartbeat_min_ttl`).
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_min_ttl: Duration,
+    /// Grace after a TTL before a lease expires. Default 10s (the seed's `heartbeat_grace`).
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_grace: Duration,
+    /// Register calls allowed per client IP: a bucket of `register_burst` refilled at
+    /// `register_per_second`.
+    pub register_per_second: f64,
+    pub register_burst: u32,
+    pub telemetry: TelemetryConfig,
+}
+
+impl Default for RegistrarConfig {
+    fn default() -> Self {
+        Self {
+            worker_grpc_addr: SocketAddr::from(([0, 0, 0, 0], muster_config::DEFAULT_WORKER_GRPC_PORT)),
+            control_plane: vec![format!("127.0.0.1:{}", muster_config::DEFAULT_API_PORT)],
+            tls: TlsConfig::default(),
+            worker_cert_validity: Duration::from_secs(24 * 3600),
+            heartbeat_min_ttl: Duration::from_secs(10),
+            heartbeat_grace: Duration::from_secs(10),
+            register_per_second: 5.0,
+            register_burst: 20,
+            telemetry: TelemetryConfig::default(),
+        }
+    }
+}
+
+impl RegistrarConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid =
+            |field: &str, message: &str| Err(ConfigError::Invalid { field: field.into(), message: message.into() });
+        if self.control_plane.is_empty() {
+            return invalid("control_plane", "at least one control-plane API address is required");
+        }
+        if self.worker_cert_validity < Duration::from_secs(60) {
+            return invalid("worker_cert_validity", "must be at least 1m");
+        }
+        if self.register_per_second.is_nan() || self.register_per_second <= 0.0 || self.register_burst == 0 {
+            return invalid("register_per_second", "the Register rate and burst must be positive");
+        }
+        self.tls.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_seed_and_bad_values_are_named() {
+        let config: RegistrarConfig =
+            muster_config::ConfigLoader::new().set("tls.insecure", toml::Value::Boolean(true)).load().unwrap();
+        assert_eq!(config.worker_grpc_addr.port(), 3670);
+        assert_eq!(
+            (config.heartbeat_min_ttl, config.heartbeat_grace),
+            (Duration::from_secs(10), Duration::from_secs(10))
+        );
+        config.validate().unwrap();
+
+        let empty = RegistrarConfig { control_plane: Vec::new(), ..config.clone() };
+        assert!(empty.validate().unwrap_err().to_string().starts_with("control_plane:"));
+        let no_tls = RegistrarConfig { tls: TlsConfig::default(), ..config };
+        assert!(no_tls.validate().is_err(), "TLS files are required unless insecure");
+
+        let err = muster_config::ConfigLoader::new()
+            .set("worker_grpc_adr", toml::Value::String("x".into()))
+            .load::<RegistrarConfig>()
+            .unwrap_err();
+        assert!(err.to_string().contains("worker_grpc_adr"), "{err}");
+    }
+}

@@ -1,0 +1,127 @@
+//! Muster's registrar: stateless, run any number of replicas. A worker presents a bootstrap
+//! token and a CSR over server-authenticated TLS (it pins the cluster CA key from its token);
+//! the control plane consumes the token and allocates the worker id in one Raft command; the
+//! registrar signs the worker's key with the cluster's one worker CA (agreed through the
+//! control plane, so every replica signs with the same CA).
+//!
+//! - [`config`]: settings; [`service`]: the Register handler; [`rate_limit`]: per-IP buckets.
+
+pub mod config;
+pub mod rate_limit;
+pub mod service;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use muster_client::{ClientOptions, ControlPlaneClient};
+use muster_proto::v1;
+use muster_proto::v1::worker_registration_service_server::WorkerRegistrationServiceServer;
+use muster_tls::{CertificateAuthority, TlsFiles};
+use tokio::net::TcpListener;
+use tonic::transport::{Identity, ServerTlsConfig};
+
+pub use config::RegistrarConfig;
+use rate_limit::RateLimiter;
+use service::Registrar;
+
+/// Lifetime of a worker CA this registrar proposes (only the first proposal is kept).
+const WORKER_CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+fn tls_files(config: &RegistrarConfig) -> Option<TlsFiles> {
+    (!config.tls.insecure).then(|| TlsFiles {
+        ca: config.tls.ca_file.clone().unwrap_or_default(),
+        cert: config.tls.cert_file.clone().unwrap_or_default(),
+        key: config.tls.key_file.clone().unwrap_or_default(),
+    })
+}
+
+/// Gets the cluster's worker CA, proposing a fresh one in case there is none; retries until
+/// the control plane answers.
+async fn worker_authority(client: &ControlPlaneClient) -> anyhow::Result<(CertificateAuthority, String)> {
+    let proposed = CertificateAuthority::generate("muster worker CA", WORKER_CA_VALIDITY)?;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let init = v1::InitWorkerCa { cert_pem: proposed.cert_pem().into(), key_pem: proposed.key_pem().into() };
+        match client.ensure_worker_ca(init).await {
+            Ok(response) => {
+                let ca = response.worker_ca.context("the control plane returned no worker CA")?;
+                let authority = CertificateAuthority::from_pem(&ca.cert_pem, &ca.key_pem)
+                    .context("the cluster's worker CA does not load")?;
+                return Ok((authority, response.cluster_id));
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "waiting for the control plane to agree on the worker CA");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Serves Register on `listener` until `shutdown` resolves.
+pub async fn run(
+    config: RegistrarConfig,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let files = tls_files(&config);
+    let mut options = ClientOptions::new(config.control_plane.clone());
+    if let Some(files) = &files {
+        options.tls = Some(files.client_tls()?);
+    } else {
+        tracing::warn!("INSECURE MODE: Register is served in plaintext; workers cannot pin the registrar");
+    }
+    let client = Arc::new(ControlPlaneClient::new(options)?);
+    let (worker_ca, cluster_id) = worker_authority(&client).await?;
+    tracing::info!(%cluster_id, "worker CA ready");
+
+    let ca_bundle_pem = match &files {
+        Some(files) => std::fs::read_to_string(&files.ca).with_context(|| format!("reading {}", files.ca.display()))?,
+        None => String::new(),
+    };
+    let registrar = Arc::new(Registrar {
+        client,
+        worker_ca,
+        cluster_id,
+        ca_bundle_pem: ca_bundle_pem.clone(),
+        cert_validity: config.worker_cert_validity,
+        initial_ttl: config.heartbeat_min_ttl,
+        grace: config.heartbeat_grace,
+        limiter: RateLimiter::new(config.register_per_second, config.register_burst),
+    });
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<WorkerRegistrationServiceServer<Registrar>>().await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(muster_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("muster.v1.WorkerRegistrationService")
+            .with_service_name("grpc.health.v1.Health")
+            .with_service_name("grpc.reflection.v1.ServerReflection")
+            .with_service_name("grpc.reflection.v1alpha.ServerReflection")
+    };
+    let limits = muster_middleware::ServerLimits::default();
+    let mut builder = muster_middleware::server_builder(&limits);
+    if let Some(files) = &files {
+        // Present the chain up to the cluster CA: the worker checks it against its token's pin.
+        let cert = std::fs::read_to_string(&files.cert).with_context(|| format!("reading {}", files.cert.display()))?;
+        let key = std::fs::read_to_string(&files.key).with_context(|| format!("reading {}", files.key.display()))?;
+        muster_tls::install_crypto_provider();
+        builder =
+            builder.tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert + &ca_bundle_pem, key)))?;
+    }
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    builder
+        .layer(muster_middleware::GrpcTraceLayer::new())
+        .layer(muster_middleware::overload_layer(&limits))
+        .add_service(health_service)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .add_service(WorkerRegistrationServiceServer::from_arc(registrar))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,86 @@
+//! `registrar`: serves worker registration (bootstrap token + CSR → mTLS identity).
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use muster_config::ConfigLoader;
+use muster_registrar::RegistrarConfig;
+
+#[derive(Parser, Debug)]
+#[command(name = "registrar", version, about = "Muster registrar: workers register here")]
+struct Cli {
+    /// TOML configuration file (also MUSTER_CONFIG).
+    #[arg(long, short = 'c', env = "MUSTER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to serve Register on (worker_grpc_addr).
+    #[arg(long)]
+    worker_grpc_addr: Option<String>,
+    /// Control-plane API addresses, comma-separated (control_plane).
+    #[arg(long, value_delimiter = ',')]
+    control_plane: Vec<String>,
+    /// Plaintext (local use only; workers cannot pin the registrar).
+    #[arg(long)]
+    insecure: bool,
+}
+
+fn load(cli: &Cli) -> anyhow::Result<RegistrarConfig> {
+    let mut loader = ConfigLoader::new().env_vars(std::env::vars());
+    if let Some(path) = &cli.config {
+        loader = loader.file(path);
+    }
+    if let Some(addr) = &cli.worker_grpc_addr {
+        loader = loader.set("worker_grpc_addr", toml::Value::String(addr.clone()));
+    }
+    if !cli.control_plane.is_empty() {
+        let endpoints = cli.control_plane.iter().cloned().map(toml::Value::String).collect();
+        loader = loader.set("control_plane", toml::Value::Array(endpoints));
+    }
+    if cli.insecure {
+        loader = loader.set("tls.insecure", toml::Value::Boolean(true));
+    }
+    let config: RegistrarConfig = loader.load()?;
+    config.validate()?;
+    Ok(config)
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let config = match load(&cli) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("registrar: configuration error: {err:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("registrar: cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let format = match config.telemetry.log_format {
+            muster_config::LogFormat::Json => muster_telemetry::LogFormat::Json,
+            muster_config::LogFormat::Pretty => muster_telemetry::LogFormat::Pretty,
+        };
+        let _telemetry = muster_telemetry::init("registrar", format, &config.telemetry.log_level);
+        let listener = match tokio::net::TcpListener::bind(config.worker_grpc_addr).await {
+            Ok(listener) => listener,
+            Err(err) => {
+                eprintln!("registrar: binding {}: {err}", config.worker_grpc_addr);
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        match muster_registrar::run(config, listener, shutdown).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("registrar: {err:#}");
+                std::process::ExitCode::FAILURE
+            }
+        }
+    })
+}
