@@ -14,12 +14,13 @@ use muster_proto::v1::raft_election_service_server::RaftElectionServiceServer;
 use muster_proto::v1::raft_replication_service_server::RaftReplicationServiceServer;
 use muster_proto::v1::snapshot_service_server::SnapshotServiceServer;
 use muster_proto::v1::token_service_server::TokenServiceServer;
+use muster_proto::v1::worker_admin_service_server::WorkerAdminServiceServer;
 use muster_proto::v1::worker_registry_service_server::WorkerRegistryServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::grpc::{ClientApi, ClusterApi, RaftPeerApi, RegistryApi, SnapshotApi, TokenApi};
+use crate::grpc::{ClientApi, ClusterApi, RaftPeerApi, RegistryApi, SnapshotApi, TokenApi, WorkerAdminApi};
 use crate::lifecycle::{self, Membership};
 use crate::network::PeerChannels;
 use crate::node::NodeHandle;
@@ -121,7 +122,8 @@ impl ControlPlane {
             )
             .with_service(ClusterManagementServiceServer::new(ClusterApi::new(node.clone())))
             .with_service(TokenServiceServer::new(TokenApi::new(node.clone(), ca_pin(&config)?)))
-            .with_service(WorkerRegistryServiceServer::new(RegistryApi::new(node.clone())));
+            .with_service(WorkerRegistryServiceServer::new(RegistryApi::new(node.clone())))
+            .with_service(WorkerAdminServiceServer::new(WorkerAdminApi::new(node.clone())));
         tasks.spawn(api_server.serve(listeners.api, shutdown_rx.clone()));
 
         tasks.spawn(admin_http::serve(listeners.admin, node.clone(), shutdown_rx.clone()));

@@ -7,6 +7,7 @@ mod kv;
 mod output;
 mod tls;
 mod token;
+mod workers;
 
 use clap::{Parser, Subcommand};
 
@@ -39,6 +40,9 @@ enum Command {
     /// Bootstrap tokens workers join with.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Registered workers.
+    #[command(subcommand)]
+    Workers(workers::WorkersCommand),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -49,6 +53,7 @@ async fn main() -> std::process::ExitCode {
         Command::Cluster(command) => cluster::run(command, &cli.connect, cli.output).await,
         Command::Kv(command) => kv::run(command, &cli.connect, cli.output).await,
         Command::Token(command) => token::run(command, &cli.connect, cli.output).await,
+        Command::Workers(command) => workers::run(command, &cli.connect, cli.output).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -10,7 +10,9 @@ mod client;
 mod error;
 mod registry;
 mod tokens;
+mod workers;
 
 pub use client::{ClientOptions, ControlPlaneClient};
 pub use error::ClientError;
 pub use muster_proto::v1::ReadConsistency;
+pub use workers::WorkerAction;

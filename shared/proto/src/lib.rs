@@ -29,6 +29,7 @@ impl fmt::Display for v1::Command {
             Some(Op::RegisterWorker(register)) => write!(f, "register-worker with token {}", register.token_id)?,
             Some(Op::InitWorkerCa(_)) => write!(f, "init-worker-ca")?,
             Some(Op::RecordWorkerCert(record)) => write!(f, "record-worker-cert {}", record.worker_id)?,
+            Some(Op::UpdateWorker(update)) => write!(f, "update-worker {}", update.worker_id)?,
             None => write!(f, "empty")?,
         }
         if self.client_id != 0 {

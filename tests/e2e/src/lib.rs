@@ -24,6 +24,6 @@ pub mod wait;
 
 pub use cluster::Cluster;
 pub use config::Options;
-pub use muster_client::{ClientError, ControlPlaneClient, ReadConsistency};
+pub use muster_client::{ClientError, ControlPlaneClient, ReadConsistency, WorkerAction};
 pub use muster_proto::v1;
 pub use wait::{eventually, eventually_msg};

@@ -43,4 +43,12 @@ async fn musterctl_puts_gets_and_reports_status() {
     let leader_id = status["leader_id"].as_u64().unwrap_or_else(|| panic!("no leader_id in {status}"));
     assert!(cluster.ids().contains(&leader_id), "leader_id {leader_id} is not a node: {status}");
     assert_eq!(status["members"].as_array().map(Vec::len), Some(3), "members: {status}");
+
+    let (ok, stdout, stderr) = musterctl(&cluster, &["workers", "list", "-o", "json"]).await;
+    assert!(ok, "workers list failed: {stderr}");
+    let workers: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
+    assert_eq!(workers.as_array().map(Vec::len), Some(0), "a new cluster has no workers: {workers}");
+    let (ok, _, stderr) = musterctl(&cluster, &["workers", "drain", "42"]).await;
+    assert!(!ok && stderr.contains("no worker 42"), "draining an unknown worker: {stderr}");
 }

@@ -113,3 +113,48 @@ async fn tokens_register_workers_and_bad_tokens_are_refused() {
         .expect_err("recorded a certificate for no worker");
     assert_eq!(status.code(), Code::NotFound);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operators_list_drain_revoke_and_relabel_workers() {
+    use muster_e2e::WorkerAction;
+
+    let cluster = Cluster::start(1, Options::tls()).await;
+    let pki = cluster.pki().expect("pki");
+    let api = cluster.addrs(1).api.clone();
+    let mut registry =
+        WorkerRegistryServiceClient::new(channel(&api, Some(pki.component_tls(Role::Registrar, "reg-1"))));
+    let client = cluster.client();
+    let request = v1::CreateTokenRequest { ttl_seconds: 600, uses: 2, ..Default::default() };
+    let token = client.create_token(request).await.expect("token").token;
+    let a = register(&mut registry, &token).await.expect("worker a").worker_id;
+    let b = register(&mut registry, &token).await.expect("worker b").worker_id;
+
+    let all = client.list_workers(v1::ListWorkersRequest::default()).await.expect("list");
+    assert_eq!(all.iter().map(|w| w.worker_id).collect::<Vec<_>>(), vec![a, b]);
+
+    let drained = client.worker_action(WorkerAction::Drain, a).await.expect("drain");
+    assert_eq!(drained.state, v1::WorkerState::Draining as i32);
+    let revoked = client.worker_action(WorkerAction::Revoke, b).await.expect("revoke");
+    assert_eq!(revoked.state, v1::WorkerState::Revoked as i32);
+    let status = match client.worker_action(WorkerAction::Drain, b).await {
+        Err(muster_e2e::ClientError::Status(status)) => status,
+        other => panic!("draining a revoked worker: {other:?}"),
+    };
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+
+    let change = v1::LabelChange { set: [("tier".to_string(), "gpu".to_string())].into(), remove: vec!["zone".into()] };
+    let relabeled = client.label_worker(a, change).await.expect("label");
+    assert_eq!(relabeled.labels.get("tier").map(String::as_str), Some("gpu"));
+    assert!(!relabeled.labels.contains_key("zone"));
+
+    let filter = |state: v1::WorkerState, labels: &[(&str, &str)]| v1::ListWorkersRequest {
+        state: state as i32,
+        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+    };
+    let draining = client.list_workers(filter(v1::WorkerState::Draining, &[])).await.expect("list draining");
+    assert_eq!(draining.iter().map(|w| w.worker_id).collect::<Vec<_>>(), vec![a]);
+    let gpu = client.list_workers(filter(v1::WorkerState::Unspecified, &[("tier", "gpu")])).await.expect("by label");
+    assert_eq!(gpu.iter().map(|w| w.worker_id).collect::<Vec<_>>(), vec![a]);
+    let none = client.worker_action(WorkerAction::Get, 999).await;
+    assert!(matches!(none, Err(muster_e2e::ClientError::Status(s)) if s.code() == Code::NotFound));
+}

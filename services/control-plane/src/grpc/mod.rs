@@ -9,6 +9,7 @@ mod registry_service;
 mod roles;
 mod snapshot_service;
 mod token_service;
+mod worker_admin_service;
 
 pub use client_service::ClientApi;
 pub use cluster_service::ClusterApi;
@@ -16,3 +17,4 @@ pub use raft_service::RaftPeerApi;
 pub use registry_service::RegistryApi;
 pub use snapshot_service::SnapshotApi;
 pub use token_service::TokenApi;
+pub use worker_admin_service::WorkerAdminApi;

@@ -66,6 +66,7 @@ pub(crate) fn apply_command(
         Some(Op::RegisterWorker(register)) => super::workers::register(txn, index, register)?,
         Some(Op::InitWorkerCa(init)) => super::workers::init_ca(txn, index, init)?,
         Some(Op::RecordWorkerCert(record)) => super::workers::record_cert(txn, index, record)?,
+        Some(Op::UpdateWorker(update)) => super::workers::update(txn, index, update)?,
         None => v1::CommandResult { index, ..Default::default() },
     };
 
@@ -191,6 +192,18 @@ impl FsmReader {
         let txn = self.db.begin_read().map_err(io_err)?;
         let table = txn.open_table(TOKENS).map_err(io_err)?;
         table.get(token_id).map_err(io_err)?.map(|v| decode(v.value(), "token")).transpose()
+    }
+
+    /// Every worker, by id.
+    pub fn workers(&self) -> io::Result<Vec<v1::WorkerRecord>> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let table = txn.open_table(WORKERS).map_err(io_err)?;
+        let mut workers = Vec::new();
+        for item in table.iter().map_err(io_err)? {
+            let (_, value) = item.map_err(io_err)?;
+            workers.push(decode(value.value(), "worker")?);
+        }
+        Ok(workers)
     }
 
     pub fn worker(&self, worker_id: u64) -> io::Result<Option<v1::WorkerRecord>> {

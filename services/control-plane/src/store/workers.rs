@@ -69,6 +69,55 @@ pub(crate) fn register(
     })
 }
 
+/// An operator's drain, revoke or relabel. Revocation is final.
+pub(crate) fn update(txn: &WriteTransaction, index: u64, update: &v1::UpdateWorker) -> io::Result<v1::CommandResult> {
+    use v1::update_worker::Change;
+    let mut workers = txn.open_table(WORKERS).map_err(io_err)?;
+    let current = workers.get(update.worker_id).map_err(io_err)?.map(|v| decode(v.value(), "worker"));
+    let Some(mut worker): Option<v1::WorkerRecord> = current.transpose()? else {
+        return Ok(refused(index, "unknown_worker", format!("no worker {}", update.worker_id)));
+    };
+    let revoked = worker.state == v1::WorkerState::Revoked as i32;
+    match &update.change {
+        Some(Change::State(state)) => {
+            let target = v1::WorkerState::try_from(*state).unwrap_or_default();
+            let from = v1::WorkerState::try_from(worker.state).unwrap_or_default();
+            let allowed = match target {
+                v1::WorkerState::Revoked => true,
+                v1::WorkerState::Draining => {
+                    matches!(from, v1::WorkerState::Ready | v1::WorkerState::Unreachable | v1::WorkerState::Draining)
+                }
+                _ => false,
+            };
+            if !allowed {
+                let message = format!(
+                    "worker {} is {}; it cannot become {}",
+                    worker.worker_id,
+                    from.as_str_name(),
+                    target.as_str_name()
+                );
+                return Ok(refused(index, "invalid_transition", message));
+            }
+            if worker.state != *state {
+                worker.state = *state;
+                worker.state_changed_at_unix = update.now_unix;
+            }
+        }
+        Some(Change::Labels(change)) if !revoked => {
+            for key in &change.remove {
+                worker.labels.remove(key);
+            }
+            worker.labels.extend(change.set.clone());
+        }
+        Some(Change::Labels(_)) => {
+            return Ok(refused(index, "invalid_transition", format!("worker {} is revoked", worker.worker_id)));
+        }
+        None => return Ok(refused(index, "invalid", "no change given".into())),
+    }
+    workers.insert(worker.worker_id, worker.encode_to_vec().as_slice()).map_err(io_err)?;
+    Ok(v1::CommandResult { index, succeeded: true, worker: Some(worker), ..Default::default() })
+}
+
 /// Notes a worker's newly issued certificate.
 pub(crate) fn record_cert(
     txn: &WriteTransaction,
@@ -183,6 +232,47 @@ mod tests {
         let result = register_with(&db, 5, &token, NOW);
         assert!(result.succeeded, "{result:?}");
         assert_eq!(result.worker.unwrap().worker_id, 1, "refused attempts allocated no id");
+    }
+
+    fn change_state(db: &redb::Database, index: u64, worker_id: u64, state: v1::WorkerState) -> v1::CommandResult {
+        let txn = db.begin_write().unwrap();
+        let change = v1::update_worker::Change::State(state as i32);
+        let result = update(&txn, index, &v1::UpdateWorker { worker_id, change: Some(change), now_unix: NOW }).unwrap();
+        txn.commit().unwrap();
+        result
+    }
+
+    #[test]
+    fn drain_then_revoke_and_revocation_is_final() {
+        let (_dir, db, token) = setup(1);
+        let id = register_with(&db, 2, &token, NOW).worker.unwrap().worker_id;
+        assert!(change_state(&db, 3, id, v1::WorkerState::Draining).succeeded);
+        assert!(change_state(&db, 4, id, v1::WorkerState::Revoked).succeeded);
+        let back = change_state(&db, 5, id, v1::WorkerState::Draining);
+        assert_eq!((back.succeeded, back.error_code.as_str()), (false, "invalid_transition"));
+        assert!(!change_state(&db, 6, id, v1::WorkerState::Ready).succeeded, "operators cannot mark a worker ready");
+        assert_eq!(change_state(&db, 7, 99, v1::WorkerState::Draining).error_code, "unknown_worker");
+
+        let txn = db.begin_write().unwrap();
+        let labels = v1::LabelChange { set: [("a".to_string(), "1".to_string())].into(), remove: vec![] };
+        let relabel =
+            v1::UpdateWorker { worker_id: id, change: Some(v1::update_worker::Change::Labels(labels)), now_unix: NOW };
+        assert!(!update(&txn, 8, &relabel).unwrap().succeeded, "a revoked worker keeps its labels");
+    }
+
+    #[test]
+    fn labels_are_set_and_removed() {
+        let (_dir, db, token) = setup(1);
+        let id = register_with(&db, 2, &token, NOW).worker.unwrap().worker_id;
+        let txn = db.begin_write().unwrap();
+        let labels =
+            v1::LabelChange { set: [("tier".to_string(), "gpu".to_string())].into(), remove: vec!["rack".into()] };
+        let relabel =
+            v1::UpdateWorker { worker_id: id, change: Some(v1::update_worker::Change::Labels(labels)), now_unix: NOW };
+        let worker = update(&txn, 3, &relabel).unwrap().worker.unwrap();
+        assert_eq!(worker.labels.get("tier").map(String::as_str), Some("gpu"));
+        assert!(!worker.labels.contains_key("rack"));
+        assert_eq!(worker.labels.get("zone").map(String::as_str), Some("a"));
     }
 
     #[test]

@@ -1,0 +1,142 @@
+//! `musterctl workers ...`: list, get, drain, revoke, label.
+
+use std::collections::HashMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+use clap::{Subcommand, ValueEnum};
+use muster_client::WorkerAction;
+use muster_proto::v1;
+
+use crate::connect::ConnectArgs;
+use crate::output::{Format, print_json, print_table};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum State {
+    Ready,
+    Unreachable,
+    Draining,
+    Left,
+    Revoked,
+}
+
+impl From<State> for v1::WorkerState {
+    fn from(state: State) -> Self {
+        match state {
+            State::Ready => v1::WorkerState::Ready,
+            State::Unreachable => v1::WorkerState::Unreachable,
+            State::Draining => v1::WorkerState::Draining,
+            State::Left => v1::WorkerState::Left,
+            State::Revoked => v1::WorkerState::Revoked,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WorkersCommand {
+    /// List workers, optionally filtered by state and labels.
+    List {
+        #[arg(long)]
+        state: Option<State>,
+        /// Only workers with this label: KEY=VALUE (repeatable; all must match).
+        #[arg(long = "label", value_parser = crate::token::parse_label)]
+        labels: Vec<(String, String)>,
+    },
+    Get {
+        worker_id: u64,
+    },
+    /// Mark a worker draining (alive, no new work).
+    Drain {
+        worker_id: u64,
+    },
+    /// Revoke a worker's identity for good.
+    Revoke {
+        worker_id: u64,
+    },
+    /// Set (KEY=VALUE) or remove (--remove KEY) labels.
+    Label {
+        worker_id: u64,
+        #[arg(value_parser = crate::token::parse_label)]
+        set: Vec<(String, String)>,
+        #[arg(long)]
+        remove: Vec<String>,
+    },
+}
+
+pub fn state_name(state: i32) -> &'static str {
+    match v1::WorkerState::try_from(state).unwrap_or_default() {
+        v1::WorkerState::Ready => "ready",
+        v1::WorkerState::Unreachable => "unreachable",
+        v1::WorkerState::Draining => "draining",
+        v1::WorkerState::Left => "left",
+        v1::WorkerState::Revoked => "revoked",
+        v1::WorkerState::Unspecified => "unknown",
+    }
+}
+
+fn when(unix: i64) -> String {
+    if unix <= 0 {
+        return "-".into();
+    }
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix as u64)).to_string()
+}
+
+fn labels_text(labels: &HashMap<String, String>) -> String {
+    let mut pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    pairs.sort();
+    pairs.join(",")
+}
+
+fn worker_json(worker: &v1::WorkerRecord) -> serde_json::Value {
+    let profile = worker.profile.clone().unwrap_or_default();
+    serde_json::json!({
+        "id": worker.worker_id, "name": worker.name, "state": state_name(worker.state), "labels": worker.labels,
+        "registered_at": when(worker.registered_at_unix), "state_changed_at": when(worker.state_changed_at_unix),
+        "cert_serial": worker.cert_serial, "cert_expires_at": when(worker.cert_expires_at_unix),
+        "os": profile.os, "arch": profile.arch, "version": profile.version, "capacity": profile.capacity,
+        "token_id": worker.token_id,
+    })
+}
+
+fn print_workers(workers: &[v1::WorkerRecord], format: Format) {
+    match format {
+        Format::Json => print_json(&workers.iter().map(worker_json).collect()),
+        Format::Table => {
+            let rows: Vec<Vec<String>> = workers
+                .iter()
+                .map(|w| {
+                    vec![
+                        w.worker_id.to_string(),
+                        w.name.clone(),
+                        state_name(w.state).to_string(),
+                        labels_text(&w.labels),
+                        when(w.cert_expires_at_unix),
+                    ]
+                })
+                .collect();
+            print_table(&["ID", "NAME", "STATE", "LABELS", "CERT EXPIRES"], &rows);
+        }
+    }
+}
+
+pub async fn run(command: WorkersCommand, connect: &ConnectArgs, format: Format) -> anyhow::Result<()> {
+    let client = connect.client()?;
+    let worker = match command {
+        WorkersCommand::List { state, labels } => {
+            let filter = v1::ListWorkersRequest {
+                state: state.map_or(0, |s| v1::WorkerState::from(s) as i32),
+                labels: labels.into_iter().collect(),
+            };
+            print_workers(&client.list_workers(filter).await?, format);
+            return Ok(());
+        }
+        WorkersCommand::Get { worker_id } => client.worker_action(WorkerAction::Get, worker_id).await?,
+        WorkersCommand::Drain { worker_id } => client.worker_action(WorkerAction::Drain, worker_id).await?,
+        WorkersCommand::Revoke { worker_id } => client.worker_action(WorkerAction::Revoke, worker_id).await?,
+        WorkersCommand::Label { worker_id, set, remove } => {
+            let change = v1::LabelChange { set: set.into_iter().collect(), remove };
+            client.label_worker(worker_id, change).await?
+        }
+    };
+    print_workers(std::slice::from_ref(&worker), format);
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! Worker administration through the leader.
+
+use muster_proto::v1;
+use muster_proto::v1::worker_admin_service_client::WorkerAdminServiceClient;
+
+use crate::{ClientError, ControlPlaneClient};
+
+impl ControlPlaneClient {
+    pub async fn list_workers(&self, filter: v1::ListWorkersRequest) -> Result<Vec<v1::WorkerRecord>, ClientError> {
+        let response = self
+            .on_leader(|channel| {
+                let filter = filter.clone();
+                async move {
+                    WorkerAdminServiceClient::new(channel).list_workers(filter).await.map(tonic::Response::into_inner)
+                }
+            })
+            .await?;
+        Ok(response.workers)
+    }
+
+    /// One admin call on one worker: `get`, `drain` or `revoke`.
+    pub async fn worker_action(&self, action: WorkerAction, worker_id: u64) -> Result<v1::WorkerRecord, ClientError> {
+        let request = v1::WorkerRequest { worker_id };
+        let response = self
+            .on_leader(|channel| async move {
+                let mut client = WorkerAdminServiceClient::new(channel);
+                let response = match action {
+                    WorkerAction::Get => client.get_worker(request).await,
+                    WorkerAction::Drain => client.drain_worker(request).await,
+                    WorkerAction::Revoke => client.revoke_worker(request).await,
+                };
+                response.map(tonic::Response::into_inner)
+            })
+            .await?;
+        Ok(response.worker.unwrap_or_default())
+    }
+
+    pub async fn label_worker(&self, worker_id: u64, change: v1::LabelChange) -> Result<v1::WorkerRecord, ClientError> {
+        let request = v1::LabelWorkerRequest { worker_id, change: Some(change) };
+        let response = self
+            .on_leader(|channel| {
+                let request = request.clone();
+                async move {
+                    WorkerAdminServiceClient::new(channel).label_worker(request).await.map(tonic::Response::into_inner)
+                }
+            })
+            .await?;
+        Ok(response.worker.unwrap_or_default())
+    }
+}
+
+/// Admin calls that take just a worker id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerAction {
+    Get,
+    Drain,
+    Revoke,
+}
