@@ -24,10 +24,10 @@ use crate::grpc::{ClientApi, ClusterApi, RaftPeerApi, RegistryApi, SnapshotApi, 
 use crate::lifecycle::{self, Membership};
 use crate::network::PeerChannels;
 use crate::node::NodeHandle;
+use crate::raft_config;
 use crate::server::{GrpcServer, Port};
 use crate::store::{LogStore, StateMachineStore, open_database};
 use crate::types::{NodeAddr, NodeId, Raft};
-use crate::{admin_http, raft_config};
 
 /// The three listeners a node serves on, bound by the caller (tests bind port 0).
 pub struct Listeners {
@@ -126,7 +126,7 @@ impl ControlPlane {
             .with_service(WorkerAdminServiceServer::new(WorkerAdminApi::new(node.clone())));
         tasks.spawn(api_server.serve(listeners.api, shutdown_rx.clone()));
 
-        tasks.spawn(admin_http::serve(listeners.admin, node.clone(), shutdown_rx.clone()));
+        tasks.spawn(muster_admin::serve(listeners.admin, node.clone(), shutdown_rx.clone()));
         tasks.spawn(lifecycle::run(node.clone(), membership, shutdown_rx));
         Ok(Self { node, shutdown, tasks })
     }

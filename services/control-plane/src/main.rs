@@ -82,7 +82,7 @@ fn load_config(cli: &Cli) -> anyhow::Result<ControlPlaneConfig> {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Health { admin_addr }) = &cli.command {
-        return muster_control_plane::admin_http::health_probe(admin_addr);
+        return muster_admin::health_probe(admin_addr);
     }
     let config = match load_config(&cli) {
         Ok(config) => config,

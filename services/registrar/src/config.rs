@@ -8,11 +8,16 @@ use std::time::Duration;
 use muster_config::{ConfigError, TelemetryConfig, TlsConfig};
 use serde::{Deserialize, Serialize};
 
+/// Default port of the registrar's admin listener.
+pub const DEFAULT_ADMIN_PORT: u16 = 3681;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistrarConfig {
     /// Address workers register at. Default `0.0.0.0:3670` (the seed's `worker_grpc_addr`).
     pub worker_grpc_addr: SocketAddr,
+    /// Plaintext admin HTTP (`/healthz`, `/readyz`, `/metrics`). Default `0.0.0.0:3681`.
+    pub admin_addr: SocketAddr,
     /// Control-plane API addresses (any node; the client follows the leader).
     pub control_plane: Vec<String>,
     /// The registrar's own certificate (role `registrar`, from `musterctl tls init
@@ -38,6 +43,7 @@ impl Default for RegistrarConfig {
     fn default() -> Self {
         Self {
             worker_grpc_addr: SocketAddr::from(([0, 0, 0, 0], muster_config::DEFAULT_WORKER_GRPC_PORT)),
+            admin_addr: SocketAddr::from(([0, 0, 0, 0], DEFAULT_ADMIN_PORT)),
             control_plane: vec![format!("127.0.0.1:{}", muster_config::DEFAULT_API_PORT)],
             tls: TlsConfig::default(),
             worker_cert_validity: Duration::from_secs(24 * 3600),

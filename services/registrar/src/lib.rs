@@ -59,10 +59,12 @@ async fn worker_authority(client: &ControlPlaneClient) -> anyhow::Result<(Certif
     }
 }
 
-/// Serves Register on `listener` until `shutdown` resolves.
+/// Serves Register on `listener` (and the admin endpoints on `admin`) until `shutdown`
+/// resolves.
 pub async fn run(
     config: RegistrarConfig,
     listener: TcpListener,
+    admin: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
@@ -90,7 +92,10 @@ pub async fn run(
         initial_ttl: config.heartbeat_min_ttl,
         grace: config.heartbeat_grace,
         limiter: RateLimiter::new(config.register_per_second, config.register_burst),
+        stats: Default::default(),
     });
+    let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);
+    let admin_task = tokio::spawn(muster_admin::serve(admin, registrar.clone(), admin_stopped));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<WorkerRegistrationServiceServer<Registrar>>().await;
@@ -123,5 +128,7 @@ pub async fn run(
         .add_service(WorkerRegistrationServiceServer::from_arc(registrar))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
+    stop_admin.send_replace(true);
+    let _ = admin_task.await;
     Ok(())
 }

@@ -21,6 +21,17 @@ struct Cli {
     /// Plaintext (local use only; workers cannot pin the registrar).
     #[arg(long)]
     insecure: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Check readiness over the admin listener (for container healthchecks).
+    Health {
+        #[arg(long, default_value = "127.0.0.1:3681")]
+        admin_addr: String,
+    },
 }
 
 fn load(cli: &Cli) -> anyhow::Result<RegistrarConfig> {
@@ -43,8 +54,19 @@ fn load(cli: &Cli) -> anyhow::Result<RegistrarConfig> {
     Ok(config)
 }
 
+async fn bind(config: &RegistrarConfig) -> anyhow::Result<(tokio::net::TcpListener, tokio::net::TcpListener)> {
+    use anyhow::Context;
+    let grpc = tokio::net::TcpListener::bind(config.worker_grpc_addr).await;
+    let grpc = grpc.with_context(|| format!("binding {}", config.worker_grpc_addr))?;
+    let admin = tokio::net::TcpListener::bind(config.admin_addr).await;
+    Ok((grpc, admin.with_context(|| format!("binding {}", config.admin_addr))?))
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Health { admin_addr }) = &cli.command {
+        return muster_admin::health_probe(admin_addr);
+    }
     let config = match load(&cli) {
         Ok(config) => config,
         Err(err) => {
@@ -65,17 +87,17 @@ fn main() -> std::process::ExitCode {
             muster_config::LogFormat::Pretty => muster_telemetry::LogFormat::Pretty,
         };
         let _telemetry = muster_telemetry::init("registrar", format, &config.telemetry.log_level);
-        let listener = match tokio::net::TcpListener::bind(config.worker_grpc_addr).await {
-            Ok(listener) => listener,
+        let (listener, admin) = match bind(&config).await {
+            Ok(bound) => bound,
             Err(err) => {
-                eprintln!("registrar: binding {}: {err}", config.worker_grpc_addr);
+                eprintln!("registrar: {err:#}");
                 return std::process::ExitCode::FAILURE;
             }
         };
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        match muster_registrar::run(config, listener, shutdown).await {
+        match muster_registrar::run(config, listener, admin, shutdown).await {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("registrar: {err:#}");

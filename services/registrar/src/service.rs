@@ -3,6 +3,7 @@
 //! own key as `spiffe://<cluster>/worker/<id>` with the cluster's worker CA.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use muster_client::{ClientError, ControlPlaneClient};
@@ -24,6 +25,43 @@ pub struct Registrar {
     pub initial_ttl: Duration,
     pub grace: Duration,
     pub limiter: RateLimiter,
+    pub stats: Stats,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub registered: AtomicU64,
+    pub refused: AtomicU64,
+    pub rate_limited: AtomicU64,
+}
+
+impl muster_admin::AdminSource for Registrar {
+    fn is_ready(&self) -> bool {
+        // Constructed only once the worker CA is agreed: serving means ready.
+        true
+    }
+
+    fn render_metrics(&self) -> String {
+        let mut out = String::new();
+        let rows = [
+            ("muster_registrar_registrations_total", "Workers registered.", &self.stats.registered),
+            (
+                "muster_registrar_refusals_total",
+                "Register calls refused (token, CSR or upstream).",
+                &self.stats.refused,
+            ),
+            (
+                "muster_registrar_rate_limited_total",
+                "Register calls refused by the per-IP limit.",
+                &self.stats.rate_limited,
+            ),
+        ];
+        for (name, help, counter) in rows {
+            muster_admin::gauge(&mut out, name, help, "", counter.load(Ordering::Relaxed));
+        }
+        out
+    }
 }
 
 /// The control plane's answer as the worker's answer: its status already names the problem.
@@ -41,9 +79,22 @@ fn millis(duration: Duration) -> u32 {
 #[tonic::async_trait]
 impl WorkerRegistrationService for Registrar {
     async fn register(&self, request: Request<v1::RegisterRequest>) -> Result<Response<v1::RegisterResponse>, Status> {
+        let result = self.register_inner(request).await;
+        let counter = if result.is_ok() { &self.stats.registered } else { &self.stats.refused };
+        counter.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+}
+
+impl Registrar {
+    async fn register_inner(
+        &self,
+        request: Request<v1::RegisterRequest>,
+    ) -> Result<Response<v1::RegisterResponse>, Status> {
         if let Some(ip) = request.remote_addr().map(|addr| addr.ip())
             && !self.limiter.allow(ip, Instant::now())
         {
+            self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
             return Err(
                 ApiError::ResourceExhausted(format!("too many Register calls from {ip}; back off and retry")).into()
             );

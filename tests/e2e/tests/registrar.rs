@@ -29,6 +29,7 @@ struct Registrar {
     _dir: tempfile::TempDir,
     child: tokio::process::Child,
     addr: String,
+    admin: String,
 }
 
 impl Drop for Registrar {
@@ -40,14 +41,16 @@ impl Drop for Registrar {
 async fn start_registrar(cluster: &Cluster) -> Registrar {
     let pki = cluster.pki().expect("a TLS cluster");
     let files = pki.component(Role::Registrar, "reg-1");
-    let [port] = free_ports::<1>();
+    let [port, admin_port] = free_ports::<2>();
     let addr = format!("127.0.0.1:{port}");
+    let admin = format!("127.0.0.1:{admin_port}");
     let dir = tempfile::tempdir().expect("temp dir");
     let api: Vec<String> = cluster.ids().into_iter().map(|id| toml_str(&cluster.addrs(id).api)).collect();
     let config = format!(
-        "worker_grpc_addr = {}\ncontrol_plane = [{}]\nregister_per_second = 1.0\nregister_burst = 8\n\
-         [tls]\nca_file = {}\ncert_file = {}\nkey_file = {}\n",
+        "worker_grpc_addr = {}\nadmin_addr = {}\ncontrol_plane = [{}]\nregister_per_second = 1.0\n\
+         register_burst = 8\n[tls]\nca_file = {}\ncert_file = {}\nkey_file = {}\n",
         toml_str(&addr),
+        toml_str(&admin),
         api.join(", "),
         toml_str(&files.ca.display().to_string()),
         toml_str(&files.cert.display().to_string()),
@@ -64,7 +67,7 @@ async fn start_registrar(cluster: &Cluster) -> Registrar {
         }
     }
     let child = command.kill_on_drop(true).spawn().expect("spawn registrar");
-    Registrar { _dir: dir, child, addr }
+    Registrar { _dir: dir, child, addr, admin }
 }
 
 /// TLS a worker uses before it has an identity: trust the cluster CA, present nothing.
@@ -149,4 +152,24 @@ async fn a_worker_registers_through_a_real_registrar() {
     }
     let status = limited.expect("30 rapid Register calls from one address were never limited");
     assert!(status.message().contains("too many Register calls"), "{status:?}");
+
+    // The admin listener: ready, and the counters saw all of the above.
+    let admin = registrar.admin.clone();
+    let (ready, metrics) = tokio::task::spawn_blocking(move || {
+        (muster_admin::health_probe(&admin) == std::process::ExitCode::SUCCESS, http_get(&admin, "/metrics"))
+    })
+    .await
+    .expect("admin probe");
+    assert!(ready, "the registrar's /readyz is not 200");
+    assert!(metrics.contains("muster_registrar_registrations_total{} 2"), "{metrics}");
+    assert!(metrics.contains("muster_registrar_rate_limited_total{} 1"), "{metrics}");
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    response
 }

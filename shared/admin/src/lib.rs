@@ -1,0 +1,157 @@
+//! The plaintext admin listener of every Muster deployable: `/healthz` (the process is up),
+//! `/readyz` (the component's own readiness) and `/metrics` (Prometheus text rendered by the
+//! component). One implementation, so probes and scrapes behave the same everywhere, and a
+//! `health` subcommand for container healthchecks that needs no curl in the image.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// What the admin listener asks the component.
+pub trait AdminSource: Send + Sync + 'static {
+    fn is_ready(&self) -> bool;
+    /// Why the component is not ready (shown by `/readyz` with 503).
+    fn not_ready_reason(&self) -> String {
+        "not ready".to_string()
+    }
+    /// The Prometheus text exposition.
+    fn render_metrics(&self) -> String;
+}
+
+/// Serves the admin endpoints on `listener` until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, source: Arc<dyn AdminSource>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!(error = %err, "admin listener accept failed");
+                    continue;
+                }
+            },
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        let source = source.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let source = source.clone();
+                async move { Ok::<_, Infallible>(route(source.as_ref(), &request)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+fn route(source: &dyn AdminSource, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    match request.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n".into()),
+        "/readyz" if source.is_ready() => text(StatusCode::OK, "ready\n".into()),
+        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", source.not_ready_reason())),
+        "/metrics" => text(StatusCode::OK, source.render_metrics()),
+        _ => text(StatusCode::NOT_FOUND, "not found; try /healthz, /readyz or /metrics\n".into()),
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; version=0.0.4"));
+    response
+}
+
+/// Appends one gauge in the Prometheus text format.
+pub fn gauge(out: &mut String, name: &str, help: &str, labels: &str, value: u64) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{labels}}} {value}");
+}
+
+/// The `health` subcommand: GET /readyz on an admin listener; exit 0 only when ready.
+pub fn health_probe(admin_addr: &str) -> std::process::ExitCode {
+    use std::io::{Read, Write};
+    let attempt = || -> std::io::Result<String> {
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(admin_addr)?
+            .next()
+            .ok_or_else(|| std::io::Error::other("address did not resolve"))?;
+        let mut stream = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(2)))?;
+        stream
+            .write_all(format!("GET /readyz HTTP/1.1\r\nHost: {admin_addr}\r\nConnection: close\r\n\r\n").as_bytes())?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        Ok(response)
+    };
+    match attempt() {
+        Ok(response) if response.starts_with("HTTP/1.1 200") => std::process::ExitCode::SUCCESS,
+        Ok(response) => {
+            eprintln!("not ready: {}", response.lines().last().unwrap_or_default());
+            std::process::ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("health check of {admin_addr} failed: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    struct Fixed(bool);
+
+    impl AdminSource for Fixed {
+        fn is_ready(&self) -> bool {
+            self.0
+        }
+        fn not_ready_reason(&self) -> String {
+            "still catching up".into()
+        }
+        fn render_metrics(&self) -> String {
+            let mut out = String::new();
+            gauge(&mut out, "muster_test", "A test gauge.", "node_id=\"1\"", 7);
+            out
+        }
+    }
+
+    fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn endpoints_answer_and_the_probe_follows_readiness() {
+        for ready in [true, false] {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (stop, stopped) = watch::channel(false);
+            let server = tokio::spawn(serve(listener, Arc::new(Fixed(ready)), stopped));
+            let (healthz, readyz, metrics) = tokio::task::spawn_blocking(move || {
+                (get(addr, "/healthz"), get(addr, "/readyz"), get(addr, "/metrics"))
+            })
+            .await
+            .unwrap();
+            assert!(healthz.starts_with("HTTP/1.1 200"));
+            assert_eq!(readyz.starts_with("HTTP/1.1 200"), ready, "{readyz}");
+            assert!(ready || readyz.contains("still catching up"));
+            assert!(metrics.contains("muster_test{node_id=\"1\"} 7"), "{metrics}");
+            let probe = tokio::task::spawn_blocking(move || health_probe(&addr.to_string())).await.unwrap();
+            assert_eq!(probe == std::process::ExitCode::SUCCESS, ready);
+            stop.send_replace(true);
+            server.await.unwrap();
+        }
+    }
+}
