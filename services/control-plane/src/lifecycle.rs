@@ -150,12 +150,7 @@ async fn record_cluster_id(node: Arc<NodeHandle>, mut shutdown: watch::Receiver<
         }
         if node.raft.is_leader() {
             let cluster_id = format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
-            let command = v1::Command {
-                client_id: 0,
-                sequence: 0,
-                op: Some(v1::command::Op::InitCluster(v1::InitCluster { cluster_id })),
-            };
-            match node.raft.client_write(command).await {
+            match node.propose(v1::command::Op::InitCluster(v1::InitCluster { cluster_id })).await {
                 Ok(_) => continue,
                 Err(err) => tracing::debug!(error = %err, "could not record the cluster id yet; retrying"),
             }

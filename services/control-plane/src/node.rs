@@ -93,6 +93,13 @@ impl NodeHandle {
         ApiError::NotLeader { leader, message }
     }
 
+    /// Proposes one FSM command (no client session) and returns what applying it produced.
+    pub async fn propose(&self, op: v1::command::Op) -> Result<v1::CommandResult, ApiError> {
+        let command = v1::Command { client_id: 0, sequence: 0, op: Some(op) };
+        let written = self.raft.client_write(command).await.map_err(crate::grpc::errors::write_error)?;
+        Ok(written.data)
+    }
+
     /// The seed's `GetClusterMetadata` answer from this node's point of view.
     pub fn cluster_metadata(&self) -> v1::ClusterMembership {
         let metrics = self.metrics();

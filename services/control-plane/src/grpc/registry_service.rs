@@ -9,7 +9,7 @@ use muster_proto::v1::worker_registry_service_server::WorkerRegistryService;
 use muster_token::TokenError;
 use tonic::{Request, Response, Status};
 
-use super::errors::{storage_error, write_error};
+use super::errors::storage_error;
 use super::roles::require_role;
 use super::token_service::unix_now;
 use crate::node::NodeHandle;
@@ -25,11 +25,6 @@ pub struct RegistryApi {
 impl RegistryApi {
     pub fn new(node: Arc<NodeHandle>) -> Self {
         Self { node }
-    }
-
-    async fn propose(&self, op: v1::command::Op) -> Result<v1::CommandResult, ApiError> {
-        let command = v1::Command { client_id: 0, sequence: 0, op: Some(op) };
-        Ok(self.node.raft.client_write(command).await.map_err(write_error)?.data)
     }
 
     fn cluster_id(&self) -> Result<String, ApiError> {
@@ -78,7 +73,7 @@ impl WorkerRegistryService for RegistryApi {
             now_unix: unix_now(),
             profile: Some(profile),
         };
-        let result = self.propose(v1::command::Op::RegisterWorker(register)).await?;
+        let result = self.node.propose(v1::command::Op::RegisterWorker(register)).await?;
         if !result.succeeded {
             tracing::warn!(token_id = %token.token_id, reason = %result.error_code, "registration refused");
             return Err(token_refusal(&result.error_code, result.error).into());
@@ -101,7 +96,7 @@ impl WorkerRegistryService for RegistryApi {
             request.into_inner().proposed.filter(|ca| !ca.cert_pem.is_empty() && !ca.key_pem.is_empty()).ok_or_else(
                 || ApiError::InvalidArgument("no worker CA yet: propose one (certificate and key)".into()),
             )?;
-        let result = self.propose(v1::command::Op::InitWorkerCa(proposed)).await?;
+        let result = self.node.propose(v1::command::Op::InitWorkerCa(proposed)).await?;
         let worker_ca =
             result.worker_ca.ok_or_else(|| ApiError::Internal(format!("no worker CA: {}", result.error)))?;
         Ok(Response::new(v1::EnsureWorkerCaResponse { worker_ca: Some(worker_ca), cluster_id }))
@@ -118,7 +113,7 @@ impl WorkerRegistryService for RegistryApi {
             serial: request.serial,
             expires_at_unix: request.expires_at_unix,
         };
-        let result = self.propose(v1::command::Op::RecordWorkerCert(record)).await?;
+        let result = self.node.propose(v1::command::Op::RecordWorkerCert(record)).await?;
         if !result.succeeded {
             return Err(ApiError::NotFound(result.error).into());
         }

@@ -10,7 +10,7 @@ use muster_proto::v1::token_service_server::TokenService;
 use openraft::ReadPolicy;
 use tonic::{Request, Response, Status};
 
-use super::errors::{read_error, storage_error, write_error};
+use super::errors::{read_error, storage_error};
 use super::roles::require_role;
 use crate::node::NodeHandle;
 
@@ -34,11 +34,6 @@ pub struct TokenApi {
 impl TokenApi {
     pub fn new(node: Arc<NodeHandle>, ca_pin: Vec<u8>) -> Self {
         Self { node, ca_pin }
-    }
-
-    async fn propose(&self, op: v1::command::Op) -> Result<v1::CommandResult, ApiError> {
-        let command = v1::Command { client_id: 0, sequence: 0, op: Some(op) };
-        Ok(self.node.raft.client_write(command).await.map_err(write_error)?.data)
     }
 }
 
@@ -90,7 +85,7 @@ impl TokenService for TokenApi {
         };
         let issued = muster_token::generate(&spec, &cluster_id, &self.ca_pin, unix_now());
         let result =
-            self.propose(v1::command::Op::CreateToken(v1::CreateToken { record: Some(issued.record) })).await?;
+            self.node.propose(v1::command::Op::CreateToken(v1::CreateToken { record: Some(issued.record) })).await?;
         if !result.succeeded {
             return Err(ApiError::AlreadyExists(result.error).into());
         }
@@ -127,7 +122,7 @@ impl TokenService for TokenApi {
             return Err(ApiError::InvalidArgument("token_id is required".into()).into());
         }
         let revoke = v1::RevokeToken { token_id, revoked_at_unix: unix_now() };
-        let result = self.propose(v1::command::Op::RevokeToken(revoke)).await?;
+        let result = self.node.propose(v1::command::Op::RevokeToken(revoke)).await?;
         if !result.succeeded {
             return Err(ApiError::NotFound(result.error).into());
         }

@@ -8,7 +8,7 @@ use muster_proto::v1::worker_admin_service_server::WorkerAdminService;
 use openraft::ReadPolicy;
 use tonic::{Request, Response, Status};
 
-use super::errors::{read_error, storage_error, write_error};
+use super::errors::{read_error, storage_error};
 use super::roles::require_role;
 use super::token_service::unix_now;
 use crate::node::NodeHandle;
@@ -32,8 +32,7 @@ impl WorkerAdminApi {
         change: v1::update_worker::Change,
     ) -> Result<Response<v1::WorkerResponse>, Status> {
         let update = v1::UpdateWorker { worker_id, change: Some(change), now_unix: unix_now() };
-        let command = v1::Command { client_id: 0, sequence: 0, op: Some(v1::command::Op::UpdateWorker(update)) };
-        let result = self.node.raft.client_write(command).await.map_err(write_error)?.data;
+        let result = self.node.propose(v1::command::Op::UpdateWorker(update)).await?;
         match result.error_code.as_str() {
             "" => Ok(Response::new(v1::WorkerResponse { worker: result.worker })),
             "unknown_worker" => Err(ApiError::NotFound(result.error).into()),
