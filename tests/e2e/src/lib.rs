@@ -20,6 +20,7 @@ pub mod kv;
 pub mod pki;
 pub mod probe;
 pub mod process;
+pub mod registrar;
 pub mod wait;
 
 pub use cluster::Cluster;

@@ -24,12 +24,34 @@ pub struct NodeProcess {
 pub fn control_plane_command(config: &Path) -> Command {
     let mut command = Command::new(crate::binaries::control_plane());
     command.arg("--config").arg(config).stdin(Stdio::null());
+    without_muster_env(&mut command);
+    command
+}
+
+/// Keeps the test's `MUSTER_*` variables away from a child, which would read them as config.
+pub fn without_muster_env(command: &mut impl EnvRemove) {
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("MUSTER_") {
-            command.env_remove(name);
+            command.remove_env(&name);
         }
     }
-    command
+}
+
+/// Both std's and tokio's `Command`.
+pub trait EnvRemove {
+    fn remove_env(&mut self, name: &std::ffi::OsStr);
+}
+
+impl EnvRemove for Command {
+    fn remove_env(&mut self, name: &std::ffi::OsStr) {
+        self.env_remove(name);
+    }
+}
+
+impl EnvRemove for tokio::process::Command {
+    fn remove_env(&mut self, name: &std::ffi::OsStr) {
+        self.env_remove(name);
+    }
 }
 
 impl NodeProcess {

@@ -2,15 +2,13 @@
 //! for a certificate naming it `spiffe://<cluster>/worker/<id>`, signed by the worker CA,
 //! for its own key; a spent token, a bad CSR and a flood from one address are refused.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::ensure;
 use muster_e2e::cluster::channel;
-use muster_e2e::config::{free_ports, toml_str};
+
 use muster_e2e::v1::worker_registration_service_client::WorkerRegistrationServiceClient;
 use muster_e2e::{Cluster, Options, eventually_msg, v1};
-use muster_tls::Role;
 use rcgen::PublicKeyData;
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
@@ -24,51 +22,6 @@ fn pem_blocks(pem: &str) -> Vec<Vec<u8>> {
 }
 
 const WAIT: Duration = Duration::from_secs(30);
-
-struct Registrar {
-    _dir: tempfile::TempDir,
-    child: tokio::process::Child,
-    addr: String,
-    admin: String,
-}
-
-impl Drop for Registrar {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
-async fn start_registrar(cluster: &Cluster) -> Registrar {
-    let pki = cluster.pki().expect("a TLS cluster");
-    let files = pki.component(Role::Registrar, "reg-1");
-    let [port, admin_port] = free_ports::<2>();
-    let addr = format!("127.0.0.1:{port}");
-    let admin = format!("127.0.0.1:{admin_port}");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let api: Vec<String> = cluster.ids().into_iter().map(|id| toml_str(&cluster.addrs(id).api)).collect();
-    let config = format!(
-        "worker_grpc_addr = {}\nadmin_addr = {}\ncontrol_plane = [{}]\nregister_per_second = 1.0\n\
-         register_burst = 8\n[tls]\nca_file = {}\ncert_file = {}\nkey_file = {}\n",
-        toml_str(&addr),
-        toml_str(&admin),
-        api.join(", "),
-        toml_str(&files.ca.display().to_string()),
-        toml_str(&files.cert.display().to_string()),
-        toml_str(&files.key.display().to_string()),
-    );
-    let path = dir.path().join("registrar.toml");
-    std::fs::write(&path, config).expect("write config");
-    let log = std::fs::File::create(dir.path().join("registrar.log")).expect("log file");
-    let mut command = tokio::process::Command::new(muster_e2e::binaries::binary("registrar"));
-    command.arg("--config").arg(&path).stdin(Stdio::null()).stdout(log.try_clone().expect("log")).stderr(log);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("MUSTER_") {
-            command.env_remove(name);
-        }
-    }
-    let child = command.kill_on_drop(true).spawn().expect("spawn registrar");
-    Registrar { _dir: dir, child, addr, admin }
-}
 
 /// TLS a worker uses before it has an identity: trust the cluster CA, present nothing.
 fn worker_tls(cluster: &Cluster) -> ClientTlsConfig {
@@ -100,7 +53,7 @@ async fn token(client: &muster_e2e::ControlPlaneClient) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_registers_through_a_real_registrar() {
     let cluster = Cluster::start(1, Options::tls()).await;
-    let registrar = start_registrar(&cluster).await;
+    let registrar = muster_e2e::registrar::Registrar::start(&cluster);
     let worker_channel = channel(&registrar.addr, Some(worker_tls(&cluster)));
     eventually_msg("the registrar serves", WAIT, || async {
         let status =

@@ -1,0 +1,58 @@
+//! A real `registrar` process in front of a test cluster (TLS clusters only: it registers with
+//! a `registrar` certificate from the cluster's PKI).
+
+use std::process::Stdio;
+
+use muster_tls::Role;
+
+use crate::Cluster;
+use crate::config::{free_ports, toml_str};
+
+pub struct Registrar {
+    dir: tempfile::TempDir,
+    child: tokio::process::Child,
+    pub addr: String,
+    pub admin: String,
+}
+
+impl Drop for Registrar {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.path().join("registrar.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- registrar log (last 40 lines)\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        }
+    }
+}
+
+impl Registrar {
+    /// Starts a registrar for `cluster` on free loopback ports (burst 8, 1 Register/s per IP).
+    pub fn start(cluster: &Cluster) -> Self {
+        let pki = cluster.pki().expect("the registrar needs a TLS cluster");
+        let files = pki.component(Role::Registrar, "reg-1");
+        let [port, admin_port] = free_ports::<2>();
+        let addr = format!("127.0.0.1:{port}");
+        let admin = format!("127.0.0.1:{admin_port}");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let api: Vec<String> = cluster.ids().into_iter().map(|id| toml_str(&cluster.addrs(id).api)).collect();
+        let config = format!(
+            "worker_grpc_addr = {}\nadmin_addr = {}\ncontrol_plane = [{}]\nregister_per_second = 1.0\n\
+             register_burst = 8\n[tls]\nca_file = {}\ncert_file = {}\nkey_file = {}\n",
+            toml_str(&addr),
+            toml_str(&admin),
+            api.join(", "),
+            toml_str(&files.ca.display().to_string()),
+            toml_str(&files.cert.display().to_string()),
+            toml_str(&files.key.display().to_string()),
+        );
+        let path = dir.path().join("registrar.toml");
+        std::fs::write(&path, config).expect("write config");
+        let log = std::fs::File::create(dir.path().join("registrar.log")).expect("log file");
+        let mut command = tokio::process::Command::new(crate::binaries::binary("registrar"));
+        command.arg("--config").arg(&path).stdin(Stdio::null()).stdout(log.try_clone().expect("log")).stderr(log);
+        crate::process::without_muster_env(&mut command);
+        let child = command.kill_on_drop(true).spawn().expect("spawn registrar");
+        Self { dir, child, addr, admin }
+    }
+}
