@@ -95,48 +95,8 @@ fn main() -> std::process::ExitCode {
         println!("{}", toml::to_string_pretty(&config).unwrap_or_else(|e| format!("<unprintable: {e}>")));
         return std::process::ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("control-plane: cannot start the async runtime: {err}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async move {
-        let _telemetry = muster_telemetry::init(
-            "control-plane",
-            match config.telemetry.log_format {
-                muster_config::LogFormat::Json => muster_telemetry::LogFormat::Json,
-                muster_config::LogFormat::Pretty => muster_telemetry::LogFormat::Pretty,
-            },
-            &config.telemetry.log_level,
-        );
-        match muster_control_plane::run(config, shutdown_signal()).await {
-            Ok(()) => std::process::ExitCode::SUCCESS,
-            Err(err) => {
-                tracing::error!("control-plane failed: {err:#}");
-                eprintln!("control-plane: {err:#}");
-                std::process::ExitCode::FAILURE
-            }
-        }
+    let telemetry = config.telemetry.clone();
+    muster_telemetry::run_service("control-plane", &telemetry, || {
+        muster_control_plane::run(config, muster_telemetry::shutdown_signal())
     })
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            term.recv().await;
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }

@@ -74,35 +74,10 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("registrar: cannot start the async runtime: {err}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async move {
-        let format = match config.telemetry.log_format {
-            muster_config::LogFormat::Json => muster_telemetry::LogFormat::Json,
-            muster_config::LogFormat::Pretty => muster_telemetry::LogFormat::Pretty,
-        };
-        let _telemetry = muster_telemetry::init("registrar", format, &config.telemetry.log_level);
-        let (listener, admin) = match bind(&config).await {
-            Ok(bound) => bound,
-            Err(err) => {
-                eprintln!("registrar: {err:#}");
-                return std::process::ExitCode::FAILURE;
-            }
-        };
-        let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
-        };
-        match muster_registrar::run(config, listener, admin, shutdown).await {
-            Ok(()) => std::process::ExitCode::SUCCESS,
-            Err(err) => {
-                eprintln!("registrar: {err:#}");
-                std::process::ExitCode::FAILURE
-            }
-        }
+    let telemetry = config.telemetry.clone();
+    muster_telemetry::run_service("registrar", &telemetry, || async move {
+        let (listener, admin) = bind(&config).await?;
+        let shutdown = muster_telemetry::shutdown_signal();
+        muster_registrar::run(config, listener, admin, shutdown).await
     })
 }

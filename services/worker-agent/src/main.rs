@@ -65,35 +65,12 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("worker-agent: cannot start the async runtime: {err}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async move {
-        let format = match config.telemetry.log_format {
-            muster_config::LogFormat::Json => muster_telemetry::LogFormat::Json,
-            muster_config::LogFormat::Pretty => muster_telemetry::LogFormat::Pretty,
-        };
-        let _telemetry = muster_telemetry::init("worker-agent", format, &config.telemetry.log_level);
-        let admin = match tokio::net::TcpListener::bind(config.admin_addr).await {
-            Ok(admin) => admin,
-            Err(err) => {
-                eprintln!("worker-agent: binding {}: {err}", config.admin_addr);
-                return std::process::ExitCode::FAILURE;
-            }
-        };
-        let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
-        };
-        match muster_worker_agent::run(config, admin, shutdown).await {
-            Ok(()) => std::process::ExitCode::SUCCESS,
-            Err(err) => {
-                eprintln!("worker-agent: {err:#}");
-                std::process::ExitCode::FAILURE
-            }
-        }
+    let telemetry = config.telemetry.clone();
+    muster_telemetry::run_service("worker-agent", &telemetry, || async move {
+        use anyhow::Context;
+        let admin = tokio::net::TcpListener::bind(config.admin_addr).await;
+        let admin = admin.with_context(|| format!("binding {}", config.admin_addr))?;
+        let shutdown = muster_telemetry::shutdown_signal();
+        muster_worker_agent::run(config, admin, shutdown).await
     })
 }

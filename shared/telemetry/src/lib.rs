@@ -16,6 +16,8 @@ mod filter;
 mod format;
 mod init;
 mod otlp;
+mod service;
 
 pub use format::{LogFormat, ParseLogFormatError};
 pub use init::{TelemetryGuard, init, init_for_tests};
+pub use service::{run_service, shutdown_signal};
