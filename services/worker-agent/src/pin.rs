@@ -91,11 +91,18 @@ pub async fn discover_ca(addr: &str, pin: &[u8]) -> anyhow::Result<String> {
             return Ok(pem(cert));
         }
     }
-    anyhow::bail!(
-        "{addr} presented {} certificate(s) and none has the public key pinned by the bootstrap token; \
-         refusing to register (wrong address, or someone in the middle)",
-        chain.len()
-    )
+    Err(PinMismatch { addr: addr.to_string(), presented: chain.len() }.into())
+}
+
+/// The registrar's chain does not contain the pinned CA key: never retried.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{addr} presented {presented} certificate(s) and none has the public key pinned by the bootstrap token; \
+     refusing to register (wrong address, or someone in the middle)"
+)]
+pub struct PinMismatch {
+    pub addr: String,
+    pub presented: usize,
 }
 
 fn pem(der: &[u8]) -> String {

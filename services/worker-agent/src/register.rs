@@ -11,10 +11,22 @@ use muster_proto::v1::worker_registration_service_client::WorkerRegistrationServ
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 use crate::identity::{Identity, IdentityMeta};
-use crate::pin::discover_ca;
+use crate::pin::{PinMismatch, discover_ca};
 
-/// Registers once with the first registrar that accepts, using the token in `token_file`.
+/// Why one registration attempt failed.
+#[derive(Debug)]
+enum Attempt {
+    /// Worth retrying: the registrar was unreachable or overloaded.
+    Retry(anyhow::Error),
+    /// Retrying cannot help (the token was refused, the pin did not match): stop loudly.
+    Fatal(anyhow::Error),
+}
+
+/// Registers with the first registrar that accepts, using the token in `token_file`.
+/// Unreachable registrars are retried round-robin with jittered backoff (capped at 30 s) until
+/// one answers; a refusal (bad token, pin mismatch) ends the attempt at once.
 pub async fn register(servers: &[String], token_file: &Path, profile: v1::WorkerProfile) -> anyhow::Result<Identity> {
+    anyhow::ensure!(!servers.is_empty(), "no registrar addresses configured (cluster.servers)");
     let text = std::fs::read_to_string(token_file)
         .with_context(|| format!("reading the bootstrap token file {}", token_file.display()))?;
     let token = muster_token::decode(&text).with_context(|| format!("the token in {}", token_file.display()))?;
@@ -23,8 +35,8 @@ pub async fn register(servers: &[String], token_file: &Path, profile: v1::Worker
         .and_then(|params| params.serialize_request(&key))
         .and_then(|csr| csr.pem())
         .context("building the certificate signing request")?;
-    let mut last_error = None;
-    for server in servers {
+    let mut backoff = Duration::from_millis(250);
+    for server in servers.iter().cycle() {
         match register_with(server, &text, &token.ca_pin_sha256, &csr, &profile).await {
             Ok(response) => {
                 let meta = IdentityMeta {
@@ -39,13 +51,23 @@ pub async fn register(servers: &[String], token_file: &Path, profile: v1::Worker
                     ca_bundle_pem: response.ca_bundle_pem,
                 });
             }
-            Err(err) => {
-                tracing::warn!(registrar = %server, error = %format!("{err:#}"), "registration attempt failed");
-                last_error = Some(err);
+            Err(Attempt::Fatal(err)) => return Err(err.context(format!("registrar {server} refused this worker"))),
+            Err(Attempt::Retry(err)) => {
+                let pause = jitter(backoff);
+                tracing::warn!(registrar = %server, error = %format!("{err:#}"), retry_in = ?pause, "registrar not reachable");
+                tokio::time::sleep(pause).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }
     }
-    Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no registrar addresses configured (cluster.servers)")))
+    unreachable!("cycling a non-empty list never ends")
+}
+
+/// A random point in [d/2, d], so a fleet restarted together does not retry in lockstep.
+fn jitter(duration: Duration) -> Duration {
+    let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    Duration::from_nanos(nanos / 2 + u64::from(seed) % (nanos / 2).max(1))
 }
 
 async fn register_with(
@@ -54,24 +76,38 @@ async fn register_with(
     pin: &[u8],
     csr_pem: &str,
     profile: &v1::WorkerProfile,
-) -> anyhow::Result<v1::RegisterResponse> {
-    let ca = discover_ca(server, pin).await?;
+) -> Result<v1::RegisterResponse, Attempt> {
+    let ca = discover_ca(server, pin).await.map_err(|err| match err.downcast_ref::<PinMismatch>() {
+        Some(_) => Attempt::Fatal(err),
+        None => Attempt::Retry(err),
+    })?;
     let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
-    let channel = Endpoint::from_shared(format!("https://{server}"))?
+    let endpoint = Endpoint::from_shared(format!("https://{server}"))
+        .and_then(|e| e.tls_config(tls))
+        .map_err(|err| Attempt::Fatal(anyhow::anyhow!("registrar address {server}: {err}")))?;
+    let channel = endpoint
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
-        .tls_config(tls)?
         .connect()
         .await
-        .with_context(|| format!("connecting to registrar {server}"))?;
+        .map_err(|err| Attempt::Retry(anyhow::anyhow!("connecting to registrar {server}: {err}")))?;
     let request = v1::RegisterRequest {
         token: token.trim().to_string(),
         csr_pem: csr_pem.to_string(),
         profile: Some(profile.clone()),
     };
-    let response = WorkerRegistrationServiceClient::new(channel)
-        .register(request)
-        .await
-        .map_err(|status| anyhow::anyhow!("{} ({:?})", status.message(), status.code()))?;
-    Ok(response.into_inner())
+    match WorkerRegistrationServiceClient::new(channel).register(request).await {
+        Ok(response) => Ok(response.into_inner()),
+        Err(status) => {
+            let err = anyhow::anyhow!("{} ({:?})", status.message(), status.code());
+            let transient = matches!(
+                status.code(),
+                tonic::Code::Unavailable
+                    | tonic::Code::ResourceExhausted
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Unknown
+            );
+            Err(if transient { Attempt::Retry(err) } else { Attempt::Fatal(err) })
+        }
+    }
 }

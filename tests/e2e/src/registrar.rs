@@ -29,10 +29,16 @@ impl Drop for Registrar {
 impl Registrar {
     /// Starts a registrar for `cluster` on free loopback ports (burst 8, 1 Register/s per IP).
     pub fn start(cluster: &Cluster) -> Self {
+        let [port] = free_ports::<1>();
+        Self::start_at(cluster, &format!("127.0.0.1:{port}"))
+    }
+
+    /// Starts a registrar serving Register on `addr`.
+    pub fn start_at(cluster: &Cluster, addr: &str) -> Self {
         let pki = cluster.pki().expect("the registrar needs a TLS cluster");
         let files = pki.component(Role::Registrar, "reg-1");
-        let [port, admin_port] = free_ports::<2>();
-        let addr = format!("127.0.0.1:{port}");
+        let [admin_port] = free_ports::<1>();
+        let addr = addr.to_string();
         let admin = format!("127.0.0.1:{admin_port}");
         let dir = tempfile::tempdir().expect("temp dir");
         let api: Vec<String> = cluster.ids().into_iter().map(|id| toml_str(&cluster.addrs(id).api)).collect();

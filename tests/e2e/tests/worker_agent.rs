@@ -20,10 +20,14 @@ struct Agent {
 
 impl Agent {
     fn new(registrar: &Registrar, token: &str) -> Self {
+        Self::for_address(&registrar.addr, token)
+    }
+
+    fn for_address(registrar: &str, token: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("token"), format!("{token}\n")).expect("token file");
         let [admin_port] = free_ports::<1>();
-        Self { dir, admin: format!("127.0.0.1:{admin_port}"), registrar: registrar.addr.clone() }
+        Self { dir, admin: format!("127.0.0.1:{admin_port}"), registrar: registrar.to_string() }
     }
 
     fn identity_dir(&self) -> std::path::PathBuf {
@@ -123,4 +127,39 @@ async fn a_registrar_that_does_not_match_the_pin_is_refused() {
         tokens.iter().any(|t| t.token_id == token.token_id && t.remaining_uses == 1),
         "the refusal spent the token"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_waits_for_a_registrar_that_is_not_up_yet() {
+    let cluster = Cluster::start(1, Options::tls()).await;
+    let [port] = free_ports::<1>();
+    let addr = format!("127.0.0.1:{port}");
+    let agent = Agent::for_address(&addr, &one_use_token(&cluster).await);
+    let mut child = agent.spawn();
+
+    // The agent logs a failed attempt and keeps going while nothing listens there.
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt;
+        let mut reader = tokio::io::BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let retried = tokio::time::timeout(WAIT, async {
+        while let Some(line) = lines.recv().await {
+            if line.contains("registrar not reachable") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(retried, Ok(true), "the agent never logged a retry");
+    assert!(child.try_wait().expect("poll the agent").is_none(), "the agent gave up instead of retrying");
+    let _registrar = Registrar::start_at(&cluster, &addr);
+    agent.wait_ready().await;
+    assert!(agent.worker_id() > 0);
+    child.kill().await.expect("kill the agent");
 }
