@@ -84,19 +84,19 @@ fn main() -> std::process::ExitCode {
     if let Some(Command::Health { admin_addr }) = &cli.command {
         return muster_admin::health_probe(admin_addr);
     }
-    let config = match load_config(&cli) {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("control-plane: configuration error: {err:#}");
-            return std::process::ExitCode::from(2);
-        }
-    };
     if let Some(Command::Config) = cli.command {
-        println!("{}", toml::to_string_pretty(&config).unwrap_or_else(|e| format!("<unprintable: {e}>")));
-        return std::process::ExitCode::SUCCESS;
+        return match load_config(&cli) {
+            Ok(config) => {
+                println!("{}", toml::to_string_pretty(&config).unwrap_or_else(|e| format!("<unprintable: {e}>")));
+                std::process::ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("control-plane: configuration error: {err:#}");
+                std::process::ExitCode::from(2)
+            }
+        };
     }
-    let telemetry = config.telemetry.clone();
-    muster_telemetry::run_service("control-plane", &telemetry, || {
+    muster_telemetry::run_service("control-plane", load_config(&cli), |config| {
         muster_control_plane::run(config, muster_telemetry::shutdown_signal())
     })
 }

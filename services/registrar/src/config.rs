@@ -73,6 +73,12 @@ impl RegistrarConfig {
     }
 }
 
+impl muster_telemetry::HasTelemetry for RegistrarConfig {
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

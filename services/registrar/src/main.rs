@@ -67,17 +67,8 @@ fn main() -> std::process::ExitCode {
     if let Some(Command::Health { admin_addr }) = &cli.command {
         return muster_admin::health_probe(admin_addr);
     }
-    let config = match load(&cli) {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("registrar: configuration error: {err:#}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    let telemetry = config.telemetry.clone();
-    muster_telemetry::run_service("registrar", &telemetry, || async move {
+    muster_telemetry::run_service("registrar", load(&cli), |config| async move {
         let (listener, admin) = bind(&config).await?;
-        let shutdown = muster_telemetry::shutdown_signal();
-        muster_registrar::run(config, listener, admin, shutdown).await
+        muster_registrar::run(config, listener, admin, muster_telemetry::shutdown_signal()).await
     })
 }

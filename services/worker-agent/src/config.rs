@@ -68,6 +68,12 @@ impl AgentConfig {
     }
 }
 
+impl muster_telemetry::HasTelemetry for AgentConfig {
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

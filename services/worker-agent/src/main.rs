@@ -58,19 +58,10 @@ fn main() -> std::process::ExitCode {
     if let Some(Command::Health { admin_addr }) = &cli.command {
         return muster_admin::health_probe(admin_addr);
     }
-    let config = match load(&cli) {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("worker-agent: configuration error: {err:#}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    let telemetry = config.telemetry.clone();
-    muster_telemetry::run_service("worker-agent", &telemetry, || async move {
+    muster_telemetry::run_service("worker-agent", load(&cli), |config| async move {
         use anyhow::Context;
         let admin = tokio::net::TcpListener::bind(config.admin_addr).await;
         let admin = admin.with_context(|| format!("binding {}", config.admin_addr))?;
-        let shutdown = muster_telemetry::shutdown_signal();
-        muster_worker_agent::run(config, admin, shutdown).await
+        muster_worker_agent::run(config, admin, muster_telemetry::shutdown_signal()).await
     })
 }

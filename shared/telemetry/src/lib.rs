@@ -20,4 +20,4 @@ mod service;
 
 pub use format::{LogFormat, ParseLogFormatError};
 pub use init::{TelemetryGuard, init, init_for_tests};
-pub use service::{run_service, shutdown_signal};
+pub use service::{HasTelemetry, run_service, shutdown_signal};

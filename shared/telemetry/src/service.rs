@@ -16,12 +16,27 @@ impl From<muster_config::LogFormat> for LogFormat {
     }
 }
 
-/// Runs `service` on a multi-threaded runtime with telemetry for `name`; the telemetry guard
-/// is dropped (flushing OTLP) before the runtime shuts down.
-pub fn run_service<F>(name: &str, telemetry: &muster_config::TelemetryConfig, service: impl FnOnce() -> F) -> ExitCode
+/// Configuration a service can hand its telemetry settings from.
+pub trait HasTelemetry {
+    fn telemetry(&self) -> &muster_config::TelemetryConfig;
+}
+
+/// A binary's whole `main` after argument parsing: a configuration error exits with code 2
+/// and the error; otherwise `service` runs on a multi-threaded runtime with telemetry for
+/// `name`, and the telemetry guard is dropped (flushing OTLP) before the runtime shuts down.
+pub fn run_service<C, F>(name: &str, config: anyhow::Result<C>, service: impl FnOnce(C) -> F) -> ExitCode
 where
+    C: HasTelemetry,
     F: Future<Output = anyhow::Result<()>>,
 {
+    let config = match config {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("{name}: configuration error: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let telemetry = config.telemetry().clone();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -31,7 +46,7 @@ where
     };
     runtime.block_on(async {
         let _telemetry = crate::init(name, telemetry.log_format.into(), &telemetry.log_level);
-        match service().await {
+        match service(config).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 tracing::error!("{name} failed: {err:#}");
@@ -58,5 +73,11 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = interrupt => {},
         _ = terminate => {},
+    }
+}
+
+impl HasTelemetry for muster_config::ControlPlaneConfig {
+    fn telemetry(&self) -> &muster_config::TelemetryConfig {
+        &self.telemetry
     }
 }

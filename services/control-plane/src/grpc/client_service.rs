@@ -7,6 +7,7 @@ use muster_middleware::ApiError;
 use muster_proto::v1;
 use muster_proto::v1::raft_client_service_server::RaftClientService;
 use openraft::ReadPolicy;
+use openraft::async_runtime::WatchReceiver;
 use tonic::{Request, Response, Status};
 
 use super::errors::{read_error, storage_error, write_error};
@@ -27,7 +28,8 @@ impl ClientApi {
 
     fn response(&self, result: v1::client_response::Result, found: bool) -> v1::ClientResponse {
         v1::ClientResponse {
-            applied_index: self.node.reader.applied_index().unwrap_or(0),
+            // From Raft's metrics watch: no storage read on the request path.
+            applied_index: self.node.raft.metrics().borrow_watched().last_applied.map_or(0, |l| l.index),
             node_id: self.node.id,
             result: Some(result),
             found,
@@ -110,10 +112,7 @@ impl RaftClientService for ClientApi {
         let reply = match query {
             v1::client_read_request::Query::Get(get) => match self.node.reader.get(&get.key).map_err(storage_error)? {
                 Some(value) => self.response(v1::client_response::Result::Value(value), true),
-                None => v1::ClientResponse {
-                    found: false,
-                    ..self.response(v1::client_response::Result::Value(Default::default()), false)
-                },
+                None => self.response(v1::client_response::Result::Value(Default::default()), false),
             },
             v1::client_read_request::Query::List(list) => {
                 let (items, truncated) =

@@ -52,10 +52,6 @@ impl PeerChannels {
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }
-
-    pub fn max_message_bytes(&self) -> usize {
-        self.max_message_bytes
-    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerChannels {

@@ -13,7 +13,7 @@ use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
 use super::db::{
-    FSM_META, KV, META_APPLIED, META_CLUSTER_ID, META_WORKER_CA, SESSION_AGE, SESSIONS, TOKENS, WORKERS, decode, io_err,
+    FSM_META, KV, META_CLUSTER_ID, META_WORKER_CA, SESSION_AGE, SESSIONS, TOKENS, WORKERS, decode, io_err,
 };
 
 /// Applies one command at `index` and returns what the client sees. Deterministic: every
@@ -166,14 +166,6 @@ impl FsmReader {
             items.push(decode(value.value(), "value")?);
         }
         Ok((items, false))
-    }
-
-    /// Index of the last applied log entry (0 before any).
-    pub fn applied_index(&self) -> io::Result<u64> {
-        let txn = self.db.begin_read().map_err(io_err)?;
-        let table = txn.open_table(FSM_META).map_err(io_err)?;
-        let applied = table.get(META_APPLIED).map_err(io_err)?;
-        Ok(applied.map(|v| decode::<v1::LogId>(v.value(), "applied")).transpose()?.map_or(0, |id| id.index))
     }
 
     /// Every bootstrap token record, by id.
