@@ -5,6 +5,33 @@ use muster_admin::{AdminSource, gauge};
 
 use crate::node::NodeHandle;
 
+impl NodeHandle {
+    /// The leader's lease gauges and counters (zero on followers).
+    fn render_lease_metrics(&self, out: &mut String, labels: &str) {
+        let stats = &self.leases.stats;
+        let (gateways, workers, leased) = self.leases.gauges();
+        let load = |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+        let rows = [
+            ("muster_leases_live_gateways", "Heartbeat gateways heard from within their lease.", gateways as u64),
+            ("muster_leases_worker_count", "N: workers that count toward the heartbeat budget.", workers),
+            ("muster_leases_leased_workers", "Workers holding a lease that can expire.", leased as u64),
+            ("muster_leases_batches_total", "Liveness batches received from gateways.", load(&stats.batches)),
+            ("muster_leases_beats_total", "Worker beats received in batches.", load(&stats.beats)),
+            ("muster_leases_expiries_total", "Workers marked Unreachable.", load(&stats.expiries)),
+            ("muster_leases_returns_total", "Unreachable or Left workers back to Ready.", load(&stats.returns)),
+            (
+                "muster_leases_mass_silence_pauses_total",
+                "Times expiry paused because much of the fleet went silent at once.",
+                load(&stats.mass_silence_pauses),
+            ),
+            ("muster_leases_refusals_total", "Beats refused (revoked or unknown workers).", load(&stats.refusals)),
+        ];
+        for (name, help, value) in rows {
+            gauge(out, name, help, labels, value);
+        }
+    }
+}
+
 impl AdminSource for NodeHandle {
     fn is_ready(&self) -> bool {
         self.server_is_ready()
@@ -37,6 +64,7 @@ impl AdminSource for NodeHandle {
         for (name, help, value) in rows {
             gauge(&mut out, name, help, &labels, value);
         }
+        self.render_lease_metrics(&mut out, &labels);
         out
     }
 }

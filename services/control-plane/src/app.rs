@@ -7,8 +7,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context;
-use muster_config::{ClusterMode, ControlPlaneConfig};
+use muster_config::{ClusterMode, ControlPlaneConfig, WorkerTierRole};
 use muster_proto::v1::cluster_management_service_server::ClusterManagementServiceServer;
+use muster_proto::v1::liveness_service_server::LivenessServiceServer;
 use muster_proto::v1::raft_client_service_server::RaftClientServiceServer;
 use muster_proto::v1::raft_election_service_server::RaftElectionServiceServer;
 use muster_proto::v1::raft_replication_service_server::RaftReplicationServiceServer;
@@ -20,7 +21,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::grpc::{ClientApi, ClusterApi, RaftPeerApi, RegistryApi, SnapshotApi, TokenApi, WorkerAdminApi};
+use crate::grpc::{
+    ClientApi, ClusterApi, LivenessApi, RaftPeerApi, RegistryApi, SnapshotApi, TokenApi, WorkerAdminApi,
+};
 use crate::lifecycle::{self, Membership};
 use crate::network::PeerChannels;
 use crate::node::NodeHandle;
@@ -59,7 +62,8 @@ fn identity(config: &ControlPlaneConfig) -> anyhow::Result<(NodeId, NodeAddr, Me
     let own_addr = NodeAddr { raft_addr: config.advertised_raft_addr(), api_addr: config.advertised_api_addr() };
     match &config.cluster {
         ClusterMode::SingleNode => Ok((1, own_addr.clone(), Membership::Bootstrap(BTreeMap::from([(1, own_addr)])))),
-        ClusterMode::Raft { node_id, peers } => {
+        ClusterMode::Raft { node_id, peers }
+        | ClusterMode::WorkerTier { role: WorkerTierRole::Server, node_id: Some(node_id), peers, .. } => {
             let members: BTreeMap<NodeId, NodeAddr> = peers
                 .iter()
                 .map(|peer| (peer.id, NodeAddr { raft_addr: peer.raft_addr.clone(), api_addr: peer.api_addr.clone() }))
@@ -73,7 +77,8 @@ fn identity(config: &ControlPlaneConfig) -> anyhow::Result<(NodeId, NodeAddr, Me
             Ok((*node_id, own, membership))
         }
         other => anyhow::bail!(
-            "cluster mode `{}` is not yet supported by control-plane; supported modes: `single-node`, `raft`",
+            "cluster mode `{}` is not yet supported by control-plane; supported modes: `single-node`, `raft`, \
+             `worker-tier` (role = \"server\")",
             other.name()
         ),
     }
@@ -123,10 +128,12 @@ impl ControlPlane {
             .with_service(ClusterManagementServiceServer::new(ClusterApi::new(node.clone())))
             .with_service(TokenServiceServer::new(TokenApi::new(node.clone(), ca_pin(&config)?)))
             .with_service(WorkerRegistryServiceServer::new(RegistryApi::new(node.clone())))
-            .with_service(WorkerAdminServiceServer::new(WorkerAdminApi::new(node.clone())));
+            .with_service(WorkerAdminServiceServer::new(WorkerAdminApi::new(node.clone())))
+            .with_service(LivenessServiceServer::new(LivenessApi::new(node.clone())));
         tasks.spawn(api_server.serve(listeners.api, shutdown_rx.clone()));
 
         tasks.spawn(muster_admin::serve(listeners.admin, node.clone(), shutdown_rx.clone()));
+        tasks.spawn(crate::leases::sweeper::run(node.clone(), shutdown_rx.clone()));
         tasks.spawn(lifecycle::run(node.clone(), membership, shutdown_rx));
         Ok(Self { node, shutdown, tasks })
     }

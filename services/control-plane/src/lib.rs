@@ -13,6 +13,7 @@ pub mod admin_http;
 pub mod app;
 pub mod convert;
 pub mod grpc;
+pub mod leases;
 pub mod lifecycle;
 pub mod network;
 pub mod node;

@@ -25,6 +25,8 @@ pub struct NodeHandle {
     pub state_machine: StateMachineStore,
     pub channels: PeerChannels,
     pub config: Arc<ControlPlaneConfig>,
+    /// Worker leases (meaningful on the leader only).
+    pub leases: crate::leases::Leases,
     ready: AtomicBool,
     ready_tx: watch::Sender<bool>,
 }
@@ -47,6 +49,7 @@ impl NodeHandle {
             reader,
             state_machine,
             channels,
+            leases: crate::leases::Leases::new(&config),
             config,
             ready: AtomicBool::new(false),
             ready_tx,

@@ -86,9 +86,23 @@ fn labels_text(labels: &HashMap<String, String>) -> String {
     pairs.join(",")
 }
 
-fn worker_json(worker: &v1::WorkerRecord) -> serde_json::Value {
+fn when_ms(unix_ms: i64) -> String {
+    if unix_ms <= 0 {
+        return "-".into();
+    }
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(unix_ms as u64)).to_string()
+}
+
+fn worker_json(worker: &v1::WorkerRecord, lease: Option<&v1::WorkerLease>) -> serde_json::Value {
     let profile = worker.profile.clone().unwrap_or_default();
+    let lease = lease.map(|lease| {
+        serde_json::json!({
+            "gateway": lease.gateway_id, "last_beat": when_ms(lease.last_beat_unix_ms), "ttl_ms": lease.ttl_ms,
+            "deadline": when_ms(lease.deadline_unix_ms),
+        })
+    });
     serde_json::json!({
+        "lease": lease,
         "id": worker.worker_id, "name": worker.name, "state": state_name(worker.state), "labels": worker.labels,
         "registered_at": when(worker.registered_at_unix), "state_changed_at": when(worker.state_changed_at_unix),
         "cert_serial": worker.cert_serial, "cert_expires_at": when(worker.cert_expires_at_unix),
@@ -97,23 +111,29 @@ fn worker_json(worker: &v1::WorkerRecord) -> serde_json::Value {
     })
 }
 
-fn print_workers(workers: &[v1::WorkerRecord], format: Format) {
+fn print_workers(workers: &[v1::WorkerRecord], leases: &HashMap<u64, v1::WorkerLease>, format: Format) {
     match format {
-        Format::Json => print_json(&workers.iter().map(worker_json).collect()),
+        Format::Json => print_json(&workers.iter().map(|w| worker_json(w, leases.get(&w.worker_id))).collect()),
         Format::Table => {
             let rows: Vec<Vec<String>> = workers
                 .iter()
                 .map(|w| {
+                    let lease = leases.get(&w.worker_id);
+                    let gateway = lease.map(|l| l.gateway_id.clone()).filter(|g| !g.is_empty());
                     vec![
                         w.worker_id.to_string(),
                         w.name.clone(),
                         state_name(w.state).to_string(),
                         labels_text(&w.labels),
+                        gateway.unwrap_or_else(|| "-".into()),
+                        lease.map_or_else(|| "-".into(), |l| when_ms(l.last_beat_unix_ms)),
+                        lease.map_or_else(|| "-".into(), |l| format!("{:.1}s", f64::from(l.ttl_ms) / 1000.0)),
                         when(w.cert_expires_at_unix),
                     ]
                 })
                 .collect();
-            print_table(&["ID", "NAME", "STATE", "LABELS", "CERT EXPIRES"], &rows);
+            let headers = ["ID", "NAME", "STATE", "LABELS", "GATEWAY", "LAST BEAT", "TTL", "CERT EXPIRES"];
+            print_table(&headers, &rows);
         }
     }
 }
@@ -126,10 +146,16 @@ pub async fn run(command: WorkersCommand, connect: &ConnectArgs, format: Format)
                 state: state.map_or(0, |s| v1::WorkerState::from(s) as i32),
                 labels: labels.into_iter().collect(),
             };
-            print_workers(&client.list_workers(filter).await?, format);
+            let listed = client.list_workers_with_leases(filter).await?;
+            print_workers(&listed.workers, &listed.leases, format);
             return Ok(());
         }
-        WorkersCommand::Get { worker_id } => client.worker_action(WorkerAction::Get, worker_id).await?,
+        WorkersCommand::Get { worker_id } => {
+            let response = client.worker_call(WorkerAction::Get, worker_id).await?;
+            let leases = response.lease.into_iter().map(|lease| (worker_id, lease)).collect();
+            print_workers(&[response.worker.unwrap_or_default()], &leases, format);
+            return Ok(());
+        }
         WorkersCommand::Drain { worker_id } => client.worker_action(WorkerAction::Drain, worker_id).await?,
         WorkersCommand::Revoke { worker_id } => client.worker_action(WorkerAction::Revoke, worker_id).await?,
         WorkersCommand::Label { worker_id, set, remove } => {
@@ -137,6 +163,6 @@ pub async fn run(command: WorkersCommand, connect: &ConnectArgs, format: Format)
             client.label_worker(worker_id, change).await?
         }
     };
-    print_workers(std::slice::from_ref(&worker), format);
+    print_workers(std::slice::from_ref(&worker), &HashMap::new(), format);
     Ok(())
 }

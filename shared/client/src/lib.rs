@@ -8,6 +8,7 @@
 mod channels;
 mod client;
 mod error;
+mod liveness;
 mod registry;
 mod tokens;
 mod workers;

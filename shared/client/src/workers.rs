@@ -7,32 +7,41 @@ use crate::{ClientError, ControlPlaneClient};
 
 impl ControlPlaneClient {
     pub async fn list_workers(&self, filter: v1::ListWorkersRequest) -> Result<Vec<v1::WorkerRecord>, ClientError> {
-        let response = self
-            .on_leader(|channel| {
-                let filter = filter.clone();
-                async move {
-                    WorkerAdminServiceClient::new(channel).list_workers(filter).await.map(tonic::Response::into_inner)
-                }
-            })
-            .await?;
-        Ok(response.workers)
+        Ok(self.list_workers_with_leases(filter).await?.workers)
+    }
+
+    /// The workers and, by id, their leases as the leader holds them.
+    pub async fn list_workers_with_leases(
+        &self,
+        filter: v1::ListWorkersRequest,
+    ) -> Result<v1::ListWorkersResponse, ClientError> {
+        self.on_leader(|channel| {
+            let filter = filter.clone();
+            async move {
+                WorkerAdminServiceClient::new(channel).list_workers(filter).await.map(tonic::Response::into_inner)
+            }
+        })
+        .await
     }
 
     /// One admin call on one worker: `get`, `drain` or `revoke`.
     pub async fn worker_action(&self, action: WorkerAction, worker_id: u64) -> Result<v1::WorkerRecord, ClientError> {
+        Ok(self.worker_call(action, worker_id).await?.worker.unwrap_or_default())
+    }
+
+    /// [`worker_action`](Self::worker_action) with the whole answer (the lease, for `get`).
+    pub async fn worker_call(&self, action: WorkerAction, worker_id: u64) -> Result<v1::WorkerResponse, ClientError> {
         let request = v1::WorkerRequest { worker_id };
-        let response = self
-            .on_leader(|channel| async move {
-                let mut client = WorkerAdminServiceClient::new(channel);
-                let response = match action {
-                    WorkerAction::Get => client.get_worker(request).await,
-                    WorkerAction::Drain => client.drain_worker(request).await,
-                    WorkerAction::Revoke => client.revoke_worker(request).await,
-                };
-                response.map(tonic::Response::into_inner)
-            })
-            .await?;
-        Ok(response.worker.unwrap_or_default())
+        self.on_leader(|channel| async move {
+            let mut client = WorkerAdminServiceClient::new(channel);
+            let response = match action {
+                WorkerAction::Get => client.get_worker(request).await,
+                WorkerAction::Drain => client.drain_worker(request).await,
+                WorkerAction::Revoke => client.revoke_worker(request).await,
+            };
+            response.map(tonic::Response::into_inner)
+        })
+        .await
     }
 
     pub async fn label_worker(&self, worker_id: u64, change: v1::LabelChange) -> Result<v1::WorkerRecord, ClientError> {

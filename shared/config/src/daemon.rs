@@ -33,7 +33,7 @@ use crate::{ClusterMode, ConfigError, DEFAULT_ADMIN_PORT, DEFAULT_API_PORT, DEFA
 /// cert_file = "/etc/muster/node.pem"
 /// key_file = "/etc/muster/node.key"
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ControlPlaneConfig {
     /// How this node takes part in the cluster (`[cluster]`, `mode = "..."`). Default
@@ -51,6 +51,8 @@ pub struct ControlPlaneConfig {
     pub raft: RaftTuning,
     /// Resource limits of the gRPC servers.
     pub limits: Limits,
+    /// How the leader sweeps worker leases.
+    pub leases: crate::LeaseTuning,
     /// Logging.
     pub telemetry: TelemetryConfig,
     /// API addresses of an existing cluster. Non-empty: join it as a learner instead of
@@ -68,6 +70,7 @@ impl Default for ControlPlaneConfig {
             tls: TlsConfig::default(),
             raft: RaftTuning::default(),
             limits: Limits::default(),
+            leases: crate::LeaseTuning::default(),
             telemetry: TelemetryConfig::default(),
             join: Vec::new(),
         }
@@ -321,6 +324,7 @@ impl ControlPlaneConfig {
         self.tls.validate()?;
         self.raft.validate()?;
         self.limits.validate()?;
+        self.leases.validate()?;
         if self.raft.snapshot_chunk_bytes >= self.limits.max_message_bytes {
             return Err(ConfigError::invalid(
                 "raft.snapshot_chunk_bytes",

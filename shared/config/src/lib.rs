@@ -15,6 +15,7 @@
 
 pub mod daemon;
 pub mod error;
+pub mod leases;
 pub mod load;
 pub mod mode;
 
@@ -25,6 +26,7 @@ pub use daemon::{
     AdvertiseConfig, ControlPlaneConfig, Limits, ListenConfig, LogFormat, RaftTuning, TelemetryConfig, TlsConfig,
 };
 pub use error::ConfigError;
+pub use leases::LeaseTuning;
 pub use load::ConfigLoader;
 pub use mode::{AdaptiveTtlConfig, ClusterMode, RaftPeer, StaticPeer, WorkerTierRole};
 

@@ -157,6 +157,27 @@ pub struct AdaptiveTtlConfig {
     pub failover_ttl: Duration,
 }
 
+impl AdaptiveTtlConfig {
+    /// Most random stagger added on top of [`base_ttl`](Self::base_ttl), as a share of it,
+    /// so that workers never beat in lockstep.
+    pub const STAGGER_FRACTION: f64 = 0.1;
+
+    /// The TTL for a fleet of `workers` spread over `gateways` live gateways:
+    /// `clamp(N / (max_heartbeats_per_second × G), min_ttl, max_ttl)`. `G = 1` is the seed's
+    /// formula; `G = 0` counts as 1.
+    pub fn base_ttl(&self, workers: u64, gateways: u32) -> Duration {
+        let per_second = f64::from(self.max_heartbeats_per_second.max(1)) * f64::from(gateways.max(1));
+        let ideal = Duration::from_secs_f64(workers as f64 / per_second);
+        ideal.clamp(self.min_ttl, self.max_ttl.max(self.min_ttl))
+    }
+
+    /// The largest TTL any gateway can have issued for a fleet of `workers`: the base TTL for a
+    /// single gateway plus the largest stagger.
+    pub fn largest_issuable_ttl(&self, workers: u64) -> Duration {
+        self.base_ttl(workers, 1).mul_f64(1.0 + Self::STAGGER_FRACTION)
+    }
+}
+
 impl Default for AdaptiveTtlConfig {
     fn default() -> Self {
         Self {

@@ -30,6 +30,9 @@ impl fmt::Display for v1::Command {
             Some(Op::InitWorkerCa(_)) => write!(f, "init-worker-ca")?,
             Some(Op::RecordWorkerCert(record)) => write!(f, "record-worker-cert {}", record.worker_id)?,
             Some(Op::UpdateWorker(update)) => write!(f, "update-worker {}", update.worker_id)?,
+            Some(Op::WorkerTransitions(batch)) => {
+                write!(f, "worker-transitions ({} in term {})", batch.transitions.len(), batch.term)?
+            }
             None => write!(f, "empty")?,
         }
         if self.client_id != 0 {

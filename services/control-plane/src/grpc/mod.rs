@@ -4,15 +4,17 @@
 mod client_service;
 mod cluster_service;
 pub mod errors;
+mod liveness_service;
 mod raft_service;
 mod registry_service;
 mod roles;
 mod snapshot_service;
-mod token_service;
+pub(crate) mod token_service;
 mod worker_admin_service;
 
 pub use client_service::ClientApi;
 pub use cluster_service::ClusterApi;
+pub use liveness_service::LivenessApi;
 pub use raft_service::RaftPeerApi;
 pub use registry_service::RegistryApi;
 pub use snapshot_service::SnapshotApi;

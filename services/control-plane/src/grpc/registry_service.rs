@@ -114,8 +114,10 @@ impl WorkerRegistryService for RegistryApi {
             expires_at_unix: request.expires_at_unix,
         };
         let result = self.node.propose(v1::command::Op::RecordWorkerCert(record)).await?;
-        if !result.succeeded {
-            return Err(ApiError::NotFound(result.error).into());
+        match result.error_code.as_str() {
+            "" => {}
+            "revoked" => return Err(ApiError::PermissionDenied(result.error).into()),
+            _ => return Err(ApiError::NotFound(result.error).into()),
         }
         Ok(Response::new(v1::RecordWorkerCertResponse { worker: result.worker }))
     }

@@ -34,7 +34,7 @@ impl WorkerAdminApi {
         let update = v1::UpdateWorker { worker_id, change: Some(change), now_unix: unix_now() };
         let result = self.node.propose(v1::command::Op::UpdateWorker(update)).await?;
         match result.error_code.as_str() {
-            "" => Ok(Response::new(v1::WorkerResponse { worker: result.worker })),
+            "" => Ok(Response::new(v1::WorkerResponse { worker: result.worker, lease: None })),
             "unknown_worker" => Err(ApiError::NotFound(result.error).into()),
             _ => Err(ApiError::FailedPrecondition(result.error).into()),
         }
@@ -61,9 +61,10 @@ impl WorkerAdminService for WorkerAdminApi {
         require_role(&request, OPERATORS, SERVICE)?;
         self.linearize().await?;
         let filter = request.into_inner();
-        let workers =
+        let workers: Vec<v1::WorkerRecord> =
             self.node.reader.workers().map_err(storage_error)?.into_iter().filter(|w| matches(w, &filter)).collect();
-        Ok(Response::new(v1::ListWorkersResponse { workers }))
+        let leases = self.node.leases.views(&self.node, workers.iter().map(|w| w.worker_id));
+        Ok(Response::new(v1::ListWorkersResponse { workers, leases }))
     }
 
     async fn get_worker(&self, request: Request<v1::WorkerRequest>) -> Result<Response<v1::WorkerResponse>, Status> {
@@ -72,7 +73,8 @@ impl WorkerAdminService for WorkerAdminApi {
         let id = request.into_inner().worker_id;
         let worker = self.node.reader.worker(id).map_err(storage_error)?;
         let worker = worker.ok_or_else(|| ApiError::NotFound(format!("no worker {id}")))?;
-        Ok(Response::new(v1::WorkerResponse { worker: Some(worker) }))
+        let lease = self.node.leases.views(&self.node, [id]).remove(&id);
+        Ok(Response::new(v1::WorkerResponse { worker: Some(worker), lease }))
     }
 
     async fn drain_worker(&self, request: Request<v1::WorkerRequest>) -> Result<Response<v1::WorkerResponse>, Status> {

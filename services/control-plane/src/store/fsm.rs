@@ -21,6 +21,7 @@ use super::db::{
 pub(crate) fn apply_command(
     txn: &WriteTransaction,
     index: u64,
+    term: u64,
     command: &v1::Command,
 ) -> io::Result<v1::CommandResult> {
     let mut sessions = txn.open_table(SESSIONS).map_err(io_err)?;
@@ -67,6 +68,7 @@ pub(crate) fn apply_command(
         Some(Op::InitWorkerCa(init)) => super::workers::init_ca(txn, index, init)?,
         Some(Op::RecordWorkerCert(record)) => super::workers::record_cert(txn, index, record)?,
         Some(Op::UpdateWorker(update)) => super::workers::update(txn, index, update)?,
+        Some(Op::WorkerTransitions(batch)) => super::workers::transitions(txn, index, term, batch)?,
         None => v1::CommandResult { index, ..Default::default() },
     };
 
@@ -234,7 +236,7 @@ mod tests {
 
     fn apply(db: &Database, index: u64, cmd: &v1::Command) -> v1::CommandResult {
         let txn = db.begin_write().unwrap();
-        let result = apply_command(&txn, index, cmd).unwrap();
+        let result = apply_command(&txn, index, 1, cmd).unwrap();
         txn.commit().unwrap();
         result
     }

@@ -121,7 +121,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             for (entry, _) in &batch {
                 let index = entry.log_id.index;
                 let result = match &entry.payload {
-                    EntryPayload::Normal(command) => apply_command(&txn, index, command)?,
+                    EntryPayload::Normal(command) => apply_command(&txn, index, entry.log_id.leader_id.term, command)?,
                     EntryPayload::Membership(membership) => {
                         let stored = StoredMembership::new(Some(entry.log_id), membership.clone());
                         let encoded = stored_membership_to_pb(&stored).encode_to_vec();

@@ -118,6 +118,59 @@ pub(crate) fn update(txn: &WriteTransaction, index: u64, update: &v1::UpdateWork
     Ok(v1::CommandResult { index, succeeded: true, worker: Some(worker), ..Default::default() })
 }
 
+/// The leader's liveness transitions. A batch proposed in one term and applied under an entry
+/// of another is refused whole (the lease view it came from belongs to a deposed leader);
+/// each transition applies only if the worker is still in one of its `from` states.
+pub(crate) fn transitions(
+    txn: &WriteTransaction,
+    index: u64,
+    entry_term: u64,
+    batch: &v1::WorkerTransitions,
+) -> io::Result<v1::CommandResult> {
+    if batch.term != entry_term {
+        let message = format!("transitions of term {} in an entry of term {entry_term}", batch.term);
+        return Ok(refused(index, "stale_term", message));
+    }
+    let mut workers = txn.open_table(WORKERS).map_err(io_err)?;
+    let mut applied = 0u32;
+    for transition in &batch.transitions {
+        let current = workers.get(transition.worker_id).map_err(io_err)?.map(|v| decode(v.value(), "worker"));
+        let Some(mut worker): Option<v1::WorkerRecord> = current.transpose()? else { continue };
+        if !transition.from.contains(&worker.state) || worker.state == v1::WorkerState::Revoked as i32 {
+            continue;
+        }
+        let from = worker.state;
+        let next = match v1::WorkerState::try_from(transition.to).unwrap_or_default() {
+            v1::WorkerState::Unreachable => {
+                worker.resume_state = from;
+                v1::WorkerState::Unreachable as i32
+            }
+            // Back from expiry: to whatever it expired from (a draining worker stays draining).
+            v1::WorkerState::Ready if from == v1::WorkerState::Unreachable as i32 => {
+                match std::mem::take(&mut worker.resume_state) {
+                    draining if draining == v1::WorkerState::Draining as i32 => draining,
+                    _ => v1::WorkerState::Ready as i32,
+                }
+            }
+            target @ (v1::WorkerState::Ready | v1::WorkerState::Left) => {
+                worker.resume_state = 0;
+                target as i32
+            }
+            _ => continue,
+        };
+        if next != from {
+            worker.state = next;
+            worker.state_changed_at_unix = batch.now_unix;
+        }
+        if let Some(profile) = &transition.profile {
+            worker.profile = Some(profile.clone());
+        }
+        workers.insert(worker.worker_id, worker.encode_to_vec().as_slice()).map_err(io_err)?;
+        applied += 1;
+    }
+    Ok(v1::CommandResult { index, succeeded: true, transitions_applied: applied, ..Default::default() })
+}
+
 /// Notes a worker's newly issued certificate.
 pub(crate) fn record_cert(
     txn: &WriteTransaction,
@@ -129,6 +182,9 @@ pub(crate) fn record_cert(
     let Some(mut worker): Option<v1::WorkerRecord> = current.transpose()? else {
         return Ok(refused(index, "unknown_worker", format!("no worker {}", record.worker_id)));
     };
+    if worker.state == v1::WorkerState::Revoked as i32 {
+        return Ok(refused(index, "revoked", format!("worker {} is revoked", record.worker_id)));
+    }
     worker.cert_serial = record.serial.clone();
     worker.cert_expires_at_unix = record.expires_at_unix;
     workers.insert(worker.worker_id, worker.encode_to_vec().as_slice()).map_err(io_err)?;
@@ -180,7 +236,7 @@ mod tests {
             op: Some(v1::command::Op::CreateToken(v1::CreateToken { record: Some(issued.record) })),
             ..Default::default()
         };
-        apply_command(&txn, 1, &create).unwrap();
+        apply_command(&txn, 1, 1, &create).unwrap();
         txn.commit().unwrap();
         (dir, db, muster_token::decode(&issued.token).unwrap())
     }
@@ -286,5 +342,73 @@ mod tests {
         let lost = init_ca(&txn, 2, &b).unwrap();
         assert!(!lost.succeeded);
         assert_eq!(lost.worker_ca.unwrap().cert_pem, "A");
+    }
+
+    fn transition(
+        db: &redb::Database,
+        index: u64,
+        term: u64,
+        worker_id: u64,
+        to: v1::WorkerState,
+    ) -> v1::CommandResult {
+        use v1::WorkerState::{Draining, Left, Ready, Unreachable};
+        let from = match to {
+            Unreachable => vec![Ready as i32, Draining as i32],
+            Left => vec![Ready as i32, Unreachable as i32, Draining as i32],
+            _ => vec![Unreachable as i32, Left as i32],
+        };
+        let batch = v1::WorkerTransitions {
+            term,
+            now_unix: NOW,
+            transitions: vec![v1::WorkerTransition { worker_id, to: to as i32, from, profile: None }],
+        };
+        let txn = db.begin_write().unwrap();
+        let result = transitions(&txn, index, 3, &batch).unwrap();
+        txn.commit().unwrap();
+        result
+    }
+
+    fn state_of(db: &std::sync::Arc<redb::Database>, worker_id: u64) -> v1::WorkerState {
+        let worker = FsmReader::new(db.clone()).worker(worker_id).unwrap().unwrap();
+        v1::WorkerState::try_from(worker.state).unwrap()
+    }
+
+    #[test]
+    fn liveness_transitions_expire_and_restore_including_draining() {
+        use v1::WorkerState::{Draining, Left, Ready, Revoked, Unreachable};
+        let (_dir, db, token) = setup(3);
+        for index in 2..5 {
+            register_with(&db, index, &token, NOW);
+        }
+        assert_eq!(transition(&db, 10, 3, 1, Unreachable).transitions_applied, 1);
+        assert_eq!(state_of(&db, 1), Unreachable);
+        // Expiring twice does nothing: the worker is no longer in a leased state.
+        assert_eq!(transition(&db, 11, 3, 1, Unreachable).transitions_applied, 0);
+        transition(&db, 12, 3, 1, Ready);
+        assert_eq!(state_of(&db, 1), Ready);
+
+        // A draining worker that expires comes back draining.
+        change_state(&db, 13, 2, Draining);
+        transition(&db, 14, 3, 2, Unreachable);
+        transition(&db, 15, 3, 2, Ready);
+        assert_eq!(state_of(&db, 2), Draining);
+
+        // Left, and back on the next beat; a revoked worker never changes.
+        transition(&db, 16, 3, 3, Left);
+        assert_eq!(state_of(&db, 3), Left);
+        transition(&db, 17, 3, 3, Ready);
+        assert_eq!(state_of(&db, 3), Ready);
+        change_state(&db, 18, 3, Revoked);
+        assert_eq!(transition(&db, 19, 3, 3, Unreachable).transitions_applied, 0);
+        assert_eq!(state_of(&db, 3), Revoked);
+    }
+
+    #[test]
+    fn transitions_from_another_term_are_refused() {
+        let (_dir, db, token) = setup(1);
+        register_with(&db, 2, &token, NOW);
+        let result = transition(&db, 3, 2, 1, v1::WorkerState::Unreachable);
+        assert_eq!(result.error_code, "stale_term");
+        assert_eq!(state_of(&db, 1), v1::WorkerState::Ready);
     }
 }

@@ -44,6 +44,14 @@ fn empty_file_gives_every_default() {
                 snapshot_chunk_bytes: 1 << 20,
                 install_snapshot_timeout: Duration::from_secs(30),
             },
+            leases: crate::LeaseTuning {
+                sweep_interval: Duration::from_millis(250),
+                max_expiries_per_second: 100,
+                mass_expiry_fraction: 0.3,
+                mass_expiry_min_workers: 10,
+                mass_expiry_pause: Duration::from_secs(120),
+                gateway_lease: Duration::from_secs(3),
+            },
             limits: Limits {
                 max_message_bytes: 4 << 20,
                 request_timeout: Duration::from_secs(10),

@@ -373,3 +373,16 @@ fn other_sources_may_put_mode_anywhere() {
     let message = serde_json::from_str::<ClusterMode>(json).unwrap_err().to_string();
     assert!(message.contains("missing field `mode`"), "{message}");
 }
+
+#[test]
+fn base_ttl_follows_the_seed_formula_and_divides_by_gateways() {
+    let policy = AdaptiveTtlConfig { max_heartbeats_per_second: 50, ..AdaptiveTtlConfig::default() };
+    // N = 10 000 at 50/s: 200 s with one gateway, 100 s with two.
+    assert_eq!(policy.base_ttl(10_000, 1), Duration::from_secs(200));
+    assert_eq!(policy.base_ttl(10_000, 2), Duration::from_secs(100));
+    assert_eq!(policy.base_ttl(10_000, 0), Duration::from_secs(200));
+    // Clamped at both ends.
+    assert_eq!(policy.base_ttl(3, 1), policy.min_ttl);
+    assert_eq!(policy.base_ttl(10_000_000, 1), policy.max_ttl);
+    assert_eq!(policy.largest_issuable_ttl(10_000), Duration::from_secs(220));
+}

@@ -1,0 +1,234 @@
+//! Worker leases, held in the leader's memory and never written to Raft per heartbeat.
+//!
+//! Gateways send batches of beats ([`Leases::report`]); each refreshes a lease
+//! (`deadline = beat + TTL + grace`). The [`sweeper`] runs on the leader only: it confirms
+//! leadership, then proposes the state changes (expiry, return, graceful leave) as one
+//! term-tagged Raft command per sweep. On a new term every lease restarts at the failover TTL,
+//! never below the largest TTL a gateway can have issued plus grace.
+//!
+//! - [`table`]: the leases, the fleet mirror and the gateways (pure, clock passed in);
+//! - [`expiry`]: rate-limited down-marking and the mass-silence pause;
+//! - [`sweeper`]: the leader's task.
+
+pub mod expiry;
+pub mod sweeper;
+pub mod table;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use muster_config::{AdaptiveTtlConfig, ControlPlaneConfig, LeaseTuning};
+use muster_middleware::ApiError;
+use muster_proto::v1;
+use openraft::ServerState;
+
+use crate::grpc::errors::storage_error;
+use crate::node::NodeHandle;
+use expiry::ExpiryGate;
+use table::LeaseTable;
+
+/// How often the leader re-reads the fleet from the FSM while entries are being applied.
+const FLEET_REFRESH: Duration = Duration::from_secs(1);
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct LeaseStats {
+    pub batches: AtomicU64,
+    pub beats: AtomicU64,
+    pub expiries: AtomicU64,
+    pub returns: AtomicU64,
+    pub mass_silence_pauses: AtomicU64,
+    pub refusals: AtomicU64,
+}
+
+pub struct Leases {
+    pub policy: AdaptiveTtlConfig,
+    pub tuning: LeaseTuning,
+    pub stats: LeaseStats,
+    table: Mutex<LeaseTable>,
+    gate: Mutex<ExpiryGate>,
+    /// When the fleet mirror was last read, at which applied index.
+    refreshed: Mutex<(Instant, u64)>,
+}
+
+fn millis(duration: Duration) -> u32 {
+    u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
+}
+
+impl Leases {
+    pub fn new(config: &ControlPlaneConfig) -> Self {
+        let now = Instant::now();
+        Self {
+            policy: config.cluster.adaptive_ttl_config().unwrap_or_default(),
+            tuning: config.leases.clone(),
+            stats: LeaseStats::default(),
+            table: Mutex::new(LeaseTable::default()),
+            gate: Mutex::new(ExpiryGate::new(&config.leases, now)),
+            refreshed: Mutex::new((now, 0)),
+        }
+    }
+
+    fn table(&self) -> MutexGuard<'_, LeaseTable> {
+        self.table.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn ttl_policy(&self) -> v1::TtlPolicy {
+        v1::TtlPolicy {
+            min_ttl_ms: millis(self.policy.min_ttl),
+            max_ttl_ms: millis(self.policy.max_ttl),
+            grace_ms: millis(self.policy.grace),
+            max_heartbeats_per_second: self.policy.max_heartbeats_per_second,
+            failover_ttl_ms: millis(self.policy.failover_ttl),
+        }
+    }
+
+    /// How long every lease lasts after an election: the failover TTL, but never less than the
+    /// largest TTL any gateway can have issued for this fleet, plus grace.
+    pub fn failover_window(&self, workers: u64) -> Duration {
+        self.policy.failover_ttl.max(self.policy.largest_issuable_ttl(workers) + self.policy.grace)
+    }
+
+    /// The lease table for the current term, started if this node just became leader. Errors
+    /// with a leader hint on a follower.
+    fn leading_table(&self, node: &NodeHandle, now: Instant) -> Result<(MutexGuard<'_, LeaseTable>, u64), ApiError> {
+        let metrics = node.metrics();
+        if metrics.state != ServerState::Leader {
+            return Err(node.not_leader());
+        }
+        let term = metrics.current_term;
+        let applied = metrics.last_applied.as_ref().map_or(0, |log_id| log_id.index);
+        let mut table = self.table();
+        if table.term() != term {
+            let fleet = read_fleet(node)?;
+            let count = fleet.values().filter(|s| **s != v1::WorkerState::Revoked as i32).count() as u64;
+            let window = self.failover_window(count);
+            tracing::info!(
+                term,
+                workers = fleet.len(),
+                failover_secs = window.as_secs(),
+                "leading: every lease restarts at the failover TTL"
+            );
+            table.begin_term(term, now, fleet, window);
+            *self.refreshed.lock().unwrap_or_else(|p| p.into_inner()) = (now, applied);
+        } else {
+            let mut refreshed = self.refreshed.lock().unwrap_or_else(|p| p.into_inner());
+            if refreshed.1 != applied && now.saturating_duration_since(refreshed.0) >= FLEET_REFRESH {
+                table.refresh_fleet(read_fleet(node)?, now, self.policy.min_ttl + self.policy.grace);
+                *refreshed = (now, applied);
+            }
+        }
+        Ok((table, term))
+    }
+
+    /// One gateway batch: refresh leases, queue state changes, answer with the policy, N, the
+    /// live gateways and the workers to disconnect.
+    pub fn report(
+        &self,
+        node: &NodeHandle,
+        request: v1::ReportLivenessRequest,
+    ) -> Result<v1::ReportLivenessResponse, ApiError> {
+        if request.gateway_id.is_empty() || request.gateway_addr.is_empty() {
+            return Err(ApiError::InvalidArgument("gateway_id and gateway_addr are required".into()));
+        }
+        let now = Instant::now();
+        let (mut table, term) = self.leading_table(node, now)?;
+        table.record_gateway(&request.gateway_id, &request.gateway_addr, now);
+        let gateway: Arc<str> = Arc::from(request.gateway_id.as_str());
+        let mut refused = Vec::new();
+        for beat in &request.beats {
+            let id = beat.worker_id;
+            let stored = if table.state(id).is_none() || beat.profile.is_some() {
+                node.reader.worker(id).map_err(storage_error)?
+            } else {
+                None
+            };
+            if let Some(record) = &stored {
+                table.learn_worker(id, record.state);
+            }
+            let received = now.checked_sub(Duration::from_millis(u64::from(beat.age_ms))).unwrap_or(now);
+            match table.record_beat(&gateway, beat, received, self.policy.grace) {
+                Some(refusal) => refused.push(refusal),
+                None => {
+                    if let (Some(record), Some(profile)) = (stored, &beat.profile)
+                        && record.profile.as_ref() != Some(profile)
+                        && beat.reported_state != v1::WorkerState::Left as i32
+                    {
+                        table.queue_profile(id, record.state, profile.clone());
+                    }
+                }
+            }
+        }
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.stats.beats.fetch_add(request.beats.len() as u64, Ordering::Relaxed);
+        self.stats.refusals.fetch_add(refused.len() as u64, Ordering::Relaxed);
+        let gateways = table.live_gateways(now, self.tuning.gateway_lease);
+        Ok(v1::ReportLivenessResponse {
+            policy: Some(self.ttl_policy()),
+            worker_count: table.worker_count(),
+            gateways_epoch: table::gateways_epoch(&gateways),
+            gateways,
+            refused,
+            leader_term: term,
+        })
+    }
+
+    pub fn list_gateways(&self, node: &NodeHandle) -> Result<v1::ListGatewaysResponse, ApiError> {
+        let now = Instant::now();
+        let (table, _) = self.leading_table(node, now)?;
+        let gateways = table.live_gateways(now, self.tuning.gateway_lease);
+        Ok(v1::ListGatewaysResponse {
+            gateways_epoch: table::gateways_epoch(&gateways),
+            gateways,
+            policy: Some(self.ttl_policy()),
+            worker_count: table.worker_count(),
+        })
+    }
+
+    /// The leases of `ids` as operators see them (empty on a follower).
+    pub fn views(&self, node: &NodeHandle, ids: impl IntoIterator<Item = u64>) -> HashMap<u64, v1::WorkerLease> {
+        let metrics = node.metrics();
+        let table = self.table();
+        if metrics.state != ServerState::Leader || table.term() != metrics.current_term {
+            return HashMap::new();
+        }
+        let now = Instant::now();
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let unix_ms = |at: Instant| -> i64 {
+            if at >= now {
+                now_ms + at.duration_since(now).as_millis() as i64
+            } else {
+                now_ms - now.duration_since(at).as_millis() as i64
+            }
+        };
+        ids.into_iter()
+            .filter_map(|id| {
+                let lease = table.lease(id)?;
+                let view = v1::WorkerLease {
+                    gateway_id: lease.gateway_id.to_string(),
+                    last_beat_unix_ms: lease.last_beat.map_or(0, unix_ms),
+                    ttl_ms: millis(lease.ttl),
+                    deadline_unix_ms: unix_ms(lease.deadline),
+                };
+                Some((id, view))
+            })
+            .collect()
+    }
+
+    /// Gauges for `/metrics`: (live gateways, worker count) as this node sees them.
+    pub fn gauges(&self) -> (usize, u64, usize) {
+        let table = self.table();
+        (
+            table.live_gateways(Instant::now(), self.tuning.gateway_lease).len(),
+            table.worker_count(),
+            table.leased_count(),
+        )
+    }
+}
+
+/// Every worker's state, read from the FSM.
+fn read_fleet(node: &NodeHandle) -> Result<HashMap<u64, i32>, ApiError> {
+    let workers = node.reader.workers().map_err(storage_error)?;
+    Ok(workers.into_iter().map(|worker| (worker.worker_id, worker.state)).collect())
+}

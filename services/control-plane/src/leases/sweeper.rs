@@ -1,0 +1,113 @@
+//! The leader's expiry sweeper. Every `sweep_interval` on the leader it collects expired
+//! leases (through the rate limit and the mass-silence pause) and the state changes gateways
+//! reported, confirms it is still the leader with a ReadIndex round, and proposes them all as
+//! one `WorkerTransitions` command tagged with its term. On followers it only drops the table.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use muster_proto::v1;
+use openraft::{ReadPolicy, ServerState};
+use tokio::sync::watch;
+
+use super::expiry::Verdict;
+use crate::grpc::token_service::unix_now;
+use crate::node::NodeHandle;
+
+/// Gateways silent this many gateway leases are forgotten altogether.
+const FORGET_GATEWAY_AFTER_LEASES: u32 = 20;
+
+pub async fn run(node: Arc<NodeHandle>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(node.leases.tuning.sweep_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        sweep(&node).await;
+    }
+}
+
+async fn sweep(node: &NodeHandle) {
+    let leases = &node.leases;
+    if node.metrics().state != ServerState::Leader {
+        let mut table = leases.table();
+        if table.term() != 0 {
+            tracing::info!(term = table.term(), "no longer leading: dropping the lease table");
+            table.end_term();
+        }
+        return;
+    }
+    let now = Instant::now();
+    let (term, pending) = {
+        let Ok((mut table, term)) = leases.leading_table(node, now) else { return };
+        table.forget_gateways(now, leases.tuning.gateway_lease * FORGET_GATEWAY_AFTER_LEASES);
+        let expired = table.expired(now);
+        if !expired.is_empty() {
+            let verdict =
+                leases.gate.lock().unwrap_or_else(|p| p.into_inner()).judge(expired.len(), table.leased_count(), now);
+            match verdict {
+                Verdict::Expire(count) => table.queue_expiry(&expired[..count]),
+                Verdict::PauseUntil(until) => {
+                    leases.stats.mass_silence_pauses.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(
+                        silent = expired.len(),
+                        leased = table.leased_count(),
+                        pause_secs = until.saturating_duration_since(now).as_secs(),
+                        "MASS SILENCE: a large share of the fleet stopped beating at once; this looks like a \
+                         gateway or network fault, not mass death. Expiry is paused; check the heartbeat \
+                         gateways and the network between them and the workers"
+                    );
+                    table.extend(&expired, until);
+                }
+                Verdict::Paused => {}
+            }
+        }
+        (term, table.take_pending())
+    };
+    if pending.is_empty() {
+        return;
+    }
+    // Confirm leadership with a quorum before acting on this node's view of the leases.
+    if let Err(err) = node.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+        tracing::warn!(error = %err, "cannot confirm leadership; worker state changes wait");
+        leases.table().requeue(pending);
+        return;
+    }
+    if node.metrics().current_term != term {
+        return;
+    }
+    let batch = v1::WorkerTransitions { term, now_unix: unix_now(), transitions: pending.clone() };
+    match node.propose(v1::command::Op::WorkerTransitions(batch)).await {
+        Ok(result) if result.error_code.is_empty() => {
+            log_transitions(node, &pending);
+            leases.table().applied(&pending, Instant::now());
+        }
+        Ok(result) => tracing::warn!(error = %result.error, "worker state changes refused"),
+        Err(err) => {
+            tracing::warn!(error = %err, "could not commit worker state changes; retrying");
+            leases.table().requeue(pending);
+        }
+    }
+}
+
+fn log_transitions(node: &NodeHandle, transitions: &[v1::WorkerTransition]) {
+    for transition in transitions {
+        let to = v1::WorkerState::try_from(transition.to).unwrap_or_default();
+        let stats = &node.leases.stats;
+        match to {
+            v1::WorkerState::Unreachable => {
+                stats.expiries.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(worker_id = transition.worker_id, "worker unreachable: its lease expired");
+            }
+            v1::WorkerState::Ready if transition.profile.is_none() => {
+                stats.returns.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(worker_id = transition.worker_id, "worker beating again: ready");
+            }
+            v1::WorkerState::Left => tracing::info!(worker_id = transition.worker_id, "worker left"),
+            _ => tracing::debug!(worker_id = transition.worker_id, "worker profile updated"),
+        }
+    }
+}

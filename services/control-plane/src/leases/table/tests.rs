@@ -1,0 +1,151 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use muster_proto::v1;
+use muster_proto::v1::WorkerState;
+
+use super::{LeaseTable, gateways_epoch};
+
+const GRACE: Duration = Duration::from_secs(10);
+const FAILOVER: Duration = Duration::from_secs(300);
+
+fn fleet(states: &[(u64, WorkerState)]) -> HashMap<u64, i32> {
+    states.iter().map(|(id, state)| (*id, *state as i32)).collect()
+}
+
+fn beat(worker_id: u64, ttl_secs: u32) -> v1::WorkerBeat {
+    v1::WorkerBeat { worker_id, ttl_ms: ttl_secs * 1000, ..Default::default() }
+}
+
+fn leading(now: Instant, states: &[(u64, WorkerState)]) -> LeaseTable {
+    let mut table = LeaseTable::default();
+    table.begin_term(7, now, fleet(states), FAILOVER);
+    table
+}
+
+#[test]
+fn a_new_term_gives_every_leased_worker_the_failover_window() {
+    let now = Instant::now();
+    let table = leading(now, &[(1, WorkerState::Ready), (2, WorkerState::Draining), (3, WorkerState::Left)]);
+    assert_eq!(table.lease(1).unwrap().deadline, now + FAILOVER);
+    assert_eq!(table.lease(2).unwrap().deadline, now + FAILOVER);
+    assert!(table.lease(3).is_none());
+    assert!(table.expired(now + FAILOVER - Duration::from_millis(1)).is_empty());
+    assert_eq!(table.expired(now + FAILOVER + Duration::from_millis(1)), vec![1, 2]);
+    assert_eq!(table.worker_count(), 2);
+}
+
+#[test]
+fn a_beat_sets_the_deadline_to_beat_plus_ttl_plus_grace() {
+    let now = Instant::now();
+    let mut table = leading(now, &[(1, WorkerState::Ready)]);
+    let gateway: Arc<str> = Arc::from("gw-a");
+    assert!(table.record_beat(&gateway, &beat(1, 20), now, GRACE).is_none());
+    let lease = table.lease(1).unwrap();
+    assert_eq!(lease.deadline, now + Duration::from_secs(30));
+    assert_eq!(&*lease.gateway_id, "gw-a");
+    assert!(table.expired(now + Duration::from_secs(30)).is_empty());
+    assert_eq!(table.expired(now + Duration::from_secs(31)), vec![1]);
+    // An older beat arriving late (another gateway's batch) does not shorten the lease.
+    table.record_beat(&gateway, &beat(1, 5), now - Duration::from_secs(1), GRACE);
+    assert_eq!(table.lease(1).unwrap().deadline, now + Duration::from_secs(30));
+}
+
+#[test]
+fn plain_beats_queue_nothing_and_state_changes_are_queued_once() {
+    let now = Instant::now();
+    let mut table = leading(now, &[(1, WorkerState::Ready), (2, WorkerState::Unreachable), (3, WorkerState::Left)]);
+    let gateway: Arc<str> = Arc::from("gw");
+    for _ in 0..3 {
+        table.record_beat(&gateway, &beat(1, 10), now, GRACE);
+        table.record_beat(&gateway, &beat(2, 10), now, GRACE);
+        table.record_beat(&gateway, &beat(3, 10), now, GRACE);
+    }
+    let pending = table.take_pending();
+    let summary: Vec<(u64, i32)> = pending.iter().map(|t| (t.worker_id, t.to)).collect();
+    assert_eq!(summary, vec![(2, WorkerState::Ready as i32), (3, WorkerState::Ready as i32)]);
+    assert!(table.take_pending().is_empty());
+}
+
+#[test]
+fn a_left_report_drops_the_lease_and_queues_left() {
+    let now = Instant::now();
+    let mut table = leading(now, &[(1, WorkerState::Ready)]);
+    let gateway: Arc<str> = Arc::from("gw");
+    let left = v1::WorkerBeat { reported_state: WorkerState::Left as i32, ..beat(1, 10) };
+    assert!(table.record_beat(&gateway, &left, now, GRACE).is_none());
+    assert!(table.lease(1).is_none());
+    let pending = table.take_pending();
+    assert_eq!(pending[0].to, WorkerState::Left as i32);
+    assert!(table.expired(now + FAILOVER * 2).is_empty());
+}
+
+#[test]
+fn revoked_and_unknown_workers_are_refused() {
+    let now = Instant::now();
+    let mut table = leading(now, &[(1, WorkerState::Revoked)]);
+    let gateway: Arc<str> = Arc::from("gw");
+    let revoked = table.record_beat(&gateway, &beat(1, 10), now, GRACE).unwrap();
+    assert_eq!(revoked.state, WorkerState::Revoked as i32);
+    assert!(revoked.reason.contains("revoked"), "{}", revoked.reason);
+    let unknown = table.record_beat(&gateway, &beat(9, 10), now, GRACE).unwrap();
+    assert_eq!(unknown.state, WorkerState::Unspecified as i32);
+    assert!(table.lease(1).is_none() && table.lease(9).is_none());
+}
+
+#[test]
+fn a_beat_that_raced_an_expiry_brings_the_worker_straight_back() {
+    let now = Instant::now();
+    let mut table = leading(now, &[(1, WorkerState::Ready), (2, WorkerState::Ready)]);
+    let late = now + FAILOVER + Duration::from_secs(1);
+    let expired = table.expired(late);
+    table.queue_expiry(&expired);
+    let proposed = table.take_pending();
+    // Worker 1 beats while the expiry is being committed; worker 2 stays silent.
+    table.record_beat(&Arc::from("gw"), &beat(1, 10), late, GRACE);
+    table.applied(&proposed, late);
+    assert_eq!(table.state(1), Some(WorkerState::Unreachable as i32));
+    let back = table.take_pending();
+    assert_eq!(back.len(), 1);
+    assert_eq!((back[0].worker_id, back[0].to), (1, WorkerState::Ready as i32));
+    assert!(table.expired(late + Duration::from_secs(60)).is_empty(), "an unreachable worker does not expire twice");
+}
+
+#[test]
+fn refreshing_the_fleet_leases_new_workers_and_drops_gone_ones() {
+    let now = Instant::now();
+    let mut table = leading(now, &[(1, WorkerState::Ready)]);
+    let later = now + Duration::from_secs(5);
+    table.refresh_fleet(fleet(&[(1, WorkerState::Revoked), (2, WorkerState::Ready)]), later, Duration::from_secs(20));
+    assert!(table.lease(1).is_none());
+    assert_eq!(table.lease(2).unwrap().deadline, later + Duration::from_secs(20));
+    assert_eq!(table.worker_count(), 1);
+}
+
+#[test]
+fn gateways_are_live_within_their_lease_and_the_epoch_follows_the_list() {
+    let now = Instant::now();
+    let mut table = leading(now, &[]);
+    let lease = Duration::from_secs(3);
+    table.record_gateway("gw-b", "10.0.0.2:3671", now);
+    table.record_gateway("gw-a", "10.0.0.1:3671", now + Duration::from_secs(2));
+    let both = table.live_gateways(now + Duration::from_secs(3), lease);
+    assert_eq!(both.iter().map(|g| g.gateway_id.as_str()).collect::<Vec<_>>(), ["gw-a", "gw-b"]);
+    let one = table.live_gateways(now + Duration::from_secs(4), lease);
+    assert_eq!(one.len(), 1);
+    assert_ne!(gateways_epoch(&both), gateways_epoch(&one));
+    assert_eq!(gateways_epoch(&both), gateways_epoch(&table.live_gateways(now + Duration::from_secs(3), lease)));
+}
+
+#[test]
+fn a_profile_change_is_queued_without_changing_state() {
+    let now = Instant::now();
+    let mut table = leading(now, &[(1, WorkerState::Draining)]);
+    let profile = v1::WorkerProfile { version: "2.0".into(), ..Default::default() };
+    table.queue_profile(1, WorkerState::Draining as i32, profile.clone());
+    let pending = table.take_pending();
+    assert_eq!(pending[0].to, WorkerState::Draining as i32);
+    assert_eq!(pending[0].from, vec![WorkerState::Draining as i32]);
+    assert_eq!(pending[0].profile, Some(profile));
+}
