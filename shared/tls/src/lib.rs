@@ -12,6 +12,7 @@ mod init;
 mod parse;
 pub use parse::public_key_pin;
 mod spec;
+mod worker_id;
 
 pub use ca::{CertificateAuthority, SignedCert, verify_csr};
 pub use error::TlsError;
@@ -19,3 +20,4 @@ pub use files::{TlsFiles, install_crypto_provider, write_atomic};
 pub use identity::{PeerIdentity, peer_identity};
 pub use init::{PkiInit, PkiReport, init_pki};
 pub use spec::{CertSpec, Pem, Role, TRUST_DOMAIN_PREFIX, default_node_hosts, spiffe_id};
+pub use worker_id::{WorkerCert, WorkerCertError, worker_cert};

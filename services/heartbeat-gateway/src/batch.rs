@@ -1,0 +1,371 @@
+//! The batching task: every `batch_interval`, one `ReportLiveness` to the control-plane leader
+//! with every beat received since the last one. It is also the gateway's own registration and
+//! lease, so it is sent even when no worker is connected.
+//!
+//! The answer drives the rest of the gateway: the TTL policy, N and G (a new view for the
+//! acks and the budget), refusals (streams ended, remembered) and admissions (held first
+//! reports acked). A failed batch keeps its beats and merges them under the next one, so a
+//! state change (a LEFT) is delayed by an outage but never lost; failures are retried with
+//! backoff and logged sparingly.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use muster_client::ControlPlaneClient;
+use muster_proto::v1;
+use tokio::sync::watch;
+
+use crate::admission::Refusal;
+use crate::beats::{Beat, merge_older};
+use crate::metrics::Metrics;
+use crate::state::GatewayState;
+use crate::view::View;
+
+/// Longest pause between attempts while the control plane is failing.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
+/// While failures continue, one warning per this long.
+const WARN_EVERY: Duration = Duration::from_secs(30);
+/// How long the last batch on shutdown may take.
+const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Where batches go: the control-plane client, or a fake in tests.
+pub trait Upstream: Send + Sync + 'static {
+    fn report_liveness(
+        &self,
+        request: v1::ReportLivenessRequest,
+    ) -> impl Future<Output = Result<v1::ReportLivenessResponse, String>> + Send;
+}
+
+impl Upstream for ControlPlaneClient {
+    async fn report_liveness(&self, request: v1::ReportLivenessRequest) -> Result<v1::ReportLivenessResponse, String> {
+        ControlPlaneClient::report_liveness(self, request).await.map_err(|err| err.to_string())
+    }
+}
+
+pub struct Batcher<U> {
+    state: Arc<GatewayState>,
+    upstream: Arc<U>,
+    interval: Duration,
+    /// Beats of failed batches, merged under the next one.
+    carry: HashMap<u64, Beat>,
+    failures: u32,
+    last_warned: Option<Instant>,
+}
+
+impl<U: Upstream> Batcher<U> {
+    pub fn new(state: Arc<GatewayState>, upstream: Arc<U>, interval: Duration) -> Self {
+        Self { state, upstream, interval, carry: HashMap::new(), failures: 0, last_warned: None }
+    }
+
+    /// Sends one batch and applies the answer; on failure the beats are kept for the next.
+    /// Returns how many beats were delivered.
+    pub async fn send_batch(&mut self) -> Result<usize, String> {
+        let mut beats = self.state.pending.drain();
+        merge_older(&mut beats, std::mem::take(&mut self.carry));
+        let now = Instant::now();
+        let budget = self.state.view().budget_per_second;
+        let request = v1::ReportLivenessRequest {
+            gateway_id: self.state.id.clone(),
+            gateway_addr: self.state.addr.clone(),
+            beats: beats.iter().map(|(worker, beat)| beat.to_wire(*worker, now)).collect(),
+            connected_workers: self.state.admission.connected(),
+            // 0 when the policy sets no limit.
+            budget_per_second: if budget.is_finite() { budget } else { 0.0 },
+        };
+        match self.upstream.report_liveness(request).await {
+            Ok(response) => {
+                self.apply(&response, &beats, Instant::now());
+                Ok(beats.len())
+            }
+            Err(err) => {
+                Metrics::count(&self.state.metrics.batch_failures);
+                self.carry = beats;
+                Err(err)
+            }
+        }
+    }
+
+    fn apply(&self, response: &v1::ReportLivenessResponse, beats: &HashMap<u64, Beat>, now: Instant) {
+        let state = &self.state;
+        let previous = state.view();
+        let view = View::from_response(response, &previous);
+        if (view.worker_count, view.live_gateways, view.policy)
+            != (previous.worker_count, previous.live_gateways, previous.policy)
+        {
+            tracing::debug!(
+                workers = view.worker_count,
+                gateways = view.live_gateways,
+                ttl_ms = view.base_ttl_ms,
+                budget_per_second = view.budget_per_second,
+                "heartbeat policy updated"
+            );
+        }
+        state.apply_view(view, now);
+
+        let mut refused = HashSet::new();
+        for refusal in &response.refused {
+            let reason = if refusal.state == v1::WorkerState::Revoked as i32 {
+                Refusal::Revoked
+            } else {
+                Refusal::Unknown(refusal.reason.clone())
+            };
+            tracing::info!(worker_id = refusal.worker_id, reason = ?reason, "the leader refused a worker; disconnecting it");
+            state.admission.refuse(refusal.worker_id, reason, now);
+            Metrics::count(&state.metrics.refused);
+            refused.insert(refusal.worker_id);
+        }
+        for (worker, beat) in beats {
+            if beat.held && !refused.contains(worker) {
+                state.admission.admit(*worker);
+            }
+        }
+        Metrics::count(&state.metrics.batches);
+        state.metrics.beats_forwarded.fetch_add(beats.len() as u64, Ordering::Relaxed);
+        state.batch_succeeded(now);
+    }
+
+    /// Retries until the leader accepts one batch (start-up: the gateway learns its policy).
+    pub async fn until_first_success(&mut self) {
+        loop {
+            match self.send_batch().await {
+                Ok(_) => {
+                    self.recovered();
+                    return;
+                }
+                Err(err) => {
+                    self.failed(
+                        &err,
+                        "waiting for the control-plane leader to accept this gateway's first liveness batch",
+                    );
+                    tokio::time::sleep(self.retry_delay()).await;
+                }
+            }
+        }
+    }
+
+    /// Batches every interval until `stop` turns true, then flushes what is left.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>, health: Option<tonic_health::server::HealthReporter>) {
+        let mut next = tokio::time::Instant::now() + self.interval;
+        let mut fresh = true;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {}
+                _ = stop.wait_for(|stop| *stop) => break,
+            }
+            let started = tokio::time::Instant::now();
+            next = match self.send_batch().await {
+                Ok(_) => {
+                    self.recovered();
+                    started + self.interval
+                }
+                Err(err) => {
+                    self.failed(&err, "liveness batch failed; its beats are kept for the next one");
+                    tokio::time::Instant::now() + self.retry_delay()
+                }
+            };
+            let now_fresh = self.state.is_fresh(Instant::now());
+            if now_fresh != fresh {
+                fresh = now_fresh;
+                if let Some(health) = &health {
+                    set_health(health, fresh).await;
+                }
+            }
+        }
+        if !self.carry.is_empty() || !self.state.pending.is_empty() {
+            match tokio::time::timeout(FINAL_FLUSH_TIMEOUT, self.send_batch()).await {
+                Ok(Ok(beats)) => tracing::info!(beats, "flushed the last liveness batch"),
+                Ok(Err(err)) => tracing::warn!(error = %err, "the last liveness batch failed"),
+                Err(_) => tracing::warn!("the last liveness batch timed out"),
+            }
+        }
+    }
+
+    fn retry_delay(&self) -> Duration {
+        let exponent = self.failures.saturating_sub(1).min(16);
+        self.interval.saturating_mul(1 << exponent).min(MAX_RETRY_DELAY).max(self.interval)
+    }
+
+    fn failed(&mut self, err: &str, what: &str) {
+        self.failures += 1;
+        let due = self.last_warned.is_none_or(|at| at.elapsed() >= WARN_EVERY);
+        if self.failures == 1 || due {
+            self.last_warned = Some(Instant::now());
+            tracing::warn!(
+                error = %err,
+                failures = self.failures,
+                kept_beats = self.carry.len(),
+                retry_in = ?self.retry_delay(),
+                "{what}"
+            );
+        }
+    }
+
+    fn recovered(&mut self) {
+        if self.failures > 0 {
+            tracing::info!(failures = self.failures, "the control-plane leader accepts liveness batches again");
+        }
+        self.failures = 0;
+        self.last_warned = None;
+    }
+
+    #[cfg(test)]
+    pub fn carried(&self) -> usize {
+        self.carry.len()
+    }
+}
+
+async fn set_health(health: &tonic_health::server::HealthReporter, fresh: bool) {
+    use tonic_health::ServingStatus;
+    let status = if fresh { ServingStatus::Serving } else { ServingStatus::NotServing };
+    health.set_service_status("", status).await;
+    health.set_service_status(crate::service::SERVICE_NAME, status).await;
+    if fresh {
+        tracing::info!("liveness batches reach the leader again: serving");
+    } else {
+        tracing::warn!("no liveness batch accepted by the leader lately: reporting NOT_SERVING");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::admission::{Control, EndReason};
+
+    /// Records requests; answers with the scripted results in order (then successes).
+    #[derive(Default)]
+    struct Fake {
+        requests: Mutex<Vec<v1::ReportLivenessRequest>>,
+        script: Mutex<Vec<Result<v1::ReportLivenessResponse, String>>>,
+    }
+
+    impl Upstream for Fake {
+        async fn report_liveness(
+            &self,
+            request: v1::ReportLivenessRequest,
+        ) -> Result<v1::ReportLivenessResponse, String> {
+            self.requests.lock().unwrap().push(request);
+            let mut script = self.script.lock().unwrap();
+            if script.is_empty() { Ok(ok_response(Vec::new())) } else { script.remove(0) }
+        }
+    }
+
+    fn ok_response(refused: Vec<v1::WorkerRefusal>) -> v1::ReportLivenessResponse {
+        v1::ReportLivenessResponse {
+            policy: Some(v1::TtlPolicy {
+                min_ttl_ms: 1_000,
+                max_ttl_ms: 60_000,
+                grace_ms: 2_000,
+                max_heartbeats_per_second: 10,
+                failover_ttl_ms: 60_000,
+            }),
+            worker_count: 100,
+            gateways: vec![v1::GatewayEndpoint { gateway_id: "gw-1".into(), addr: "a:1".into() }],
+            gateways_epoch: 5,
+            refused,
+            leader_term: 1,
+        }
+    }
+
+    fn setup() -> (Arc<GatewayState>, Arc<Fake>, Batcher<Fake>) {
+        let state = Arc::new(GatewayState::new("gw-1".into(), "a:1".into(), Duration::from_secs(1), Instant::now()));
+        let fake = Arc::new(Fake::default());
+        let batcher = Batcher::new(state.clone(), fake.clone(), Duration::from_millis(250));
+        (state, fake, batcher)
+    }
+
+    fn beat(state: i32, held: bool) -> Beat {
+        Beat { received: Instant::now(), ttl_ms: 1_000, reported_state: state, profile: None, cert_serial: None, held }
+    }
+
+    #[tokio::test]
+    async fn an_empty_batch_registers_the_gateway_and_installs_the_policy() {
+        let (state, fake, mut batcher) = setup();
+        assert_eq!(batcher.send_batch().await.unwrap(), 0);
+        let request = fake.requests.lock().unwrap()[0].clone();
+        assert_eq!((request.gateway_id.as_str(), request.gateway_addr.as_str()), ("gw-1", "a:1"));
+        assert!(request.beats.is_empty());
+        let view = state.view();
+        assert_eq!((view.worker_count, view.base_ttl_ms, view.budget_per_second), (100, 10_000, 10.0));
+        assert!(state.is_fresh(Instant::now()));
+        assert_eq!(state.metrics.batches.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_keeps_its_beats_for_the_next() {
+        let (state, fake, mut batcher) = setup();
+        fake.script.lock().unwrap().push(Err("leader unreachable".into()));
+        state.pending.record(1, beat(v1::WorkerState::Left as i32, false));
+        assert!(batcher.send_batch().await.is_err());
+        assert_eq!(batcher.carried(), 1);
+        assert_eq!(state.metrics.batch_failures.load(Ordering::Relaxed), 1);
+        state.pending.record(1, beat(0, false));
+        state.pending.record(2, beat(0, false));
+        assert_eq!(batcher.send_batch().await.unwrap(), 2);
+        let second = fake.requests.lock().unwrap()[1].clone();
+        let one = second.beats.iter().find(|b| b.worker_id == 1).unwrap();
+        assert_eq!(one.reported_state, v1::WorkerState::Left as i32, "the LEFT survived the failure");
+        assert_eq!(batcher.carried(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_answer_admits_held_workers_and_ends_refused_ones() {
+        let (state, fake, mut batcher) = setup();
+        let now = Instant::now();
+        let (held, revoked, unknown) = (
+            state.admission.open(1, now).unwrap(),
+            state.admission.open(2, now).unwrap(),
+            state.admission.open(3, now).unwrap(),
+        );
+        for worker in 1..=3 {
+            state.pending.record(worker, beat(v1::WorkerState::Ready as i32, true));
+        }
+        let refusals = vec![
+            v1::WorkerRefusal { worker_id: 2, state: v1::WorkerState::Revoked as i32, reason: String::new() },
+            v1::WorkerRefusal { worker_id: 3, state: 0, reason: "no worker 3".into() },
+        ];
+        fake.script.lock().unwrap().push(Ok(ok_response(refusals)));
+        batcher.send_batch().await.unwrap();
+        assert_eq!(*held.control.borrow(), Control::Admitted);
+        assert_eq!(*revoked.control.borrow(), Control::End(EndReason::Refused(Refusal::Revoked)));
+        assert_eq!(*unknown.control.borrow(), Control::End(EndReason::Refused(Refusal::Unknown("no worker 3".into()))));
+        assert_eq!(state.admission.open(2, Instant::now()).unwrap_err(), Refusal::Revoked);
+        assert_eq!(state.metrics.refused.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_task_batches_every_interval_and_flushes_on_stop() {
+        let (state, fake, batcher) = setup();
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(batcher.run(stopped, None));
+        tokio::time::sleep(Duration::from_millis(1_010)).await;
+        assert_eq!(fake.requests.lock().unwrap().len(), 4, "one batch per 250ms, even with no workers");
+        state.pending.record(7, beat(v1::WorkerState::Left as i32, false));
+        stop.send_replace(true);
+        task.await.unwrap();
+        let requests = fake.requests.lock().unwrap();
+        assert_eq!(requests.len(), 5);
+        assert_eq!(requests[4].beats[0].worker_id, 7, "the last beats are flushed on stop");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_back_off() {
+        let (_state, fake, batcher) = setup();
+        for _ in 0..4 {
+            fake.script.lock().unwrap().push(Err("down".into()));
+        }
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(batcher.run(stopped, None));
+        // Attempts at 250ms, then +250ms, +500ms, +1s, +2s (success).
+        tokio::time::sleep(Duration::from_millis(2_100)).await;
+        assert_eq!(fake.requests.lock().unwrap().len(), 4);
+        tokio::time::sleep(Duration::from_millis(2_000)).await;
+        assert_eq!(fake.requests.lock().unwrap().len(), 5);
+        stop.send_replace(true);
+        task.await.unwrap();
+    }
+}

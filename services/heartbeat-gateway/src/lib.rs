@@ -1,0 +1,179 @@
+//! Muster's heartbeat gateway: stateless, run any number of replicas. Workers keep one
+//! `ReportStatus` stream open over mTLS (their id comes from their certificate only); the
+//! gateway answers every report with the next TTL (adaptive to N workers and G gateways,
+//! staggered, stretched when over budget) and sends the leader ONE `ReportLiveness` per
+//! `batch_interval` with every beat it received, so heartbeats never touch the Raft log.
+//!
+//! Start-up: fetch the worker CA (to verify workers), get one batch accepted (to learn the
+//! policy), only then serve the heartbeat port and report ready.
+//!
+//! - [`config`]: settings; [`tls`]: both TLS sides and the worker CA;
+//! - [`identity`]: worker id from the certificate; [`service`]: the tonic stream handler;
+//! - [`session`]: one stream's reports → beats and acks; [`admission`]: admitted, refused and
+//!   connected workers (one stream each);
+//! - [`ttl`]: the adaptive TTL formula; [`budget`]: the token bucket;
+//! - [`beats`]: pending beats; [`batch`]: the batching task; [`view`]: the last batch answer;
+//! - [`state`]: what all of these share; [`metrics`]: `/metrics`.
+
+pub mod admission;
+pub mod batch;
+pub mod beats;
+pub mod budget;
+pub mod config;
+pub mod identity;
+pub mod metrics;
+pub mod service;
+pub mod session;
+pub mod state;
+pub mod tls;
+pub mod ttl;
+pub mod view;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use muster_client::{ClientOptions, ControlPlaneClient};
+use muster_proto::v1::heartbeat_service_server::HeartbeatServiceServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use config::GatewayConfig;
+use service::{Authentication, Heartbeats, SERVICE_NAME};
+use state::GatewayState;
+
+/// How long one batch may keep retrying inside the client (leader changes) before it counts
+/// as failed and its beats wait for the next one.
+const BATCH_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest `StatusReport` accepted (a profile with many labels fits easily).
+const MAX_REPORT_BYTES: usize = 256 * 1024;
+/// Heartbeat spans and logs are DEBUG: they are the hot path.
+const QUIET_PATHS: &[&str] = &["/muster.v1.HeartbeatService/"];
+
+/// Serves heartbeats on `listener` (and the admin endpoints on `admin`) until `shutdown`
+/// resolves. The listener is bound by the caller; connections wait in its backlog until the
+/// gateway is ready.
+pub async fn run(
+    config: GatewayConfig,
+    listener: TcpListener,
+    admin: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let advertise = config.advertise_addr_for(listener.local_addr()?);
+    let gateway_id = config.gateway_id_for(&advertise);
+    let state =
+        Arc::new(GatewayState::new(gateway_id.clone(), advertise.clone(), config.min_report_interval, Instant::now()));
+    tracing::info!(%gateway_id, %advertise, "heartbeat gateway starting");
+
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        stop.send_replace(true);
+    });
+    let (stop_admin, admin_stopped) = watch::channel(false);
+    let admin_task = tokio::spawn(muster_admin::serve(admin, state.clone(), admin_stopped));
+
+    let result = serve(config, listener, state, stopped).await;
+    stop_admin.send_replace(true);
+    let _ = admin_task.await;
+    result
+}
+
+async fn serve(
+    config: GatewayConfig,
+    listener: TcpListener,
+    state: Arc<GatewayState>,
+    mut stopped: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let files = tls::tls_files(&config.tls);
+    let mut options = ClientOptions::new(config.control_plane.clone());
+    options.timeout = BATCH_CALL_TIMEOUT;
+    if let Some(files) = &files {
+        options.tls = Some(files.client_tls()?);
+    } else {
+        tracing::warn!(
+            "INSECURE MODE: heartbeats are served in plaintext and workers name themselves with \
+             x-muster-worker-id metadata; anyone can report for any worker. Development only."
+        );
+    }
+    let client = Arc::new(ControlPlaneClient::new(options)?);
+
+    // Start-up: the worker CA, then one accepted batch. Either may wait for other components.
+    let startup = async {
+        let auth_and_tls = match &files {
+            Some(files) => {
+                state.set_phase("waiting for a registrar to create the worker CA");
+                let trust = tls::fetch_worker_ca(&client).await;
+                tracing::info!(cluster_id = %trust.cluster_id, "worker CA loaded");
+                let server_tls = tls::server_tls(files, &trust.cert_pem)?;
+                (Authentication::Certificate { cluster_id: trust.cluster_id }, Some(server_tls))
+            }
+            None => (Authentication::InsecureHeader, None),
+        };
+        state.set_phase("waiting for the control-plane leader to accept this gateway's first liveness batch");
+        let mut batcher = batch::Batcher::new(state.clone(), client.clone(), config.batch_interval);
+        batcher.until_first_success().await;
+        anyhow::Ok((auth_and_tls, batcher))
+    };
+    let ((auth, server_tls), batcher) = tokio::select! {
+        ready = startup => ready?,
+        _ = stopped.wait_for(|stop| *stop) => return Ok(()),
+    };
+    let view = state.view();
+    tracing::info!(
+        workers = view.worker_count,
+        gateways = view.live_gateways,
+        ttl_ms = view.base_ttl_ms,
+        budget_per_second = view.budget_per_second,
+        "first liveness batch accepted; serving heartbeats"
+    );
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_service_status(SERVICE_NAME, tonic_health::ServingStatus::Serving).await;
+    let (stop_batches, batches_stopped) = watch::channel(false);
+    let batch_task = tokio::spawn(batcher.run(batches_stopped, Some(health.clone())));
+
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(muster_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name(SERVICE_NAME)
+            .with_service_name("grpc.health.v1.Health")
+            .with_service_name("grpc.reflection.v1.ServerReflection")
+            .with_service_name("grpc.reflection.v1alpha.ServerReflection")
+    };
+    // `server_builder`'s request timeout covers a handler until its response headers, not the
+    // body: ReportStatus returns its stream at once, so long-lived streams are not cut.
+    let limits = muster_middleware::ServerLimits::default();
+    let mut builder = muster_middleware::server_builder(&limits);
+    if let Some(server_tls) = server_tls {
+        builder = builder.tls_config(server_tls)?;
+    }
+    let heartbeats = Heartbeats { state: state.clone(), auth };
+    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(muster_middleware::limits::TCP_KEEPALIVE));
+    let shutdown = {
+        let state = state.clone();
+        async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+            tracing::info!("shutting down: ending every heartbeat stream");
+            state.begin_close();
+        }
+    };
+    state.set_serving();
+    let served = builder
+        .layer(muster_middleware::GrpcTraceLayer::new().with_quiet_paths(QUIET_PATHS))
+        .layer(muster_middleware::overload_layer(&limits))
+        .add_service(health_service)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .add_service(HeartbeatServiceServer::new(heartbeats).max_decoding_message_size(MAX_REPORT_BYTES))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    // Last beats (LEFT reports of workers that stopped with us) still go to the leader.
+    stop_batches.send_replace(true);
+    let _ = batch_task.await;
+    served?;
+    Ok(())
+}

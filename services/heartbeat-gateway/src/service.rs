@@ -1,0 +1,187 @@
+//! `HeartbeatService.ReportStatus`: the tonic side of a worker's stream. Identify the worker
+//! from its certificate, register the stream (newest wins), then per report: record it, hold
+//! the first ack until the worker is admitted, ack. The stream is one future polled by the
+//! connection (no task, no channel per worker); dropping it unregisters the worker.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::Stream;
+use muster_proto::v1;
+use muster_proto::v1::heartbeat_service_server::HeartbeatService;
+use tokio::sync::watch;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::admission::{Control, EndReason, Opened, Refusal};
+use crate::identity::{self, WorkerIdentity};
+use crate::metrics::Metrics;
+use crate::session::Session;
+use crate::state::GatewayState;
+
+/// The gRPC service name (health and reflection list it).
+pub const SERVICE_NAME: &str = "muster.v1.HeartbeatService";
+/// In insecure mode only: the metadata naming the worker (there is no certificate).
+pub const INSECURE_WORKER_HEADER: &str = "x-muster-worker-id";
+
+/// How workers are identified on this port.
+#[derive(Clone, Debug)]
+pub enum Authentication {
+    /// From the client certificate's `spiffe://<cluster_id>/worker/<id>`.
+    Certificate { cluster_id: String },
+    /// `tls.insecure = true`: from [`INSECURE_WORKER_HEADER`] (development only).
+    InsecureHeader,
+}
+
+pub struct Heartbeats {
+    pub state: Arc<GatewayState>,
+    pub auth: Authentication,
+}
+
+type AckStream = Pin<Box<dyn Stream<Item = Result<v1::StatusAck, Status>> + Send + 'static>>;
+
+fn end_status(worker: u64, reason: &EndReason) -> Status {
+    match reason {
+        EndReason::Refused(Refusal::Revoked) => Status::permission_denied(format!("worker {worker} is revoked")),
+        EndReason::Refused(Refusal::Unknown(reason)) if reason.is_empty() => {
+            Status::not_found(format!("worker {worker} is not known to the cluster"))
+        }
+        EndReason::Refused(Refusal::Unknown(reason)) => {
+            Status::not_found(format!("worker {worker} is not known to the cluster: {reason}"))
+        }
+        EndReason::Replaced => {
+            Status::aborted(format!("worker {worker} opened a newer ReportStatus stream on this gateway"))
+        }
+        EndReason::ShuttingDown => Status::unavailable("the heartbeat gateway is shutting down; report to another one"),
+    }
+}
+
+impl Heartbeats {
+    fn identify<T>(&self, request: &Request<T>) -> Result<WorkerIdentity, Status> {
+        match &self.auth {
+            Authentication::Certificate { cluster_id } => {
+                let certs = request.peer_certs().ok_or_else(|| {
+                    Status::unauthenticated("a worker certificate signed by the cluster's worker CA is required")
+                })?;
+                let leaf = certs.first().ok_or_else(|| Status::unauthenticated("no client certificate presented"))?;
+                identity::worker_from_cert(leaf, cluster_id).map_err(|err| Status::permission_denied(err.to_string()))
+            }
+            Authentication::InsecureHeader => {
+                let header = request.metadata().get(INSECURE_WORKER_HEADER).and_then(|value| value.to_str().ok());
+                identity::worker_from_header(header).ok_or_else(|| {
+                    Status::unauthenticated(format!(
+                        "this gateway runs insecure (no TLS): name the worker with {INSECURE_WORKER_HEADER} metadata"
+                    ))
+                })
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl HeartbeatService for Heartbeats {
+    type ReportStatusStream = AckStream;
+
+    async fn report_status(
+        &self,
+        request: Request<Streaming<v1::StatusReport>>,
+    ) -> Result<Response<Self::ReportStatusStream>, Status> {
+        let identity = self.identify(&request)?;
+        let worker = identity.worker_id;
+        if self.state.is_closing() {
+            return Err(end_status(worker, &EndReason::ShuttingDown));
+        }
+        let opened = self.state.admission.open(worker, Instant::now()).map_err(|refusal| {
+            Metrics::count(&self.state.metrics.refused);
+            end_status(worker, &EndReason::Refused(refusal))
+        })?;
+        Ok(Response::new(Box::pin(acks(self.state.clone(), identity, opened, request.into_inner()))))
+    }
+}
+
+/// Unregisters the stream when the connection drops it (ended, reset or finished).
+struct Registered {
+    state: Arc<GatewayState>,
+    worker: u64,
+    stream_id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.state.admission.close(self.worker, self.stream_id);
+    }
+}
+
+enum Event {
+    Control(Option<Control>),
+    Report(Result<Option<v1::StatusReport>, Status>),
+}
+
+/// Waits until the held worker is admitted, or for the reason its stream ends.
+async fn admission(control: &mut watch::Receiver<Control>) -> Result<(), EndReason> {
+    loop {
+        match &*control.borrow_and_update() {
+            Control::Admitted => return Ok(()),
+            Control::End(reason) => return Err(reason.clone()),
+            Control::Held => {}
+        }
+        if control.changed().await.is_err() {
+            return Err(EndReason::Replaced);
+        }
+    }
+}
+
+fn acks(
+    state: Arc<GatewayState>,
+    identity: WorkerIdentity,
+    opened: Opened,
+    mut inbound: Streaming<v1::StatusReport>,
+) -> impl Stream<Item = Result<v1::StatusAck, Status>> + Send + 'static {
+    let worker = identity.worker_id;
+    let Opened { stream_id, mut control } = opened;
+    let admitted = matches!(*control.borrow_and_update(), Control::Admitted);
+    let mut session = Session::new(identity, admitted);
+    async_stream::stream! {
+        let _registered = Registered { state: state.clone(), worker, stream_id };
+        loop {
+            let event = tokio::select! {
+                biased;
+                changed = control.changed() => {
+                    Event::Control(changed.ok().map(|()| control.borrow_and_update().clone()))
+                }
+                report = inbound.message() => Event::Report(report),
+            };
+            let report = match event {
+                Event::Control(Some(Control::End(reason))) => {
+                    yield Err(end_status(worker, &reason));
+                    break;
+                }
+                Event::Control(None) => {
+                    yield Err(end_status(worker, &EndReason::Replaced));
+                    break;
+                }
+                Event::Control(Some(_)) => continue,
+                Event::Report(Ok(Some(report))) => report,
+                // The worker closed its side, or the connection broke.
+                Event::Report(Ok(None)) | Event::Report(Err(_)) => break,
+            };
+            let reply = match session.report(&state, report, Instant::now(), rand::random::<f64>()) {
+                Ok(reply) => reply,
+                Err(err) => {
+                    yield Err(Status::invalid_argument(err.to_string()));
+                    break;
+                }
+            };
+            if !session.admitted {
+                match admission(&mut control).await {
+                    Ok(()) => session.admitted = true,
+                    Err(reason) => {
+                        yield Err(end_status(worker, &reason));
+                        break;
+                    }
+                }
+            }
+            yield Ok(state.ack(&reply));
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! TLS on both sides of the gateway.
+//!
+//! Towards workers it presents its own `gateway` certificate (workers trust the cluster CA)
+//! and REQUIRES a client certificate signed by the worker CA, and only by it: a plaintext
+//! connection, a certificate-less one or one from any other CA (including the cluster CA's
+//! component certificates) fails the handshake. The worker CA certificate comes from the
+//! control plane, which has it once a registrar has created it. Towards the control plane the
+//! gateway is a normal component client (its certificate, the cluster CA).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use muster_client::ControlPlaneClient;
+use muster_config::TlsConfig;
+use muster_tls::TlsFiles;
+use tonic::transport::{Certificate, ServerTlsConfig};
+
+/// A connection that has not finished its TLS handshake by then is dropped (thousands of
+/// workers connect here; a stalled handshake must not hold a socket forever).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The gateway's certificate files, or `None` in insecure mode.
+pub fn tls_files(config: &TlsConfig) -> Option<TlsFiles> {
+    (!config.insecure).then(|| TlsFiles {
+        ca: config.ca_file.clone().unwrap_or_default(),
+        cert: config.cert_file.clone().unwrap_or_default(),
+        key: config.key_file.clone().unwrap_or_default(),
+    })
+}
+
+/// The worker CA and the cluster id, as the control plane knows them.
+#[derive(Clone, Debug)]
+pub struct WorkerTrust {
+    pub cert_pem: String,
+    pub cluster_id: String,
+}
+
+/// Asks the control plane for the worker CA certificate until there is one (a registrar
+/// creates it on its first start).
+pub async fn fetch_worker_ca(client: &ControlPlaneClient) -> WorkerTrust {
+    let mut backoff = Duration::from_millis(200);
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let problem = match client.worker_ca_cert().await {
+            Ok(response) if !response.cert_pem.trim().is_empty() => {
+                return WorkerTrust { cert_pem: response.cert_pem, cluster_id: response.cluster_id };
+            }
+            Ok(_) => "the cluster has no worker CA yet".to_string(),
+            Err(err) => format!("the control plane did not answer: {err}"),
+        };
+        // Loud at first, then only now and then.
+        if attempts == 1 || attempts.is_power_of_two() {
+            tracing::warn!(attempts, problem = %problem, "waiting for a registrar to create the worker CA");
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Server TLS for the heartbeat port: our certificate (checked against the cluster CA file
+/// first, so a wrong file is named at start-up), worker certificates required and verified
+/// against `worker_ca_pem` only.
+pub fn server_tls(files: &TlsFiles, worker_ca_pem: &str) -> anyhow::Result<ServerTlsConfig> {
+    let blocks = x509_parser::pem::Pem::iter_from_buffer(worker_ca_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .context("the worker CA certificate from the control plane is not valid PEM")?;
+    let cert_blocks = blocks.iter().filter(|block| block.label == "CERTIFICATE").count();
+    anyhow::ensure!(cert_blocks > 0, "the worker CA from the control plane holds no CERTIFICATE block");
+    for block in &blocks {
+        block.parse_x509().context("the worker CA certificate from the control plane does not parse")?;
+    }
+    let ours = files.server_tls().context("loading the gateway's own certificate")?;
+    Ok(ours.client_ca_root(Certificate::from_pem(worker_ca_pem)).client_auth_optional(false).timeout(HANDSHAKE_TIMEOUT))
+}
