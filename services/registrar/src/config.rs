@@ -1,6 +1,6 @@
-//! The registrar's configuration: the seed's worker-tier server fields it uses
-//! (`worker_grpc_addr`, `heartbeat_min_ttl`, `heartbeat_grace`) plus where the control plane
-//! is and how to authenticate to it.
+//! The registrar's configuration: the seed's `worker_grpc_addr` plus where the control plane
+//! is and how to authenticate to it. The heartbeat TTL policy handed to new workers is not
+//! here: it belongs to the control plane, which the registrar asks on every Register.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -23,15 +23,9 @@ pub struct RegistrarConfig {
     /// The registrar's own certificate (role `registrar`, from `musterctl tls init
     /// --component registrar:NAME`), the cluster CA, or `insecure = true`.
     pub tls: TlsConfig,
-    /// Lifetime of worker certificates. Default 24h.
+    /// Lifetime of worker certificates. Default 24h; at least 10s (workers renew at 50–80%).
     #[serde(with = "humantime_serde")]
     pub worker_cert_validity: Duration,
-    /// The first TTL a new worker gets. Default 10s (the seed's `heartbeat_min_ttl`).
-    #[serde(with = "humantime_serde")]
-    pub heartbeat_min_ttl: Duration,
-    /// Grace after a TTL before a lease expires. Default 10s (the seed's `heartbeat_grace`).
-    #[serde(with = "humantime_serde")]
-    pub heartbeat_grace: Duration,
     /// Register calls allowed per client IP: a bucket of `register_burst` refilled at
     /// `register_per_second`.
     pub register_per_second: f64,
@@ -47,8 +41,6 @@ impl Default for RegistrarConfig {
             control_plane: vec![format!("127.0.0.1:{}", muster_config::DEFAULT_API_PORT)],
             tls: TlsConfig::default(),
             worker_cert_validity: Duration::from_secs(24 * 3600),
-            heartbeat_min_ttl: Duration::from_secs(10),
-            heartbeat_grace: Duration::from_secs(10),
             register_per_second: 5.0,
             register_burst: 20,
             telemetry: TelemetryConfig::default(),
@@ -63,8 +55,8 @@ impl RegistrarConfig {
         if self.control_plane.is_empty() {
             return invalid("control_plane", "at least one control-plane API address is required");
         }
-        if self.worker_cert_validity < Duration::from_secs(60) {
-            return invalid("worker_cert_validity", "must be at least 1m");
+        if self.worker_cert_validity < Duration::from_secs(10) {
+            return invalid("worker_cert_validity", "must be at least 10s");
         }
         if self.register_per_second.is_nan() || self.register_per_second <= 0.0 || self.register_burst == 0 {
             return invalid("register_per_second", "the Register rate and burst must be positive");
@@ -88,14 +80,13 @@ mod tests {
         let config: RegistrarConfig =
             muster_config::ConfigLoader::new().set("tls.insecure", toml::Value::Boolean(true)).load().unwrap();
         assert_eq!(config.worker_grpc_addr.port(), 3670);
-        assert_eq!(
-            (config.heartbeat_min_ttl, config.heartbeat_grace),
-            (Duration::from_secs(10), Duration::from_secs(10))
-        );
+        assert_eq!(config.worker_cert_validity, Duration::from_secs(24 * 3600));
         config.validate().unwrap();
 
         let empty = RegistrarConfig { control_plane: Vec::new(), ..config.clone() };
         assert!(empty.validate().unwrap_err().to_string().starts_with("control_plane:"));
+        let short = RegistrarConfig { worker_cert_validity: Duration::from_secs(9), ..config.clone() };
+        assert!(short.validate().unwrap_err().to_string().starts_with("worker_cert_validity:"));
         let no_tls = RegistrarConfig { tls: TlsConfig::default(), ..config };
         assert!(no_tls.validate().is_err(), "TLS files are required unless insecure");
 

@@ -2,13 +2,20 @@
 //! token and a CSR over server-authenticated TLS (it pins the cluster CA key from its token);
 //! the control plane consumes the token and allocates the worker id in one Raft command; the
 //! registrar signs the worker's key with the cluster's one worker CA (agreed through the
-//! control plane, so every replica signs with the same CA).
+//! control plane, so every replica signs with the same CA). Later the worker renews over mTLS
+//! with that certificate: the TLS server asks for a client certificate from the worker CA but
+//! does not require one, so Register keeps working for workers that have none yet.
 //!
-//! - [`config`]: settings; [`service`]: the Register handler; [`rate_limit`]: per-IP buckets.
+//! - [`config`]: settings; [`service`]: the gRPC service and its counters;
+//! - [`register`] and [`renew`]: the two calls; [`signing`]: certifying a worker's key, shared
+//!   by both; [`rate_limit`]: per-IP buckets.
 
 pub mod config;
 pub mod rate_limit;
+pub mod register;
+pub mod renew;
 pub mod service;
+pub mod signing;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,11 +26,12 @@ use muster_proto::v1;
 use muster_proto::v1::worker_registration_service_server::WorkerRegistrationServiceServer;
 use muster_tls::{CertificateAuthority, TlsFiles};
 use tokio::net::TcpListener;
-use tonic::transport::{Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 pub use config::RegistrarConfig;
 use rate_limit::RateLimiter;
 use service::Registrar;
+use signing::Signer;
 
 /// Lifetime of a worker CA this registrar proposes (only the first proposal is kept).
 const WORKER_CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -59,8 +67,8 @@ async fn worker_authority(client: &ControlPlaneClient) -> anyhow::Result<(Certif
     }
 }
 
-/// Serves Register on `listener` (and the admin endpoints on `admin`) until `shutdown`
-/// resolves.
+/// Serves Register and Renew on `listener` (and the admin endpoints on `admin`) until
+/// `shutdown` resolves.
 pub async fn run(
     config: RegistrarConfig,
     listener: TcpListener,
@@ -83,14 +91,11 @@ pub async fn run(
         Some(files) => std::fs::read_to_string(&files.ca).with_context(|| format!("reading {}", files.ca.display()))?,
         None => String::new(),
     };
+    let worker_ca_pem = worker_ca.cert_pem().to_string();
     let registrar = Arc::new(Registrar {
         client,
-        worker_ca,
-        cluster_id,
+        signer: Signer { worker_ca, cluster_id, validity: config.worker_cert_validity },
         ca_bundle_pem: ca_bundle_pem.clone(),
-        cert_validity: config.worker_cert_validity,
-        initial_ttl: config.heartbeat_min_ttl,
-        grace: config.heartbeat_grace,
         limiter: RateLimiter::new(config.register_per_second, config.register_burst),
         stats: Default::default(),
     });
@@ -115,8 +120,13 @@ pub async fn run(
         let cert = std::fs::read_to_string(&files.cert).with_context(|| format!("reading {}", files.cert.display()))?;
         let key = std::fs::read_to_string(&files.key).with_context(|| format!("reading {}", files.key.display()))?;
         muster_tls::install_crypto_provider();
-        builder =
-            builder.tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert + &ca_bundle_pem, key)))?;
+        // Ask for a worker certificate (Renew) without requiring one (Register). Only the worker
+        // CA is trusted for clients: a certificate from anywhere else fails the handshake.
+        let tls = ServerTlsConfig::new()
+            .identity(Identity::from_pem(cert + &ca_bundle_pem, key))
+            .client_ca_root(Certificate::from_pem(worker_ca_pem))
+            .client_auth_optional(true);
+        builder = builder.tls_config(tls)?;
     }
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     builder

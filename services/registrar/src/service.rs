@@ -1,29 +1,25 @@
-//! `WorkerRegistrationService.Register`: rate-limit by IP, check the CSR, let the control
-//! plane consume the token and allocate the id (one Raft command), then certify the worker's
-//! own key as `spiffe://<cluster>/worker/<id>` with the cluster's worker CA.
+//! `WorkerRegistrationService`: the shared state of the registrar, its counters, and the thin
+//! tonic impl that counts outcomes around [`register`](crate::register) and
+//! [`renew`](crate::renew). Both are rate-limited per client IP with the same buckets.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use muster_client::{ClientError, ControlPlaneClient};
 use muster_middleware::ApiError;
 use muster_proto::v1;
 use muster_proto::v1::worker_registration_service_server::WorkerRegistrationService;
-use muster_tls::CertificateAuthority;
 use tonic::{Request, Response, Status};
 
 use crate::rate_limit::RateLimiter;
+use crate::signing::Signer;
 
 pub struct Registrar {
     pub client: Arc<ControlPlaneClient>,
-    pub worker_ca: CertificateAuthority,
-    pub cluster_id: String,
+    pub signer: Signer,
     /// The cluster CA, handed to workers as their trust bundle for control-plane components.
     pub ca_bundle_pem: String,
-    pub cert_validity: Duration,
-    pub initial_ttl: Duration,
-    pub grace: Duration,
     pub limiter: RateLimiter,
     pub stats: Stats,
 }
@@ -34,6 +30,8 @@ pub struct Stats {
     pub registered: AtomicU64,
     pub refused: AtomicU64,
     pub rate_limited: AtomicU64,
+    pub renewed: AtomicU64,
+    pub renewals_refused: AtomicU64,
 }
 
 impl muster_admin::AdminSource for Registrar {
@@ -53,8 +51,14 @@ impl muster_admin::AdminSource for Registrar {
             ),
             (
                 "muster_registrar_rate_limited_total",
-                "Register calls refused by the per-IP limit.",
+                "Register and Renew calls refused by the per-IP limit.",
                 &self.stats.rate_limited,
+            ),
+            ("muster_registrar_renewals_total", "Worker certificates renewed.", &self.stats.renewed),
+            (
+                "muster_registrar_renewal_refusals_total",
+                "Renew calls refused (no or foreign certificate, revoked worker, CSR or upstream).",
+                &self.stats.renewals_refused,
             ),
         ];
         for (name, help, counter) in rows {
@@ -65,75 +69,44 @@ impl muster_admin::AdminSource for Registrar {
 }
 
 /// The control plane's answer as the worker's answer: its status already names the problem.
-fn upstream(err: ClientError) -> Status {
+pub(crate) fn upstream(err: ClientError) -> Status {
     match err {
         ClientError::Status(status) => status,
         other => ApiError::Unavailable(format!("control plane unreachable: {other}")).into(),
     }
 }
 
-fn millis(duration: Duration) -> u32 {
-    u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
-}
-
-#[tonic::async_trait]
-impl WorkerRegistrationService for Registrar {
-    async fn register(&self, request: Request<v1::RegisterRequest>) -> Result<Response<v1::RegisterResponse>, Status> {
-        let result = self.register_inner(request).await;
-        let counter = if result.is_ok() { &self.stats.registered } else { &self.stats.refused };
-        counter.fetch_add(1, Ordering::Relaxed);
-        result
-    }
-}
-
 impl Registrar {
-    async fn register_inner(
-        &self,
-        request: Request<v1::RegisterRequest>,
-    ) -> Result<Response<v1::RegisterResponse>, Status> {
+    /// Takes one token from the caller's bucket, or refuses with RESOURCE_EXHAUSTED.
+    pub(crate) fn check_rate<T>(&self, request: &Request<T>, call: &str) -> Result<(), Status> {
         if let Some(ip) = request.remote_addr().map(|addr| addr.ip())
             && !self.limiter.allow(ip, Instant::now())
         {
             self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
             return Err(
-                ApiError::ResourceExhausted(format!("too many Register calls from {ip}; back off and retry")).into()
+                ApiError::ResourceExhausted(format!("too many {call} calls from {ip}; back off and retry")).into()
             );
         }
-        let request = request.into_inner();
-        // Refuse a bad CSR before the token is spent.
-        muster_tls::verify_csr(&request.csr_pem).map_err(|err| ApiError::InvalidArgument(format!("csr_pem: {err}")))?;
-        let registered = self
-            .client
-            .register_worker(v1::RegisterWorkerRequest { token: request.token, profile: request.profile })
-            .await
-            .map_err(upstream)?;
-        let worker =
-            registered.worker.ok_or_else(|| ApiError::Internal("the control plane returned no worker".into()))?;
-        let id = worker.worker_id;
-        let uri = format!("spiffe://{}/worker/{id}", self.cluster_id);
-        let signed = self
-            .worker_ca
-            .sign_csr(&request.csr_pem, &format!("worker-{id}"), &uri, self.cert_validity)
-            .map_err(|err| ApiError::Internal(format!("signing the certificate of worker {id}: {err}")))?;
-        let record = v1::RecordWorkerCertRequest {
-            worker_id: id,
-            serial: signed.serial_hex.clone(),
-            expires_at_unix: signed.not_after_unix,
-        };
-        if let Err(err) = self.client.record_worker_cert(record).await {
-            // The worker has its identity either way; the record only feeds `workers get`.
-            tracing::warn!(worker_id = id, error = %err, "could not record the certificate serial");
-        }
-        tracing::info!(worker_id = id, name = %worker.name, serial = %signed.serial_hex, "issued worker identity");
-        Ok(Response::new(v1::RegisterResponse {
-            worker_id: id,
-            cluster_id: self.cluster_id.clone(),
-            certificate_chain_pem: format!("{}{}", signed.cert_pem, self.worker_ca.cert_pem()),
-            ca_bundle_pem: self.ca_bundle_pem.clone(),
-            initial_ttl_ms: millis(self.initial_ttl),
-            grace_ms: millis(self.grace),
-            gateways: Vec::new(),
-            cert_expires_at_unix: signed.not_after_unix,
-        }))
+        Ok(())
+    }
+}
+
+fn count<T>(result: &Result<T, Status>, ok: &AtomicU64, refused: &AtomicU64) {
+    let counter = if result.is_ok() { ok } else { refused };
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+#[tonic::async_trait]
+impl WorkerRegistrationService for Registrar {
+    async fn register(&self, request: Request<v1::RegisterRequest>) -> Result<Response<v1::RegisterResponse>, Status> {
+        let result = self.register_inner(request).await.map(Response::new);
+        count(&result, &self.stats.registered, &self.stats.refused);
+        result
+    }
+
+    async fn renew(&self, request: Request<v1::RenewRequest>) -> Result<Response<v1::RenewResponse>, Status> {
+        let result = self.renew_inner(request).await.map(Response::new);
+        count(&result, &self.stats.renewed, &self.stats.renewals_refused);
+        result
     }
 }

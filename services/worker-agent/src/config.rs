@@ -1,5 +1,6 @@
 //! The agent's configuration: the seed's `worker-tier` mode with `role = "worker"` (its
-//! `servers`, `token_file`, `identity_dir`, `labels`), plus the data dir and admin listener.
+//! `servers`, `token_file`, `identity_dir`, `labels`), plus the data dir, the admin listener
+//! and an optional static list of heartbeat gateways for when none has been learned.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,6 +21,10 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     /// Plaintext `/healthz`, `/readyz`, `/metrics`. Default `0.0.0.0:3683`.
     pub admin_addr: SocketAddr,
+    /// Heartbeat gateway addresses (`host:port`) to use while the agent knows no live list
+    /// (the Register response and every ack that differs carry one; it is kept in the
+    /// identity dir). Default empty: rely on the learned list.
+    pub gateways: Vec<String>,
     pub telemetry: TelemetryConfig,
 }
 
@@ -29,6 +34,7 @@ impl Default for AgentConfig {
             cluster: ClusterMode::default(),
             data_dir: PathBuf::from("./data"),
             admin_addr: SocketAddr::from(([0, 0, 0, 0], DEFAULT_ADMIN_PORT)),
+            gateways: Vec::new(),
             telemetry: TelemetryConfig::default(),
         }
     }
@@ -41,6 +47,7 @@ pub struct WorkerSettings {
     pub token_file: Option<PathBuf>,
     pub identity_dir: PathBuf,
     pub labels: std::collections::HashMap<String, String>,
+    pub gateways: Vec<String>,
 }
 
 impl AgentConfig {
@@ -57,6 +64,12 @@ impl AgentConfig {
                 ),
             });
         };
+        if let Some(bad) = self.gateways.iter().find(|addr| !has_port(addr)) {
+            return Err(ConfigError::Invalid {
+                field: "gateways".into(),
+                message: format!("{bad:?} is not a host:port address"),
+            });
+        }
         Ok(WorkerSettings {
             servers: servers.clone(),
             token_file: token_file.as_ref().map(PathBuf::from),
@@ -64,8 +77,13 @@ impl AgentConfig {
                 .as_ref()
                 .map_or_else(|| self.data_dir.join("worker").join("identity"), PathBuf::from),
             labels: labels.clone(),
+            gateways: self.gateways.clone(),
         })
     }
+}
+
+fn has_port(addr: &str) -> bool {
+    addr.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
 }
 
 impl muster_telemetry::HasTelemetry for AgentConfig {
@@ -86,6 +104,11 @@ mod tests {
         let settings = config.validate().unwrap();
         assert_eq!(settings.identity_dir, PathBuf::from("/var/lib/muster/worker/identity"));
         assert_eq!(settings.servers, ["reg:3670"]);
+        assert!(settings.gateways.is_empty());
+        let with_gateways: AgentConfig = toml::from_str(&format!("gateways = [\"gw:3671\"]\n{toml}")).unwrap();
+        assert_eq!(with_gateways.validate().unwrap().gateways, ["gw:3671"]);
+        let no_port: AgentConfig = toml::from_str(&format!("gateways = [\"gw\"]\n{toml}")).unwrap();
+        assert!(no_port.validate().unwrap_err().to_string().starts_with("gateways:"));
 
         let err = AgentConfig::default().validate().unwrap_err().to_string();
         assert!(err.contains("worker-tier") && err.contains("single-node"), "{err}");

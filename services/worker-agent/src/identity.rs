@@ -1,7 +1,13 @@
 //! The worker's mTLS identity on disk: `cert.pem` (leaf + worker CA), `key.pem` (0600),
-//! `ca.pem` (the cluster CA bundle) and `identity.json` (worker id, cluster id), in
-//! `identity_dir` (0700). `identity.json` is written last: its presence means the rest is
-//! complete, so a crash mid-save leaves no half identity that looks whole.
+//! `ca.pem` (the cluster CA bundle) and `identity.json` (worker id, cluster id, expiry), in
+//! `identity_dir` (0700).
+//!
+//! The four files change together (a renewal replaces key and certificate at once), so a save
+//! is staged and then committed: every file is first written atomically under a `.next` name,
+//! `identity.next.json` last; then each is renamed over its real name, `identity.json` last.
+//! A crash before `identity.next.json` exists leaves the old identity whole (the partial
+//! stage is discarded on load); a crash after it is rolled forward on load. Either way a key
+//! never sits next to a certificate that is not its own.
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +19,10 @@ pub struct IdentityMeta {
     pub worker_id: u64,
     pub cluster_id: String,
     pub cert_expires_at_unix: i64,
+    /// When this agent received the certificate (its notBefore is backdated for clock skew, so
+    /// it says little about the lifetime). 0 in identities saved before renewal existed.
+    #[serde(default)]
+    pub cert_issued_at_unix: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,31 +33,38 @@ pub struct Identity {
     pub ca_bundle_pem: String,
 }
 
-fn file(dir: &Path, name: &str) -> PathBuf {
-    dir.join(name)
+/// (final name, mode), in commit order: `identity.json` last.
+const FILES: [(&str, u32); 4] = [("key.pem", 0o600), ("cert.pem", 0o644), ("ca.pem", 0o644), ("identity.json", 0o644)];
+
+fn staged(dir: &Path, name: &str) -> PathBuf {
+    let (stem, ext) = name.rsplit_once('.').unwrap_or((name, ""));
+    dir.join(format!("{stem}.next.{ext}"))
 }
 
 impl Identity {
-    /// Writes every file atomically (temp file + fsync + rename), `identity.json` last.
+    /// Stages every file, then commits them (see the module comment).
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         set_mode(dir, 0o700)?;
-        muster_tls::write_atomic(&file(dir, "key.pem"), self.key_pem.as_bytes(), 0o600)?;
-        muster_tls::write_atomic(&file(dir, "cert.pem"), self.cert_chain_pem.as_bytes(), 0o644)?;
-        muster_tls::write_atomic(&file(dir, "ca.pem"), self.ca_bundle_pem.as_bytes(), 0o644)?;
         let meta = serde_json::to_vec_pretty(&self.meta)?;
-        muster_tls::write_atomic(&file(dir, "identity.json"), &meta, 0o644)?;
-        Ok(())
+        let contents: [&[u8]; 4] =
+            [self.key_pem.as_bytes(), self.cert_chain_pem.as_bytes(), self.ca_bundle_pem.as_bytes(), &meta];
+        for ((name, mode), bytes) in FILES.iter().zip(contents) {
+            muster_tls::write_atomic(&staged(dir, name), bytes, *mode)?;
+        }
+        commit(dir)
     }
 
-    /// The saved identity, if there is a complete one.
+    /// The saved identity, if there is a complete one (finishing or discarding an interrupted
+    /// save first).
     pub fn load(dir: &Path) -> anyhow::Result<Option<Self>> {
-        let meta_path = file(dir, "identity.json");
+        recover(dir)?;
+        let meta_path = dir.join("identity.json");
         if !meta_path.exists() {
             return Ok(None);
         }
         let read = |name: &str| {
-            let path = file(dir, name);
+            let path = dir.join(name);
             std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
         };
         let meta: IdentityMeta = serde_json::from_str(&read("identity.json")?)
@@ -76,6 +93,35 @@ impl Identity {
     }
 }
 
+/// Renames the staged files over the real ones, `identity.json` last. Idempotent: a file
+/// already moved is skipped, so an interrupted commit can simply run again.
+fn commit(dir: &Path) -> anyhow::Result<()> {
+    for (name, _) in FILES {
+        let from = staged(dir, name);
+        match std::fs::rename(&from, dir.join(name)) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err).with_context(|| format!("renaming {}", from.display())),
+        }
+    }
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing {}", dir.display()))
+}
+
+/// A complete stage (`identity.next.json` present) is committed; an incomplete one removed.
+fn recover(dir: &Path) -> anyhow::Result<()> {
+    if staged(dir, "identity.json").exists() {
+        tracing::info!(dir = %dir.display(), "finishing an interrupted identity save");
+        return commit(dir);
+    }
+    for (name, _) in FILES {
+        let path = staged(dir, name);
+        if path.exists() {
+            std::fs::remove_file(&path).with_context(|| format!("removing the partial {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
 fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
@@ -90,11 +136,24 @@ mod tests {
 
     fn identity() -> Identity {
         Identity {
-            meta: IdentityMeta { worker_id: 7, cluster_id: "c1".into(), cert_expires_at_unix: 2_000 },
+            meta: IdentityMeta {
+                worker_id: 7,
+                cluster_id: "c1".into(),
+                cert_expires_at_unix: 2_000,
+                cert_issued_at_unix: 1_000,
+            },
             cert_chain_pem: "CERT".into(),
             key_pem: "KEY".into(),
             ca_bundle_pem: "CA".into(),
         }
+    }
+
+    fn renewed() -> Identity {
+        let mut next = identity();
+        next.meta.cert_expires_at_unix = 3_000;
+        next.cert_chain_pem = "CERT2".into();
+        next.key_pem = "KEY2".into();
+        next
     }
 
     #[test]
@@ -107,6 +166,10 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir.join("key.pem")), 0o600);
         assert_eq!(mode(&dir), 0o700);
+        renewed().save(&dir).unwrap();
+        assert_eq!(Identity::load(&dir).unwrap(), Some(renewed()));
+        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 4, "no staged leftovers: {names:?}");
     }
 
     #[test]
@@ -115,6 +178,32 @@ mod tests {
         identity().save(root.path()).unwrap();
         std::fs::remove_file(root.path().join("identity.json")).unwrap();
         assert_eq!(Identity::load(root.path()).unwrap(), None);
+    }
+
+    #[test]
+    fn an_interrupted_renewal_is_rolled_forward_or_back_never_mixed() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path();
+        identity().save(dir).unwrap();
+        // Crash while staging: the key is staged, nothing else. The old identity stays.
+        muster_tls::write_atomic(&staged(dir, "key.pem"), b"KEY2", 0o600).unwrap();
+        assert_eq!(Identity::load(dir).unwrap(), Some(identity()));
+        assert!(!staged(dir, "key.pem").exists(), "the partial stage is removed");
+        // Crash mid-commit: the stage was complete and the key already moved. Roll forward.
+        let next = renewed();
+        let meta = serde_json::to_vec(&next.meta).unwrap();
+        for (name, bytes) in [("cert.pem", b"CERT2".as_slice()), ("ca.pem", b"CA"), ("identity.json", &meta)] {
+            muster_tls::write_atomic(&staged(dir, name), bytes, 0o644).unwrap();
+        }
+        std::fs::write(dir.join("key.pem"), "KEY2").unwrap();
+        assert_eq!(Identity::load(dir).unwrap(), Some(next));
+    }
+
+    #[test]
+    fn identities_saved_before_renewal_existed_still_load() {
+        let old = r#"{"worker_id": 3, "cluster_id": "c", "cert_expires_at_unix": 5}"#;
+        let meta: IdentityMeta = serde_json::from_str(old).unwrap();
+        assert_eq!(meta.cert_issued_at_unix, 0);
     }
 
     #[test]

@@ -1,98 +1,145 @@
 //! Muster's worker agent, the seed's worker role: it turns a one-time bootstrap token into a
-//! persistent mTLS identity (reused across restarts, never re-registering while valid).
+//! persistent mTLS identity (reused across restarts, never re-registering while valid), keeps
+//! its lease with heartbeats to a gateway, renews its certificate well before it expires, and
+//! reports a graceful leave on shutdown.
 //!
 //! - [`config`]: the seed's worker-tier worker fields; [`identity`]: the identity on disk;
 //! - [`pin`]: trusting the registrar by the CA pin in the token; [`register`]: first contact;
-//! - [`profile`]: what the worker reports about itself.
-//!
-//! Heartbeats to the gateways come next; today the agent registers (or reuses its identity),
-//! reports ready on its admin listener and waits for shutdown.
+//! - [`profile`]: what the worker reports about itself;
+//! - [`gateways`]: the gateway list and the rendezvous ranking; [`tls`]: dialling gateways
+//!   and registrars with the identity; [`stream`]: one `ReportStatus` stream;
+//!   [`heartbeat`]: keeping the lease; [`backoff`]: retry pacing;
+//! - [`renew`]: certificate renewal; [`status`]: `/readyz` and `/metrics`.
 
+pub mod backoff;
 pub mod config;
+pub mod gateways;
+pub mod heartbeat;
 pub mod identity;
 pub mod pin;
 pub mod profile;
 pub mod register;
+pub mod renew;
+pub mod status;
+pub mod stream;
+pub mod tls;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 pub use config::AgentConfig;
+use config::WorkerSettings;
+use gateways::{GatewayBook, GatewayList};
 use identity::Identity;
+use status::AgentStatus;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
-/// The identity to run with: the saved one if valid, else a fresh registration (saved).
-pub async fn obtain_identity(config: &AgentConfig) -> anyhow::Result<Identity> {
-    let settings = config.validate()?;
-    if let Some(identity) = Identity::load(&settings.identity_dir)? {
-        identity.check_not_expired(&settings.identity_dir, unix_now())?;
+/// The grace assumed until the first ack (the seed's `heartbeat_grace`).
+const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+
+/// What the agent starts with.
+#[derive(Debug)]
+pub struct Start {
+    pub identity: Identity,
+    pub gateways: GatewayList,
+    pub grace: Duration,
+}
+
+/// The identity to run with: the saved one if valid, else a fresh registration (saved, with
+/// the gateway list that came with it).
+pub async fn obtain_identity(settings: &WorkerSettings) -> anyhow::Result<Start> {
+    let dir = &settings.identity_dir;
+    if let Some(identity) = Identity::load(dir)? {
+        identity.check_not_expired(dir, unix_now())?;
         tracing::info!(
             worker_id = identity.meta.worker_id,
             cluster_id = %identity.meta.cluster_id,
-            dir = %settings.identity_dir.display(),
+            dir = %dir.display(),
             "reusing the saved identity; no token needed"
         );
-        return Ok(identity);
+        return Ok(Start { identity, gateways: GatewayList::load(dir)?, grace: DEFAULT_GRACE });
     }
     let token_file = settings.token_file.as_ref().with_context(|| {
         format!(
             "no identity in {} and no cluster.token_file to register with; create a token with \
              `musterctl token create --out FILE` and set token_file",
-            settings.identity_dir.display()
+            dir.display()
         )
     })?;
-    let identity = register::register(&settings.servers, token_file, profile::local(&settings.labels)).await?;
-    identity.save(&settings.identity_dir)?;
+    let registered = register::register(&settings.servers, token_file, profile::local(&settings.labels)).await?;
+    // The gateways first: a complete identity always has the list it came with next to it.
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    registered.gateways.save(dir)?;
+    registered.identity.save(dir)?;
     tracing::info!(
-        worker_id = identity.meta.worker_id,
-        cluster_id = %identity.meta.cluster_id,
-        dir = %settings.identity_dir.display(),
+        worker_id = registered.identity.meta.worker_id,
+        cluster_id = %registered.identity.meta.cluster_id,
+        gateways = registered.gateways.gateways.len(),
+        dir = %dir.display(),
         "registered; identity saved"
     );
-    Ok(identity)
+    Ok(Start { identity: registered.identity, gateways: registered.gateways, grace: registered.grace })
 }
 
-struct AgentStatus {
-    identity: Identity,
-}
-
-impl muster_admin::AdminSource for AgentStatus {
-    fn is_ready(&self) -> bool {
-        true
-    }
-
-    fn render_metrics(&self) -> String {
-        let mut out = String::new();
-        let labels = format!("cluster_id=\"{}\"", self.identity.meta.cluster_id);
-        muster_admin::gauge(&mut out, "muster_worker_id", "This worker's id.", &labels, self.identity.meta.worker_id);
-        let expires = u64::try_from(self.identity.meta.cert_expires_at_unix).unwrap_or(0);
-        muster_admin::gauge(
-            &mut out,
-            "muster_worker_cert_expires_at",
-            "Unix time the certificate expires.",
-            &labels,
-            expires,
-        );
-        out
-    }
-}
-
-/// Obtains the identity, then serves the admin listener until `shutdown` resolves.
+/// Obtains the identity, then heartbeats and renews until `shutdown` resolves (reporting
+/// LEFT) or something fatal happens (revoked, expired: an error naming the way out).
 pub async fn run(
     config: AgentConfig,
     admin: TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let identity = obtain_identity(&config).await?;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let admin_task = tokio::spawn(muster_admin::serve(admin, Arc::new(AgentStatus { identity }), stopped));
-    shutdown.await;
+    let settings = config.validate()?;
+    let start = obtain_identity(&settings).await?;
+    let worker_id = start.identity.meta.worker_id;
+    let (identity, identity_rx) = watch::channel(Arc::new(start.identity));
+    let status = Arc::new(AgentStatus::new(identity_rx.clone()));
+    let (stop_admin, admin_stopped) = watch::channel(false);
+    let admin_task = tokio::spawn(muster_admin::serve(admin, status.clone(), admin_stopped));
+    let watchdog = tokio::spawn(status.clone().watch_deadline());
+
+    let (stop, stopped) = watch::channel(false);
+    let beats = heartbeat::Heartbeats {
+        worker_id,
+        identity: identity_rx,
+        book: GatewayBook::new(settings.identity_dir.clone(), start.gateways, &settings.gateways),
+        profile: profile::local(&settings.labels),
+        status: status.clone(),
+        grace: start.grace,
+    };
+    let mut beats = tokio::spawn(beats.run(stopped.clone()));
+    let renewal = renew::Renewal { servers: settings.servers, identity_dir: settings.identity_dir, identity, status };
+    let mut renewal = tokio::spawn(renewal.run(stopped));
+
+    tokio::pin!(shutdown);
+    let result = tokio::select! {
+        _ = &mut shutdown => {
+            stop.send_replace(true);
+            // Bounded: the heartbeat task gives the LEFT report LEAVE_TIMEOUT at most.
+            let grace = heartbeat::LEAVE_TIMEOUT + Duration::from_secs(1);
+            match tokio::time::timeout(grace, &mut beats).await {
+                Ok(joined) => flatten(joined),
+                Err(_) => Ok(()),
+            }
+        }
+        joined = &mut beats => flatten(joined),
+        joined = &mut renewal => flatten(joined),
+    };
     stop.send_replace(true);
+    for task in [beats, renewal] {
+        task.abort();
+    }
+    watchdog.abort();
+    stop_admin.send_replace(true);
     let _ = admin_task.await;
-    Ok(())
+    result
+}
+
+fn flatten(joined: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
+    joined.context("an agent task panicked")?
 }

@@ -1,6 +1,7 @@
 //! First contact: read the bootstrap token, discover and pin the registrar's CA, generate a
-//! P-256 key and CSR, Register, and persist the identity. Registrars in `servers` are tried
-//! round-robin until one answers.
+//! P-256 key and CSR, Register. Registrars in `servers` are tried round-robin until one
+//! answers. Besides the identity, the answer carries the live gateways and the first TTL and
+//! grace, which the heartbeats start from.
 
 use std::path::Path;
 use std::time::Duration;
@@ -10,8 +11,29 @@ use muster_proto::v1;
 use muster_proto::v1::worker_registration_service_client::WorkerRegistrationServiceClient;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
+use crate::backoff::Backoff;
+use crate::gateways::GatewayList;
 use crate::identity::{Identity, IdentityMeta};
 use crate::pin::{PinMismatch, discover_ca};
+
+/// What a successful Register gives the agent.
+#[derive(Debug)]
+pub struct Registered {
+    pub identity: Identity,
+    /// As of an unknown epoch (0): the first ack brings the epoch.
+    pub gateways: GatewayList,
+    /// The grace after a TTL, until the first ack says (the first report goes out at once, so
+    /// the initial TTL itself is not needed).
+    pub grace: Duration,
+}
+
+/// A PKCS#10 request for `key`; it names nothing (the registrar decides the identity).
+pub fn csr_pem(key: &rcgen::KeyPair) -> anyhow::Result<String> {
+    rcgen::CertificateParams::new(Vec::<String>::new())
+        .and_then(|params| params.serialize_request(key))
+        .and_then(|csr| csr.pem())
+        .context("building the certificate signing request")
+}
 
 /// Why one registration attempt failed.
 #[derive(Debug)]
@@ -25,49 +47,46 @@ enum Attempt {
 /// Registers with the first registrar that accepts, using the token in `token_file`.
 /// Unreachable registrars are retried round-robin with jittered backoff (capped at 30 s) until
 /// one answers; a refusal (bad token, pin mismatch) ends the attempt at once.
-pub async fn register(servers: &[String], token_file: &Path, profile: v1::WorkerProfile) -> anyhow::Result<Identity> {
+pub async fn register(servers: &[String], token_file: &Path, profile: v1::WorkerProfile) -> anyhow::Result<Registered> {
     anyhow::ensure!(!servers.is_empty(), "no registrar addresses configured (cluster.servers)");
     let text = std::fs::read_to_string(token_file)
         .with_context(|| format!("reading the bootstrap token file {}", token_file.display()))?;
     let token = muster_token::decode(&text).with_context(|| format!("the token in {}", token_file.display()))?;
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).context("generating the worker key")?;
-    let csr = rcgen::CertificateParams::new(Vec::<String>::new())
-        .and_then(|params| params.serialize_request(&key))
-        .and_then(|csr| csr.pem())
-        .context("building the certificate signing request")?;
-    let mut backoff = Duration::from_millis(250);
+    let csr = csr_pem(&key)?;
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
     for server in servers.iter().cycle() {
         match register_with(server, &text, &token.ca_pin_sha256, &csr, &profile).await {
-            Ok(response) => {
-                let meta = IdentityMeta {
-                    worker_id: response.worker_id,
-                    cluster_id: response.cluster_id,
-                    cert_expires_at_unix: response.cert_expires_at_unix,
-                };
-                return Ok(Identity {
-                    meta,
-                    cert_chain_pem: response.certificate_chain_pem,
-                    key_pem: key.serialize_pem(),
-                    ca_bundle_pem: response.ca_bundle_pem,
-                });
-            }
+            Ok(response) => return Ok(registered(response, &key)),
             Err(Attempt::Fatal(err)) => return Err(err.context(format!("registrar {server} refused this worker"))),
             Err(Attempt::Retry(err)) => {
-                let pause = jitter(backoff);
+                let pause = backoff.next_pause();
                 tracing::warn!(registrar = %server, error = %format!("{err:#}"), retry_in = ?pause, "registrar not reachable");
                 tokio::time::sleep(pause).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }
     }
     unreachable!("cycling a non-empty list never ends")
 }
 
-/// A random point in [d/2, d], so a fleet restarted together does not retry in lockstep.
-fn jitter(duration: Duration) -> Duration {
-    let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    Duration::from_nanos(nanos / 2 + u64::from(seed) % (nanos / 2).max(1))
+fn registered(response: v1::RegisterResponse, key: &rcgen::KeyPair) -> Registered {
+    let issued_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let meta = IdentityMeta {
+        worker_id: response.worker_id,
+        cluster_id: response.cluster_id,
+        cert_expires_at_unix: response.cert_expires_at_unix,
+        cert_issued_at_unix: i64::try_from(issued_at).unwrap_or(0),
+    };
+    Registered {
+        identity: Identity {
+            meta,
+            cert_chain_pem: response.certificate_chain_pem,
+            key_pem: key.serialize_pem(),
+            ca_bundle_pem: response.ca_bundle_pem,
+        },
+        gateways: GatewayList::from_endpoints(0, &response.gateways),
+        grace: Duration::from_millis(if response.grace_ms == 0 { 10_000 } else { response.grace_ms.into() }),
+    }
 }
 
 async fn register_with(

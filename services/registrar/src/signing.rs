@@ -1,0 +1,76 @@
+//! Certifying a worker's key, the one piece Register and Renew share: check the CSR, sign it
+//! with the cluster's worker CA as `spiffe://<cluster>/worker/<id>` (whatever names it asked
+//! for), and tell the control plane which certificate is now the worker's.
+
+use std::time::Duration;
+
+use muster_client::{ClientError, ControlPlaneClient};
+use muster_middleware::ApiError;
+use muster_proto::v1;
+use muster_tls::{CertificateAuthority, SignedCert};
+
+pub struct Signer {
+    pub worker_ca: CertificateAuthority,
+    pub cluster_id: String,
+    pub validity: Duration,
+}
+
+impl Signer {
+    /// The URI SAN naming worker `id` of this cluster.
+    pub fn worker_uri(&self, id: u64) -> String {
+        format!("spiffe://{}/worker/{id}", self.cluster_id)
+    }
+
+    /// Refuses a malformed request or one whose self-signature does not verify.
+    pub fn check_csr(csr_pem: &str) -> Result<(), ApiError> {
+        muster_tls::verify_csr(csr_pem).map_err(|err| ApiError::InvalidArgument(format!("csr_pem: {err}")))
+    }
+
+    /// Signs the CSR's key as worker `id`.
+    pub fn certify(&self, id: u64, csr_pem: &str) -> Result<SignedCert, ApiError> {
+        self.worker_ca
+            .sign_csr(csr_pem, &format!("worker-{id}"), &self.worker_uri(id), self.validity)
+            .map_err(|err| ApiError::Internal(format!("signing the certificate of worker {id}: {err}")))
+    }
+
+    /// What the worker gets: its certificate, then the worker CA.
+    pub fn chain(&self, signed: &SignedCert) -> String {
+        format!("{}{}", signed.cert_pem, self.worker_ca.cert_pem())
+    }
+}
+
+/// Notes `signed` as worker `id`'s current certificate. The control plane refuses this for a
+/// revoked worker, which makes it the revocation check of Renew.
+pub async fn record(client: &ControlPlaneClient, id: u64, signed: &SignedCert) -> Result<(), ClientError> {
+    let record = v1::RecordWorkerCertRequest {
+        worker_id: id,
+        serial: signed.serial_hex.clone(),
+        expires_at_unix: signed.not_after_unix,
+    };
+    client.record_worker_cert(record).await.map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certifies_the_requesters_key_under_the_allocated_id_only() {
+        let worker_ca = CertificateAuthority::generate("test worker CA", Duration::from_secs(3600)).unwrap();
+        let signer = Signer { worker_ca, cluster_id: "c0ffee".into(), validity: Duration::from_secs(60) };
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let csr = rcgen::CertificateParams::new(vec!["evil.example".to_string()])
+            .unwrap()
+            .serialize_request(&key)
+            .unwrap()
+            .pem()
+            .unwrap();
+        Signer::check_csr(&csr).unwrap();
+        assert!(Signer::check_csr("garbage").unwrap_err().to_string().contains("csr_pem"));
+        let signed = signer.certify(42, &csr).unwrap();
+        let der = x509_parser::pem::Pem::iter_from_buffer(signed.cert_pem.as_bytes()).next().unwrap().unwrap().contents;
+        let named = muster_tls::worker_cert(&der, "c0ffee").unwrap();
+        assert_eq!((named.worker_id, named.serial_hex.as_str()), (42, signed.serial_hex.as_str()));
+        assert!(signer.chain(&signed).ends_with(signer.worker_ca.cert_pem()));
+    }
+}

@@ -1,0 +1,120 @@
+//! What the agent shows on its admin listener: `/readyz` is ready only while the lease the
+//! last ack granted has not run out (a worker whose heartbeats stopped is not ready, whatever
+//! its process is doing), and `/metrics` counts heartbeats, failures and renewals.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::identity::Identity;
+
+/// The lease as the last ack set it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lease {
+    /// Last ack + TTL + grace; `None` before the first ack.
+    pub deadline: Option<Instant>,
+    pub ttl: Duration,
+    /// The gateway holding the stream, while one does.
+    pub gateway_id: Option<String>,
+}
+
+pub struct AgentStatus {
+    pub identity: watch::Receiver<Arc<Identity>>,
+    pub lease: watch::Sender<Lease>,
+    pub heartbeats: AtomicU64,
+    pub heartbeat_failures: AtomicU64,
+    pub renewals: AtomicU64,
+}
+
+impl AgentStatus {
+    pub fn new(identity: watch::Receiver<Arc<Identity>>) -> Self {
+        Self {
+            identity,
+            lease: watch::Sender::new(Lease::default()),
+            heartbeats: AtomicU64::new(0),
+            heartbeat_failures: AtomicU64::new(0),
+            renewals: AtomicU64::new(0),
+        }
+    }
+
+    /// Time left before the lease deadline; `None` without a lease or once it has passed.
+    pub fn until_deadline(&self) -> Option<Duration> {
+        let deadline = self.lease.borrow().deadline?;
+        deadline.checked_duration_since(Instant::now()).filter(|left| !left.is_zero())
+    }
+
+    /// Logs an error each time a lease deadline passes without a newer ack; runs until the
+    /// status is dropped.
+    pub async fn watch_deadline(self: Arc<Self>) {
+        let mut lease = self.lease.subscribe();
+        loop {
+            let deadline = lease.borrow_and_update().deadline;
+            let Some(deadline) = deadline else {
+                if lease.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            tokio::select! {
+                changed = lease.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::error!(
+                        "the heartbeat lease ran out without an ack from any gateway: the control plane will mark \
+                         this worker unreachable; still retrying"
+                    );
+                    if lease.changed().await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl muster_admin::AdminSource for AgentStatus {
+    fn is_ready(&self) -> bool {
+        self.until_deadline().is_some()
+    }
+
+    fn not_ready_reason(&self) -> String {
+        match self.lease.borrow().deadline {
+            None => "no heartbeat acknowledged yet".to_string(),
+            Some(deadline) => format!("the heartbeat lease ran out {:?} ago", deadline.elapsed()),
+        }
+    }
+
+    fn render_metrics(&self) -> String {
+        let mut out = String::new();
+        let identity = self.identity.borrow().clone();
+        let labels = format!("cluster_id=\"{}\"", identity.meta.cluster_id);
+        let gauge = |out: &mut String, name: &str, help: &str, labels: &str, value: u64| {
+            muster_admin::gauge(out, name, help, labels, value);
+        };
+        gauge(&mut out, "muster_worker_id", "This worker's id.", &labels, identity.meta.worker_id);
+        let expires = u64::try_from(identity.meta.cert_expires_at_unix).unwrap_or(0);
+        gauge(&mut out, "muster_worker_cert_expires_at", "Unix time the certificate expires.", &labels, expires);
+        let counters = [
+            ("muster_worker_heartbeats_total", "Heartbeats acknowledged.", &self.heartbeats),
+            (
+                "muster_worker_heartbeat_failures_total",
+                "Heartbeat streams that failed (connect, refused, no ack).",
+                &self.heartbeat_failures,
+            ),
+            ("muster_worker_renewals_total", "Certificates renewed.", &self.renewals),
+        ];
+        for (name, help, counter) in counters {
+            gauge(&mut out, name, help, "", counter.load(Ordering::Relaxed));
+        }
+        let lease = self.lease.borrow().clone();
+        let ttl_ms = u64::try_from(lease.ttl.as_millis()).unwrap_or(u64::MAX);
+        gauge(&mut out, "muster_worker_ttl_ms", "The TTL of the last ack, in milliseconds.", "", ttl_ms);
+        if let Some(gateway) = &lease.gateway_id {
+            let labels = format!("gateway_id=\"{}\"", gateway.replace(['"', '\\', '\n'], "_"));
+            gauge(&mut out, "muster_worker_gateway_info", "The gateway this worker beats to.", &labels, 1);
+        }
+        out
+    }
+}
