@@ -22,6 +22,27 @@ pub struct Options {
     pub raft_timing: [&'static str; 3],
     /// `telemetry.log_level`.
     pub log_level: &'static str,
+    /// Run in `worker-tier` mode (role `server`) with this heartbeat policy, instead of `raft`.
+    pub heartbeat: Option<HeartbeatPolicy>,
+    /// Extra lines for the `[leases]` table (e.g. `max_expiries_per_second = 5`).
+    pub leases: &'static str,
+}
+
+/// The seed's worker-tier server fields, for tests that need short leases.
+#[derive(Clone, Debug)]
+pub struct HeartbeatPolicy {
+    pub min_ttl: &'static str,
+    pub max_ttl: &'static str,
+    pub grace: &'static str,
+    pub max_heartbeats_per_second: u32,
+    pub failover_ttl: &'static str,
+}
+
+impl HeartbeatPolicy {
+    /// Leases short enough to watch expire in a test: TTL 1–10s, grace 2s, failover 15s.
+    pub fn fast() -> Self {
+        Self { min_ttl: "1s", max_ttl: "10s", grace: "2s", max_heartbeats_per_second: 1000, failover_ttl: "15s" }
+    }
 }
 
 impl Default for Options {
@@ -34,6 +55,8 @@ impl Default for Options {
             snapshot_chunk_bytes: None,
             raft_timing: ["50ms", "300ms", "600ms"],
             log_level: "info",
+            heartbeat: None,
+            leases: "",
         }
     }
 }
@@ -108,7 +131,19 @@ impl NodeConfig<'_> {
         let list = |items: &[String]| items.iter().map(|s| toml_str(s)).collect::<Vec<_>>().join(", ");
         let _ = writeln!(out, "data_dir = {}", toml_path(self.data_dir));
         let _ = writeln!(out, "join = [{}]\n", list(self.join));
-        let _ = writeln!(out, "[cluster]\nmode = \"raft\"\nnode_id = {}\npeers = [", self.node.id);
+        match &o.heartbeat {
+            None => out.push_str("[cluster]\nmode = \"raft\"\n"),
+            Some(policy) => {
+                let _ = writeln!(
+                    out,
+                    "[cluster]\nmode = \"worker-tier\"\nrole = \"server\"\nheartbeat_min_ttl = \"{}\"\n\
+                     heartbeat_max_ttl = \"{}\"\nheartbeat_grace = \"{}\"\nmax_heartbeats_per_second = {}\n\
+                     failover_heartbeat_ttl = \"{}\"",
+                    policy.min_ttl, policy.max_ttl, policy.grace, policy.max_heartbeats_per_second, policy.failover_ttl
+                );
+            }
+        }
+        let _ = writeln!(out, "node_id = {}\npeers = [", self.node.id);
         for peer in self.peers {
             let (raft, api) = (toml_str(&peer.raft), toml_str(&peer.api));
             let _ = writeln!(out, "  {{ id = {}, raft_addr = {raft}, api_addr = {api} }},", peer.id);
@@ -141,6 +176,7 @@ impl NodeConfig<'_> {
         if let Some(bytes) = o.max_message_bytes {
             let _ = writeln!(out, "\n[limits]\nmax_message_bytes = {bytes}");
         }
+        let _ = writeln!(out, "\n[leases]\n{}", o.leases);
         let _ = writeln!(out, "\n[telemetry]\nlog_level = {}", toml_str(o.log_level));
         out
     }

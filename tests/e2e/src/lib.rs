@@ -7,15 +7,19 @@
 //! - [`pki`]: a throwaway CA with node and operator certificates;
 //! - [`process`]: one node's child process and its log file;
 //! - [`cluster`]: [`Cluster`], the handle tests use (start, kill, restart, join, clients);
+//! - [`gateway`]: a real `heartbeat-gateway` process in front of a cluster;
 //! - [`probe`]: metadata, `/readyz` and leader agreement, as tests wait on them;
 //! - [`wait`]: [`eventually`], the only way tests wait for anything.
 //!
 //! Build the binaries first (`cargo build --workspace --bins`; `tests/run.sh` does it), then
 //! `cargo nextest run -p muster-e2e`. Set `MUSTER_BIN_DIR` to test binaries built elsewhere.
 
+pub mod agent;
 pub mod binaries;
 pub mod cluster;
 pub mod config;
+pub mod fleet;
+pub mod gateway;
 pub mod kv;
 pub mod pki;
 pub mod probe;
@@ -24,7 +28,7 @@ pub mod registrar;
 pub mod wait;
 
 pub use cluster::Cluster;
-pub use config::Options;
+pub use config::{HeartbeatPolicy, Options};
 pub use muster_client::{ClientError, ControlPlaneClient, ReadConsistency, WorkerAction};
 pub use muster_proto::v1;
 pub use wait::{eventually, eventually_msg};

@@ -46,6 +46,11 @@ impl Pki {
     }
 
     /// The certificate of node `id` (`node-<id>`), issued now if it does not exist yet.
+    /// The cluster CA certificate (PEM).
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.dir().join("ca.pem")).expect("reading the cluster CA")
+    }
+
     pub fn node(&self, id: u64) -> TlsPaths {
         let name = format!("node-{id}");
         let mut hosts = default_node_hosts(&name);

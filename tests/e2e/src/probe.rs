@@ -14,6 +14,30 @@ use crate::wait::{POLL_INTERVAL, eventually_msg};
 /// Deadline of one probe call.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// `GET path` on an admin listener: the whole HTTP/1.1 response (status line, headers, body).
+pub async fn admin_get(addr: &str, path: &str) -> anyhow::Result<String> {
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await?;
+        anyhow::Ok(response)
+    };
+    match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+        Ok(result) => result.with_context(|| format!("GET {path} on {addr}")),
+        Err(_) => bail!("GET {path} on {addr} timed out"),
+    }
+}
+
+/// One series of a Prometheus text body (the first whose name matches, labels or not).
+pub fn metric_value(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find(|line| line.split(['{', ' ']).next() == Some(name))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
 impl Cluster {
     /// `GetClusterMetadata` answered by node `id` itself.
     pub async fn metadata_of(&self, id: u64) -> anyhow::Result<v1::ClusterMembership> {
@@ -96,20 +120,10 @@ impl Cluster {
 
     /// Whether `GET /readyz` on node `id`'s admin port answers 200.
     pub async fn readyz(&self, id: u64) -> anyhow::Result<()> {
-        let addr = self.addrs(id).admin.clone();
-        let probe = async {
-            let mut stream = tokio::net::TcpStream::connect(&addr).await?;
-            let request = format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-            stream.write_all(request.as_bytes()).await?;
-            let mut response = String::new();
-            stream.read_to_string(&mut response).await?;
-            anyhow::Ok(response)
-        };
-        let response = match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
-            Ok(Ok(response)) => response,
-            Ok(Err(err)) if !self.is_running(id) => bail!("node {id} is not running: {err}"),
-            Ok(Err(err)) => return Err(err.context(format!("node {id}: /readyz"))),
-            Err(_) => bail!("node {id}: /readyz timed out"),
+        let response = match admin_get(&self.addrs(id).admin, "/readyz").await {
+            Ok(response) => response,
+            Err(err) if !self.is_running(id) => bail!("node {id} is not running: {err:#}"),
+            Err(err) => return Err(err.context(format!("node {id}"))),
         };
         ensure!(response.starts_with("HTTP/1.1 200"), "node {id} not ready: {}", response.lines().last().unwrap_or(""));
         Ok(())

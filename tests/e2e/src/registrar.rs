@@ -35,6 +35,16 @@ impl Registrar {
 
     /// Starts a registrar serving Register on `addr`.
     pub fn start_at(cluster: &Cluster, addr: &str) -> Self {
+        Self::start_configured(cluster, addr, "")
+    }
+
+    /// [`start`](Self::start) with extra top-level TOML lines (e.g. `worker_cert_validity`).
+    pub fn start_with(cluster: &Cluster, extra_toml: &str) -> Self {
+        let [port] = free_ports::<1>();
+        Self::start_configured(cluster, &format!("127.0.0.1:{port}"), extra_toml)
+    }
+
+    fn start_configured(cluster: &Cluster, addr: &str, extra_toml: &str) -> Self {
         let pki = cluster.pki().expect("the registrar needs a TLS cluster");
         let files = pki.component(Role::Registrar, "reg-1");
         let [admin_port] = free_ports::<1>();
@@ -42,9 +52,14 @@ impl Registrar {
         let admin = format!("127.0.0.1:{admin_port}");
         let dir = tempfile::tempdir().expect("temp dir");
         let api: Vec<String> = cluster.ids().into_iter().map(|id| toml_str(&cluster.addrs(id).api)).collect();
+        // The tight default rate limit, unless the caller sets its own.
+        let rate = if extra_toml.contains("register_per_second") {
+            ""
+        } else {
+            "register_per_second = 1.0\nregister_burst = 8\n"
+        };
         let config = format!(
-            "worker_grpc_addr = {}\nadmin_addr = {}\ncontrol_plane = [{}]\nregister_per_second = 1.0\n\
-             register_burst = 8\n[tls]\nca_file = {}\ncert_file = {}\nkey_file = {}\n",
+            "worker_grpc_addr = {}\nadmin_addr = {}\ncontrol_plane = [{}]\n{rate}{extra_toml}\n[tls]\nca_file = {}\ncert_file = {}\nkey_file = {}\n",
             toml_str(&addr),
             toml_str(&admin),
             api.join(", "),

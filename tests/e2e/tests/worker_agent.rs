@@ -1,6 +1,7 @@
 //! The real `worker-agent`: it registers with a one-time token, pinning the registrar by the
 //! CA key in the token, keeps its identity across restarts (a used-up token is no obstacle),
-//! and refuses a registrar whose chain does not match the pin.
+//! refuses a registrar whose chain does not match the pin, renews its certificate before it
+//! expires, and stops loudly when renewal keeps failing until expiry.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -52,24 +53,42 @@ impl Agent {
         command.kill_on_drop(true).spawn().expect("spawn worker-agent")
     }
 
+    /// Waits until the agent runs with an identity (its `/metrics` names its worker id).
+    /// Not `/readyz`: that needs a heartbeat lease, and these tests run no gateway.
     async fn wait_ready(&self) {
         let admin = self.admin.clone();
-        eventually_msg("the agent is ready", WAIT, || {
+        eventually_msg("the agent runs with its identity", WAIT, || {
             let admin = admin.clone();
             async move {
-                let ready = tokio::task::spawn_blocking(move || muster_admin::health_probe(&admin)).await?;
-                ensure!(ready == std::process::ExitCode::SUCCESS, "not ready");
+                let metrics = tokio::task::spawn_blocking(move || http_get(&admin, "/metrics")).await??;
+                ensure!(metrics.contains("muster_worker_id{"), "no identity yet: {metrics}");
                 Ok(())
             }
         })
         .await;
     }
 
-    fn worker_id(&self) -> u64 {
+    fn meta(&self) -> serde_json::Value {
         let meta = std::fs::read_to_string(self.identity_dir().join("identity.json")).expect("identity.json");
-        let meta: serde_json::Value = serde_json::from_str(&meta).expect("JSON");
-        meta["worker_id"].as_u64().expect("worker_id")
+        serde_json::from_str(&meta).expect("JSON")
     }
+
+    fn worker_id(&self) -> u64 {
+        self.meta()["worker_id"].as_u64().expect("worker_id")
+    }
+
+    fn cert_expires_at(&self) -> i64 {
+        self.meta()["cert_expires_at_unix"].as_i64().expect("cert_expires_at_unix")
+    }
+}
+
+fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response)
 }
 
 async fn one_use_token(cluster: &Cluster) -> String {
@@ -162,4 +181,56 @@ async fn the_agent_waits_for_a_registrar_that_is_not_up_yet() {
     agent.wait_ready().await;
     assert!(agent.worker_id() > 0);
     child.kill().await.expect("kill the agent");
+}
+
+/// Certificates this short are renewed 5–8 s after they are issued.
+const SHORT_CERTS: &str = "worker_cert_validity = \"10s\"";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_renews_its_certificate_before_it_expires() {
+    let cluster = Cluster::start(1, Options::tls()).await;
+    let registrar = Registrar::start_with(&cluster, SHORT_CERTS);
+    let agent = Agent::new(&registrar, &one_use_token(&cluster).await);
+    let mut child = agent.spawn();
+    agent.wait_ready().await;
+    let (id, first_expiry) = (agent.worker_id(), agent.cert_expires_at());
+
+    let admin = agent.admin.clone();
+    let renewed = eventually_msg("the agent renews its certificate", WAIT, || {
+        let admin = admin.clone();
+        let expiry = agent.cert_expires_at();
+        async move {
+            ensure!(expiry > first_expiry, "identity.json still expires at {expiry}");
+            let metrics = tokio::task::spawn_blocking(move || http_get(&admin, "/metrics")).await??;
+            let shown = metrics.lines().find(|line| line.starts_with("muster_worker_cert_expires_at{"));
+            ensure!(shown.is_some_and(|line| line.ends_with(&format!(" {expiry}"))), "stale expiry: {metrics}");
+            ensure!(!metrics.contains("muster_worker_renewals_total{} 0"), "not counted yet: {metrics}");
+            Ok(expiry)
+        }
+    })
+    .await;
+    assert_eq!(agent.worker_id(), id, "renewal keeps the worker id");
+    let record = cluster.client().worker_action(muster_e2e::WorkerAction::Get, id).await.expect("get");
+    assert!(record.cert_expires_at_unix >= renewed, "the control plane saw the renewal: {record:?}");
+    assert!(child.try_wait().expect("poll the agent").is_none(), "the agent exited");
+    child.kill().await.expect("kill the agent");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_that_cannot_renew_stops_at_expiry_with_the_way_out() {
+    let cluster = Cluster::start(1, Options::tls()).await;
+    let registrar = Registrar::start_with(&cluster, SHORT_CERTS);
+    let agent = Agent::new(&registrar, &one_use_token(&cluster).await);
+    let child = agent.spawn();
+    agent.wait_ready().await;
+    drop(registrar);
+
+    let output = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("the agent outlived its certificate")
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "an expired agent exited cleanly: {stderr}");
+    assert!(stderr.contains("certificate renewal failed"), "renewal failures were not logged: {stderr}");
+    assert!(stderr.contains("expired") && stderr.contains("fresh bootstrap token"), "no way out given: {stderr}");
 }

@@ -1,0 +1,130 @@
+//! A real `worker-agent` process: its own data dir (identity, token file, log), stopped with
+//! SIGKILL (a crash) or SIGTERM (a graceful leave), restartable on the same identity.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::ensure;
+
+use crate::config::{free_ports, toml_str};
+use crate::eventually_msg;
+
+pub struct Agent {
+    dir: tempfile::TempDir,
+    pub admin: String,
+    registrars: Vec<String>,
+    child: Option<tokio::process::Child>,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            eprintln!(
+                "--- worker-agent log (last 30 lines)\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+    }
+}
+
+impl Agent {
+    /// An agent that will register with `token` at `registrars` (not started yet).
+    pub fn new(registrars: &[String], token: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("token"), format!("{token}\n")).expect("token file");
+        let [admin_port] = free_ports::<1>();
+        Self { dir, admin: format!("127.0.0.1:{admin_port}"), registrars: registrars.to_vec(), child: None }
+    }
+
+    pub fn identity_dir(&self) -> PathBuf {
+        self.dir.path().join("identity")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("agent.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Starts the process (again, after a stop: same identity dir).
+    pub fn start(&mut self) {
+        let servers: Vec<String> = self.registrars.iter().map(|r| toml_str(r)).collect();
+        let config = format!(
+            "data_dir = {}\nadmin_addr = {}\n[cluster]\nmode = \"worker-tier\"\nrole = \"worker\"\nservers = [{}]\n\
+             token_file = {}\nidentity_dir = {}\n",
+            toml_str(&self.dir.path().display().to_string()),
+            toml_str(&self.admin),
+            servers.join(", "),
+            toml_str(&self.dir.path().join("token").display().to_string()),
+            toml_str(&self.identity_dir().display().to_string()),
+        );
+        let path = self.dir.path().join("agent.toml");
+        std::fs::write(&path, config).expect("agent config");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("agent log");
+        let mut command = tokio::process::Command::new(crate::binaries::binary("worker-agent"));
+        command.arg("--config").arg(&path).stdin(Stdio::null()).stdout(log.try_clone().expect("log")).stderr(log);
+        crate::process::without_muster_env(&mut command);
+        self.child = Some(command.kill_on_drop(true).spawn().expect("spawn worker-agent"));
+    }
+
+    /// SIGKILL: the worker just stops beating.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// SIGTERM, then waits (bounded) for the exit status.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("the agent is running");
+        let pid = child.id().expect("a running child has a pid");
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        tokio::time::timeout(Duration::from_secs(15), child.wait())
+            .await
+            .expect("the agent exits within 15s of SIGTERM")
+            .expect("wait")
+    }
+
+    /// Waits for the process to exit on its own (e.g. after a refusal).
+    pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("the agent is running");
+        let status = tokio::time::timeout(within, child.wait()).await.expect("the agent exits in time").expect("wait");
+        self.child = None;
+        status
+    }
+
+    /// The worker id from the saved identity (once registered).
+    pub fn worker_id(&self) -> Option<u64> {
+        let meta = std::fs::read_to_string(self.identity_dir().join("identity.json")).ok()?;
+        serde_json::from_str::<serde_json::Value>(&meta).ok()?["worker_id"].as_u64()
+    }
+
+    /// The agent's `/metrics` body.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        let response = crate::probe::admin_get(&self.admin, "/metrics").await?;
+        Ok(response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default())
+    }
+
+    /// Waits until the agent has an identity and reports ready (it holds a lease).
+    pub async fn wait_beating(&self, within: Duration) -> u64 {
+        let admin = self.admin.clone();
+        eventually_msg("the agent beats (its /readyz is 200)", within, || {
+            let admin = admin.clone();
+            async move {
+                let response = crate::probe::admin_get(&admin, "/readyz").await?;
+                ensure!(response.starts_with("HTTP/1.1 200"), "{}", response.lines().last().unwrap_or(""));
+                Ok(())
+            }
+        })
+        .await;
+        self.worker_id().expect("a beating agent has an identity")
+    }
+}

@@ -1,0 +1,323 @@
+//! A fleet of simulated workers in one process, for tests and the fleet benchmark that need
+//! hundreds or thousands of workers: each has its own P-256 key, its own certificate from the
+//! registrar and its own mTLS connection to a gateway, and beats the way the agent does (full
+//! report first, then one report per issued TTL, failing over down its rendezvous ranking).
+//! Registration and beating are the real protocol; only the process per worker is saved.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use muster_proto::v1;
+use muster_proto::v1::heartbeat_service_client::HeartbeatServiceClient;
+use muster_proto::v1::worker_registration_service_client::WorkerRegistrationServiceClient;
+use muster_worker_agent::gateways::{Gateway, rank};
+use tokio::sync::{Mutex, Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// One registered simulated worker.
+#[derive(Clone)]
+pub struct SimIdentity {
+    pub worker_id: u64,
+    pub chain_pem: String,
+    pub key_pem: String,
+    pub gateways: Vec<v1::GatewayEndpoint>,
+}
+
+/// What the fleet has seen so far, shared by every worker task.
+#[derive(Default)]
+pub struct FleetStats {
+    pub acks: AtomicU64,
+    pub throttled: AtomicU64,
+    pub stream_errors: AtomicU64,
+    /// Ack latencies in microseconds (reports sent → ack received).
+    pub latencies_us: std::sync::Mutex<Vec<u32>>,
+    /// The gateway each worker beats to now, by worker index.
+    pub current_gateway: std::sync::Mutex<Vec<String>>,
+    /// The TTL in each worker's last ack, by worker index.
+    pub last_ttl_ms: std::sync::Mutex<Vec<u32>>,
+}
+
+impl FleetStats {
+    /// (p50, p99) ack latency since the last call, in milliseconds; clears the samples.
+    pub fn take_latency_percentiles(&self) -> (f64, f64, usize) {
+        let mut samples = std::mem::take(&mut *self.latencies_us.lock().unwrap_or_else(|p| p.into_inner()));
+        if samples.is_empty() {
+            return (0.0, 0.0, 0);
+        }
+        samples.sort_unstable();
+        let at = |q: f64| f64::from(samples[((samples.len() - 1) as f64 * q) as usize]) / 1000.0;
+        (at(0.50), at(0.99), samples.len())
+    }
+
+    /// How many workers beat to each gateway now.
+    pub fn spread(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut spread = std::collections::BTreeMap::new();
+        for gateway in self.current_gateway.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            *spread.entry(gateway.clone()).or_insert(0) += 1;
+        }
+        spread
+    }
+}
+
+/// Registers `count` workers through the registrar at `registrar` with one multi-use token,
+/// at most `parallel` at a time. `ca_pem` is the cluster CA (the registrar's chain ends there).
+pub async fn register_all(
+    registrar: &str,
+    ca_pem: &str,
+    token: &str,
+    count: usize,
+    parallel: usize,
+) -> anyhow::Result<Vec<SimIdentity>> {
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem)).domain_name("localhost");
+    let channel = Endpoint::from_shared(format!("https://{registrar}"))?.tls_config(tls)?.connect().await?;
+    let limit = Arc::new(Semaphore::new(parallel));
+    let mut tasks = JoinSet::new();
+    for index in 0..count {
+        let channel = channel.clone();
+        let limit = limit.clone();
+        let token = token.to_string();
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await?;
+            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+            let request = v1::RegisterRequest {
+                token,
+                csr_pem: muster_worker_agent::register::csr_pem(&key)?,
+                profile: Some(v1::WorkerProfile { hostname: format!("sim-{index}"), ..Default::default() }),
+            };
+            let response = WorkerRegistrationServiceClient::new(channel)
+                .register(request)
+                .await
+                .with_context(|| format!("registering simulated worker {index}"))?
+                .into_inner();
+            anyhow::Ok((
+                index,
+                SimIdentity {
+                    worker_id: response.worker_id,
+                    chain_pem: response.certificate_chain_pem,
+                    key_pem: key.serialize_pem(),
+                    gateways: response.gateways,
+                },
+            ))
+        });
+    }
+    let mut identities: Vec<Option<SimIdentity>> = vec![None; count];
+    while let Some(joined) = tasks.join_next().await {
+        let (index, identity) = joined??;
+        identities[index] = Some(identity);
+    }
+    Ok(identities.into_iter().map(|identity| identity.expect("every index registered")).collect())
+}
+
+/// How simulated workers beat.
+#[derive(Clone, Debug)]
+pub struct BeatPlan {
+    /// Beat every this long (counted from the previous report, so slow acks do not lower the
+    /// rate; zero: as soon as the ack arrives) instead of after the TTL in each ack (load
+    /// generation). [`Fleet::set_fixed_interval`] changes it while the fleet runs.
+    pub fixed_interval: Option<Duration>,
+}
+
+/// [`BeatPlan::fixed_interval`] shared by every worker task, in microseconds (`u64::MAX`: none).
+#[derive(Debug)]
+struct SharedInterval(AtomicU64);
+
+impl SharedInterval {
+    fn new(interval: Option<Duration>) -> Self {
+        let shared = Self(AtomicU64::new(u64::MAX));
+        shared.set(interval);
+        shared
+    }
+
+    fn set(&self, interval: Option<Duration>) {
+        let micros = interval.map_or(u64::MAX, |i| u64::try_from(i.as_micros()).unwrap_or(u64::MAX - 1));
+        self.0.store(micros, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> Option<Duration> {
+        match self.0.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            micros => Some(Duration::from_micros(micros)),
+        }
+    }
+}
+
+/// A running fleet; dropping it stops every worker.
+pub struct Fleet {
+    pub stats: Arc<FleetStats>,
+    interval: Arc<SharedInterval>,
+    stop: Arc<AtomicBool>,
+    tasks: JoinSet<()>,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.tasks.abort_all();
+    }
+}
+
+impl Fleet {
+    /// Starts one beating task per identity. `ca_pem` verifies the gateways.
+    pub fn start(identities: &[SimIdentity], ca_pem: &str, plan: BeatPlan) -> Self {
+        let stats = Arc::new(FleetStats::default());
+        *stats.current_gateway.lock().unwrap_or_else(|p| p.into_inner()) = vec![String::new(); identities.len()];
+        *stats.last_ttl_ms.lock().unwrap_or_else(|p| p.into_inner()) = vec![0; identities.len()];
+        let stop = Arc::new(AtomicBool::new(false));
+        let interval = Arc::new(SharedInterval::new(plan.fixed_interval));
+        let mut tasks = JoinSet::new();
+        let ca = Certificate::from_pem(ca_pem);
+        for (index, identity) in identities.iter().enumerate() {
+            let worker = SimWorker {
+                index,
+                identity: identity.clone(),
+                gateways: Arc::new(Mutex::new(identity.gateways.clone())),
+                tls: ClientTlsConfig::new()
+                    .ca_certificate(ca.clone())
+                    .identity(Identity::from_pem(&identity.chain_pem, &identity.key_pem))
+                    .domain_name("localhost"),
+                stats: stats.clone(),
+                stop: stop.clone(),
+                interval: interval.clone(),
+            };
+            tasks.spawn(worker.run());
+        }
+        Self { stats, interval, stop, tasks }
+    }
+
+    /// Changes [`BeatPlan::fixed_interval`] for every worker, from its next report on.
+    pub fn set_fixed_interval(&self, interval: Option<Duration>) {
+        self.interval.set(interval);
+    }
+
+    /// Stops every worker (their streams end without a LEFT report, like a crash).
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.tasks.abort_all();
+    }
+}
+
+struct SimWorker {
+    index: usize,
+    identity: SimIdentity,
+    gateways: Arc<Mutex<Vec<v1::GatewayEndpoint>>>,
+    tls: ClientTlsConfig,
+    stats: Arc<FleetStats>,
+    stop: Arc<AtomicBool>,
+    interval: Arc<SharedInterval>,
+}
+
+/// Why a stream ended.
+enum StreamEnd {
+    /// The gateway list changed and this worker's top choice is another gateway.
+    Moved,
+    Failed,
+}
+
+impl SimWorker {
+    async fn run(self) {
+        let mut backoff = Duration::from_millis(100);
+        let mut epoch = 0u64;
+        while !self.stop.load(Ordering::SeqCst) {
+            let list: Vec<Gateway> = self
+                .gateways
+                .lock()
+                .await
+                .iter()
+                .map(|g| Gateway { id: g.gateway_id.clone(), addr: g.addr.clone() })
+                .collect();
+            let ranked = rank(self.identity.worker_id, &list);
+            if ranked.is_empty() {
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+            for gateway in ranked {
+                match self.beat_to(&gateway, &mut epoch).await {
+                    StreamEnd::Moved => {
+                        backoff = Duration::from_millis(100);
+                        break;
+                    }
+                    StreamEnd::Failed => {
+                        self.stats.stream_errors.fetch_add(1, Ordering::Relaxed);
+                        if self.stop.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        let jitter = rand::random_range(0.5..1.0);
+                        tokio::time::sleep(backoff.mul_f64(jitter)).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn connect(&self, gateway: &Gateway) -> Option<Channel> {
+        let endpoint = Endpoint::from_shared(format!("https://{}", gateway.addr)).ok()?;
+        let endpoint = endpoint.tls_config(self.tls.clone()).ok()?.connect_timeout(Duration::from_secs(2));
+        endpoint.connect().await.ok()
+    }
+
+    async fn beat_to(&self, gateway: &Gateway, epoch: &mut u64) -> StreamEnd {
+        let Some(channel) = self.connect(gateway).await else { return StreamEnd::Failed };
+        let (reports, outgoing) = mpsc::channel(4);
+        let stream = tokio_stream::wrappers::ReceiverStream::new(outgoing);
+        let first = v1::StatusReport {
+            sequence: 1,
+            state: v1::WorkerState::Ready as i32,
+            full: true,
+            profile: Some(v1::WorkerProfile { hostname: format!("sim-{}", self.index), ..Default::default() }),
+            gateways_epoch: *epoch,
+        };
+        if reports.send(first).await.is_err() {
+            return StreamEnd::Failed;
+        }
+        let mut sent_at = Instant::now();
+        let Ok(response) = HeartbeatServiceClient::new(channel).report_status(stream).await else {
+            return StreamEnd::Failed;
+        };
+        let mut acks = response.into_inner();
+        let mut sequence = 1;
+        self.stats.current_gateway.lock().unwrap_or_else(|p| p.into_inner())[self.index] = gateway.id.clone();
+        loop {
+            let ack = match tokio::time::timeout(Duration::from_secs(10), acks.message()).await {
+                Ok(Ok(Some(ack))) => ack,
+                _ => return StreamEnd::Failed,
+            };
+            let latency = u32::try_from(sent_at.elapsed().as_micros()).unwrap_or(u32::MAX);
+            self.stats.latencies_us.lock().unwrap_or_else(|p| p.into_inner()).push(latency);
+            self.stats.acks.fetch_add(1, Ordering::Relaxed);
+            if ack.throttled {
+                self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+            }
+            self.stats.last_ttl_ms.lock().unwrap_or_else(|p| p.into_inner())[self.index] = ack.ttl_ms;
+            if !ack.gateways.is_empty() && ack.gateways_epoch != *epoch {
+                *epoch = ack.gateways_epoch;
+                *self.gateways.lock().await = ack.gateways.clone();
+                let list: Vec<Gateway> =
+                    ack.gateways.iter().map(|g| Gateway { id: g.gateway_id.clone(), addr: g.addr.clone() }).collect();
+                if rank(self.identity.worker_id, &list).first().is_some_and(|top| top.id != gateway.id) {
+                    return StreamEnd::Moved;
+                }
+            }
+            match (self.interval.get(), ack.throttled) {
+                (Some(interval), false) if interval.is_zero() => {}
+                (Some(interval), false) => tokio::time::sleep_until((sent_at + interval).into()).await,
+                _ => tokio::time::sleep(Duration::from_millis(u64::from(ack.ttl_ms))).await,
+            }
+            sequence += 1;
+            let report = v1::StatusReport {
+                sequence,
+                state: v1::WorkerState::Ready as i32,
+                full: false,
+                profile: None,
+                gateways_epoch: *epoch,
+            };
+            sent_at = Instant::now();
+            if reports.send(report).await.is_err() {
+                return StreamEnd::Failed;
+            }
+        }
+    }
+}
