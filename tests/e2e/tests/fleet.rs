@@ -1,7 +1,8 @@
 //! Fleets of simulated workers (each with its own key, certificate and mTLS stream, see
 //! `muster_e2e::fleet`): a thousand register and beat; the issued TTL halves when a second
 //! gateway joins while each gateway stays within its budget; and crashing the Raft leader and
-//! then a gateway under 200 beating workers marks none of them Unreachable.
+//! then a gateway under 200 beating workers marks none of them Unreachable; plaintext and
+//! foreign certificates are refused at the gateway while the fleet beats on.
 
 use std::time::{Duration, Instant};
 
@@ -172,4 +173,63 @@ async fn crashing_the_leader_and_a_gateway_marks_no_worker_unreachable() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     wait_all_beating(&cluster, 200).await;
+}
+
+/// Tries one ReportStatus on `addr` with `tls` (None: plaintext); Ok if the gateway acked.
+async fn try_report(addr: &str, tls: Option<tonic::transport::ClientTlsConfig>) -> anyhow::Result<()> {
+    use muster_proto::v1::heartbeat_service_client::HeartbeatServiceClient;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))?;
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    let channel = endpoint.connect_timeout(Duration::from_secs(5)).connect().await?;
+    let report =
+        v1::StatusReport { sequence: 1, state: v1::WorkerState::Ready as i32, full: true, ..Default::default() };
+    let mut acks =
+        HeartbeatServiceClient::new(channel).report_status(futures::stream::iter([report])).await?.into_inner();
+    let ack = tokio::time::timeout(Duration::from_secs(5), acks.message()).await??;
+    ensure!(ack.is_some(), "the stream ended without an ack");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plaintext_and_foreign_certificates_are_refused_without_disturbing_the_fleet() {
+    let options = Options { heartbeat: Some(HeartbeatPolicy::fast()), ..Options::tls() };
+    let cluster = Cluster::start(1, options).await;
+    let registrar = fast_registrar(&cluster);
+    let gateway = Gateway::start_with(&cluster, "gw-1", "batch_interval = \"100ms\"\n");
+    gateway.wait_ready().await;
+    let identities = register(&cluster, &registrar, 10).await;
+    let fleet = Fleet::start(&identities, &ca_pem(&cluster), BeatPlan { fixed_interval: None });
+    wait_all_beating(&cluster, 10).await;
+
+    // Plaintext: no TLS handshake, no stream.
+    assert!(try_report(&gateway.addr, None).await.is_err(), "a plaintext stream was served");
+    // A certificate naming worker 1 of this very cluster, but from a CA of the attacker's own.
+    let cluster_id = cluster.client().metadata().await.expect("metadata").cluster_id;
+    let rogue = muster_tls::CertificateAuthority::generate("rogue CA", Duration::from_secs(600)).expect("CA");
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let csr = muster_worker_agent::register::csr_pem(&key).expect("csr");
+    let uri = format!("spiffe://{cluster_id}/worker/{}", identities[0].worker_id);
+    let forged = rogue.sign_csr(&csr, "forged", &uri, Duration::from_secs(600)).expect("sign");
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(ca_pem(&cluster)))
+        .identity(tonic::transport::Identity::from_pem(forged.cert_pem, key.serialize_pem()))
+        .domain_name("localhost");
+    assert!(try_report(&gateway.addr, Some(tls)).await.is_err(), "a foreign CA's certificate was served");
+    // The operator's certificate (the cluster CA, not the worker CA) is no worker either.
+    let operator = cluster.operator_tls().expect("operator TLS");
+    assert!(try_report(&gateway.addr, Some(operator)).await.is_err(), "an operator certificate was served");
+
+    // The fleet never noticed: every worker beats on, Ready, with fresh acks.
+    let acks_before = fleet.stats.acks.load(std::sync::atomic::Ordering::Relaxed);
+    eventually_msg("the fleet keeps beating", WAIT, || async {
+        let acks = fleet.stats.acks.load(std::sync::atomic::Ordering::Relaxed);
+        ensure!(acks >= acks_before + 20, "{acks} acks, waiting for 20 more than {acks_before}");
+        Ok(())
+    })
+    .await;
+    wait_all_beating(&cluster, 10).await;
+    assert_eq!(unreachable_count(&cluster).await.expect("list"), 0);
 }
