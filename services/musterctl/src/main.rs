@@ -1,8 +1,10 @@
 //! `musterctl`: the operator's command line. Talks to the control plane's API port with the
 //! leader-aware client; prints tables for people and `-o json` for scripts.
+//! `musterctl dev` instead runs a whole cluster inside this process (see `dev/`).
 
 mod cluster;
 mod connect;
+mod dev;
 mod kv;
 mod output;
 mod tls;
@@ -43,17 +45,21 @@ enum Command {
     /// Registered workers.
     #[command(subcommand)]
     Workers(workers::WorkersCommand),
+    /// Run a whole cluster in this process (control plane, registrar, gateway, 3 worker
+    /// agents) with generated certificates, for trying Muster out.
+    Dev(dev::DevArgs),
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Tls(command) => tls::run(command, cli.output),
-        Command::Cluster(command) => cluster::run(command, &cli.connect, cli.output).await,
-        Command::Kv(command) => kv::run(command, &cli.connect, cli.output).await,
-        Command::Token(command) => token::run(command, &cli.connect, cli.output).await,
-        Command::Workers(command) => workers::run(command, &cli.connect, cli.output).await,
+    let command = match cli.command {
+        Command::Dev(args) => return dev::main(args),
+        command => command,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let result = match runtime {
+        Ok(runtime) => runtime.block_on(run(command, &cli.connect, cli.output)),
+        Err(err) => Err(anyhow::Error::new(err).context("starting the async runtime")),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -61,5 +67,16 @@ async fn main() -> std::process::ExitCode {
             eprintln!("musterctl: {err:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+async fn run(command: Command, connect: &ConnectArgs, output: Format) -> anyhow::Result<()> {
+    match command {
+        Command::Tls(command) => tls::run(command, output),
+        Command::Cluster(command) => cluster::run(command, connect, output).await,
+        Command::Kv(command) => kv::run(command, connect, output).await,
+        Command::Token(command) => token::run(command, connect, output).await,
+        Command::Workers(command) => workers::run(command, connect, output).await,
+        Command::Dev(_) => unreachable!("dev runs on its own runtime"),
     }
 }

@@ -14,6 +14,8 @@ pub struct Agent {
     dir: tempfile::TempDir,
     pub admin: String,
     registrars: Vec<String>,
+    /// Extra lines for the `[cluster]` table (e.g. `labels = { rack = "r7" }`).
+    pub cluster_toml: String,
     child: Option<tokio::process::Child>,
 }
 
@@ -39,7 +41,13 @@ impl Agent {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("token"), format!("{token}\n")).expect("token file");
         let [admin_port] = free_ports::<1>();
-        Self { dir, admin: format!("127.0.0.1:{admin_port}"), registrars: registrars.to_vec(), child: None }
+        Self {
+            dir,
+            admin: format!("127.0.0.1:{admin_port}"),
+            registrars: registrars.to_vec(),
+            cluster_toml: String::new(),
+            child: None,
+        }
     }
 
     pub fn identity_dir(&self) -> PathBuf {
@@ -59,12 +67,13 @@ impl Agent {
         let servers: Vec<String> = self.registrars.iter().map(|r| toml_str(r)).collect();
         let config = format!(
             "data_dir = {}\nadmin_addr = {}\n[cluster]\nmode = \"worker-tier\"\nrole = \"worker\"\nservers = [{}]\n\
-             token_file = {}\nidentity_dir = {}\n",
+             token_file = {}\nidentity_dir = {}\n{}\n",
             toml_str(&self.dir.path().display().to_string()),
             toml_str(&self.admin),
             servers.join(", "),
             toml_str(&self.dir.path().join("token").display().to_string()),
             toml_str(&self.identity_dir().display().to_string()),
+            self.cluster_toml,
         );
         let path = self.dir.path().join("agent.toml");
         std::fs::write(&path, config).expect("agent config");
@@ -101,10 +110,46 @@ impl Agent {
         status
     }
 
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|child| child.try_wait().ok().flatten().is_none())
+    }
+
+    /// The saved identity's metadata (`identity.json`), once registered.
+    pub fn meta(&self) -> Option<serde_json::Value> {
+        let meta = std::fs::read_to_string(self.identity_dir().join("identity.json")).ok()?;
+        serde_json::from_str(&meta).ok()
+    }
+
     /// The worker id from the saved identity (once registered).
     pub fn worker_id(&self) -> Option<u64> {
-        let meta = std::fs::read_to_string(self.identity_dir().join("identity.json")).ok()?;
-        serde_json::from_str::<serde_json::Value>(&meta).ok()?["worker_id"].as_u64()
+        self.meta()?["worker_id"].as_u64()
+    }
+
+    /// When the saved certificate expires (unix seconds).
+    pub fn cert_expires_at(&self) -> Option<i64> {
+        self.meta()?["cert_expires_at_unix"].as_i64()
+    }
+
+    /// Waits until the agent runs with an identity (its `/metrics` names its worker id); unlike
+    /// [`wait_beating`](Self::wait_beating) this needs no gateway.
+    pub async fn wait_identity(&self, within: Duration) -> u64 {
+        eventually_msg("the agent runs with its identity", within, || async {
+            let metrics = self.metrics().await?;
+            ensure!(metrics.contains("muster_worker_id{"), "no identity yet");
+            Ok(())
+        })
+        .await;
+        self.worker_id().expect("an agent with an identity saved it")
+    }
+
+    /// Waits until the agent's log contains `text`.
+    pub async fn wait_log(&self, text: &str, within: Duration) {
+        eventually_msg(format!("the agent logs {text:?}"), within, || async {
+            ensure!(self.log().contains(text), "not logged yet");
+            Ok(())
+        })
+        .await;
     }
 
     /// The agent's `/metrics` body.
