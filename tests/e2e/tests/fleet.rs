@@ -2,7 +2,8 @@
 //! `muster_e2e::fleet`): a thousand register and beat; the issued TTL halves when a second
 //! gateway joins while each gateway stays within its budget; and crashing the Raft leader and
 //! then a gateway under 200 beating workers marks none of them Unreachable; plaintext and
-//! foreign certificates are refused at the gateway while the fleet beats on.
+//! foreign certificates are refused at the gateway while the fleet beats on; a mass silence
+//! pauses expiry with a loud log line, after which down-marking runs at its bounded rate.
 
 use std::time::{Duration, Instant};
 
@@ -232,4 +233,44 @@ async fn plaintext_and_foreign_certificates_are_refused_without_disturbing_the_f
     .await;
     wait_all_beating(&cluster, 10).await;
     assert_eq!(unreachable_count(&cluster).await.expect("list"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mass_silence_pauses_expiry_loudly_then_marks_at_a_bounded_rate() {
+    let options = Options {
+        heartbeat: Some(HeartbeatPolicy::fast()),
+        leases: "max_expiries_per_second = 4\nmass_expiry_fraction = 0.5\nmass_expiry_min_workers = 10\n\
+                 mass_expiry_pause = \"4s\"",
+        ..Options::tls()
+    };
+    let cluster = Cluster::start(1, options).await;
+    let registrar = fast_registrar(&cluster);
+    let gateway = Gateway::start_with(&cluster, "gw-1", "batch_interval = \"100ms\"\n");
+    gateway.wait_ready().await;
+    let identities = register(&cluster, &registrar, 20).await;
+    let mut fleet = Fleet::start(&identities, &ca_pem(&cluster), BeatPlan { fixed_interval: None });
+    wait_all_beating(&cluster, 20).await;
+
+    // All 20 go silent at once (a network fault, as far as the leader can tell).
+    fleet.stop();
+    eventually_msg("the leader reports a mass silence", WAIT, || async {
+        ensure!(cluster.log_tail(1, 200).contains("MASS SILENCE"), "not yet");
+        Ok(())
+    })
+    .await;
+    assert_eq!(unreachable_count(&cluster).await.expect("list"), 0, "expiry went on during the pause");
+
+    // After the pause they are marked, no faster than 4 a second: some observation must
+    // catch the marking half done.
+    let partial = std::sync::atomic::AtomicBool::new(false);
+    eventually_msg("every silent worker marked Unreachable", WAIT, || async {
+        let count = unreachable_count(&cluster).await?;
+        if count > 0 && count < 20 {
+            partial.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        ensure!(count == 20, "{count} of 20 Unreachable");
+        Ok(())
+    })
+    .await;
+    assert!(partial.into_inner(), "all 20 were marked at once: down-marking is not rate-limited");
 }
