@@ -134,6 +134,7 @@ impl ControlPlane {
 
         tasks.spawn(muster_admin::serve(listeners.admin, node.clone(), shutdown_rx.clone()));
         tasks.spawn(crate::leases::sweeper::run(node.clone(), shutdown_rx.clone()));
+        tasks.spawn(crate::worker_ca_export::run(node.clone(), shutdown_rx.clone()));
         tasks.spawn(lifecycle::run(node.clone(), membership, shutdown_rx));
         Ok(Self { node, shutdown, tasks })
     }

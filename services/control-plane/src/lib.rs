@@ -20,6 +20,7 @@ pub mod node;
 pub mod server;
 pub mod store;
 pub mod types;
+pub mod worker_ca_export;
 
 pub use app::{ControlPlane, Listeners, run};
 

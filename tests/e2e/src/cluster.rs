@@ -101,6 +101,11 @@ impl Cluster {
         &self.node(id).addrs
     }
 
+    /// Node `id`'s `data_dir`.
+    pub fn data_dir(&self, id: u64) -> std::path::PathBuf {
+        NodeProcess::data_dir(self.node(id).dir())
+    }
+
     fn node(&self, id: u64) -> &NodeProcess {
         self.nodes.get(&id).unwrap_or_else(|| panic!("no node {id} in this cluster"))
     }

@@ -66,6 +66,11 @@ impl NodeProcess {
         self.dir.path().join("node.toml")
     }
 
+    /// The node's temporary directory (config, log, data).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     pub fn data_dir(dir: &Path) -> PathBuf {
         dir.join("data")
     }

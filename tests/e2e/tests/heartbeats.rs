@@ -104,6 +104,13 @@ async fn a_killed_worker_is_unreachable_in_time_and_returns_with_its_id() {
     assert!(status.success(), "a SIGTERM'd agent exits 0, got {status}");
     wait_state(cluster, ids[1], v1::WorkerState::Left, WAIT).await;
     all_ready(cluster, &[ids[0], ids[2]]).await.expect("the others stay Ready");
+
+    // worker_ca_dir (default <data_dir>/cluster/) holds the worker CA certificate, not its key.
+    let exported = cluster.data_dir(1).join("cluster/worker-ca.pem");
+    let pem = std::fs::read_to_string(&exported).expect("the worker CA certificate was exported");
+    let identity = std::fs::read_to_string(agents[0].identity_dir().join("cert.pem")).expect("cert.pem");
+    assert!(identity.contains(pem.trim()), "the exported CA is the one that signed the workers");
+    assert!(!pem.contains("PRIVATE KEY"), "the key stays in the cluster");
 }
 
 #[tokio::test(flavor = "multi_thread")]
