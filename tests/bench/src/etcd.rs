@@ -1,21 +1,37 @@
-//! A local 3-node etcd cluster (plaintext, default durability: every commit is fsynced),
-//! started from the `etcd` binary with static bootstrap, each member with its own data dir
-//! and log file under the benchmark's temp dir.
+//! A local 3-node etcd cluster (default durability: every commit is fsynced), started from
+//! the `etcd` binary with static bootstrap, each member with its own data dir and log file
+//! under the benchmark's temp dir. Clients talk plaintext, or TLS with client certificates
+//! ([`EtcdTls`]) when compared with Muster's mTLS; members always talk plaintext to each other.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use tonic::transport::ClientTlsConfig;
 
 use crate::etcd_rpc::EtcdKv;
 use crate::procs::{Processes, free_ports};
+
+/// Client-facing TLS of every member: its certificate and key, and the CA client
+/// certificates must chain to (`--client-cert-auth`); `client` is what clients present.
+#[derive(Clone)]
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client: ClientTlsConfig,
+}
 
 /// A running etcd cluster; its processes die with it.
 pub struct EtcdCluster {
     pub procs: Processes,
     /// Client addresses (`host:port`), leader first once [`EtcdCluster::wait_ready`] has run.
     pub endpoints: Vec<String>,
+    /// The leader's process id, once [`EtcdCluster::wait_ready`] has run.
+    pub leader_pid: Option<u32>,
+    /// What clients present, when the members serve TLS.
+    pub client_tls: Option<ClientTlsConfig>,
 }
 
 /// `etcd --version`'s first line, or why it could not run.
@@ -28,28 +44,45 @@ pub fn version(binary: &Path) -> anyhow::Result<String> {
 }
 
 /// The `etcd` flags of member `i` (0-based) of a cluster with these client and peer ports.
-pub fn member_args(i: usize, client_ports: &[u16], peer_ports: &[u16], data_dir: &Path) -> Vec<String> {
-    let url = |port: u16| format!("http://127.0.0.1:{port}");
+pub fn member_args(
+    i: usize,
+    client_ports: &[u16],
+    peer_ports: &[u16],
+    data_dir: &Path,
+    tls: Option<&EtcdTls>,
+) -> Vec<String> {
+    let url = |scheme: &str, port: u16| format!("{scheme}://127.0.0.1:{port}");
+    let client_scheme = if tls.is_some() { "https" } else { "http" };
     let initial_cluster: Vec<String> =
-        peer_ports.iter().enumerate().map(|(j, port)| format!("e{}={}", j + 1, url(*port))).collect();
-    let pairs = [
+        peer_ports.iter().enumerate().map(|(j, port)| format!("e{}={}", j + 1, url("http", *port))).collect();
+    let mut pairs = vec![
         ("--name", format!("e{}", i + 1)),
         ("--data-dir", data_dir.display().to_string()),
-        ("--listen-client-urls", url(client_ports[i])),
-        ("--advertise-client-urls", url(client_ports[i])),
-        ("--listen-peer-urls", url(peer_ports[i])),
-        ("--initial-advertise-peer-urls", url(peer_ports[i])),
+        ("--listen-client-urls", url(client_scheme, client_ports[i])),
+        ("--advertise-client-urls", url(client_scheme, client_ports[i])),
+        ("--listen-peer-urls", url("http", peer_ports[i])),
+        ("--initial-advertise-peer-urls", url("http", peer_ports[i])),
         ("--initial-cluster", initial_cluster.join(",")),
         ("--initial-cluster-state", "new".to_string()),
         ("--initial-cluster-token", "muster-bench".to_string()),
         ("--logger", "zap".to_string()),
     ];
-    pairs.into_iter().flat_map(|(flag, value)| [flag.to_string(), value]).collect()
+    if let Some(tls) = tls {
+        pairs.push(("--cert-file", tls.cert.display().to_string()));
+        pairs.push(("--key-file", tls.key.display().to_string()));
+        pairs.push(("--trusted-ca-file", tls.ca.display().to_string()));
+    }
+    let mut args: Vec<String> = pairs.into_iter().flat_map(|(flag, value)| [flag.to_string(), value]).collect();
+    if tls.is_some() {
+        // A boolean flag: etcd takes no separate value.
+        args.push("--client-cert-auth".to_string());
+    }
+    args
 }
 
 impl EtcdCluster {
-    /// Starts three members under `root`.
-    pub fn start(binary: &Path, root: &Path) -> anyhow::Result<Self> {
+    /// Starts three members under `root`, serving clients over TLS when `tls` is given.
+    pub fn start(binary: &Path, root: &Path, tls: Option<&EtcdTls>) -> anyhow::Result<Self> {
         let ports = free_ports(6)?;
         let (client_ports, peer_ports) = ports.split_at(3);
         let mut procs = Processes::default();
@@ -57,18 +90,25 @@ impl EtcdCluster {
             let dir = root.join(format!("etcd-{}", i + 1));
             std::fs::create_dir_all(&dir)?;
             let mut command = Command::new(binary);
-            command.args(member_args(i, client_ports, peer_ports, &dir.join("data")));
+            command.args(member_args(i, client_ports, peer_ports, &dir.join("data"), tls));
             procs.spawn(&format!("etcd member e{}", i + 1), command, &dir.join("etcd.log"), "ETCD_")?;
         }
         let endpoints = client_ports.iter().map(|port| format!("127.0.0.1:{port}")).collect();
-        Ok(Self { procs, endpoints })
+        Ok(Self { procs, endpoints, leader_pid: None, client_tls: tls.map(|tls| tls.client.clone()) })
+    }
+
+    /// A client of the first endpoint (the leader once [`Self::wait_ready`] has run).
+    pub fn leader_client(&self) -> anyhow::Result<EtcdKv> {
+        EtcdKv::with_tls(&self.endpoints[0], self.client_tls.as_ref())
     }
 
     /// Waits until every member answers `Status` naming the same leader and the leader
     /// accepts a write; then puts the leader first in [`Self::endpoints`].
     pub async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
-        let clients: Vec<EtcdKv> = self.endpoints.iter().map(|e| EtcdKv::new(e)).collect::<Result<_, _>>()?;
+        let clients: Vec<EtcdKv> =
+            self.endpoints.iter().map(|e| EtcdKv::with_tls(e, self.client_tls.as_ref())).collect::<Result<_, _>>()?;
+        let pids = self.procs.pids();
         let mut last = String::from("no answer yet");
         loop {
             self.procs.check_alive()?;
@@ -80,6 +120,7 @@ impl EtcdCluster {
                     let probe = clients[leader].put_raw(b"bench/probe".to_vec(), b"ok".to_vec()).await;
                     match probe {
                         Ok(_) => {
+                            self.leader_pid = pids.get(leader).copied();
                             let addr = self.endpoints.remove(leader);
                             self.endpoints.insert(0, addr);
                             return Ok(());
@@ -114,7 +155,7 @@ mod tests {
 
     #[test]
     fn members_share_the_initial_cluster() {
-        let args = member_args(1, &[1, 2, 3], &[11, 12, 13], Path::new("/d"));
+        let args = member_args(1, &[1, 2, 3], &[11, 12, 13], Path::new("/d"), None);
         let value = |flag: &str| args.iter().position(|a| a == flag).map(|i| args[i + 1].as_str());
         assert_eq!(value("--name"), Some("e2"));
         assert_eq!(value("--listen-client-urls"), Some("http://127.0.0.1:2"));
@@ -124,5 +165,22 @@ mod tests {
             Some("e1=http://127.0.0.1:11,e2=http://127.0.0.1:12,e3=http://127.0.0.1:13")
         );
         assert_eq!(value("--initial-cluster-state"), Some("new"));
+        assert!(!args.iter().any(|a| a == "--client-cert-auth"));
+    }
+
+    #[test]
+    fn tls_members_serve_clients_over_https_and_peers_over_http() {
+        let tls = EtcdTls {
+            ca: "/pki/ca.pem".into(),
+            cert: "/pki/node.pem".into(),
+            key: "/pki/node-key.pem".into(),
+            client: ClientTlsConfig::new(),
+        };
+        let args = member_args(0, &[1, 2, 3], &[11, 12, 13], Path::new("/d"), Some(&tls));
+        let value = |flag: &str| args.iter().position(|a| a == flag).map(|i| args[i + 1].as_str());
+        assert_eq!(value("--listen-client-urls"), Some("https://127.0.0.1:1"));
+        assert_eq!(value("--listen-peer-urls"), Some("http://127.0.0.1:11"));
+        assert_eq!(value("--trusted-ca-file"), Some("/pki/ca.pem"));
+        assert_eq!(args.last().map(String::as_str), Some("--client-cert-auth"));
     }
 }

@@ -1,12 +1,13 @@
 //! Just enough of etcd's v3 gRPC API for the benchmark, with no etcd client crate: the few
 //! messages it needs, declared by hand from the protocol's field numbers (prost skips the
-//! fields left out), and unary calls through `tonic::client::Grpc` with a prost codec.
+//! fields left out), and unary calls through `tonic::client::Grpc` with a prost codec. The
+//! lease keep-alive stream is opened in [`crate::fleet::keepalive`] with the same codec.
 
 use std::time::Duration;
 
 use http::uri::PathAndQuery;
 use tonic::client::Grpc;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic_prost::ProstCodec;
 
 use crate::workload::KvClient;
@@ -118,9 +119,66 @@ pub struct StatusResponse {
     pub raft_term: u64,
 }
 
+/// `etcdserverpb.LeaseGrantRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaseGrantRequest {
+    /// Advisory time-to-live in seconds.
+    #[prost(int64, tag = "1")]
+    pub ttl: i64,
+    /// Requested lease id; 0 lets the server choose.
+    #[prost(int64, tag = "2")]
+    pub id: i64,
+}
+
+/// `etcdserverpb.LeaseGrantResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaseGrantResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(int64, tag = "2")]
+    pub id: i64,
+    #[prost(int64, tag = "3")]
+    pub ttl: i64,
+    #[prost(string, tag = "4")]
+    pub error: String,
+}
+
+/// `etcdserverpb.LeaseKeepAliveRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaseKeepAliveRequest {
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+}
+
+/// `etcdserverpb.LeaseKeepAliveResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaseKeepAliveResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(int64, tag = "2")]
+    pub id: i64,
+    /// The renewed time-to-live in seconds; 0 or less: the lease no longer exists.
+    #[prost(int64, tag = "3")]
+    pub ttl: i64,
+}
+
 const PUT: &str = "/etcdserverpb.KV/Put";
 const RANGE: &str = "/etcdserverpb.KV/Range";
 const STATUS: &str = "/etcdserverpb.Maintenance/Status";
+const LEASE_GRANT: &str = "/etcdserverpb.Lease/LeaseGrant";
+/// The bidirectional keep-alive stream (`stream LeaseKeepAliveRequest` both ways).
+pub const LEASE_KEEP_ALIVE: &str = "/etcdserverpb.Lease/LeaseKeepAlive";
+
+/// The endpoint of the member at `addr` (`host:port`): `https` with `tls`, else plaintext.
+pub fn endpoint(addr: &str, tls: Option<&ClientTlsConfig>) -> anyhow::Result<Endpoint> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint =
+        Endpoint::from_shared(format!("{scheme}://{addr}"))?.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true);
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls.clone())?;
+    }
+    Ok(endpoint)
+}
 
 /// One connection to one etcd member.
 #[derive(Clone)]
@@ -131,11 +189,12 @@ pub struct EtcdKv {
 impl EtcdKv {
     /// A lazily connecting client of the member at `addr` (`host:port`, plaintext).
     pub fn new(addr: &str) -> anyhow::Result<Self> {
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(15))
-            .tcp_nodelay(true)
-            .connect_lazy();
+        Self::with_tls(addr, None)
+    }
+
+    /// A lazily connecting client of the member at `addr`, over TLS when given.
+    pub fn with_tls(addr: &str, tls: Option<&ClientTlsConfig>) -> anyhow::Result<Self> {
+        let channel = endpoint(addr, tls)?.timeout(Duration::from_secs(15)).connect_lazy();
         Ok(Self { grpc: Grpc::new(channel) })
     }
 
@@ -161,6 +220,15 @@ impl EtcdKv {
 
     pub async fn status(&self) -> Result<StatusResponse, tonic::Status> {
         self.unary(STATUS, StatusRequest {}).await
+    }
+
+    /// Grants a lease of `ttl_secs` with a server-chosen id; returns the id.
+    pub async fn lease_grant(&self, ttl_secs: i64) -> Result<i64, tonic::Status> {
+        let response: LeaseGrantResponse = self.unary(LEASE_GRANT, LeaseGrantRequest { ttl: ttl_secs, id: 0 }).await?;
+        if !response.error.is_empty() {
+            return Err(tonic::Status::internal(format!("LeaseGrant: {}", response.error)));
+        }
+        Ok(response.id)
     }
 }
 
@@ -188,6 +256,18 @@ mod tests {
         assert_eq!(bytes, [0x0a, 1, b'k', 0x12, 1, b'v']);
         let range = RangeRequest { key: b"k".to_vec(), serializable: true, ..Default::default() }.encode_to_vec();
         assert_eq!(range, [0x0a, 1, b'k', 0x38, 1]);
+    }
+
+    #[test]
+    fn lease_messages_use_the_wire_field_numbers() {
+        assert_eq!(LeaseGrantRequest { ttl: 6, id: 0 }.encode_to_vec(), [0x08, 6]);
+        assert_eq!(LeaseKeepAliveRequest { id: 300 }.encode_to_vec(), [0x08, 0xac, 0x02]);
+        // header {revision: 1}, ID 7, TTL 6.
+        let response = LeaseKeepAliveResponse::decode([0x0a, 2, 0x18, 1, 0x10, 7, 0x18, 6].as_slice()).unwrap();
+        assert_eq!((response.id, response.ttl), (7, 6));
+        assert_eq!(response.header.map(|h| h.revision), Some(1));
+        let granted = LeaseGrantResponse::decode([0x10, 9, 0x18, 6, 0x22, 1, b'x'].as_slice()).unwrap();
+        assert_eq!((granted.id, granted.ttl, granted.error.as_str()), (9, 6, "x"));
     }
 
     #[test]

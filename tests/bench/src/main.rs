@@ -1,22 +1,27 @@
-//! `muster-bench`: compares a local 3-node Muster cluster with a local 3-node etcd cluster on
-//! the same KV workload, in one command:
+//! `muster-bench`: compares a local 3-node Muster cluster with a local 3-node etcd cluster, in
+//! one command per benchmark:
 //!
 //! ```text
-//! cargo build --release --bins
+//! cargo build --release --workspace --bins
 //! cargo run --release -p muster-bench -- kv [--duration 10s] [--clients 1,64] [--value-bytes 128]
+//! cargo run --release -p muster-bench -- fleet [--workers 10000] [--interval 450ms]
 //! ```
 //!
-//! Each system runs alone: Muster's cluster is started, measured and stopped, then etcd's.
-//! Both are durable (fsync before acknowledging) and plaintext, every client has its own
-//! connection and talks to the leader, and the same keys and values are written.
+//! `kv`: the same KV workload on each system. Each system runs alone: Muster's cluster is
+//! started, measured and stopped, then etcd's. Both are durable (fsync before acknowledging)
+//! and plaintext, every client has its own connection and talks to the leader, and the same
+//! keys and values are written. `fleet`: simulated workers heartbeating through the worker
+//! tier against the same number of etcd leases kept alive (see [`fleet`]).
 //!
 //! Modules: [`cluster`] (Muster processes), [`etcd`] and [`etcd_rpc`] (etcd processes and
 //! its gRPC API), [`workload`] (client loops and histograms), [`report`] (tables),
-//! [`machine`] (host facts), [`procs`] (child-process guard, ports, CPU time).
+//! [`machine`] (host facts), [`procs`] (child-process guard, ports, CPU time, memory),
+//! [`fleet`] (the fleet benchmark).
 
 mod cluster;
 mod etcd;
 mod etcd_rpc;
+mod fleet;
 mod machine;
 mod procs;
 mod report;
@@ -47,6 +52,8 @@ struct Cli {
 enum Bench {
     /// KV puts at each client count and linearizable gets at the largest, Muster vs etcd.
     Kv(KvArgs),
+    /// N simulated workers heartbeating through one gateway vs N etcd leases kept alive.
+    Fleet(fleet::FleetArgs),
 }
 
 #[derive(Parser, Debug, Clone)]
@@ -168,7 +175,7 @@ async fn bench_muster(root: &std::path::Path, rows: &[RowSpec], args: &KvArgs) -
 
 async fn bench_etcd(root: &std::path::Path, rows: &[RowSpec], args: &KvArgs) -> anyhow::Result<Vec<Measurement>> {
     eprintln!("starting 3 etcd members ({})", args.etcd_bin.display());
-    let mut cluster = EtcdCluster::start(&args.etcd_bin, root)?;
+    let mut cluster = EtcdCluster::start(&args.etcd_bin, root, None)?;
     cluster.wait_ready(Duration::from_secs(60)).await?;
     eprintln!("etcd ready; leader at {}", cluster.endpoints[0]);
     let leader = cluster.endpoints[0].clone();
@@ -263,10 +270,15 @@ async fn interrupted() {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Bench::Kv(args) = cli.command;
+    let bench = async {
+        match cli.command {
+            Bench::Kv(args) => kv(args).await,
+            Bench::Fleet(args) => fleet::run(args).await,
+        }
+    };
     // Dropping the benchmark future (on a signal) kills every server and removes the temp dir.
     let result = tokio::select! {
-        result = kv(args) => result,
+        result = bench => result,
         _ = interrupted() => Err(anyhow::anyhow!("interrupted; stopped every server")),
     };
     match result {
@@ -291,13 +303,13 @@ mod tests {
     #[test]
     fn defaults_match_the_documented_command() {
         let cli = Cli::try_parse_from(["muster-bench", "kv"]).unwrap();
-        let Bench::Kv(args) = cli.command;
+        let Bench::Kv(args) = cli.command else { panic!("not kv") };
         assert_eq!(args.duration, Duration::from_secs(10));
         assert_eq!(args.clients, [1, 64]);
         assert_eq!(args.value_bytes, 128);
         assert!(!args.keep);
         let cli = Cli::try_parse_from(["muster-bench", "kv", "--duration", "5s", "--clients", "1,8,64"]).unwrap();
-        let Bench::Kv(args) = cli.command;
+        let Bench::Kv(args) = cli.command else { panic!("not kv") };
         assert_eq!(args.duration, Duration::from_secs(5));
         assert_eq!(args.clients, [1, 8, 64]);
     }

@@ -1,4 +1,5 @@
-//! Child processes the benchmark owns, free loopback ports, and per-process CPU time.
+//! Child processes the benchmark owns, free loopback ports, per-process CPU time and memory,
+//! and the file-descriptor limit (the fleet benchmark holds one socket per simulated worker).
 //!
 //! [`Processes`] kills (SIGKILL) and reaps every child it holds when dropped, so a panic, an
 //! early `?` or a Ctrl-C that drops the benchmark future never leaves servers behind. Only a
@@ -121,6 +122,76 @@ pub fn total_cpu_seconds(pids: &[u32]) -> f64 {
     pids.iter().map(|pid| cpu_seconds(*pid)).sum()
 }
 
+/// Busy CPU seconds of the whole machine so far, all cores (`/proc/stat`: everything but
+/// idle and iowait; 0 elsewhere).
+pub fn machine_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    busy_ticks(&stat).unwrap_or(0) as f64 / 100.0
+}
+
+fn busy_ticks(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|line| line.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line.split_whitespace().skip(1).map(|t| t.parse().unwrap_or(0)).collect();
+    let total: u64 = ticks.iter().take(8).sum();
+    Some(total - ticks.get(3)? - ticks.get(4)?)
+}
+
+/// Resident memory of `pid` in bytes (`VmRSS` of `/proc/<pid>/status`; 0 if unreadable).
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    vm_rss_kib(&status).unwrap_or(0) * 1024
+}
+
+fn vm_rss_kib(status: &str) -> Option<u64> {
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Live children of this process whose executable is named `name` (from `/proc`: the parent
+/// pid in `stat`, the file name of the first `cmdline` argument). For processes another
+/// harness started, whose handles do not expose their pid.
+pub fn children_named(name: &str) -> Vec<u32> {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut pids: Vec<u32> = entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            parent_pid(&stat) == Some(me) && {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let program = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+                Path::new(&*String::from_utf8_lossy(program)).file_name().is_some_and(|n| n == name)
+            }
+        })
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// The parent pid (field 4) of a `/proc/<pid>/stat` line.
+fn parent_pid(stat: &str) -> Option<u32> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Raises this process's soft limit on open files to at least `wanted` (and the hard limit
+/// with it when allowed, as root); children started afterwards inherit it. Returns the soft
+/// limit in force.
+pub fn raise_open_files(wanted: u64) -> u64 {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let current = limit.current.unwrap_or(u64::MAX);
+    if current >= wanted {
+        return current;
+    }
+    let hard = limit.maximum.unwrap_or(u64::MAX);
+    let raised = Rlimit { current: Some(wanted), maximum: Some(hard.max(wanted)) };
+    if setrlimit(Resource::Nofile, raised).is_err() {
+        let _ = setrlimit(Resource::Nofile, Rlimit { current: Some(hard), maximum: Some(hard) });
+    }
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +202,17 @@ mod tests {
         ports.sort_unstable();
         ports.dedup();
         assert_eq!(ports.len(), 6);
+    }
+
+    #[test]
+    fn status_and_stat_fields() {
+        assert_eq!(vm_rss_kib("Name:\tx\nVmPeak:\t 9 kB\nVmRSS:\t   2048 kB\n"), Some(2048));
+        assert_eq!(vm_rss_kib("Name:\tx\n"), None);
+        assert_eq!(parent_pid("4242 (control plane) S 17 2 3"), Some(17));
+        // user nice system idle iowait irq softirq steal guest guest_nice
+        assert_eq!(busy_ticks("cpu  10 1 5 100 7 2 3 0 9 9\ncpu0 1 1 1 1 1 1 1 1 0 0\n"), Some(21));
+        assert!(rss_bytes(std::process::id()) > 0);
+        assert!(raise_open_files(64) >= 64);
     }
 
     #[test]

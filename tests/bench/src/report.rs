@@ -72,7 +72,7 @@ fn cells(m: Option<&Measurement>) -> [String; 3] {
 }
 
 /// Left-aligned first column, right-aligned others, two spaces apart.
-fn render(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn render(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
