@@ -203,8 +203,8 @@ impl LeaseTable {
             })
             .map(|(id, _)| *id)
             .collect();
-        // Oldest deadline first, so rate-limited expiry is fair.
-        expired.sort_by_key(|id| self.leases[id].deadline);
+        // Oldest deadline first (then by id, for a stable order), so rate-limited expiry is fair.
+        expired.sort_by_key(|id| (self.leases[id].deadline, *id));
         expired
     }
 
