@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use muster_tls::Role;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::Cluster;
 use crate::config::{free_ports, toml_str};
@@ -22,8 +21,6 @@ use crate::wait::POLL_INTERVAL;
 
 /// How long [`Gateway::wait_ready`] waits (the worker CA, then the first accepted batch).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Deadline of one admin HTTP request.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Log lines printed when a test fails.
 const LOG_TAIL_LINES: usize = 40;
 
@@ -143,19 +140,10 @@ impl Gateway {
 
     /// `GET path` on the admin listener: the whole HTTP response.
     async fn admin_get(&self, path: &str) -> anyhow::Result<String> {
-        let probe = async {
-            let mut stream = tokio::net::TcpStream::connect(&self.admin).await?;
-            let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.admin);
-            stream.write_all(request.as_bytes()).await?;
-            let mut response = String::new();
-            stream.read_to_string(&mut response).await?;
-            anyhow::Ok(response)
-        };
-        match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(err)) if !self.is_running() => bail!("gateway {} is not running: {err}", self.id),
-            Ok(Err(err)) => Err(err.context(format!("gateway {}: GET {path}", self.id))),
-            Err(_) => bail!("gateway {}: GET {path} timed out", self.id),
+        match crate::probe::admin_get(&self.admin, path).await {
+            Ok(response) => Ok(response),
+            Err(err) if !self.is_running() => bail!("gateway {} is not running: {err:#}", self.id),
+            Err(err) => Err(err.context(format!("gateway {}", self.id))),
         }
     }
 
@@ -200,15 +188,10 @@ impl Gateway {
         Ok(body.to_string())
     }
 
-    /// One unlabelled series of `/metrics` (e.g. `muster_gateway_connected_workers`).
+    /// One series of `/metrics` (e.g. `muster_gateway_connected_workers`).
     pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
         let text = self.metrics().await?;
-        let line = text
-            .lines()
-            .filter(|line| !line.starts_with('#'))
-            .find(|line| line.split(['{', ' ']).next() == Some(name))
-            .with_context(|| format!("gateway {}: no series {name} in /metrics", self.id))?;
-        let value = line.rsplit(' ').next().unwrap_or_default();
-        value.parse().with_context(|| format!("gateway {}: {name} has value {value:?}", self.id))
+        crate::probe::metric_value(&text, name)
+            .with_context(|| format!("gateway {}: no series {name} in /metrics", self.id))
     }
 }
