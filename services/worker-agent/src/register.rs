@@ -9,12 +9,13 @@ use std::time::Duration;
 use anyhow::Context;
 use muster_proto::v1;
 use muster_proto::v1::worker_registration_service_client::WorkerRegistrationServiceClient;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, ClientTlsConfig};
 
 use crate::backoff::Backoff;
 use crate::gateways::GatewayList;
 use crate::identity::{Identity, IdentityMeta};
 use crate::pin::{PinMismatch, discover_ca};
+use crate::tls::RegistrarConnectError;
 
 /// What a successful Register gives the agent.
 #[derive(Debug)]
@@ -101,15 +102,10 @@ async fn register_with(
         None => Attempt::Retry(err),
     })?;
     let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
-    let endpoint = Endpoint::from_shared(format!("https://{server}"))
-        .and_then(|e| e.tls_config(tls))
-        .map_err(|err| Attempt::Fatal(anyhow::anyhow!("registrar address {server}: {err}")))?;
-    let channel = endpoint
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30))
-        .connect()
-        .await
-        .map_err(|err| Attempt::Retry(anyhow::anyhow!("connecting to registrar {server}: {err}")))?;
+    let channel = crate::tls::registrar_channel(server, tls).await.map_err(|err| match err {
+        RegistrarConnectError::Address(err) => Attempt::Fatal(err),
+        RegistrarConnectError::Connect(err) => Attempt::Retry(err),
+    })?;
     let request = v1::RegisterRequest {
         token: token.trim().to_string(),
         csr_pem: csr_pem.to_string(),

@@ -16,7 +16,6 @@ use muster_proto::v1;
 use muster_proto::v1::worker_registration_service_client::WorkerRegistrationServiceClient;
 use rcgen::PublicKeyData;
 use tokio::sync::watch;
-use tonic::transport::Endpoint;
 
 use crate::backoff::Backoff;
 use crate::gateways::GatewayList;
@@ -203,15 +202,10 @@ fn renewed(current: &Identity, key: &rcgen::KeyPair, response: v1::RenewResponse
 }
 
 async fn renew_with(server: &str, identity: &Identity, csr_pem: &str) -> Result<v1::RenewResponse, Attempt> {
-    let endpoint = Endpoint::from_shared(format!("https://{server}"))
-        .and_then(|e| e.tls_config(crate::tls::registrar_tls(identity)))
-        .map_err(|err| Attempt::Retry(anyhow::anyhow!("registrar address {server}: {err}")))?;
-    let channel = endpoint
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30))
-        .connect()
-        .await
-        .map_err(|err| Attempt::Retry(anyhow::anyhow!("connecting to registrar {server}: {err}")))?;
+    let channel = crate::tls::registrar_channel(server, crate::tls::registrar_tls(identity)).await.map_err(|err| {
+        let (crate::tls::RegistrarConnectError::Address(err) | crate::tls::RegistrarConnectError::Connect(err)) = err;
+        Attempt::Retry(err)
+    })?;
     let request = v1::RenewRequest { csr_pem: csr_pem.to_string() };
     let status = match WorkerRegistrationServiceClient::new(channel).renew(request).await {
         Ok(response) => return Ok(response.into_inner()),

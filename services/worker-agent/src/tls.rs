@@ -87,6 +87,25 @@ impl ServerCertVerifier for GatewayVerifier {
 }
 
 /// The rustls client config for gateways, presenting `identity`.
+/// Why a registrar could not be reached: a malformed address, or no connection.
+pub enum RegistrarConnectError {
+    Address(anyhow::Error),
+    Connect(anyhow::Error),
+}
+
+/// A channel to the registrar at `server` (`host:port`) over `tls`, for Register and Renew.
+pub async fn registrar_channel(server: &str, tls: ClientTlsConfig) -> Result<Channel, RegistrarConnectError> {
+    let endpoint = Endpoint::from_shared(format!("https://{server}"))
+        .and_then(|e| e.tls_config(tls))
+        .map_err(|err| RegistrarConnectError::Address(anyhow::anyhow!("registrar address {server}: {err}")))?;
+    endpoint
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .connect()
+        .await
+        .map_err(|err| RegistrarConnectError::Connect(anyhow::anyhow!("connecting to registrar {server}: {err}")))
+}
+
 pub fn gateway_tls(identity: &Identity) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
