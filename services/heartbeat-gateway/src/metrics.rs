@@ -1,10 +1,16 @@
-//! Counters and gauges for `/metrics`: plain atomics bumped on the report path (no locks, no
-//! allocation), rendered in the Prometheus text format on scrape.
+//! Counters, gauges and the TTL histogram for `/metrics`: plain atomics bumped on the report
+//! path (no locks, no allocation), rendered in the Prometheus text format on scrape.
 
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-#[derive(Debug, Default)]
+use muster_admin::metrics::{Histogram, Kind, Value, header, histogram};
+use muster_admin::{counter, gauge};
+
+/// Bucket bounds (seconds) of the TTLs issued: from sub-second test policies to the 10 min
+/// default `max_ttl` and beyond (throttling stretches a TTL).
+pub const TTL_BUCKETS: &[f64] = &[0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0];
+
+#[derive(Debug)]
 pub struct Metrics {
     /// Every report received (accepted + throttled).
     pub heartbeats: AtomicU64,
@@ -20,6 +26,27 @@ pub struct Metrics {
     pub live_gateways: AtomicU64,
     /// f64 bits.
     budget_per_second: AtomicU64,
+    /// Every TTL sent in an ack (stagger and throttling included), in seconds.
+    pub ttl_issued: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            heartbeats: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            batch_failures: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            beats_forwarded: AtomicU64::new(0),
+            ttl_ms: AtomicU64::new(0),
+            worker_count: AtomicU64::new(0),
+            live_gateways: AtomicU64::new(0),
+            budget_per_second: AtomicU64::new(0),
+            ttl_issued: Histogram::new(TTL_BUCKETS),
+        }
+    }
 }
 
 impl Metrics {
@@ -39,8 +66,7 @@ impl Metrics {
     pub fn render(&self, connected: u64, pending: u64) -> String {
         let mut out = String::new();
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let rows = [
-            ("muster_gateway_connected_workers", "Workers with a ReportStatus stream open.", connected),
+        let counters = [
             (
                 "muster_gateway_heartbeats_total",
                 "Status reports received (accepted + throttled).",
@@ -59,12 +85,18 @@ impl Metrics {
                 load(&self.batch_failures),
             ),
             ("muster_gateway_beats_forwarded_total", "Beats delivered to the leader.", load(&self.beats_forwarded)),
-            ("muster_gateway_pending_beats", "Beats waiting for the next batch.", pending),
             (
                 "muster_gateway_refused_total",
                 "Workers refused by the leader (revoked or unknown).",
                 load(&self.refused),
             ),
+        ];
+        for (name, help, value) in counters {
+            counter(&mut out, name, help, "", value);
+        }
+        let gauges = [
+            ("muster_gateway_connected_workers", "Workers with a ReportStatus stream open.", connected),
+            ("muster_gateway_pending_beats", "Beats waiting for the next batch.", pending),
             ("muster_gateway_ttl_ms", "The base TTL (before stagger) last computed.", load(&self.ttl_ms)),
             (
                 "muster_gateway_worker_count",
@@ -73,16 +105,24 @@ impl Metrics {
             ),
             ("muster_gateway_live_gateways", "G: live gateways.", load(&self.live_gateways)),
         ];
-        for (name, help, value) in rows {
-            muster_admin::gauge(&mut out, name, help, "", value);
+        for (name, help, value) in gauges {
+            gauge(&mut out, name, help, "", value);
         }
-        let name = "muster_gateway_budget_per_second";
-        let budget = self.budget();
-        let budget = if budget.is_finite() { format!("{budget}") } else { "+Inf".to_string() };
-        let _ = writeln!(
-            out,
-            "# HELP {name} This gateway's heartbeat budget (max_heartbeats_per_second; the TTL spreads N over G gateways).\n# TYPE {name} gauge\n{name} {budget}"
+        histogram(
+            &mut out,
+            "muster_gateway_ttl_issued_seconds",
+            "TTLs sent to workers in acks (stagger and throttling included).",
+            [("", &self.ttl_issued)],
         );
+        let name = "muster_gateway_budget_per_second";
+        header(
+            &mut out,
+            name,
+            "This gateway's heartbeat budget (max_heartbeats_per_second; the TTL spreads N over G gateways).",
+            Kind::Gauge,
+        );
+        // An unlimited budget is +Inf; the line keeps its historical label-less spelling.
+        out.push_str(&format!("{name} {}\n", Value::Float(self.budget())));
         out
     }
 }
@@ -96,7 +136,15 @@ mod tests {
         let metrics = Metrics::default();
         Metrics::count(&metrics.heartbeats);
         metrics.set_budget(12.5);
+        metrics.ttl_issued.observe(10.5);
         let text = metrics.render(3, 0);
+        assert!(text.contains("# TYPE muster_gateway_heartbeats_total counter\n"), "{text}");
+        assert!(text.contains("# TYPE muster_gateway_ttl_issued_seconds histogram\n"), "{text}");
+        assert!(text.contains("muster_gateway_ttl_issued_seconds_bucket{le=\"10\"} 0\n"), "{text}");
+        assert!(text.contains("muster_gateway_ttl_issued_seconds_bucket{le=\"15\"} 1\n"), "{text}");
+        assert!(text.contains("muster_gateway_ttl_issued_seconds_count{} 1\n"), "{text}");
+        metrics.set_budget(f64::INFINITY);
+        assert!(metrics.render(0, 0).contains("muster_gateway_budget_per_second +Inf\n"));
         assert!(text.contains("muster_gateway_connected_workers{} 3"), "{text}");
         assert!(text.contains("muster_gateway_heartbeats_total{} 1"), "{text}");
         assert!(text.contains("muster_gateway_budget_per_second 12.5"), "{text}");

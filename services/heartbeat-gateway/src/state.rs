@@ -84,8 +84,10 @@ impl GatewayState {
         self.bucket.lock().unwrap_or_else(PoisonError::into_inner).wait_for_room(now)
     }
 
-    /// The ack for a reply, with the cluster as the current view sees it.
+    /// The ack for a reply, with the cluster as the current view sees it; its TTL is counted
+    /// as issued.
     pub fn ack(&self, reply: &Reply) -> v1::StatusAck {
+        self.metrics.ttl_issued.observe(f64::from(reply.ttl_ms) / 1000.0);
         let view = self.view();
         let gateways = if reply.reported_epoch == view.gateways_epoch { Vec::new() } else { view.gateways.clone() };
         v1::StatusAck {

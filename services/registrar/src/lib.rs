@@ -6,11 +6,12 @@
 //! with that certificate: the TLS server asks for a client certificate from the worker CA but
 //! does not require one, so Register keeps working for workers that have none yet.
 //!
-//! - [`config`]: settings; [`service`]: the gRPC service and its counters;
+//! - [`config`]: settings; [`service`]: the gRPC service; [`metrics`]: its counters;
 //! - [`register`] and [`renew`]: the two calls; [`signing`]: certifying a worker's key, shared
 //!   by both; [`rate_limit`]: per-IP buckets.
 
 pub mod config;
+pub mod metrics;
 pub mod rate_limit;
 pub mod register;
 pub mod renew;

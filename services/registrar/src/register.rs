@@ -50,7 +50,8 @@ impl Registrar {
             .client
             .register_worker(v1::RegisterWorkerRequest { token: request.token, profile: request.profile })
             .await
-            .map_err(upstream)?;
+            .map_err(upstream)
+            .inspect_err(|status| self.stats.token_refused(status))?;
         let worker =
             registered.worker.ok_or_else(|| ApiError::Internal("the control plane returned no worker".into()))?;
         let id = worker.worker_id;

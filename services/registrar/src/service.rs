@@ -1,5 +1,5 @@
-//! `WorkerRegistrationService`: the shared state of the registrar, its counters, and the thin
-//! tonic impl that counts outcomes around [`register`](crate::register) and
+//! `WorkerRegistrationService`: the shared state of the registrar and the thin tonic impl that
+//! counts outcomes (see [`metrics`](crate::metrics)) around [`register`](crate::register) and
 //! [`renew`](crate::renew). Both are rate-limited per client IP with the same buckets.
 
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use muster_proto::v1;
 use muster_proto::v1::worker_registration_service_server::WorkerRegistrationService;
 use tonic::{Request, Response, Status};
 
+use crate::metrics::Stats;
 use crate::rate_limit::RateLimiter;
 use crate::signing::Signer;
 
@@ -24,16 +25,6 @@ pub struct Registrar {
     pub stats: Stats,
 }
 
-/// Counters for `/metrics`.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub registered: AtomicU64,
-    pub refused: AtomicU64,
-    pub rate_limited: AtomicU64,
-    pub renewed: AtomicU64,
-    pub renewals_refused: AtomicU64,
-}
-
 impl muster_admin::AdminSource for Registrar {
     fn is_ready(&self) -> bool {
         // Constructed only once the worker CA is agreed: serving means ready.
@@ -41,30 +32,7 @@ impl muster_admin::AdminSource for Registrar {
     }
 
     fn render_metrics(&self) -> String {
-        let mut out = String::new();
-        let rows = [
-            ("muster_registrar_registrations_total", "Workers registered.", &self.stats.registered),
-            (
-                "muster_registrar_refusals_total",
-                "Register calls refused (token, CSR or upstream).",
-                &self.stats.refused,
-            ),
-            (
-                "muster_registrar_rate_limited_total",
-                "Register and Renew calls refused by the per-IP limit.",
-                &self.stats.rate_limited,
-            ),
-            ("muster_registrar_renewals_total", "Worker certificates renewed.", &self.stats.renewed),
-            (
-                "muster_registrar_renewal_refusals_total",
-                "Renew calls refused (no or foreign certificate, revoked worker, CSR or upstream).",
-                &self.stats.renewals_refused,
-            ),
-        ];
-        for (name, help, counter) in rows {
-            muster_admin::gauge(&mut out, name, help, "", counter.load(Ordering::Relaxed));
-        }
-        out
+        self.stats.render()
     }
 }
 
@@ -99,8 +67,9 @@ fn count<T>(result: &Result<T, Status>, ok: &AtomicU64, refused: &AtomicU64) {
 #[tonic::async_trait]
 impl WorkerRegistrationService for Registrar {
     async fn register(&self, request: Request<v1::RegisterRequest>) -> Result<Response<v1::RegisterResponse>, Status> {
+        let started = Instant::now();
         let result = self.register_inner(request).await.map(Response::new);
-        count(&result, &self.stats.registered, &self.stats.refused);
+        self.stats.register_done(&result, started.elapsed());
         result
     }
 

@@ -87,12 +87,11 @@ impl muster_admin::AdminSource for AgentStatus {
     }
 
     fn render_metrics(&self) -> String {
+        use muster_admin::metrics::label;
+        use muster_admin::{counter, gauge};
         let mut out = String::new();
         let identity = self.identity.borrow().clone();
-        let labels = format!("cluster_id=\"{}\"", identity.meta.cluster_id);
-        let gauge = |out: &mut String, name: &str, help: &str, labels: &str, value: u64| {
-            muster_admin::gauge(out, name, help, labels, value);
-        };
+        let labels = label("cluster_id", &identity.meta.cluster_id);
         gauge(&mut out, "muster_worker_id", "This worker's id.", &labels, identity.meta.worker_id);
         let expires = u64::try_from(identity.meta.cert_expires_at_unix).unwrap_or(0);
         gauge(&mut out, "muster_worker_cert_expires_at", "Unix time the certificate expires.", &labels, expires);
@@ -105,14 +104,14 @@ impl muster_admin::AdminSource for AgentStatus {
             ),
             ("muster_worker_renewals_total", "Certificates renewed.", &self.renewals),
         ];
-        for (name, help, counter) in counters {
-            gauge(&mut out, name, help, "", counter.load(Ordering::Relaxed));
+        for (name, help, value) in counters {
+            counter(&mut out, name, help, "", value.load(Ordering::Relaxed));
         }
         let lease = self.lease.borrow().clone();
         let ttl_ms = u64::try_from(lease.ttl.as_millis()).unwrap_or(u64::MAX);
         gauge(&mut out, "muster_worker_ttl_ms", "The TTL of the last ack, in milliseconds.", "", ttl_ms);
         if let Some(gateway) = &lease.gateway_id {
-            let labels = format!("gateway_id=\"{}\"", gateway.replace(['"', '\\', '\n'], "_"));
+            let labels = label("gateway_id", gateway);
             gauge(&mut out, "muster_worker_gateway_info", "The gateway this worker beats to.", &labels, 1);
         }
         out

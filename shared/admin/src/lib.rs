@@ -2,6 +2,9 @@
 //! `/readyz` (the component's own readiness) and `/metrics` (Prometheus text rendered by the
 //! component). One implementation, so probes and scrapes behave the same everywhere, and a
 //! `health` subcommand for container healthchecks that needs no curl in the image.
+//! [`metrics`] writes the Prometheus text format (counters, gauges, histograms) for them all.
+
+pub mod metrics;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,6 +16,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+pub use metrics::{Histogram, Kind, counter, gauge};
 
 /// What the admin listener asks the component.
 pub trait AdminSource: Send + Sync + 'static {
@@ -66,12 +71,6 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
         .headers_mut()
         .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; version=0.0.4"));
     response
-}
-
-/// Appends one gauge in the Prometheus text format.
-pub fn gauge(out: &mut String, name: &str, help: &str, labels: &str, value: u64) {
-    use std::fmt::Write;
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{labels}}} {value}");
 }
 
 /// The `health` subcommand: GET /readyz on an admin listener; exit 0 only when ready.

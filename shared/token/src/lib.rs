@@ -40,6 +40,20 @@ pub enum TokenError {
     Revoked(String),
 }
 
+/// Every name [`TokenError::reason`] can return, for metrics that show each reason from the
+/// start.
+pub const REASONS: [&str; 8] =
+    ["malformed", "unsupported_version", "wrong_cluster", "unknown", "forged", "expired", "used_up", "revoked"];
+
+/// The reason a control plane's refusal message names: it reads
+/// `registration refused (<reason>): <detail>` (after any status prefix). `None` when the
+/// message names no known reason (the refusal was not about the token).
+pub fn refusal_reason(message: &str) -> Option<&'static str> {
+    let (_, rest) = message.split_once("registration refused (")?;
+    let (reason, _) = rest.split_once(')')?;
+    REASONS.into_iter().find(|known| *known == reason)
+}
+
 impl TokenError {
     /// A short stable name for metrics and logs ("expired", "used_up", ...).
     pub fn reason(&self) -> &'static str {
@@ -205,6 +219,28 @@ mod tests {
     use super::*;
 
     const NOW: i64 = 1_800_000_000;
+
+    #[test]
+    fn every_reason_is_listed_and_read_back_from_a_refusal() {
+        let errors = [
+            TokenError::Malformed(String::new()),
+            TokenError::UnsupportedVersion(9),
+            TokenError::WrongCluster { token_cluster: "a".into(), cluster: "b".into() },
+            TokenError::Unknown("t".into()),
+            TokenError::Forged("t".into()),
+            TokenError::Expired { token_id: "t".into(), expired_at: 1 },
+            TokenError::UsedUp("t".into()),
+            TokenError::Revoked("t".into()),
+        ];
+        assert_eq!(errors.each_ref().map(TokenError::reason), REASONS);
+        for err in errors {
+            // The control plane's wording, behind the status code's prefix.
+            let message = format!("permission denied: registration refused ({}): {err}", err.reason());
+            assert_eq!(refusal_reason(&message), Some(err.reason()), "{message}");
+        }
+        assert_eq!(refusal_reason("registration refused (sunspots): no"), None);
+        assert_eq!(refusal_reason("profile.hostname must be 1 to 253 bytes"), None);
+    }
 
     fn issued() -> IssuedToken {
         generate(&TokenSpec { ttl_seconds: 60, uses: 2, ..Default::default() }, "c1", &[7; 32], NOW)

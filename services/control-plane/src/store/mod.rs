@@ -10,7 +10,8 @@
 //!
 //! The log is not a redb table: a B-tree append rewrote a dozen pages per fsync, and sharing
 //! a redb file with the FSM made log appends and applies queue on one writer lock.
-//! - [`FsmReader`] serves API reads from a redb read transaction, concurrently with Raft.
+//! - [`FsmReader`] serves API reads from a redb read transaction, concurrently with Raft
+//!   ([`FsmReader::worker_states`] counts workers by state for `/metrics`).
 
 mod db;
 mod fsm;
@@ -19,6 +20,7 @@ mod snapshot;
 mod state_machine;
 mod tokens;
 mod wal;
+mod worker_states;
 mod workers;
 
 pub use db::{StorageError, open_database};
@@ -26,3 +28,4 @@ pub use fsm::FsmReader;
 pub use log_store::LogStore;
 pub use snapshot::{SnapshotFile, read_snapshot_records};
 pub use state_machine::StateMachineStore;
+pub use worker_states::{WorkerStateCache, WorkerStates};
