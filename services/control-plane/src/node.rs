@@ -10,11 +10,14 @@ use muster_middleware::{ApiError, LeaderHint};
 use muster_proto::v1;
 use openraft::ServerState;
 use openraft::async_runtime::WatchReceiver;
+use openraft::raft::ClientWriteResponse;
 use tokio::sync::watch;
+use tracing::field::Empty;
+use tracing::{Instrument as _, Span};
 
 use crate::network::PeerChannels;
 use crate::store::{FsmReader, StateMachineStore};
-use crate::types::{NodeAddr, NodeId, Raft, RaftMetrics};
+use crate::types::{NodeAddr, NodeId, Raft, RaftMetrics, TypeConfig};
 
 /// Everything the gRPC handlers and the lifecycle tasks share about this node.
 pub struct NodeHandle {
@@ -27,6 +30,8 @@ pub struct NodeHandle {
     pub config: Arc<ControlPlaneConfig>,
     /// Worker leases (meaningful on the leader only).
     pub leases: crate::leases::Leases,
+    /// The last workers-by-state count for `/metrics`.
+    pub worker_states: crate::store::WorkerStateCache,
     ready: AtomicBool,
     ready_tx: watch::Sender<bool>,
 }
@@ -42,6 +47,7 @@ impl NodeHandle {
     ) -> Arc<Self> {
         let (ready_tx, _) = watch::channel(false);
         let reader = state_machine.reader();
+        state_machine.set_node_id(id);
         Arc::new(Self {
             id,
             addr,
@@ -50,6 +56,7 @@ impl NodeHandle {
             state_machine,
             channels,
             leases: crate::leases::Leases::new(&config),
+            worker_states: Default::default(),
             config,
             ready: AtomicBool::new(false),
             ready_tx,
@@ -98,9 +105,45 @@ impl NodeHandle {
 
     /// Proposes one FSM command (no client session) and returns what applying it produced.
     pub async fn propose(&self, op: v1::command::Op) -> Result<v1::CommandResult, ApiError> {
-        let command = v1::Command { client_id: 0, sequence: 0, op: Some(op) };
-        let written = self.raft.client_write(command).await.map_err(crate::grpc::errors::write_error)?;
-        Ok(written.data)
+        let command = v1::Command { op: Some(op), ..Default::default() };
+        Ok(self.client_write(command).await?.data)
+    }
+
+    /// Proposes `command`; returns once it is committed and applied here (the leader). Runs in
+    /// a `raft.client_write` span whose context rides in the command, so each node's apply
+    /// joins the proposer's trace (see [`crate::store::StateMachineStore`]).
+    ///
+    /// The span takes the level of the request behind the write: INFO inside a traced call,
+    /// DEBUG inside a quiet one (KV writes) or none (the lease sweeper), so a hot path stays
+    /// as cheap as its RPC and untraced writes carry an empty `traceparent`.
+    pub async fn client_write(&self, mut command: v1::Command) -> Result<ClientWriteResponse<TypeConfig>, ApiError> {
+        macro_rules! write_span {
+            ($span:ident) => {
+                tracing::$span!(
+                    "raft.client_write",
+                    raft.node_id = self.id,
+                    raft.command = %command,
+                    raft.log_index = Empty,
+                    otel.status_code = Empty,
+                    error = Empty,
+                )
+            };
+        }
+        let span = if Span::current().is_disabled() { write_span!(debug_span) } else { write_span!(info_span) };
+        command.traceparent = muster_middleware::trace::traceparent(&span);
+        let written = self.raft.client_write(command).instrument(span.clone()).await;
+        match written {
+            Ok(written) => {
+                span.record("raft.log_index", written.log_id.index);
+                Ok(written)
+            }
+            Err(err) => {
+                let err = crate::grpc::errors::write_error(err);
+                span.record("otel.status_code", "error");
+                span.record("error", tracing::field::display(&err));
+                Err(err)
+            }
+        }
     }
 
     /// The seed's `GetClusterMetadata` answer from this node's point of view.

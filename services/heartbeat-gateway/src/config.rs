@@ -1,5 +1,5 @@
 //! The gateway's configuration: where workers reach it, where the control plane is, how it
-//! authenticates, and how often it batches. The TTL policy itself is not configured here: the
+//! authenticates, how often it batches, and how many heartbeats it traces. The TTL policy itself is not configured here: the
 //! leader hands it out with every batch response, so every gateway runs the same one.
 
 use std::net::SocketAddr;
@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_GATEWAY_PORT: u16 = 3671;
 /// Default port of the gateway's admin listener.
 pub const DEFAULT_ADMIN_PORT: u16 = 3682;
+/// Default share of heartbeat reports that get an exported span.
+pub const DEFAULT_HEARTBEAT_TRACE_RATIO: f64 = 0.001;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -40,6 +42,10 @@ pub struct GatewayConfig {
     /// and is answered `throttled`. Default 1s; 0 turns the check off.
     #[serde(with = "humantime_serde")]
     pub min_report_interval: Duration,
+    /// The fraction of `ReportStatus` reports traced with an exported INFO `heartbeat.report`
+    /// span (0.0 to 1.0); the rest stay quiet (DEBUG). Default 0.001: one report in a
+    /// thousand, enough to see heartbeat latency without paying for a span per beat.
+    pub heartbeat_trace_ratio: f64,
     pub telemetry: TelemetryConfig,
 }
 
@@ -54,6 +60,7 @@ impl Default for GatewayConfig {
             tls: TlsConfig::default(),
             batch_interval: Duration::from_millis(250),
             min_report_interval: Duration::from_secs(1),
+            heartbeat_trace_ratio: DEFAULT_HEARTBEAT_TRACE_RATIO,
             telemetry: TelemetryConfig::default(),
         }
     }
@@ -76,6 +83,15 @@ impl GatewayConfig {
         }
         if self.min_report_interval > Duration::from_secs(3600) {
             return invalid("min_report_interval", "must be at most 1h");
+        }
+        if !(0.0..=1.0).contains(&self.heartbeat_trace_ratio) {
+            return invalid(
+                "heartbeat_trace_ratio",
+                format!(
+                    "must be between 0.0 (no heartbeat traced) and 1.0 (every report traced), got {}",
+                    self.heartbeat_trace_ratio
+                ),
+            );
         }
         if let Some(addr) = &self.advertise_addr {
             let port = addr.rsplit_once(':').and_then(|(host, port)| (!host.is_empty()).then_some(port));
@@ -146,6 +162,7 @@ mod tests {
         assert_eq!(config.batch_interval, Duration::from_millis(250));
         assert_eq!(config.min_report_interval, Duration::from_secs(1));
         assert_eq!(config.control_plane, ["127.0.0.1:3669"]);
+        assert_eq!(config.heartbeat_trace_ratio, 0.001);
         config.validate().unwrap();
 
         let env = [
@@ -154,6 +171,13 @@ mod tests {
         ];
         let config: GatewayConfig = muster_config::ConfigLoader::new().env_vars(env).load().unwrap();
         assert_eq!(config.batch_interval, Duration::from_millis(500));
+
+        // A whole number is a ratio too (`heartbeat_trace_ratio = 1` traces every report).
+        for (raw, ratio) in [("1", 1.0), ("0", 0.0), ("0.25", 0.25)] {
+            let env = [("MUSTER_HEARTBEAT_TRACE_RATIO".to_string(), raw.to_string())];
+            let config: GatewayConfig = muster_config::ConfigLoader::new().env_vars(env).load().unwrap();
+            assert_eq!(config.heartbeat_trace_ratio, ratio);
+        }
     }
 
     #[test]
@@ -168,6 +192,9 @@ mod tests {
         check(GatewayConfig { advertise_addr: Some("no-port".into()), ..config.clone() }, "advertise_addr");
         check(GatewayConfig { advertise_addr: Some(":3671".into()), ..config.clone() }, "advertise_addr");
         check(GatewayConfig { gateway_id: Some("a b".into()), ..config.clone() }, "gateway_id");
+        for ratio in [-0.1, 1.5, f64::NAN] {
+            check(GatewayConfig { heartbeat_trace_ratio: ratio, ..config.clone() }, "heartbeat_trace_ratio");
+        }
         check(GatewayConfig { tls: TlsConfig::default(), ..config }, "tls.ca_file");
 
         let err = muster_config::ConfigLoader::new()

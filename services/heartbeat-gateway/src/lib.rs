@@ -9,8 +9,8 @@
 //!
 //! - [`config`]: settings; [`tls`]: both TLS sides and the worker CA;
 //! - [`identity`]: worker id from the certificate; [`service`]: the tonic stream handler;
-//! - [`session`]: one stream's reports → beats and acks; [`admission`]: admitted, refused and
-//!   connected workers (one stream each);
+//! - [`session`]: one stream's reports → beats and acks, and which are traced;
+//!   [`admission`]: admitted, refused and connected workers (one stream each);
 //! - [`ttl`]: the adaptive TTL formula; [`budget`]: the token bucket;
 //! - [`beats`]: pending beats; [`batch`]: the batching task; [`view`]: the last batch answer;
 //! - [`state`]: what all of these share; [`metrics`]: `/metrics`.
@@ -46,7 +46,8 @@ use state::GatewayState;
 const BATCH_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest `StatusReport` accepted (a profile with many labels fits easily).
 const MAX_REPORT_BYTES: usize = 256 * 1024;
-/// Heartbeat spans and logs are DEBUG: they are the hot path.
+/// Heartbeat spans and logs are DEBUG: they are the hot path (a sampled share of reports get
+/// an INFO span of their own, see [`session::TraceSampler`]).
 const QUIET_PATHS: &[&str] = &["/muster.v1.HeartbeatService/"];
 
 /// Serves heartbeats on `listener` (and the admin endpoints on `admin`) until `shutdown`
@@ -149,7 +150,8 @@ async fn serve(
     if let Some(server_tls) = server_tls {
         builder = builder.tls_config(server_tls)?;
     }
-    let heartbeats = Heartbeats { state: state.clone(), auth };
+    let sampler = session::TraceSampler::new(config.heartbeat_trace_ratio);
+    let heartbeats = Heartbeats { state: state.clone(), auth, sampler };
     let incoming = tonic::transport::server::TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(muster_middleware::limits::TCP_KEEPALIVE));

@@ -2,6 +2,9 @@
 //! from its certificate, register the stream (newest wins), then per report: record it, hold
 //! the first ack until the worker is admitted, ack. The stream is one future polled by the
 //! connection (no task, no channel per worker); dropping it unregisters the worker.
+//!
+//! The stream's `grpc.server` span is DEBUG (quiet); a sampled share of reports get an INFO
+//! `heartbeat.report` span covering record → admission → ack (see [`TraceSampler`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,11 +15,12 @@ use muster_proto::v1;
 use muster_proto::v1::heartbeat_service_server::HeartbeatService;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument as _;
 
 use crate::admission::{Control, EndReason, Opened, Refusal};
 use crate::identity::{self, WorkerIdentity};
 use crate::metrics::Metrics;
-use crate::session::Session;
+use crate::session::{Session, TraceSampler};
 use crate::state::GatewayState;
 
 /// The gRPC service name (health and reflection list it).
@@ -36,6 +40,8 @@ pub enum Authentication {
 pub struct Heartbeats {
     pub state: Arc<GatewayState>,
     pub auth: Authentication,
+    /// Which reports are traced (`heartbeat_trace_ratio`).
+    pub sampler: TraceSampler,
 }
 
 type AckStream = Pin<Box<dyn Stream<Item = Result<v1::StatusAck, Status>> + Send + 'static>>;
@@ -95,7 +101,8 @@ impl HeartbeatService for Heartbeats {
             Metrics::count(&self.state.metrics.refused);
             end_status(worker, &EndReason::Refused(refusal))
         })?;
-        Ok(Response::new(Box::pin(acks(self.state.clone(), identity, opened, request.into_inner()))))
+        let stream = acks(self.state.clone(), self.sampler, identity, opened, request.into_inner());
+        Ok(Response::new(Box::pin(stream)))
     }
 }
 
@@ -133,6 +140,7 @@ async fn admission(control: &mut watch::Receiver<Control>) -> Result<(), EndReas
 
 fn acks(
     state: Arc<GatewayState>,
+    sampler: TraceSampler,
     identity: WorkerIdentity,
     opened: Opened,
     mut inbound: Streaming<v1::StatusReport>,
@@ -165,23 +173,33 @@ fn acks(
                 // The worker closed its side, or the connection broke.
                 Event::Report(Ok(None)) | Event::Report(Err(_)) => break,
             };
-            let reply = match session.report(&state, report, Instant::now(), rand::random::<f64>()) {
+            let span = sampler.span(worker, report.sequence);
+            let reply = match span.in_scope(|| session.report(&state, report, Instant::now(), rand::random::<f64>())) {
                 Ok(reply) => reply,
                 Err(err) => {
+                    span.record("otel.status_code", "error");
+                    span.record("error", tracing::field::display(&err));
+                    drop(span);
                     yield Err(Status::invalid_argument(err.to_string()));
                     break;
                 }
             };
+            span.record("heartbeat.ttl_ms", reply.ttl_ms);
+            span.record("heartbeat.throttled", reply.throttled);
             if !session.admitted {
-                match admission(&mut control).await {
+                match admission(&mut control).instrument(span.clone()).await {
                     Ok(()) => session.admitted = true,
                     Err(reason) => {
+                        drop(span);
                         yield Err(end_status(worker, &reason));
                         break;
                     }
                 }
             }
-            yield Ok(state.ack(&reply));
+            let ack = span.in_scope(|| state.ack(&reply));
+            // Closed before the ack goes out, not when the next report arrives.
+            drop(span);
+            yield Ok(ack);
         }
     }
 }

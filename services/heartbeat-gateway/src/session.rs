@@ -5,12 +5,17 @@
 //! Liveness is never refused for budget reasons: an over-budget report is recorded like any
 //! other, and only its TTL is stretched, so throttling can slow workers down but can never
 //! manufacture an expiry.
+//!
+//! Heartbeats are sampled for tracing ([`TraceSampler`]): the stream's own span is DEBUG, and
+//! only a `heartbeat_trace_ratio` share of reports get an exported INFO span.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use muster_proto::v1;
 use muster_proto::v1::WorkerState;
+use tracing::Span;
+use tracing::field::Empty;
 
 use crate::beats::Beat;
 use crate::budget::Take;
@@ -18,6 +23,38 @@ use crate::identity::WorkerIdentity;
 use crate::metrics::Metrics;
 use crate::state::GatewayState;
 use crate::ttl;
+
+/// Picks the reports that get an exported `heartbeat.report` span: a `ratio` share, drawn
+/// per report. Unsampled reports cost a comparison (ratio 0) or one random draw, and get no
+/// span at all.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TraceSampler {
+    ratio: f64,
+}
+
+impl TraceSampler {
+    /// `ratio` in `[0, 1]` (validated with the config): 0 traces nothing, 1 every report.
+    pub fn new(ratio: f64) -> Self {
+        Self { ratio }
+    }
+
+    /// An INFO `heartbeat.report` span for a sampled report of `worker_id`, else
+    /// [`Span::none`]. The caller records `heartbeat.ttl_ms` and `heartbeat.throttled`.
+    pub fn span(&self, worker_id: u64, sequence: u64) -> Span {
+        if self.ratio <= 0.0 || rand::random::<f64>() >= self.ratio {
+            return Span::none();
+        }
+        tracing::info_span!(
+            "heartbeat.report",
+            worker.id = worker_id,
+            heartbeat.sequence = sequence,
+            heartbeat.ttl_ms = Empty,
+            heartbeat.throttled = Empty,
+            otel.status_code = Empty,
+            error = Empty,
+        )
+    }
+}
 
 /// The numbers of one ack (the rest comes from the view when it is sent).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -234,6 +271,34 @@ mod tests {
         let err = s.report(&state, report(3, WorkerState::Revoked as i32, false), t0, 0.0).unwrap_err();
         assert!(err.to_string().contains("WORKER_STATE_REVOKED"), "{err}");
         assert!(s.report(&state, report(4, 99, false), t0, 0.0).is_err());
+    }
+
+    #[test]
+    fn the_trace_ratio_decides_which_reports_are_exported() {
+        use opentelemetry::trace::TracerProvider as _;
+        use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+        use tracing_subscriber::layer::SubscriberExt as _;
+
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing::level_filters::LevelFilter::INFO)
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("gateway")));
+        tracing::subscriber::with_default(subscriber, || {
+            for (ratio, exported) in [(0.0, 0), (1.0, 50)] {
+                let sampler = TraceSampler::new(ratio);
+                for sequence in 1..=50 {
+                    sampler.span(7, sequence).in_scope(|| {});
+                }
+                provider.force_flush().unwrap();
+                let spans = exporter.get_finished_spans().unwrap();
+                assert_eq!(spans.len(), exported, "ratio {ratio}");
+                assert!(spans.iter().all(|span| span.name == "heartbeat.report"));
+                let worker = spans.first().and_then(|s| s.attributes.iter().find(|kv| kv.key.as_str() == "worker.id"));
+                assert!(exported == 0 || worker.is_some_and(|kv| kv.value.as_str() == "7"), "{spans:#?}");
+                exporter.reset();
+            }
+        });
     }
 
     #[test]

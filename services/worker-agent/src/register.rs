@@ -2,6 +2,10 @@
 //! P-256 key and CSR, Register. Registrars in `servers` are tried round-robin until one
 //! answers. Besides the identity, the answer carries the live gateways and the first TTL and
 //! grace, which the heartbeats start from.
+//!
+//! Each attempt is the root of its own trace (`worker.register`): the Register call to the
+//! registrar is its child, and through the registrar and the control plane the trace reaches
+//! the Raft commit and apply of the token's consumption.
 
 use std::path::Path;
 use std::time::Duration;
@@ -10,6 +14,8 @@ use anyhow::Context;
 use muster_proto::v1;
 use muster_proto::v1::worker_registration_service_client::WorkerRegistrationServiceClient;
 use tonic::transport::{Certificate, ClientTlsConfig};
+use tracing::Instrument as _;
+use tracing::field::Empty;
 
 use crate::backoff::Backoff;
 use crate::gateways::GatewayList;
@@ -56,8 +62,15 @@ pub async fn register(servers: &[String], token_file: &Path, profile: v1::Worker
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).context("generating the worker key")?;
     let csr = csr_pem(&key)?;
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
-    for server in servers.iter().cycle() {
-        match register_with(server, &text, &token.ca_pin_sha256, &csr, &profile).await {
+    for (attempt, server) in (1u32..).zip(servers.iter().cycle()) {
+        let span = attempt_span(server, attempt, &token.token_id);
+        let outcome = register_with(server, &text, &token.ca_pin_sha256, &csr, &profile).instrument(span.clone()).await;
+        if let Err(Attempt::Fatal(err) | Attempt::Retry(err)) = &outcome {
+            span.record("otel.status_code", "error");
+            span.record("error", tracing::field::display(format!("{err:#}")));
+        }
+        drop(span);
+        match outcome {
             Ok(response) => return Ok(registered(response, &key)),
             Err(Attempt::Fatal(err)) => return Err(err.context(format!("registrar {server} refused this worker"))),
             Err(Attempt::Retry(err)) => {
@@ -68,6 +81,19 @@ pub async fn register(servers: &[String], token_file: &Path, profile: v1::Worker
         }
     }
     unreachable!("cycling a non-empty list never ends")
+}
+
+/// The root span of one registration attempt (a new trace each time).
+fn attempt_span(server: &str, attempt: u32, token_id: &str) -> tracing::Span {
+    tracing::info_span!(
+        parent: None,
+        "worker.register",
+        registrar = %server,
+        attempt,
+        token_id = %token_id,
+        otel.status_code = Empty,
+        error = Empty,
+    )
 }
 
 fn registered(response: v1::RegisterResponse, key: &rcgen::KeyPair) -> Registered {

@@ -6,19 +6,24 @@
 //! (`spiffe://muster/gateway/<name>`, as `musterctl tls init --component gateway:NAME`
 //! issues); the host name in the address is not checked. A control-plane node or registrar
 //! certificate, also signed by the cluster CA, is refused: only a gateway can take beats.
+//!
+//! Both channels carry the client trace layer: Register and Renew are `grpc.client` spans
+//! whose `traceparent` the registrar adopts; the heartbeat stream's span is DEBUG, so at
+//! `info` beats are neither logged nor exported.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use hyper_util::rt::TokioIo;
+use muster_middleware::{GrpcClientTraceLayer, TracedChannel};
 use muster_tls::Role;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Uri};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Uri};
 
 use crate::identity::Identity;
 
@@ -86,15 +91,17 @@ impl ServerCertVerifier for GatewayVerifier {
     }
 }
 
-/// The rustls client config for gateways, presenting `identity`.
 /// Why a registrar could not be reached: a malformed address, or no connection.
 pub enum RegistrarConnectError {
     Address(anyhow::Error),
     Connect(anyhow::Error),
 }
 
+/// Calls to gateways traced at DEBUG: the heartbeat stream is the hot path.
+const GATEWAY_QUIET_PATHS: &[&str] = &["/muster.v1.HeartbeatService/"];
+
 /// A channel to the registrar at `server` (`host:port`) over `tls`, for Register and Renew.
-pub async fn registrar_channel(server: &str, tls: ClientTlsConfig) -> Result<Channel, RegistrarConnectError> {
+pub async fn registrar_channel(server: &str, tls: ClientTlsConfig) -> Result<TracedChannel, RegistrarConnectError> {
     let endpoint = Endpoint::from_shared(format!("https://{server}"))
         .and_then(|e| e.tls_config(tls))
         .map_err(|err| RegistrarConnectError::Address(anyhow::anyhow!("registrar address {server}: {err}")))?;
@@ -103,9 +110,11 @@ pub async fn registrar_channel(server: &str, tls: ClientTlsConfig) -> Result<Cha
         .timeout(Duration::from_secs(30))
         .connect()
         .await
+        .map(|channel| GrpcClientTraceLayer::new().channel(channel))
         .map_err(|err| RegistrarConnectError::Connect(anyhow::anyhow!("connecting to registrar {server}: {err}")))
 }
 
+/// The rustls client config for gateways, presenting `identity`.
 pub fn gateway_tls(identity: &Identity) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
@@ -133,7 +142,7 @@ pub async fn gateway_channel(
     addr: &str,
     config: Arc<rustls::ClientConfig>,
     connect_timeout: Duration,
-) -> anyhow::Result<Channel> {
+) -> anyhow::Result<TracedChannel> {
     // `http`: TLS is done by the connector below, not by tonic.
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .with_context(|| format!("gateway address {addr:?}"))?
@@ -151,5 +160,7 @@ pub async fn gateway_channel(
             Ok::<_, std::io::Error>(TokioIo::new(tls))
         }
     });
-    endpoint.connect_with_connector(connector).await.with_context(|| format!("connecting to gateway {addr}"))
+    let channel =
+        endpoint.connect_with_connector(connector).await.with_context(|| format!("connecting to gateway {addr}"))?;
+    Ok(GrpcClientTraceLayer::new().with_quiet_paths(GATEWAY_QUIET_PATHS).channel(channel))
 }

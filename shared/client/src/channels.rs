@@ -1,17 +1,25 @@
 //! Lazily connected channels, one per address, reused across calls.
+//!
+//! Every channel carries the client trace layer, so each call is a `grpc.client` span whose
+//! `traceparent` the control plane adopts. The gateways' liveness batches are the one hot
+//! call: their spans are DEBUG, so at `info` they are neither logged nor exported.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use muster_middleware::{GrpcClientTraceLayer, TracedChannel};
+use tonic::transport::{ClientTlsConfig, Endpoint};
 
 use crate::ClientError;
+
+/// Calls traced at DEBUG: a gateway sends one every `batch_interval`.
+const QUIET_PATHS: &[&str] = &["/muster.v1.LivenessService/ReportLiveness"];
 
 pub(crate) struct Channels {
     tls: Option<ClientTlsConfig>,
     connect_timeout: Duration,
-    by_addr: Mutex<HashMap<String, Channel>>,
+    by_addr: Mutex<HashMap<String, TracedChannel>>,
 }
 
 impl Channels {
@@ -19,7 +27,7 @@ impl Channels {
         Self { tls, connect_timeout, by_addr: Mutex::default() }
     }
 
-    pub(crate) fn get(&self, addr: &str) -> Result<Channel, ClientError> {
+    pub(crate) fn get(&self, addr: &str) -> Result<TracedChannel, ClientError> {
         let mut by_addr = self.by_addr.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(channel) = by_addr.get(addr) {
             return Ok(channel.clone());
@@ -34,7 +42,7 @@ impl Channels {
         if let Some(tls) = &self.tls {
             endpoint = endpoint.tls_config(tls.clone()).map_err(|e| invalid(e.to_string()))?;
         }
-        let channel = endpoint.connect_lazy();
+        let channel = GrpcClientTraceLayer::new().with_quiet_paths(QUIET_PATHS).channel(endpoint.connect_lazy());
         by_addr.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }

@@ -5,11 +5,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use muster_middleware::leader_hint;
+use muster_middleware::{TracedChannel, leader_hint};
 use muster_proto::v1;
 use muster_proto::v1::cluster_management_service_client::ClusterManagementServiceClient;
 use muster_proto::v1::raft_client_service_client::RaftClientServiceClient;
-use tonic::transport::{Channel, ClientTlsConfig};
+use tonic::transport::ClientTlsConfig;
 use tonic::{Code, Status};
 
 use crate::ClientError;
@@ -94,7 +94,7 @@ impl ControlPlaneClient {
     /// unreachable nodes, and backs off during elections, until the timeout.
     pub(crate) async fn on_leader<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
     where
-        F: Fn(Channel) -> Fut,
+        F: Fn(TracedChannel) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         self.with_retries(true, call).await
@@ -103,7 +103,7 @@ impl ControlPlaneClient {
     /// Runs `call` against any reachable node.
     async fn on_any<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
     where
-        F: Fn(Channel) -> Fut,
+        F: Fn(TracedChannel) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         self.with_retries(false, call).await
@@ -111,7 +111,7 @@ impl ControlPlaneClient {
 
     async fn with_retries<T, F, Fut>(&self, follow_leader: bool, call: F) -> Result<T, ClientError>
     where
-        F: Fn(Channel) -> Fut,
+        F: Fn(TracedChannel) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let started = Instant::now();
@@ -152,7 +152,7 @@ impl ControlPlaneClient {
         }
     }
 
-    fn kv(&self, channel: Channel) -> RaftClientServiceClient<Channel> {
+    fn kv(&self, channel: TracedChannel) -> RaftClientServiceClient<TracedChannel> {
         RaftClientServiceClient::new(channel)
             .max_decoding_message_size(self.options.max_message_bytes)
             .max_encoding_message_size(self.options.max_message_bytes)

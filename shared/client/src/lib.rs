@@ -3,7 +3,8 @@
 //! Any endpoint will do to start: a follower's "not leader" error carries the leader's id and
 //! address ([`muster_middleware::leader_hint`]) and the client retries there at once. Writes
 //! carry this client's id and a sequence number, so retrying after a lost answer or a leader
-//! change applies the write exactly once.
+//! change applies the write exactly once. Every call is a `grpc.client` span whose
+//! `traceparent` the control plane adopts (liveness batches are traced at DEBUG only).
 
 mod channels;
 mod client;

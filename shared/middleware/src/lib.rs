@@ -5,7 +5,8 @@
 //! - [`error`]: [`ApiError`], the only place domain errors become gRPC codes, and the leader
 //!   hint (`x-muster-leader-id` / `x-muster-leader-addr`) that followers attach.
 //! - [`trace`]: `grpc.server` / `grpc.client` spans joined across processes by W3C
-//!   `traceparent`.
+//!   `traceparent` ([`TracedChannel`] is the traced outbound channel), and the same context as
+//!   a string for work that leaves the request's task (Raft apply).
 //! - [`auth`]: requires a verified client certificate (and optionally a role) on every
 //!   method except health and reflection.
 //! - [`overload`]: a process-wide in-flight limit that sheds excess calls as
@@ -44,4 +45,4 @@ pub use auth::{PeerRole, RequireClientCertLayer};
 pub use error::{ApiError, LEADER_ADDR_HEADER, LEADER_ID_HEADER, LeaderHint, leader_hint};
 pub use limits::{ServerLimits, overload_layer, server_builder};
 pub use overload::OverloadLayer;
-pub use trace::{GrpcClientTraceLayer, GrpcTraceLayer};
+pub use trace::{GrpcClientTraceLayer, GrpcTraceLayer, TracedChannel};

@@ -6,8 +6,12 @@
 //! can be marked quiet: their spans and completion logs are emitted at `DEBUG`, so under the
 //! usual `info` filter they cost nearly nothing and are not exported.
 //!
+//! Work that leaves the request's task (a Raft apply) carries the context as a string:
+//! [`traceparent`] and [`set_remote_parent`].
+//!
 //! Layout: `server` and `client` hold the two middlewares, `body` the response wrapper that
-//! records the final `grpc-status` (streams end in trailers), `propagation` the header carriers.
+//! records the final `grpc-status` (streams end in trailers), `propagation` the header carriers,
+//! `context` the string form.
 
 /// Opens the span for one call at `$level` (INFO or DEBUG; spans need a static level).
 macro_rules! rpc_span {
@@ -43,11 +47,13 @@ macro_rules! rpc_span {
 
 mod body;
 mod client;
+mod context;
 mod propagation;
 mod server;
 
 pub use body::{TracedBody, TracedFuture};
-pub use client::{GrpcClientTrace, GrpcClientTraceLayer};
+pub use client::{GrpcClientTrace, GrpcClientTraceLayer, TracedChannel};
+pub use context::{set_remote_parent, traceparent};
 pub use server::{GrpcTrace, GrpcTraceLayer};
 
 /// Splits a gRPC path `/pkg.Service/Method` into `("pkg.Service", "Method")`.
@@ -61,7 +67,6 @@ pub(crate) fn rpc_parts(path: &str) -> (&str, &str) {
         .unwrap_or((path, ""))
 }
 
-/// Whether `path` starts with one of the quiet prefixes.
 /// Returns the level for a call's span and completion log: DEBUG for quiet paths, else INFO.
 pub(crate) fn level_for(quiet: &[&str], path: &str) -> tracing::Level {
     if is_quiet(quiet, path) { tracing::Level::DEBUG } else { tracing::Level::INFO }

@@ -1,7 +1,10 @@
 //! The OTLP span pipeline: a tonic (gRPC) exporter behind the SDK's batch processor.
 //!
 //! It exists only when an OTLP endpoint is configured, so a process without a collector pays
-//! nothing for spans beyond the `tracing` fmt layer.
+//! nothing for spans beyond the `tracing` fmt layer. The batch processor reads the standard
+//! `OTEL_BSP_*` variables itself: `OTEL_BSP_SCHEDULE_DELAY` (milliseconds, default 5000) is
+//! how long a finished span may wait before it is sent (tests set it low); the guard's drop
+//! flushes whatever is left.
 
 use opentelemetry_otlp::{SpanExporter, WithExportConfig};
 use opentelemetry_sdk::Resource;

@@ -21,9 +21,16 @@ pub trait HasTelemetry {
     fn telemetry(&self) -> &muster_config::TelemetryConfig;
 }
 
+/// The OpenTelemetry `service.name` of the binary `name`: `muster-<name>` (e.g.
+/// `muster-control-plane`), so spans from every deployable are told apart in one backend.
+pub fn service_name(name: &str) -> String {
+    if name.starts_with("muster") { name.to_owned() } else { format!("muster-{name}") }
+}
+
 /// A binary's whole `main` after argument parsing: a configuration error exits with code 2
-/// and the error; otherwise `service` runs on a multi-threaded runtime with telemetry for
-/// `name`, and the telemetry guard is dropped (flushing OTLP) before the runtime shuts down.
+/// and the error; otherwise `service` runs on a multi-threaded runtime with telemetry as
+/// [`service_name`]`(name)` (OTLP export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set), and the
+/// telemetry guard is dropped (flushing OTLP) before the runtime shuts down.
 pub fn run_service<C, F>(name: &str, config: anyhow::Result<C>, service: impl FnOnce(C) -> F) -> ExitCode
 where
     C: HasTelemetry,
@@ -45,7 +52,7 @@ where
         }
     };
     runtime.block_on(async {
-        let _telemetry = crate::init(name, telemetry.log_format.into(), &telemetry.log_level);
+        let _telemetry = crate::init(&service_name(name), telemetry.log_format.into(), &telemetry.log_level);
         match service(config).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
@@ -79,5 +86,17 @@ pub async fn shutdown_signal() {
 impl HasTelemetry for muster_config::ControlPlaneConfig {
     fn telemetry(&self) -> &muster_config::TelemetryConfig {
         &self.telemetry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::service_name;
+
+    #[test]
+    fn every_binary_is_a_muster_service() {
+        assert_eq!(service_name("control-plane"), "muster-control-plane");
+        assert_eq!(service_name("heartbeat-gateway"), "muster-heartbeat-gateway");
+        assert_eq!(service_name("musterctl-dev"), "musterctl-dev");
     }
 }

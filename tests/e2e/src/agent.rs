@@ -16,6 +16,8 @@ pub struct Agent {
     registrars: Vec<String>,
     /// Extra lines for the `[cluster]` table (e.g. `labels = { rack = "r7" }`).
     pub cluster_toml: String,
+    /// Extra environment of the process (e.g. `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub env: Vec<(String, String)>,
     child: Option<tokio::process::Child>,
 }
 
@@ -46,6 +48,7 @@ impl Agent {
             admin: format!("127.0.0.1:{admin_port}"),
             registrars: registrars.to_vec(),
             cluster_toml: String::new(),
+            env: Vec::new(),
             child: None,
         }
     }
@@ -81,6 +84,7 @@ impl Agent {
         let mut command = tokio::process::Command::new(crate::binaries::binary("worker-agent"));
         command.arg("--config").arg(&path).stdin(Stdio::null()).stdout(log.try_clone().expect("log")).stderr(log);
         crate::process::without_muster_env(&mut command);
+        command.envs(self.env.iter().map(|(name, value)| (name, value)));
         self.child = Some(command.kill_on_drop(true).spawn().expect("spawn worker-agent"));
     }
 

@@ -75,6 +75,7 @@ impl Cluster {
             NodeConfig { node: &addrs, peers, data_dir: &data_dir, join, tls: tls.as_ref(), options: &self.options };
         let text = config.render();
         let mut node = NodeProcess::new(addrs, dir, &text);
+        node.set_env(self.options.env.clone());
         node.start();
         self.nodes.insert(id, node);
     }

@@ -34,6 +34,8 @@ pub struct Gateway {
     pub admin: String,
     /// The gateway id it registers with (its `name`).
     pub id: String,
+    /// Extra environment (the cluster's [`Options::env`](crate::Options)).
+    env: Vec<(String, String)>,
 }
 
 impl Drop for Gateway {
@@ -82,7 +84,8 @@ impl Gateway {
             api = api.join(", "),
         );
         std::fs::write(dir.path().join("gateway.toml"), config).expect("writing the gateway config");
-        let mut gateway = Self { dir, child: Mutex::new(None), starts: 0, addr, admin, id: name.to_string() };
+        let env = cluster.options.env.clone();
+        let mut gateway = Self { dir, child: Mutex::new(None), starts: 0, addr, admin, id: name.to_string(), env };
         gateway.spawn();
         gateway
     }
@@ -107,6 +110,7 @@ impl Gateway {
         let mut command = Command::new(crate::binaries::binary("heartbeat-gateway"));
         command.arg("--config").arg(self.config_path()).stdin(Stdio::null()).stdout(log).stderr(stderr);
         crate::process::without_muster_env(&mut command);
+        command.envs(self.env.iter().map(|(name, value)| (name, value)));
         let child = command.spawn().unwrap_or_else(|err| panic!("spawning heartbeat-gateway {}: {err}", self.id));
         *self.child() = Some(child);
     }

@@ -17,6 +17,8 @@ pub struct NodeProcess {
     dir: TempDir,
     child: Mutex<Option<Child>>,
     starts: u32,
+    /// Extra environment for the process (after the `MUSTER_*` variables are removed).
+    env: Vec<(String, String)>,
 }
 
 /// A `control-plane` command with no `MUSTER_*` variables inherited (the daemon would read
@@ -57,9 +59,14 @@ impl EnvRemove for tokio::process::Command {
 impl NodeProcess {
     /// A node directory holding `config` (TOML text) as `node.toml`; not started yet.
     pub fn new(addrs: NodeAddrs, dir: TempDir, config: &str) -> Self {
-        let node = Self { addrs, dir, child: Mutex::new(None), starts: 0 };
+        let node = Self { addrs, dir, child: Mutex::new(None), starts: 0, env: Vec::new() };
         std::fs::write(node.config_path(), config).expect("writing the node config");
         node
+    }
+
+    /// Sets the extra environment of every later start.
+    pub fn set_env(&mut self, env: Vec<(String, String)>) {
+        self.env = env;
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -88,6 +95,7 @@ impl NodeProcess {
         let _ = writeln!(log, "===== e2e: start #{} of node {} =====", self.starts, self.addrs.id);
         let stderr: File = log.try_clone().expect("cloning the log handle");
         let child = control_plane_command(&self.config_path())
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(stderr))
             .spawn()

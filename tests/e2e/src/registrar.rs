@@ -73,6 +73,7 @@ impl Registrar {
         let mut command = tokio::process::Command::new(crate::binaries::binary("registrar"));
         command.arg("--config").arg(&path).stdin(Stdio::null()).stdout(log.try_clone().expect("log")).stderr(log);
         crate::process::without_muster_env(&mut command);
+        command.envs(cluster.options.env.iter().map(|(name, value)| (name, value)));
         let child = command.kill_on_drop(true).spawn().expect("spawn registrar");
         Self { dir, child, addr, admin }
     }

@@ -10,7 +10,7 @@ use openraft::ReadPolicy;
 use openraft::async_runtime::WatchReceiver;
 use tonic::{Request, Response, Status};
 
-use super::errors::{read_error, storage_error, write_error};
+use super::errors::{read_error, storage_error};
 use crate::node::NodeHandle;
 
 /// Longest key accepted, in bytes.
@@ -74,7 +74,7 @@ fn to_command(request: v1::ClientWriteRequest) -> Result<v1::Command, ApiError> 
     if request.client_id != 0 && request.sequence == 0 {
         return Err(ApiError::InvalidArgument("a write with a client_id needs a sequence number starting at 1".into()));
     }
-    Ok(v1::Command { client_id: request.client_id, sequence: request.sequence, op: Some(op) })
+    Ok(v1::Command { client_id: request.client_id, sequence: request.sequence, op: Some(op), ..Default::default() })
 }
 
 #[tonic::async_trait]
@@ -84,7 +84,7 @@ impl RaftClientService for ClientApi {
         request: Request<v1::ClientWriteRequest>,
     ) -> Result<Response<v1::ClientResponse>, Status> {
         let command = to_command(request.into_inner())?;
-        let written = self.node.raft.client_write(command).await.map_err(write_error)?;
+        let written = self.node.client_write(command).await?;
         Ok(Response::new(self.response(v1::client_response::Result::Write(written.data), true)))
     }
 

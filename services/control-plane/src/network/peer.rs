@@ -5,27 +5,34 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use muster_middleware::{GrpcClientTraceLayer, TracedChannel};
 use muster_proto::v1::raft_election_service_client::RaftElectionServiceClient;
 use muster_proto::v1::raft_replication_service_client::RaftReplicationServiceClient;
 use openraft::RaftNetworkFactory;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkV2};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{ClientTlsConfig, Endpoint};
 
 use super::snapshot_push::SnapshotSender;
 use crate::convert::{append_request_to_pb, append_response_from_pb, vote_request_to_pb, vote_response_from_pb};
 use crate::store::SnapshotFile;
 use crate::types::{NodeAddr, NodeId, Snapshot, TypeConfig, Vote};
 
+/// Peer calls traced at DEBUG: replication and elections run many times a second (and
+/// the start-up health checks poll), so at `info` they are neither logged nor exported.
+/// Snapshots and joins stay at INFO.
+const QUIET_PATHS: &[&str] =
+    &["/muster.v1.RaftReplicationService/", "/muster.v1.RaftElectionService/", "/grpc.health.v1.Health/"];
+
 /// Channels to peers by Raft address, shared by every openraft replication task so a peer
-/// has one HTTP/2 connection, not one per task.
+/// has one HTTP/2 connection, not one per task. Each carries the client trace layer.
 #[derive(Clone)]
 pub struct PeerChannels {
     tls: Option<ClientTlsConfig>,
     max_message_bytes: usize,
     snapshot_chunk_bytes: usize,
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    channels: Arc<Mutex<HashMap<String, TracedChannel>>>,
 }
 
 impl PeerChannels {
@@ -34,7 +41,7 @@ impl PeerChannels {
     }
 
     /// The channel to `addr`, created (lazily connecting) on first use.
-    pub fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+    pub fn channel(&self, addr: &str) -> Result<TracedChannel, tonic::transport::Error> {
         let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
@@ -48,7 +55,7 @@ impl PeerChannels {
         if let Some(tls) = &self.tls {
             endpoint = endpoint.tls_config(tls.clone())?;
         }
-        let channel = endpoint.connect_lazy();
+        let channel = GrpcClientTraceLayer::new().with_quiet_paths(QUIET_PATHS).channel(endpoint.connect_lazy());
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }
@@ -70,7 +77,7 @@ pub struct PeerClient {
 }
 
 impl PeerClient {
-    fn channel<E: std::error::Error>(&self) -> Result<Channel, RPCError<TypeConfig, E>> {
+    fn channel<E: std::error::Error>(&self) -> Result<TracedChannel, RPCError<TypeConfig, E>> {
         self.channels.channel(&self.addr).map_err(|err| RPCError::Unreachable(Unreachable::new(&err)))
     }
 }

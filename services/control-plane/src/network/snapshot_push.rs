@@ -2,13 +2,13 @@
 //! `SnapshotService.InstallSnapshot`. The same chunking serves the learner-driven
 //! `StreamSnapshot`, so both paths produce identical chunks.
 
+use muster_middleware::TracedChannel;
 use muster_proto::v1;
 use muster_proto::v1::snapshot_service_client::SnapshotServiceClient;
 use openraft::errors::{NetworkError, StreamingError, Unreachable};
 use openraft::raft::SnapshotResponse;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
-use tonic::transport::Channel;
 
 use crate::convert::{snapshot_meta_to_pb, vote_from_pb, vote_to_pb};
 use crate::types::{NodeId, Snapshot, TypeConfig, Vote};
@@ -98,7 +98,7 @@ fn async_stream_chunks(
 
 /// Pushes one snapshot to one peer.
 pub struct SnapshotSender {
-    pub channel: Channel,
+    pub channel: TracedChannel,
     pub chunk_bytes: usize,
     pub target: NodeId,
 }

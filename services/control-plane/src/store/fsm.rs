@@ -138,7 +138,7 @@ fn put_value(
 /// never block the Raft apply loop.
 #[derive(Clone)]
 pub struct FsmReader {
-    db: Arc<Database>,
+    pub(super) db: Arc<Database>,
 }
 
 impl FsmReader {
@@ -227,7 +227,7 @@ mod tests {
     use crate::store::open_database;
 
     fn command(client_id: u64, sequence: u64, op: Op) -> v1::Command {
-        v1::Command { client_id, sequence, op: Some(op) }
+        v1::Command { client_id, sequence, op: Some(op), ..Default::default() }
     }
 
     fn put(key: &str, value: &str) -> Op {

@@ -184,6 +184,7 @@ mod tests {
                 client_id: 5,
                 sequence: index as u64 + 1,
                 op: Some(v1::command::Op::Put(v1::KvPut { key: key.to_string(), value: key.as_bytes().to_vec() })),
+                ..Default::default()
             };
             crate::store::fsm::apply_command(&txn, index as u64 + 1, 1, &command).unwrap();
         }

@@ -1,8 +1,14 @@
 //! openraft's state machine on redb: applies committed entries to the FSM tables, builds
 //! and installs snapshots.
+//!
+//! Apply runs in openraft's state-machine task, not in the request that proposed the entry,
+//! so an entry whose command carries a `traceparent` (a traced proposal) is applied inside a
+//! `raft.apply` span parented on it: on the leader and on every follower, each tagged with
+//! its node id. Untraced entries get no span at all.
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,6 +18,7 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{OptionalSend, RaftSnapshotBuilder};
 use prost::Message;
 use redb::{Database, Durability, ReadableDatabase};
+use tracing::Span;
 
 use super::db::{FSM_META, META_APPLIED, META_MEMBERSHIP, META_SNAPSHOT, blocking, decode, io_err};
 use super::fsm::{FsmReader, apply_command};
@@ -20,7 +27,7 @@ use crate::convert::{
     log_id_to_pb, opt_log_id_from_pb, snapshot_meta_from_pb, snapshot_meta_to_pb, stored_membership_from_pb,
     stored_membership_to_pb,
 };
-use crate::types::{EntryPayload, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::types::{EntryPayload, LogId, NodeId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 
 /// The FSM of one node. Cheap to clone; clones share the database.
 #[derive(Clone)]
@@ -29,6 +36,8 @@ pub struct StateMachineStore {
     snapshot_dir: PathBuf,
     /// When the FSM database was last committed durably.
     last_durable: Arc<Mutex<Instant>>,
+    /// This node's id, for `raft.apply` spans (0 until the node handle sets it).
+    node_id: Arc<AtomicU64>,
 }
 
 /// Apply batches up to this size run on the calling task instead of the blocking pool.
@@ -40,7 +49,17 @@ const DURABLE_EVERY: Duration = Duration::from_secs(1);
 impl StateMachineStore {
     pub fn new(db: Arc<Database>, snapshot_dir: PathBuf) -> io::Result<Self> {
         std::fs::create_dir_all(&snapshot_dir)?;
-        Ok(Self { db, snapshot_dir, last_durable: Arc::new(Mutex::new(Instant::now())) })
+        Ok(Self {
+            db,
+            snapshot_dir,
+            last_durable: Arc::new(Mutex::new(Instant::now())),
+            node_id: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Names the node this state machine belongs to (shared by every clone).
+    pub fn set_node_id(&self, id: NodeId) {
+        self.node_id.store(id, Ordering::Relaxed);
     }
 
     pub fn reader(&self) -> FsmReader {
@@ -64,6 +83,24 @@ impl StateMachineStore {
         let meta = snapshot_meta_from_pb(pb).map_err(io::Error::other)?;
         Ok(Some(Snapshot { meta, snapshot: file }))
     }
+}
+
+/// The `raft.apply` span of an entry whose proposer was traced, parented on the command's
+/// `traceparent`; none (one length check) for every other entry.
+fn apply_span(node_id: NodeId, log_id: &LogId, command: &v1::Command) -> Span {
+    if command.traceparent.is_empty() {
+        return Span::none();
+    }
+    let span = tracing::info_span!(
+        parent: None,
+        "raft.apply",
+        raft.node_id = node_id,
+        raft.log_index = log_id.index,
+        raft.term = log_id.leader_id.term,
+        raft.command = %command,
+    );
+    muster_middleware::trace::set_remote_parent(&span, &command.traceparent);
+    span
 }
 
 /// Records `meta` as the current snapshot; commits durably, which also makes every earlier
@@ -103,6 +140,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
         let batch_len = batch.len();
         let db = self.db.clone();
+        let node_id = self.node_id.load(Ordering::Relaxed);
         let durability = {
             let mut last = self.last_durable.lock().unwrap_or_else(|p| p.into_inner());
             if last.elapsed() >= DURABLE_EVERY {
@@ -121,7 +159,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             for (entry, _) in &batch {
                 let index = entry.log_id.index;
                 let result = match &entry.payload {
-                    EntryPayload::Normal(command) => apply_command(&txn, index, entry.log_id.leader_id.term, command)?,
+                    EntryPayload::Normal(command) => {
+                        let _span = apply_span(node_id, &entry.log_id, command).entered();
+                        apply_command(&txn, index, entry.log_id.leader_id.term, command)?
+                    }
                     EntryPayload::Membership(membership) => {
                         let stored = StoredMembership::new(Some(entry.log_id), membership.clone());
                         let encoded = stored_membership_to_pb(&stored).encode_to_vec();

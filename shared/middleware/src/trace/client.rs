@@ -11,6 +11,9 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use super::body::{Completion, Side, TracedBody, TracedFuture};
 use super::{level_for, propagation};
 
+/// A tonic channel with [`GrpcClientTraceLayer`] applied: what every Muster client holds.
+pub type TracedChannel = GrpcClientTrace<tonic::transport::Channel>;
+
 /// Wraps an outbound channel (e.g. `tonic::transport::Channel`) so each call gets a
 /// `grpc.client` span, child of the caller's current span, whose context is injected into the
 /// request headers as W3C `traceparent` for the server to adopt.
@@ -31,6 +34,11 @@ impl GrpcClientTraceLayer {
     pub fn with_quiet_paths(mut self, prefixes: &'static [&'static str]) -> Self {
         self.quiet = prefixes;
         self
+    }
+
+    /// Wraps `channel`; shorthand for `Layer::layer` that needs no trait import.
+    pub fn channel(self, channel: tonic::transport::Channel) -> TracedChannel {
+        self.layer(channel)
     }
 }
 

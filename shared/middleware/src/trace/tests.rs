@@ -220,3 +220,49 @@ async fn without_an_opentelemetry_layer_nothing_is_injected() {
     let response = client.oneshot(request(PATH)).await.unwrap();
     response.into_body().collect().await.unwrap();
 }
+
+#[test]
+fn a_traceparent_string_parents_a_span_in_another_task() {
+    let harness = Harness::new();
+    let proposer = tracing::info_span!("raft.client_write");
+    let carried = super::traceparent(&proposer);
+    let proposer_cx = proposer.context().span().span_context().clone();
+    assert_eq!(carried, format!("00-{}-{}-01", proposer_cx.trace_id(), proposer_cx.span_id()));
+
+    // As the state machine would: a fresh span elsewhere, parented by the carried string.
+    let apply = std::thread::spawn({
+        let subscriber = tracing::dispatcher::get_default(Clone::clone);
+        move || {
+            tracing::dispatcher::with_default(&subscriber, || {
+                let span = tracing::info_span!("raft.apply");
+                super::set_remote_parent(&span, &carried);
+                span.in_scope(|| {});
+            })
+        }
+    });
+    apply.join().unwrap();
+    drop(proposer);
+
+    let spans = harness.spans();
+    let apply = spans.iter().find(|s| s.name == "raft.apply").expect("raft.apply exported");
+    assert_eq!(apply.span_context.trace_id(), proposer_cx.trace_id());
+    assert_eq!(apply.parent_span_id, proposer_cx.span_id());
+}
+
+#[test]
+fn nothing_is_carried_for_disabled_spans_or_without_opentelemetry() {
+    let harness = Harness::new();
+    assert_eq!(super::traceparent(&tracing::debug_span!("quiet")), "");
+    assert_eq!(super::traceparent(&tracing::Span::none()), "");
+    // Garbage or nothing leaves the span a root of its own trace.
+    for carried in ["", "not-a-traceparent"] {
+        let span = tracing::info_span!("orphan");
+        super::set_remote_parent(&span, carried);
+        span.in_scope(|| {});
+    }
+    assert!(harness.spans().iter().all(|s| s.parent_span_id == SpanId::INVALID));
+    drop(harness);
+
+    let _default = tracing::subscriber::set_default(tracing_subscriber::registry());
+    assert_eq!(super::traceparent(&tracing::info_span!("untraced")), "");
+}
