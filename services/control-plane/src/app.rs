@@ -120,6 +120,7 @@ impl ControlPlane {
         tasks.spawn(peer_server.serve(listeners.raft, shutdown_rx.clone()));
 
         let api_server = GrpcServer::new(Port::Api, limits, &tls, node.subscribe_ready())?
+            .forwarding_to_leader(id, &tls)
             .with_service(
                 RaftClientServiceServer::new(ClientApi::new(node.clone()))
                     .max_decoding_message_size(limits.max_message_bytes)

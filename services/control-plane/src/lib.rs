@@ -7,12 +7,14 @@
 //! - [`grpc`]: inbound services: peer RPCs on the Raft port, KV and membership on the API port;
 //! - [`convert`]: protobuf ↔ openraft conversions;
 //! - [`node`], [`lifecycle`]: the running node, its readiness and its join sequence;
-//! - [`server`], [`admin_http`], [`app`]: listeners, middleware and wiring.
+//! - [`server`], [`admin_http`], [`app`]: listeners, middleware and wiring;
+//! - [`leader_forward`]: followers relay operator calls to the leader.
 
 pub mod admin_http;
 pub mod app;
 pub mod convert;
 pub mod grpc;
+pub mod leader_forward;
 pub mod leases;
 pub mod lifecycle;
 pub mod network;

@@ -71,6 +71,7 @@ const QUIET_PATHS: &[&str] = &[
     "/muster.v1.RaftReplicationService/",
     "/muster.v1.RaftElectionService/",
     "/muster.v1.RaftClientService/",
+    "/muster.v1.LivenessService/ReportLiveness",
     "/grpc.health.v1.Health/",
 ];
 
@@ -82,6 +83,7 @@ pub struct GrpcServer {
     health: tonic_health::server::HealthReporter,
     service_names: Vec<&'static str>,
     ready: watch::Receiver<bool>,
+    forward: Option<crate::leader_forward::LeaderForwardLayer>,
 }
 
 impl GrpcServer {
@@ -102,7 +104,16 @@ impl GrpcServer {
             health,
             service_names: Vec::new(),
             ready,
+            forward: None,
         })
+    }
+
+    /// Followers forward the operator's calls to the leader instead of answering with a hint
+    /// (see `leader_forward`); for the API port.
+    pub fn forwarding_to_leader(mut self, node_id: u64, tls: &TlsSetup) -> Self {
+        let max_body = self.limits.max_message_bytes;
+        self.forward = Some(crate::leader_forward::LeaderForwardLayer::new(node_id, tls.client.clone(), max_body));
+        self
     }
 
     pub fn with_service<S>(mut self, service: S) -> Self
@@ -149,7 +160,7 @@ impl GrpcServer {
             tracing::error!(error = %err, port = ?self.port, "building the reflection service");
             return;
         }
-        let Self { port, limits, tls, routes, health, service_names, mut ready } = self;
+        let Self { port, limits, tls, routes, health, service_names, mut ready, forward } = self;
         tokio::spawn(async move {
             loop {
                 let status =
@@ -183,6 +194,7 @@ impl GrpcServer {
             .layer(muster_middleware::GrpcTraceLayer::new().with_quiet_paths(QUIET_PATHS))
             .layer(muster_middleware::overload_layer(&limits))
             .option_layer(auth)
+            .option_layer(forward)
             .into_inner();
         // tonic ignores its builder's nodelay for a caller-supplied listener; without it
         // small responses wait on delayed ACKs (40 ms p99 tails).

@@ -26,6 +26,9 @@ pub struct Options {
     pub heartbeat: Option<HeartbeatPolicy>,
     /// Extra lines for the `[leases]` table (e.g. `max_expiries_per_second = 5`).
     pub leases: &'static str,
+    /// Extra environment of every process started for this cluster: its nodes, and the
+    /// registrars and gateways in front of it (e.g. `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub env: Vec<(String, String)>,
 }
 
 /// The seed's worker-tier server fields, for tests that need short leases.
@@ -57,6 +60,7 @@ impl Default for Options {
             log_level: "info",
             heartbeat: None,
             leases: "",
+            env: Vec::new(),
         }
     }
 }
@@ -86,11 +90,25 @@ impl NodeAddrs {
     }
 }
 
-/// `N` distinct free ports: all bound at once (so they differ), read, then released.
+/// `N` distinct free ports: all bound at once (so they differ), read, then released. A port
+/// is never handed out twice in one test process: once released, the kernel may offer it
+/// again to the next call (seen: two nodes of one cluster given the same Raft port).
 pub fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: Vec<TcpListener> =
-        (0..N).map(|_| TcpListener::bind("127.0.0.1:0").expect("binding a free loopback port")).collect();
-    std::array::from_fn(|i| listeners[i].local_addr().expect("a bound listener has an address").port())
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut listeners = Vec::with_capacity(N);
+    let mut ports = Vec::with_capacity(N);
+    while ports.len() < N {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding a free loopback port");
+        let port = listener.local_addr().expect("a bound listener has an address").port();
+        // Held until all N are read, so a port already handed out is skipped, not re-offered.
+        listeners.push(listener);
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            ports.push(port);
+        }
+    }
+    std::array::from_fn(|i| ports[i])
 }
 
 /// TLS file paths of one node.

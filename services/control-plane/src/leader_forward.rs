@@ -1,0 +1,281 @@
+//! Any node answers the operator's calls: a follower that would answer "not the leader"
+//! forwards the call to the leader instead and relays its answer.
+//!
+//! Why: the leader hint a follower returns names the leader's address inside the cluster
+//! network (`control-plane-2:3669` under compose, a pod DNS name under Kubernetes), which a
+//! client outside it cannot resolve; and `grpcurl`, like most generic gRPC tools, follows no
+//! hints at all. etcd and the Kubernetes API server answer on every member for the same reason.
+//!
+//! How: only unary services that operators call are forwarded (a streaming body cannot be
+//! buffered and replayed). The request body is buffered (bounded by the message limit), the
+//! local handler runs first, and only an answer carrying a leader hint is replaced by the
+//! leader's. The forwarded call goes out over this node's own mTLS identity, with the caller's
+//! role (already checked here) in `x-muster-forwarded-role`; the leader honours that header
+//! from control-plane certificates only, so the caller gets exactly the rights it has here. A
+//! forwarded call is never forwarded again. If the leader cannot be reached (a partition), the
+//! caller gets the original "not the leader" answer, never a stale local one.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{HeaderValue, Request, Response};
+use http_body_util::{BodyExt as _, Full, Limited};
+use muster_middleware::{GrpcClientTraceLayer, LEADER_ADDR_HEADER, PeerRole, TracedChannel};
+use tonic::body::Body;
+use tonic::transport::{ClientTlsConfig, Endpoint};
+use tower::{Layer, Service, ServiceExt as _};
+
+/// Set on a forwarded call (the forwarding node's id); such a call is never forwarded again.
+pub const FORWARDED_BY_HEADER: &str = "x-muster-forwarded-by";
+/// The original caller's certificate role, which the leader adopts from a control-plane peer.
+pub const FORWARDED_ROLE_HEADER: &str = "x-muster-forwarded-role";
+/// The role of control-plane node certificates.
+const NODE_ROLE: &str = "control-plane";
+
+/// The operator-facing unary services. Not the registrar's and gateways' services: their
+/// clients follow leader hints themselves, and a hop would only add latency to them.
+const FORWARDED_SERVICES: &[&str] = &[
+    "/muster.v1.ClusterManagementService/",
+    "/muster.v1.RaftClientService/",
+    "/muster.v1.TokenService/",
+    "/muster.v1.WorkerAdminService/",
+];
+
+fn forwardable(path: &str) -> bool {
+    FORWARDED_SERVICES.iter().any(|prefix| path.starts_with(prefix))
+}
+
+/// Forwards not-leader answers of the API port to the leader.
+#[derive(Clone)]
+pub struct LeaderForwardLayer {
+    forwarder: Arc<Forwarder>,
+}
+
+impl LeaderForwardLayer {
+    /// `tls`: this node's client identity (`None` under `--insecure`); `max_body`: the largest
+    /// request it buffers (the server's message limit).
+    pub fn new(node_id: u64, tls: Option<ClientTlsConfig>, max_body: usize) -> Self {
+        // A unary body is one message behind gRPC's 5-byte frame header.
+        let max_body = max_body.saturating_add(5);
+        let forwarder = Forwarder { node_id, tls, max_body, channels: Mutex::new(HashMap::new()) };
+        Self { forwarder: Arc::new(forwarder) }
+    }
+}
+
+impl<S> Layer<S> for LeaderForwardLayer {
+    type Service = LeaderForward<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        LeaderForward { inner, forwarder: self.forwarder.clone() }
+    }
+}
+
+struct Forwarder {
+    node_id: u64,
+    tls: Option<ClientTlsConfig>,
+    max_body: usize,
+    /// One lazily connected channel per leader address seen.
+    channels: Mutex<HashMap<String, TracedChannel>>,
+}
+
+impl Forwarder {
+    fn channel(&self, addr: &str) -> Result<TracedChannel, String> {
+        let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(channel) = channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+            .map_err(|err| format!("bad leader address {addr:?}: {err}"))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true);
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(|err| format!("TLS for {addr}: {err}"))?;
+        }
+        // Traced, so the leader's server span is a child of this hop, not a sibling.
+        let channel = GrpcClientTraceLayer::new()
+            .with_quiet_paths(&["/muster.v1.RaftClientService/"])
+            .channel(endpoint.connect_lazy());
+        channels.insert(addr.to_owned(), channel.clone());
+        Ok(channel)
+    }
+
+    /// Sends the buffered call to the leader at `addr`.
+    async fn forward(&self, addr: &str, call: BufferedCall) -> Result<Response<Body>, String> {
+        let channel = self.channel(addr)?;
+        let mut request = Request::builder().method(call.method).uri(call.uri);
+        let headers = request.headers_mut().expect("a fresh builder has headers");
+        *headers = call.headers;
+        headers.remove(http::header::HOST);
+        headers.insert(FORWARDED_BY_HEADER, HeaderValue::from(self.node_id));
+        if let Some(role) = call.role.and_then(|role| HeaderValue::from_str(&role).ok()) {
+            headers.insert(FORWARDED_ROLE_HEADER, role);
+        }
+        let request = request.body(Body::new(Full::new(call.body))).map_err(|err| err.to_string())?;
+        let response = channel.oneshot(request).await.map_err(|err| format!("leader {addr}: {err}"))?;
+        Ok(response.map(Body::new))
+    }
+}
+
+/// What it takes to send a call again.
+struct BufferedCall {
+    method: http::Method,
+    uri: http::Uri,
+    headers: http::HeaderMap,
+    role: Option<String>,
+    body: bytes::Bytes,
+}
+
+/// The middleware of [`LeaderForwardLayer`].
+#[derive(Clone)]
+pub struct LeaderForward<S> {
+    inner: S,
+    forwarder: Arc<Forwarder>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S> Service<Request<Body>> for LeaderForward<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Response<Body>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        // The clone is the ready one's sibling; keep the ready service for this call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let forwarder = self.forwarder.clone();
+        adopt_forwarded_role(&mut request);
+        if request.headers().contains_key(FORWARDED_BY_HEADER) || !forwardable(request.uri().path()) {
+            return Box::pin(inner.call(request));
+        }
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let body = match Limited::new(body, forwarder.max_body).collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(err) => {
+                    let status = if err.is::<http_body_util::LengthLimitError>() {
+                        tonic::Status::resource_exhausted(format!(
+                            "request too large: over {} bytes (limits.max_message_bytes plus the frame header)",
+                            forwarder.max_body
+                        ))
+                    } else {
+                        tonic::Status::invalid_argument(format!("cannot read the request: {err}"))
+                    };
+                    return Ok(status.into_http());
+                }
+            };
+            let call = BufferedCall {
+                method: parts.method.clone(),
+                uri: parts.uri.clone(),
+                headers: parts.headers.clone(),
+                role: parts.extensions.get::<PeerRole>().map(|PeerRole(role)| role.clone()),
+                body: body.clone(),
+            };
+            let local = inner.call(Request::from_parts(parts, Body::new(Full::new(body)))).await?;
+            let Some(leader) = leader_hint(&local) else {
+                return Ok(local);
+            };
+            match forwarder.forward(&leader, call).await {
+                Ok(answer) => Ok(answer),
+                Err(err) => {
+                    tracing::debug!(error = %err, "forwarding to the leader failed; answering with the hint");
+                    Ok(local)
+                }
+            }
+        })
+    }
+}
+
+/// The leader's address, when the local answer is "not the leader, ask ADDR".
+fn leader_hint(response: &Response<Body>) -> Option<String> {
+    let failed = response.headers().get("grpc-status").is_some_and(|status| status.as_bytes() != b"0");
+    let addr = response.headers().get(LEADER_ADDR_HEADER)?.to_str().ok()?;
+    (failed && !addr.is_empty()).then(|| addr.to_owned())
+}
+
+/// A call forwarded by a control-plane node carries its caller's role: take it as the role of
+/// this call. From anyone else the header is ignored (and dropped).
+fn adopt_forwarded_role(request: &mut Request<Body>) {
+    let Some(role) = request.headers_mut().remove(FORWARDED_ROLE_HEADER) else {
+        return;
+    };
+    let from_node = matches!(request.extensions().get::<PeerRole>(), Some(PeerRole(peer)) if peer == NODE_ROLE);
+    if let (true, Ok(role)) = (from_node, role.to_str()) {
+        request.extensions_mut().insert(PeerRole(role.to_owned()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request_from(peer: Option<&str>, forwarded_role: Option<&str>) -> Request<Body> {
+        let mut request =
+            Request::builder().uri("/muster.v1.WorkerAdminService/ListWorkers").body(Body::empty()).unwrap();
+        if let Some(peer) = peer {
+            request.extensions_mut().insert(PeerRole(peer.to_owned()));
+        }
+        if let Some(role) = forwarded_role {
+            request.headers_mut().insert(FORWARDED_ROLE_HEADER, HeaderValue::from_str(role).unwrap());
+        }
+        request
+    }
+
+    fn role(request: &Request<Body>) -> Option<String> {
+        request.extensions().get::<PeerRole>().map(|PeerRole(role)| role.clone())
+    }
+
+    #[test]
+    fn a_node_passes_on_its_callers_role() {
+        let mut request = request_from(Some("control-plane"), Some("operator"));
+        adopt_forwarded_role(&mut request);
+        assert_eq!(role(&request).as_deref(), Some("operator"));
+        assert!(request.headers().get(FORWARDED_ROLE_HEADER).is_none());
+    }
+
+    #[test]
+    fn anyone_else_cannot_claim_a_role() {
+        for peer in [Some("gateway"), Some("registrar"), None] {
+            let mut request = request_from(peer, Some("operator"));
+            adopt_forwarded_role(&mut request);
+            assert_eq!(role(&request).as_deref(), peer, "{peer:?} gained a role");
+            assert!(request.headers().get(FORWARDED_ROLE_HEADER).is_none());
+        }
+    }
+
+    #[test]
+    fn only_operator_services_are_forwarded() {
+        assert!(forwardable("/muster.v1.WorkerAdminService/ListWorkers"));
+        assert!(forwardable("/muster.v1.RaftClientService/HandleClientWrite"));
+        assert!(!forwardable("/muster.v1.LivenessService/ReportLiveness"));
+        assert!(!forwardable("/muster.v1.WorkerRegistryService/RegisterWorker"));
+        assert!(!forwardable("/grpc.health.v1.Health/Check"));
+    }
+
+    #[test]
+    fn a_hint_is_read_only_from_a_failed_answer() {
+        let not_leader = tonic::Status::unavailable("not the leader");
+        let mut response = not_leader.into_http::<Body>();
+        response.headers_mut().insert(LEADER_ADDR_HEADER, HeaderValue::from_static("control-plane-2:3669"));
+        assert_eq!(leader_hint(&response).as_deref(), Some("control-plane-2:3669"));
+
+        let mut ok = Response::new(Body::empty());
+        ok.headers_mut().insert("grpc-status", HeaderValue::from_static("0"));
+        ok.headers_mut().insert(LEADER_ADDR_HEADER, HeaderValue::from_static("control-plane-2:3669"));
+        assert_eq!(leader_hint(&ok), None);
+    }
+}
