@@ -1,7 +1,24 @@
 #!/usr/bin/env bash
-# The whole test suite: unit, integration and end-to-end tests against real processes.
-# The end-to-end tests spawn the compiled binaries, so they are built first.
+# The whole test suite: unit, integration and end-to-end tests against real processes, and
+# the compose suite against the containers of compose.yaml.
+#
+# The end-to-end tests spawn the compiled binaries, so they are built first; the compose
+# suite runs the images, so deploy/scripts/build-images.sh builds them (static release
+# binaries, FROM scratch). Compose projects the suite leaves behind (a test killed before it
+# could clean up) are removed on exit, however the run ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+remove_test_stacks() {
+  command -v docker >/dev/null || return 0
+  local format='{{.ID}} {{.Label "com.docker.compose.project"}}' pick='$2 ~ /^mustere2e/ { print $1 }'
+  docker ps -a --format "$format" | awk "$pick" | xargs -r docker rm -f >/dev/null 2>&1 || true
+  docker network ls --format "$format" | awk "$pick" | xargs -r docker network rm >/dev/null 2>&1 || true
+  docker volume ls --format '{{.Name}} {{.Label "com.docker.compose.project"}}' | awk "$pick" |
+    xargs -r docker volume rm -f >/dev/null 2>&1 || true
+}
+trap remove_test_stacks EXIT
+
 cargo build --workspace --bins
+deploy/scripts/build-images.sh
 cargo nextest run --workspace --no-fail-fast "$@"

@@ -5,11 +5,14 @@
 #   deploy/scripts/compose-up.sh [--build] [--tracing] [UP ARGS...]
 #
 #   --build     rebuild the images (deploy/scripts/build-images.sh) even if they exist
-#   --tracing   also start Jaeger (profile "tracing"; its image must be pullable) and export traces
+#   --tracing   also start Jaeger (profile "tracing") and export traces to it; without the
+#               Jaeger image (none can be pulled offline) it starts without it and says so
 #   UP ARGS     passed to `compose up -d`, e.g. --scale heartbeat-gateway=3 --scale worker-agent=6
 #
 # Then copies the CA and operator certificate out of the pki volume to
-# .muster-local/compose/tls and prints how to reach the cluster from the host.
+# .muster-local/compose/tls ($MUSTER_LOCAL_DIR/tls when set) and prints how to reach the
+# cluster from the host. COMPOSE_PROJECT_NAME and MUSTER_API_PORT_1..3 are honoured, so a
+# second stack (the test suite's) can run beside this one.
 # Stop: docker compose down (keeps data), docker compose down -v (deletes everything).
 set -euo pipefail
 
@@ -17,18 +20,29 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 
 build=0
+tracing=0
 up_args=()
 while (($#)); do
   case $1 in
     --build) build=1 ;;
-    --tracing)
-      export COMPOSE_PROFILES=${COMPOSE_PROFILES:+$COMPOSE_PROFILES,}tracing
-      export OTEL_EXPORTER_OTLP_ENDPOINT=${OTEL_EXPORTER_OTLP_ENDPOINT:-http://jaeger:4317}
-      ;;
+    --tracing) tracing=1 ;;
     *) up_args+=("$1") ;;
   esac
   shift
 done
+
+jaeger_image=$(sed -n 's/^ *image: *\(jaegertracing\/[^ ]*\).*/\1/p' compose.yaml | head -1)
+add_jaeger="docker pull $jaeger_image (needs a registry), then deploy/scripts/compose-up.sh --tracing"
+if ((tracing)); then
+  if docker image inspect "$jaeger_image" >/dev/null 2>&1 || docker pull "$jaeger_image" >/dev/null 2>&1; then
+    export COMPOSE_PROFILES=${COMPOSE_PROFILES:+$COMPOSE_PROFILES,}tracing
+    export OTEL_EXPORTER_OTLP_ENDPOINT=${OTEL_EXPORTER_OTLP_ENDPOINT:-http://jaeger:4317}
+  else
+    echo "warning: the Jaeger image $jaeger_image is not here and cannot be pulled;" \
+      "starting without tracing. To add it: $add_jaeger" >&2
+    tracing=0
+  fi
+fi
 
 # Compose v2 if the plugin is there, else v1.29 (Debian's docker-compose).
 if docker compose version >/dev/null 2>&1; then
@@ -91,7 +105,7 @@ done
 "${compose[@]}" ps
 
 # The operator's certificate, for musterctl and grpcurl on the host.
-tls=$root/.muster-local/compose/tls
+tls=${MUSTER_LOCAL_DIR:-$root/.muster-local/compose}/tls
 mkdir -p "$tls"
 pki=$("${compose[@]}" ps -a -q pki | head -1)
 for file in ca.pem operator.pem operator-key.pem; do
@@ -104,7 +118,7 @@ endpoints=127.0.0.1:${ports//,/,127.0.0.1:}
 rel_tls=${tls#"$root"/}
 cat <<TEXT
 
-Muster is up (${compose[*]}; project $(basename "$root")). From the host, with the operator
+Muster is up (${compose[*]}; project ${COMPOSE_PROJECT_NAME:-$(basename "$root")}). From the host, with the operator
 certificate copied to $rel_tls:
 
   target/release/musterctl --tls-dir $rel_tls --endpoints $endpoints workers list
@@ -124,6 +138,10 @@ grpcurl (health and reflection need no client certificate):
 Scale: ${compose[*]} up -d --scale heartbeat-gateway=3 --scale worker-agent=6
 Stop:  ${compose[*]} down        (data kept)    ${compose[*]} down -v   (everything deleted)
 TEXT
-if [[ ${COMPOSE_PROFILES:-} == *tracing* ]]; then
+if ((tracing)); then
   echo "Traces: http://127.0.0.1:16686 (Jaeger)"
+elif [[ -n ${OTEL_EXPORTER_OTLP_ENDPOINT:-} ]]; then
+  echo "Traces: exported to $OTEL_EXPORTER_OTLP_ENDPOINT"
+else
+  echo "Traces: off. To see them in Jaeger: $add_jaeger"
 fi

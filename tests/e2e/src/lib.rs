@@ -7,6 +7,7 @@
 //! - [`pki`]: a throwaway CA with node and operator certificates;
 //! - [`process`]: one node's child process and its log file;
 //! - [`cluster`]: [`Cluster`], the handle tests use (start, kill, restart, join, clients);
+//! - [`compose`]: the `compose.yaml` stack under its own project, removed on drop;
 //! - [`gateway`]: a real `heartbeat-gateway` process in front of a cluster;
 //! - [`probe`]: metadata, `/readyz` and leader agreement, as tests wait on them;
 //! - [`wait`]: [`eventually`], the only way tests wait for anything.
@@ -17,13 +18,16 @@
 pub mod agent;
 pub mod binaries;
 pub mod cluster;
+pub mod compose;
 pub mod config;
 pub mod fleet;
 pub mod gateway;
 pub mod kv;
+pub mod otlp;
 pub mod pki;
 pub mod probe;
 pub mod process;
+pub mod prometheus;
 pub mod registrar;
 pub mod wait;
 

@@ -19,12 +19,18 @@ where
 {
     let deadline = Instant::now() + timeout;
     let mut tries = 0u32;
+    let mut failure = String::from("none");
     loop {
         tries += 1;
         let last = match tokio::time::timeout_at(deadline, attempt()).await {
             Ok(Ok(value)) => return Ok(value),
-            Ok(Err(err)) => format!("{err:#}"),
-            Err(_) => "the last attempt was still running at the deadline".to_string(),
+            Ok(Err(err)) => {
+                failure = format!("{err:#}");
+                failure.clone()
+            }
+            Err(_) => {
+                format!("the last attempt was still running at the deadline; the one before failed with: {failure}")
+            }
         };
         if Instant::now() + POLL_INTERVAL >= deadline {
             anyhow::bail!("still failing after {timeout:?} ({tries} attempts); last error: {last}");
