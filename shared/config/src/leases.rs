@@ -18,9 +18,10 @@ pub struct LeaseTuning {
     pub sweep_interval: Duration,
     /// Most workers marked Unreachable per second. Default 100.
     pub max_expiries_per_second: u32,
-    /// Share of the live fleet that, expiring in one sweep, counts as a mass silence. Default 0.3.
+    /// Share of the fleet that, silent together (leases expired, or already Unreachable),
+    /// counts as a mass silence. Default 0.3.
     pub mass_expiry_fraction: f64,
-    /// ...but only when at least this many expire at once (so one dead worker in a fleet of
+    /// ...but only when at least this many are silent (so one dead worker in a fleet of
     /// three is still marked). Default 10.
     pub mass_expiry_min_workers: u32,
     /// How long expiry pauses after a mass silence is detected. Default 2m.

@@ -46,17 +46,19 @@ async fn sweep(node: &NodeHandle) {
         table.forget_gateways(now, leases.tuning.gateway_lease * FORGET_GATEWAY_AFTER_LEASES);
         let expired = table.expired(now);
         if !expired.is_empty() {
+            let (silent, fleet) = (table.silent_count(), table.worker_count() as usize);
             let verdict =
-                leases.gate.lock().unwrap_or_else(|p| p.into_inner()).judge(expired.len(), table.leased_count(), now);
+                leases.gate.lock().unwrap_or_else(|p| p.into_inner()).judge(expired.len(), silent, fleet, now);
             match verdict {
                 Verdict::Expire(count) => table.queue_expiry(&expired[..count]),
                 Verdict::PauseUntil(until) => {
                     leases.stats.mass_silence_pauses.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(
-                        silent = expired.len(),
-                        leased = table.leased_count(),
+                        expired = expired.len(),
+                        already_silent = silent,
+                        fleet,
                         pause_secs = until.saturating_duration_since(now).as_secs(),
-                        "MASS SILENCE: a large share of the fleet stopped beating at once; this looks like a \
+                        "MASS SILENCE: a large share of the fleet stopped beating together; this looks like a \
                          gateway or network fault, not mass death. Expiry is paused; check the heartbeat \
                          gateways and the network between them and the workers"
                     );

@@ -110,6 +110,16 @@ impl LeaseTable {
     }
 
     /// Workers whose lease can expire right now (for the mass-silence share).
+    /// Workers already silent: Unreachable, or queued to be marked so. With the expired
+    /// leases, what the mass-silence check weighs against [`Self::worker_count`]: a silence
+    /// arrives over a whole TTL (each worker's last beat fell somewhere in it), so counting
+    /// only what expired in one sweep would never see it whole.
+    pub fn silent_count(&self) -> usize {
+        let unreachable = self.fleet.values().filter(|state| **state == WorkerState::Unreachable as i32).count();
+        let queued = self.pending.values().filter(|t| t.to == WorkerState::Unreachable as i32).count();
+        unreachable + queued
+    }
+
     pub fn leased_count(&self) -> usize {
         self.fleet.values().filter(|state| is_leased(**state)).count()
     }
