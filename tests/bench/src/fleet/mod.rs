@@ -65,6 +65,12 @@ pub struct FleetArgs {
     /// Benchmark only one system.
     #[arg(long)]
     pub only: Option<Only>,
+    /// Give the gateway a core of its own: pin it to the last CPU and everything else of the
+    /// Muster side (this load generator, the control plane, the registrar) to the others, so
+    /// the simulated workers do not queue the gateway's acks behind their own CPU use.
+    /// Muster only (etcd has no separate front process to isolate).
+    #[arg(long)]
+    pub pin_gateway: bool,
     /// The etcd server binary.
     #[arg(long, default_value = "etcd")]
     pub etcd_bin: PathBuf,
