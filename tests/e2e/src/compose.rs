@@ -30,7 +30,7 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// `docker compose` when the v2 plugin is there, else `docker-compose`.
-fn compose_program() -> Vec<String> {
+pub fn compose_program() -> Vec<String> {
     let v2 = Command::new("docker")
         .args(["compose", "version"])
         .stdout(Stdio::null())

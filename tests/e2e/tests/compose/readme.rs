@@ -3,7 +3,7 @@
 //! (13669 → the test's), the certificate directory (`.muster-local/compose` → the test's),
 //! the compose command (v1 or v2, whichever is here) and the host musterctl binary.
 
-use muster_e2e::compose::{ComposeStack, repo_root, run};
+use muster_e2e::compose::{ComposeStack, compose_program, repo_root, run};
 use std::time::Duration;
 
 /// The shell lines of the fenced block that follows `<!-- MARKER` in README.md.
@@ -21,22 +21,14 @@ fn readme_block(marker: &str) -> Vec<String> {
 fn for_this_stack(stack: &ComposeStack, line: &str) -> String {
     let local = stack.local_dir().display().to_string();
     let musterctl = muster_e2e::binaries::musterctl().display().to_string();
-    let compose = if std::process::Command::new("docker")
-        .args(["compose", "version"])
-        .output()
-        .is_ok_and(|out| out.status.success())
-    {
-        "docker compose"
-    } else {
-        "docker-compose"
-    };
+    let compose = compose_program().join(" ");
     let [p1, p2, p3] = stack.api_ports();
     line.replace(".muster-local/compose", &local)
         .replace("127.0.0.1:13669", &format!("127.0.0.1:{p1}"))
         .replace("127.0.0.1:23669", &format!("127.0.0.1:{p2}"))
         .replace("127.0.0.1:33669", &format!("127.0.0.1:{p3}"))
         .replace("target/release/musterctl", &musterctl)
-        .replace("docker compose", compose)
+        .replace("docker compose", &compose)
 }
 
 /// Runs one README line with bash in the repository root; returns its output, or panics
