@@ -2,7 +2,9 @@
 //! hundreds or thousands of workers: each has its own P-256 key, its own certificate from the
 //! registrar and its own mTLS connection to a gateway, and beats the way the agent does (full
 //! report first, then one report per issued TTL, failing over down its rendezvous ranking).
-//! Registration and beating are the real protocol; only the process per worker is saved.
+//! Registration and beating are the real protocol; only the process per worker is saved, and
+//! the streams use the lean client of [`crate::grpc_stream`] so that the fleet costs its host
+//! as little CPU as it can.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -10,12 +12,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use muster_proto::v1;
-use muster_proto::v1::heartbeat_service_client::HeartbeatServiceClient;
 use muster_proto::v1::worker_registration_service_client::WorkerRegistrationServiceClient;
 use muster_worker_agent::gateways::{Gateway, rank};
-use tokio::sync::{Mutex, Semaphore, mpsc};
+use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinSet;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+
+use crate::beat_clock::BeatClock;
+use crate::client_threads::ClientThreads;
+use crate::grpc_stream::{self, BidiStream, StreamTls};
+
+/// The heartbeat stream's method path.
+const REPORT_STATUS: &str = "/muster.v1.HeartbeatService/ReportStatus";
 
 /// One registered simulated worker.
 #[derive(Clone)]
@@ -114,9 +122,10 @@ pub async fn register_all(
 /// How simulated workers beat.
 #[derive(Clone, Debug)]
 pub struct BeatPlan {
-    /// Beat every this long (counted from the previous report, so slow acks do not lower the
-    /// rate; zero: as soon as the ack arrives) instead of after the TTL in each ack (load
-    /// generation). [`Fleet::set_fixed_interval`] changes it while the fleet runs.
+    /// Beat every this long, each worker on its own grid at a random phase ([`BeatClock`]:
+    /// slow acks do not lower the rate, and the load arrives evenly; zero: as soon as the ack
+    /// arrives) instead of after the TTL in each ack (load generation).
+    /// [`Fleet::set_fixed_interval`] changes it while the fleet runs.
     pub fixed_interval: Option<Duration>,
 }
 
@@ -149,42 +158,40 @@ pub struct Fleet {
     pub stats: Arc<FleetStats>,
     interval: Arc<SharedInterval>,
     stop: Arc<AtomicBool>,
-    tasks: JoinSet<()>,
+    threads: ClientThreads,
 }
 
 impl Drop for Fleet {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        self.tasks.abort_all();
+        self.stop();
     }
 }
 
 impl Fleet {
-    /// Starts one beating task per identity. `ca_pem` verifies the gateways.
-    pub fn start(identities: &[SimIdentity], ca_pem: &str, plan: BeatPlan) -> Self {
+    /// Starts one beating task per identity, on the fleet's own threads ([`ClientThreads`]).
+    /// `ca_pem` verifies the gateways.
+    pub fn start(identities: &[SimIdentity], ca_pem: &str, plan: BeatPlan) -> anyhow::Result<Self> {
         let stats = Arc::new(FleetStats::default());
         *stats.current_gateway.lock().unwrap_or_else(|p| p.into_inner()) = vec![String::new(); identities.len()];
         *stats.last_ttl_ms.lock().unwrap_or_else(|p| p.into_inner()) = vec![0; identities.len()];
         let stop = Arc::new(AtomicBool::new(false));
         let interval = Arc::new(SharedInterval::new(plan.fixed_interval));
-        let mut tasks = JoinSet::new();
-        let ca = Certificate::from_pem(ca_pem);
+        let roots = Arc::new(grpc_stream::roots(ca_pem)?);
+        let mut workers = Vec::with_capacity(identities.len());
         for (index, identity) in identities.iter().enumerate() {
             let worker = SimWorker {
                 index,
                 identity: identity.clone(),
                 gateways: Arc::new(Mutex::new(identity.gateways.clone())),
-                tls: ClientTlsConfig::new()
-                    .ca_certificate(ca.clone())
-                    .identity(Identity::from_pem(&identity.chain_pem, &identity.key_pem))
-                    .domain_name("localhost"),
+                tls: StreamTls::with_roots(roots.clone(), &identity.chain_pem, &identity.key_pem, "localhost")?,
                 stats: stats.clone(),
                 stop: stop.clone(),
                 interval: interval.clone(),
             };
-            tasks.spawn(worker.run());
+            workers.push(worker.run());
         }
-        Self { stats, interval, stop, tasks }
+        let threads = ClientThreads::spawn("sim-worker", workers)?;
+        Ok(Self { stats, interval, stop, threads })
     }
 
     /// Changes [`BeatPlan::fixed_interval`] for every worker, from its next report on.
@@ -195,7 +202,7 @@ impl Fleet {
     /// Stops every worker (their streams end without a LEFT report, like a crash).
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        self.tasks.abort_all();
+        self.threads.stop();
     }
 }
 
@@ -203,7 +210,7 @@ struct SimWorker {
     index: usize,
     identity: SimIdentity,
     gateways: Arc<Mutex<Vec<v1::GatewayEndpoint>>>,
-    tls: ClientTlsConfig,
+    tls: StreamTls,
     stats: Arc<FleetStats>,
     stop: Arc<AtomicBool>,
     interval: Arc<SharedInterval>,
@@ -215,6 +222,8 @@ enum StreamEnd {
     Moved,
     Failed,
 }
+
+type ReportStream = BidiStream<v1::StatusReport, v1::StatusAck>;
 
 impl SimWorker {
     async fn run(self) {
@@ -253,16 +262,9 @@ impl SimWorker {
         }
     }
 
-    async fn connect(&self, gateway: &Gateway) -> Option<Channel> {
-        let endpoint = Endpoint::from_shared(format!("https://{}", gateway.addr)).ok()?;
-        let endpoint = endpoint.tls_config(self.tls.clone()).ok()?.connect_timeout(Duration::from_secs(2));
-        endpoint.connect().await.ok()
-    }
-
     async fn beat_to(&self, gateway: &Gateway, epoch: &mut u64) -> StreamEnd {
-        let Some(channel) = self.connect(gateway).await else { return StreamEnd::Failed };
-        let (reports, outgoing) = mpsc::channel(4);
-        let stream = tokio_stream::wrappers::ReceiverStream::new(outgoing);
+        let opened = ReportStream::open(&gateway.addr, &self.tls, REPORT_STATUS, Duration::from_secs(2)).await;
+        let Ok(mut stream) = opened else { return StreamEnd::Failed };
         let first = v1::StatusReport {
             sequence: 1,
             state: v1::WorkerState::Ready as i32,
@@ -270,18 +272,15 @@ impl SimWorker {
             profile: Some(v1::WorkerProfile { hostname: format!("sim-{}", self.index), ..Default::default() }),
             gateways_epoch: *epoch,
         };
-        if reports.send(first).await.is_err() {
+        if stream.send(&first).is_err() {
             return StreamEnd::Failed;
         }
         let mut sent_at = Instant::now();
-        let Ok(response) = HeartbeatServiceClient::new(channel).report_status(stream).await else {
-            return StreamEnd::Failed;
-        };
-        let mut acks = response.into_inner();
+        let mut clock = BeatClock::new();
         let mut sequence = 1;
         self.stats.current_gateway.lock().unwrap_or_else(|p| p.into_inner())[self.index] = gateway.id.clone();
         loop {
-            let ack = match tokio::time::timeout(Duration::from_secs(10), acks.message()).await {
+            let ack = match tokio::time::timeout(Duration::from_secs(10), stream.message()).await {
                 Ok(Ok(Some(ack))) => ack,
                 _ => return StreamEnd::Failed,
             };
@@ -301,10 +300,12 @@ impl SimWorker {
                     return StreamEnd::Moved;
                 }
             }
-            match (self.interval.get(), ack.throttled) {
-                (Some(interval), false) if interval.is_zero() => {}
-                (Some(interval), false) => tokio::time::sleep_until((sent_at + interval).into()).await,
-                _ => tokio::time::sleep(Duration::from_millis(u64::from(ack.ttl_ms))).await,
+            let next = match (self.interval.get(), ack.throttled) {
+                (Some(interval), false) => clock.next(interval, Instant::now()),
+                _ => Instant::now() + Duration::from_millis(u64::from(ack.ttl_ms)),
+            };
+            if next > Instant::now() && stream.idle_until(next).await.is_err() {
+                return StreamEnd::Failed;
             }
             sequence += 1;
             let report = v1::StatusReport {
@@ -315,7 +316,7 @@ impl SimWorker {
                 gateways_epoch: *epoch,
             };
             sent_at = Instant::now();
-            if reports.send(report).await.is_err() {
+            if stream.send(&report).is_err() {
                 return StreamEnd::Failed;
             }
         }

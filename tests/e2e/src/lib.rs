@@ -9,6 +9,8 @@
 //! - [`cluster`]: [`Cluster`], the handle tests use (start, kill, restart, join, clients);
 //! - [`compose`]: the `compose.yaml` stack under its own project, removed on drop;
 //! - [`gateway`]: a real `heartbeat-gateway` process in front of a cluster;
+//! - [`fleet`]: hundreds to thousands of simulated workers, beating over [`grpc_stream`] on
+//!   the schedule of [`beat_clock`], on the runtimes of [`client_threads`];
 //! - [`probe`]: metadata, `/readyz` and leader agreement, as tests wait on them;
 //! - [`wait`]: [`eventually`], the only way tests wait for anything.
 //!
@@ -16,12 +18,15 @@
 //! `cargo nextest run -p muster-e2e`. Set `MUSTER_BIN_DIR` to test binaries built elsewhere.
 
 pub mod agent;
+pub mod beat_clock;
 pub mod binaries;
+pub mod client_threads;
 pub mod cluster;
 pub mod compose;
 pub mod config;
 pub mod fleet;
 pub mod gateway;
+pub mod grpc_stream;
 pub mod kv;
 pub mod otlp;
 pub mod pki;

@@ -62,7 +62,8 @@ async fn a_thousand_simulated_workers_register_and_beat() {
     ids.dedup();
     assert_eq!(ids.len(), 1000, "every worker got its own id");
 
-    let fleet = Fleet::start(&identities, &ca_pem(&cluster), BeatPlan { fixed_interval: None });
+    let fleet =
+        Fleet::start(&identities, &ca_pem(&cluster), BeatPlan { fixed_interval: None }).expect("starting the fleet");
     wait_all_beating(&cluster, 1000).await;
     assert_eq!(gateway.metric("muster_gateway_connected_workers").await.expect("metric"), 1000.0);
     assert!(fleet.stats.acks.load(std::sync::atomic::Ordering::Relaxed) >= 1000);
@@ -83,7 +84,8 @@ async fn a_second_gateway_halves_the_ttl_and_each_stays_within_its_budget() {
     let first = Gateway::start_with(&cluster, "gw-1", "batch_interval = \"100ms\"\n");
     first.wait_ready().await;
     let identities = register(&cluster, &registrar, 60).await;
-    let fleet = Fleet::start(&identities, &ca_pem(&cluster), BeatPlan { fixed_interval: None });
+    let fleet =
+        Fleet::start(&identities, &ca_pem(&cluster), BeatPlan { fixed_interval: None }).expect("starting the fleet");
     wait_all_beating(&cluster, 60).await;
     eventually_msg("one gateway issues a 6 s TTL", WAIT, || async {
         let ttl = first.metric("muster_gateway_ttl_ms").await?;
@@ -149,7 +151,8 @@ async fn crashing_the_leader_and_a_gateway_marks_no_worker_unreachable() {
     doomed.wait_ready().await;
     survivor.wait_ready().await;
     let identities = register(&cluster, &registrar, 200).await;
-    let fleet = Fleet::start(&identities, &ca_pem(&cluster), BeatPlan { fixed_interval: None });
+    let fleet =
+        Fleet::start(&identities, &ca_pem(&cluster), BeatPlan { fixed_interval: None }).expect("starting the fleet");
     wait_all_beating(&cluster, 200).await;
     let on_doomed = fleet.stats.spread().get("gw-1").copied().unwrap_or(0);
     assert!(on_doomed > 0, "some workers beat to gw-1: {:?}", fleet.stats.spread());
@@ -202,7 +205,8 @@ async fn plaintext_and_foreign_certificates_are_refused_without_disturbing_the_f
     let gateway = Gateway::start_with(&cluster, "gw-1", "batch_interval = \"100ms\"\n");
     gateway.wait_ready().await;
     let identities = register(&cluster, &registrar, 10).await;
-    let fleet = Fleet::start(&identities, &ca_pem(&cluster), BeatPlan { fixed_interval: None });
+    let fleet =
+        Fleet::start(&identities, &ca_pem(&cluster), BeatPlan { fixed_interval: None }).expect("starting the fleet");
     wait_all_beating(&cluster, 10).await;
 
     // Plaintext: no TLS handshake, no stream.
@@ -248,7 +252,8 @@ async fn a_mass_silence_pauses_expiry_loudly_then_marks_at_a_bounded_rate() {
     let gateway = Gateway::start_with(&cluster, "gw-1", "batch_interval = \"100ms\"\n");
     gateway.wait_ready().await;
     let identities = register(&cluster, &registrar, 20).await;
-    let mut fleet = Fleet::start(&identities, &ca_pem(&cluster), BeatPlan { fixed_interval: None });
+    let mut fleet =
+        Fleet::start(&identities, &ca_pem(&cluster), BeatPlan { fixed_interval: None }).expect("starting the fleet");
     wait_all_beating(&cluster, 20).await;
 
     // All 20 go silent at once (a network fault, as far as the leader can tell). Their leases

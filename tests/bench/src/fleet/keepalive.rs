@@ -1,30 +1,31 @@
-//! Simulated etcd clients for the fleet comparison, shaped like Muster's simulated workers
-//! (`muster_e2e::fleet`): one lease each, kept alive over its own `LeaseKeepAlive` stream on
-//! its own TLS connection, one request in flight, the next sent an interval after the previous
-//! one (or at once after the response at interval zero), reconnecting with jittered backoff
-//! after a failure. (etcd's own client multiplexes every lease of a process over one stream;
-//! one stream per worker is what a fleet of separate machines does.) Unlike Muster's simulated
-//! workers, which give up on a stream after 10 s without an ack, a client waits for its
-//! response as long as its lease lives, as etcd's own client does: an overloaded etcd then
-//! answers late instead of being buried under reconnections and TLS handshakes.
+//! Simulated etcd clients for the fleet comparison, built like Muster's simulated workers
+//! (`muster_e2e::fleet`) from the same pieces: one lease each, kept alive over its own
+//! `LeaseKeepAlive` stream on its own TLS connection (`muster_e2e::grpc_stream`), one request
+//! in flight, the next on the client's own grid at the interval (`muster_e2e::beat_clock`; at
+//! once after the response at interval zero), on the load generator's own runtimes
+//! (`muster_e2e::client_threads`), reconnecting with jittered backoff after a failure. (etcd's
+//! own client multiplexes every lease of a process over one stream; one stream per worker is
+//! what a fleet of separate machines does.) Unlike Muster's simulated workers, which give up
+//! on a stream after 10 s without an ack, a client waits for its response as long as its
+//! lease lives, as etcd's own client does: an overloaded etcd then answers late instead of
+//! being buried under reconnections and TLS handshakes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use http::uri::PathAndQuery;
-use tokio::sync::mpsc;
-use tokio::task::JoinSet;
-use tonic::client::Grpc;
-use tonic::transport::Endpoint;
-use tonic_prost::ProstCodec;
+use muster_e2e::beat_clock::BeatClock;
+use muster_e2e::client_threads::ClientThreads;
+use muster_e2e::grpc_stream::{BidiStream, StreamTls};
 
 use super::etcd_side::LEASE_TTL;
 use crate::etcd_rpc::{LEASE_KEEP_ALIVE, LeaseKeepAliveRequest, LeaseKeepAliveResponse};
 
 /// A response later than this fails the stream (the lease is gone by then anyway).
 const RESPONSE_TIMEOUT: Duration = LEASE_TTL;
+/// Longest wait for a TCP connection to a member.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the simulated clients have seen so far.
 #[derive(Default)]
@@ -53,31 +54,30 @@ impl KeepAliveStats {
     }
 }
 
+/// Where and how the clients connect: a member's `host:port` and the client TLS.
+#[derive(Clone)]
+pub struct Target {
+    pub addr: String,
+    pub tls: StreamTls,
+}
+
 /// The running clients; dropping it stops them all.
 pub struct KeepAliveFleet {
     pub stats: Arc<KeepAliveStats>,
     interval_us: Arc<AtomicU64>,
-    tasks: JoinSet<()>,
-}
-
-impl Drop for KeepAliveFleet {
-    fn drop(&mut self) {
-        self.tasks.abort_all();
-    }
+    _threads: ClientThreads,
 }
 
 impl KeepAliveFleet {
-    /// Starts one client per lease, each connecting through `endpoint` on its own.
-    pub fn start(endpoint: &Endpoint, leases: &[i64], interval: Duration) -> Self {
+    /// Starts one client per lease, each connecting to `target` on its own.
+    pub fn start(target: &Target, leases: &[i64], interval: Duration) -> anyhow::Result<Self> {
         let stats = Arc::new(KeepAliveStats::default());
         let interval_us = Arc::new(AtomicU64::new(micros(interval)));
-        let mut tasks = JoinSet::new();
-        for &lease in leases {
-            let client =
-                Client { endpoint: endpoint.clone(), lease, stats: stats.clone(), interval_us: interval_us.clone() };
-            tasks.spawn(client.run());
-        }
-        Self { stats, interval_us, tasks }
+        let clients = leases.iter().map(|&lease| {
+            Client { target: target.clone(), lease, stats: stats.clone(), interval_us: interval_us.clone() }.run()
+        });
+        let threads = ClientThreads::spawn("etcd-client", clients)?;
+        Ok(Self { stats, interval_us, _threads: threads })
     }
 
     /// Changes every client's interval from its next request on.
@@ -91,7 +91,7 @@ fn micros(interval: Duration) -> u64 {
 }
 
 struct Client {
-    endpoint: Endpoint,
+    target: Target,
     lease: i64,
     stats: Arc<KeepAliveStats>,
     interval_us: Arc<AtomicU64>,
@@ -111,17 +111,19 @@ impl Client {
     }
 
     async fn stream(&self, acked: &mut bool) -> anyhow::Result<()> {
-        let mut grpc = Grpc::new(self.endpoint.connect().await?);
-        grpc.ready().await?;
-        let (requests, outgoing) = mpsc::channel(4);
-        requests.send(LeaseKeepAliveRequest { id: self.lease }).await?;
+        let mut stream = BidiStream::<LeaseKeepAliveRequest, LeaseKeepAliveResponse>::open(
+            &self.target.addr,
+            &self.target.tls,
+            LEASE_KEEP_ALIVE,
+            CONNECT_TIMEOUT,
+        )
+        .await?;
+        let request = LeaseKeepAliveRequest { id: self.lease };
+        stream.send(&request)?;
         let mut sent_at = Instant::now();
-        let codec = ProstCodec::<LeaseKeepAliveRequest, LeaseKeepAliveResponse>::default();
-        let request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(outgoing));
-        let mut responses =
-            grpc.streaming(request, PathAndQuery::from_static(LEASE_KEEP_ALIVE), codec).await?.into_inner();
+        let mut clock = BeatClock::new();
         loop {
-            let response = tokio::time::timeout(RESPONSE_TIMEOUT, responses.message())
+            let response = tokio::time::timeout(RESPONSE_TIMEOUT, stream.message())
                 .await
                 .context("no keep-alive response in time")??
                 .context("the keep-alive stream ended")?;
@@ -134,11 +136,12 @@ impl Client {
                 self.stats.acked_once.fetch_add(1, Ordering::Relaxed);
             }
             let interval = Duration::from_micros(self.interval_us.load(Ordering::Relaxed));
-            if !interval.is_zero() {
-                tokio::time::sleep_until((sent_at + interval).into()).await;
+            let next = clock.next(interval, Instant::now());
+            if next > Instant::now() {
+                stream.idle_until(next).await?;
             }
             sent_at = Instant::now();
-            requests.send(LeaseKeepAliveRequest { id: self.lease }).await?;
+            stream.send(&request)?;
         }
     }
 }

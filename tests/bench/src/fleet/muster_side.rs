@@ -140,7 +140,7 @@ pub async fn bench(args: &FleetArgs, lease_ttl: Duration) -> anyhow::Result<Syst
     eprintln!("muster: registered {} workers in {setup:.2?}", identities.len());
 
     let front_rss_idle = rss_bytes(gateway_pid);
-    let fleet = Fleet::start(&identities, &ca_pem, BeatPlan { fixed_interval: Some(args.interval) });
+    let fleet = Fleet::start(&identities, &ca_pem, BeatPlan { fixed_interval: Some(args.interval) })?;
     let stats = fleet.stats.clone();
     side.fleet = Some(fleet);
     let acked = || stats.last_ttl_ms.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|t| **t > 0).count();
