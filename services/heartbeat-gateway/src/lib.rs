@@ -146,7 +146,11 @@ async fn serve(
     // `server_builder`'s request timeout covers a handler until its response headers, not the
     // body: ReportStatus returns its stream at once, so long-lived streams are not cut.
     let limits = muster_middleware::ServerLimits::default();
-    let mut builder = muster_middleware::server_builder(&limits);
+    // No HTTP/2 keepalive pings on this port: every stream carries a report per TTL, a worker
+    // times out its own acks, and a silent worker's lease ends at the leader whatever its
+    // connection does (TCP keepalive still reaps the socket). hyper's keepalive costs a lock,
+    // a clock read and a timer poll on every frame of every connection.
+    let mut builder = muster_middleware::server_builder(&limits).http2_keepalive_interval(None);
     if let Some(server_tls) = server_tls {
         builder = builder.tls_config(server_tls)?;
     }
