@@ -192,30 +192,6 @@ pub fn raise_open_files(wanted: u64) -> u64 {
     getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
 
-/// Pins `alone` (every thread) to the machine's last CPU and each of `others` to the rest,
-/// with util-linux `taskset`. Threads started later inherit their creator's CPUs.
-pub fn pin_apart(alone: u32, others: &[u32]) -> anyhow::Result<()> {
-    let cpus = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
-    anyhow::ensure!(cpus >= 2, "--pin-gateway needs at least 2 CPUs, this machine has {cpus}");
-    let last = cpus - 1;
-    let rest = if last == 1 { "0".to_string() } else { format!("0-{}", last - 1) };
-    let pin = |cpu_list: &str, pid: u32| -> anyhow::Result<()> {
-        let status = std::process::Command::new("taskset")
-            .args(["-a", "-p", "-c", cpu_list, &pid.to_string()])
-            .stdout(std::process::Stdio::null())
-            .status()
-            .map_err(|err| anyhow::anyhow!("cannot run taskset (util-linux): {err}"))?;
-        anyhow::ensure!(status.success(), "taskset -a -p -c {cpu_list} {pid} failed: {status}");
-        Ok(())
-    };
-    pin(&last.to_string(), alone)?;
-    for pid in others {
-        pin(&rest, *pid)?;
-    }
-    eprintln!("pinned: pid {alone} on CPU {last}, {} other processes on CPUs {rest}", others.len());
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

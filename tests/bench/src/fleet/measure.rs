@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use super::stalls::{StallMonitor, Stalls};
 use crate::procs::{cpu_seconds, machine_cpu_seconds, rss_bytes, total_cpu_seconds};
 
 /// Cumulative counters of one system at one instant.
@@ -67,10 +68,18 @@ pub struct Phase {
     /// Busy CPU seconds of the machine outside the servers and the benchmark (other work, and
     /// kernel time not charged to a process).
     pub other_cpu: f64,
+    /// How much the machine itself stalled during the window ([`super::stalls`]).
+    pub stalls: Stalls,
 }
 
 impl Phase {
-    pub fn between(start: &Counters, end: &Counters, latency: (f64, f64), offered_per_sec: Option<f64>) -> Self {
+    pub fn between(
+        start: &Counters,
+        end: &Counters,
+        latency: (f64, f64),
+        offered_per_sec: Option<f64>,
+        stalls: Stalls,
+    ) -> Self {
         Self {
             window: end.at - start.at,
             offered_per_sec,
@@ -87,6 +96,7 @@ impl Phase {
                 - (end.servers_cpu - start.servers_cpu)
                 - (end.bench_cpu - start.bench_cpu))
                 .max(0.0),
+            stalls,
         }
     }
 
@@ -175,13 +185,16 @@ pub struct PhasePlan {
     pub flat_out: bool,
 }
 
-/// One window: latencies and counters cleared/sampled at its start and end.
+/// One window: latencies and counters cleared/sampled at its start and end, the machine's
+/// stalls watched in between.
 pub async fn measure(probe: &mut impl Probe, window: Duration, offered: Option<f64>) -> anyhow::Result<Phase> {
     probe.take_latencies();
     let start = probe.sample().await?;
+    let stalls = StallMonitor::start();
     tokio::time::sleep(window).await;
+    let stalls = stalls.finish();
     let end = probe.sample().await?;
-    Ok(Phase::between(&start, &end, probe.take_latencies(), offered))
+    Ok(Phase::between(&start, &end, probe.take_latencies(), offered, stalls))
 }
 
 /// The steady phase (warm-up, window), the front's connected RSS, then optionally the flat-out
@@ -258,6 +271,7 @@ mod tests {
             &counters(t0 + Duration::from_secs(10), 201_000, 50, 6.0),
             (1.5, 9.0),
             Some(20_000.0),
+            Stalls::default(),
         );
         assert_eq!(phase.acks, 200_000);
         assert!((phase.per_sec() - 20_000.0).abs() < 1e-6);

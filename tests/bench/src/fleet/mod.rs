@@ -9,18 +9,23 @@
 //! Muster: a 3-node worker-tier cluster, a registrar and one gateway; every worker registers
 //! with its own key and certificate, then beats over its own mTLS connection. etcd: 3 members
 //! with client TLS; one lease per worker, kept alive over its own stream and connection. Both
-//! sides beat every `--interval` (measured from the previous report) for a steady window, then
-//! flat out (each worker again as soon as acked) for a second window. The systems run one
-//! after the other, each alone on the machine with the simulated workers.
+//! sides' clients are the same lean gRPC streams on the load generator's own runtimes
+//! (`muster_e2e::grpc_stream`, `muster_e2e::client_threads`) and beat every `--interval`, each
+//! on its own grid at a random phase (`muster_e2e::beat_clock`), for a steady window, then flat
+//! out (each worker again as soon as acked) for a second window. The systems run one after the
+//! other, each alone on the machine with the simulated workers. Every window also records how
+//! much the machine itself stalled ([`stalls`]).
 //!
 //! Modules: [`muster_side`] and [`etcd_side`] (start, register, beat, measure each system),
 //! [`keepalive`] (the simulated etcd clients), [`measure`] (counters, windows, phases),
-//! [`table`] (the printed results and targets).
+//! [`stalls`] (how much the machine itself stalled), [`table`] (the printed results and
+//! targets).
 
 mod etcd_side;
 mod keepalive;
 mod measure;
 mod muster_side;
+mod stalls;
 mod table;
 
 use std::path::PathBuf;
@@ -65,12 +70,6 @@ pub struct FleetArgs {
     /// Benchmark only one system.
     #[arg(long)]
     pub only: Option<Only>,
-    /// Give the gateway a core of its own: pin it to the last CPU and everything else of the
-    /// Muster side (this load generator, the control plane, the registrar) to the others, so
-    /// the simulated workers do not queue the gateway's acks behind their own CPU use.
-    /// Muster only (etcd has no separate front process to isolate).
-    #[arg(long)]
-    pub pin_gateway: bool,
     /// The etcd server binary.
     #[arg(long, default_value = "etcd")]
     pub etcd_bin: PathBuf,

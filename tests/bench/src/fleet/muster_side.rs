@@ -119,11 +119,6 @@ pub async fn bench(args: &FleetArgs, lease_ttl: Duration) -> anyhow::Result<Syst
     let mut server_pids = children_named("control-plane");
     server_pids.extend(children_named("registrar"));
     server_pids.push(gateway_pid);
-    if args.pin_gateway {
-        let others: Vec<u32> =
-            server_pids.iter().copied().filter(|pid| *pid != gateway_pid).chain([std::process::id()]).collect();
-        crate::procs::pin_apart(gateway_pid, &others)?;
-    }
     let leader_admin = cluster.addrs(leader).admin.clone();
     let mut side = MusterSide { cluster, gateway, fleet: None, leader_admin, gateway_pid, server_pids };
     eprintln!("muster: ready; leader node {leader}");

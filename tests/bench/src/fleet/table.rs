@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::measure::{Phase, SystemRun};
+use super::stalls::Stalls;
 use crate::report::{self, format_ops};
 
 /// The targets (for 10,000 workers on the 2-core development machine).
@@ -25,6 +26,11 @@ fn cpu(phase: &Phase, cpu_secs: f64) -> String {
         Some(us) => format!("{:.2} cores, {us:.0} µs/ack", phase.cores(cpu_secs)),
         None => format!("{:.2} cores", phase.cores(cpu_secs)),
     }
+}
+
+fn stalls(stalls: &Stalls) -> String {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    format!("{:.1} ms, {}, {:.0} ms", ms(stalls.worst), stalls.long, ms(stalls.total))
 }
 
 fn ratio(muster: Option<f64>, etcd: Option<f64>) -> String {
@@ -85,6 +91,7 @@ fn phase_rows(
             on(|p| format!("{:.2} cores", p.cores(p.other_cpu))),
         ),
         row(format!("{name}: errors"), muster, etcd, on(|p| p.errors.to_string())),
+        row(format!("{name}: machine stalls: worst, >= 10 ms, total"), muster, etcd, on(|p| stalls(&p.stalls))),
     ]
 }
 
@@ -179,6 +186,7 @@ mod tests {
             servers_cpu: 6.0,
             bench_cpu: 5.0,
             other_cpu: 1.0,
+            stalls: Stalls { worst: Duration::from_millis(27), long: 3, total: Duration::from_millis(61) },
         }
     }
 
@@ -209,6 +217,7 @@ mod tests {
         assert!(line(&table, "max: acks/s").ends_with("2.50x"), "{table}");
         assert!(line(&table, "  per connected worker").contains("10.2 KiB"), "{table}");
         assert!(line(&table, "steady: gateway | etcd leader CPU").contains("0.40 cores, 18 µs/ack"), "{table}");
+        assert!(line(&table, "steady: machine stalls").contains("27.0 ms, 3, 61 ms"), "{table}");
         let partial = SystemRun { connected: 9_000, ..etcd };
         let table = results(Some(&muster), Some(&partial));
         assert!(line(&table, "connect, each acked once").ends_with("8.00 s (9000 of 10000 only)"), "{table}");
