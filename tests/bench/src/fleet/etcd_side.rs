@@ -8,15 +8,14 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use muster_e2e::grpc_stream::StreamTls;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::FleetArgs;
-use super::keepalive::{KeepAliveFleet, Target};
+use super::keepalive::KeepAliveFleet;
 use super::measure::{self, Counters, PhasePlan, Probe, SystemRun};
 use crate::etcd::{EtcdCluster, EtcdTls};
-use crate::etcd_rpc::EtcdKv;
+use crate::etcd_rpc::{self, EtcdKv};
 use crate::procs::rss_bytes;
 
 /// The TTL of every etcd lease. A Muster lease starts at the worker's first beat; an etcd lease
@@ -80,16 +79,6 @@ async fn grant_all(client: &EtcdKv, count: usize, ttl_secs: i64, parallel: usize
     Ok(leases)
 }
 
-/// The leader at `addr` (`127.0.0.1:port`), reached with the operator certificate every
-/// other etcd client here uses.
-fn keepalive_target(pki: &muster_e2e::pki::Pki, addr: &str) -> anyhow::Result<Target> {
-    let files = pki.operator();
-    let read = |path: &Path| std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()));
-    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
-    let tls = StreamTls::new(&read(&files.ca)?, &read(&files.cert)?, &read(&files.key)?, host)?;
-    Ok(Target { addr: addr.to_string(), tls })
-}
-
 /// Runs the etcd side: start, grant, keep alive, measure, stop.
 pub async fn bench(args: &FleetArgs, root: &Path) -> anyhow::Result<SystemRun> {
     // The e2e harness's throwaway CA: a control-plane certificate (serves 127.0.0.1) for the
@@ -114,8 +103,8 @@ pub async fn bench(args: &FleetArgs, root: &Path) -> anyhow::Result<SystemRun> {
     eprintln!("etcd: granted {} leases of {ttl_secs}s in {setup:.2?}", leases.len());
 
     let front_rss_idle = rss_bytes(leader_pid);
-    let target = keepalive_target(&pki, &side.cluster.endpoints[0])?;
-    let fleet = KeepAliveFleet::start(&target, &leases, args.interval)?;
+    let endpoint = etcd_rpc::endpoint(&side.cluster.endpoints[0], Some(&tls.client))?;
+    let fleet = KeepAliveFleet::start(&endpoint, &leases, args.interval)?;
     let stats = fleet.stats.clone();
     side.fleet = Some(fleet);
     let (connect, connected) = measure::wait_all_acked(

@@ -9,10 +9,11 @@
 //! Muster: a 3-node worker-tier cluster, a registrar and one gateway; every worker registers
 //! with its own key and certificate, then beats over its own mTLS connection. etcd: 3 members
 //! with client TLS; one lease per worker, kept alive over its own stream and connection. Both
-//! sides' clients are the same lean gRPC streams on the load generator's own runtimes
-//! (`muster_e2e::grpc_stream`, `muster_e2e::client_threads`) and beat every `--interval`, each
-//! on its own grid at a random phase (`muster_e2e::beat_clock`), for a steady window, then flat
-//! out (each worker again as soon as acked) for a second window. The systems run one after the
+//! sides' clients run on the load generator's own runtimes (`muster_e2e::client_threads`) and
+//! beat every `--interval`, each on its own grid at a random phase (`muster_e2e::beat_clock`),
+//! for a steady window, then flat out (each worker again as soon as acked) for a second
+//! window. Muster's workers use the lean streams of `muster_e2e::grpc_stream`, etcd's clients
+//! tonic's (why: [`keepalive`]). The systems run one after the
 //! other, each alone on the machine with the simulated workers. Every window also records how
 //! much the machine itself stalled ([`stalls`]).
 //!
