@@ -37,21 +37,18 @@ impl BeatClock {
             return now;
         }
         let slot = match self.grid {
-            Some((current, last)) if current == interval => {
-                let next = last + interval;
-                if next >= now {
-                    next
-                } else {
-                    let missed = (now - next).as_nanos() / interval.as_nanos();
-                    let skipped = u32::try_from(missed + 1).unwrap_or(u32::MAX);
-                    self.grid = Some((interval, next + interval * skipped - interval));
-                    return now;
-                }
-            }
+            Some((current, last)) if current == interval => last + interval,
             _ => now + interval.mul_f64(phase),
         };
-        self.grid = Some((interval, slot));
-        slot
+        if slot >= now {
+            self.grid = Some((interval, slot));
+            return slot;
+        }
+        // Missed: at once, and the grid moves to its last slot before now, so the next call
+        // hands out the first one after it.
+        let missed = u32::try_from((now - slot).as_nanos() / interval.as_nanos()).unwrap_or(u32::MAX);
+        self.grid = Some((interval, slot + interval * missed));
+        now
     }
 }
 

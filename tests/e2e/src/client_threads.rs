@@ -41,16 +41,12 @@ impl ClientThreads {
             let thread = std::thread::Builder::new()
                 .name(format!("{name}-{index}"))
                 .spawn(move || {
-                    runtime.block_on(async move {
-                        let mut tasks = tokio::task::JoinSet::new();
-                        for client in share {
-                            tasks.spawn(client);
-                        }
-                        // Until stopped (or the handle is gone); dropping the set aborts them.
-                        let _ = stopped.await;
-                        tasks.abort_all();
-                        while tasks.join_next().await.is_some() {}
-                    });
+                    for client in share {
+                        runtime.spawn(client);
+                    }
+                    // Until stopped (or the handle is gone); dropping the runtime then drops
+                    // every client future before the thread ends.
+                    let _ = runtime.block_on(stopped);
                 })
                 .context("starting a client thread")?;
             threads.push((stop, thread));
@@ -89,21 +85,19 @@ mod tests {
                 self.0.fetch_add(1, Ordering::SeqCst);
             }
         }
-        let started = Arc::new(AtomicUsize::new(0));
+        let (started, starts) = std::sync::mpsc::channel();
         let dropped = Arc::new(AtomicUsize::new(0));
         let clients = (0..10).map(|_| {
             let (started, guard) = (started.clone(), Count(dropped.clone()));
             async move {
                 let _guard = guard;
-                started.fetch_add(1, Ordering::SeqCst);
+                let _ = started.send(());
                 std::future::pending::<()>().await;
             }
         });
         let mut threads = ClientThreads::spawn("test-client", clients).unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while started.load(Ordering::SeqCst) < 10 {
-            assert!(std::time::Instant::now() < deadline, "clients did not start");
-            std::thread::yield_now();
+        for _ in 0..10 {
+            starts.recv_timeout(Duration::from_secs(10)).expect("every client starts");
         }
         assert_eq!(dropped.load(Ordering::SeqCst), 0);
         threads.stop();

@@ -7,7 +7,7 @@
 //! as little CPU as it can.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -20,7 +20,7 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 use crate::beat_clock::BeatClock;
 use crate::client_threads::ClientThreads;
-use crate::grpc_stream::{self, BidiStream, StreamTls};
+use crate::grpc_stream::BidiStream;
 
 /// The heartbeat stream's method path.
 const REPORT_STATUS: &str = "/muster.v1.HeartbeatService/ReportStatus";
@@ -157,7 +157,6 @@ impl SharedInterval {
 pub struct Fleet {
     pub stats: Arc<FleetStats>,
     interval: Arc<SharedInterval>,
-    stop: Arc<AtomicBool>,
     threads: ClientThreads,
 }
 
@@ -174,24 +173,21 @@ impl Fleet {
         let stats = Arc::new(FleetStats::default());
         *stats.current_gateway.lock().unwrap_or_else(|p| p.into_inner()) = vec![String::new(); identities.len()];
         *stats.last_ttl_ms.lock().unwrap_or_else(|p| p.into_inner()) = vec![0; identities.len()];
-        let stop = Arc::new(AtomicBool::new(false));
         let interval = Arc::new(SharedInterval::new(plan.fixed_interval));
-        let roots = Arc::new(grpc_stream::roots(ca_pem)?);
         let mut workers = Vec::with_capacity(identities.len());
         for (index, identity) in identities.iter().enumerate() {
             let worker = SimWorker {
                 index,
                 identity: identity.clone(),
                 gateways: Arc::new(Mutex::new(identity.gateways.clone())),
-                tls: StreamTls::with_roots(roots.clone(), &identity.chain_pem, &identity.key_pem, "localhost")?,
+                tls: gateway_tls(identity, ca_pem)?,
                 stats: stats.clone(),
-                stop: stop.clone(),
                 interval: interval.clone(),
             };
             workers.push(worker.run());
         }
         let threads = ClientThreads::spawn("sim-worker", workers)?;
-        Ok(Self { stats, interval, stop, threads })
+        Ok(Self { stats, interval, threads })
     }
 
     /// Changes [`BeatPlan::fixed_interval`] for every worker, from its next report on.
@@ -201,18 +197,33 @@ impl Fleet {
 
     /// Stops every worker (their streams end without a LEFT report, like a crash).
     pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
         self.threads.stop();
     }
+}
+
+/// The worker agent's own TLS for gateways, presenting `identity` and trusting `ca_pem` (the
+/// cluster CA): a gateway is accepted for its role, as real workers accept it.
+fn gateway_tls(identity: &SimIdentity, ca_pem: &str) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let agent_identity = muster_worker_agent::identity::Identity {
+        meta: muster_worker_agent::identity::IdentityMeta {
+            worker_id: identity.worker_id,
+            cluster_id: String::new(),
+            cert_expires_at_unix: 0,
+            cert_issued_at_unix: 0,
+        },
+        cert_chain_pem: identity.chain_pem.clone(),
+        key_pem: identity.key_pem.clone(),
+        ca_bundle_pem: ca_pem.to_string(),
+    };
+    muster_worker_agent::tls::gateway_tls(&agent_identity)
 }
 
 struct SimWorker {
     index: usize,
     identity: SimIdentity,
     gateways: Arc<Mutex<Vec<v1::GatewayEndpoint>>>,
-    tls: StreamTls,
+    tls: Arc<rustls::ClientConfig>,
     stats: Arc<FleetStats>,
-    stop: Arc<AtomicBool>,
     interval: Arc<SharedInterval>,
 }
 
@@ -229,7 +240,7 @@ impl SimWorker {
     async fn run(self) {
         let mut backoff = Duration::from_millis(100);
         let mut epoch = 0u64;
-        while !self.stop.load(Ordering::SeqCst) {
+        loop {
             let list: Vec<Gateway> = self
                 .gateways
                 .lock()
@@ -250,9 +261,6 @@ impl SimWorker {
                     }
                     StreamEnd::Failed => {
                         self.stats.stream_errors.fetch_add(1, Ordering::Relaxed);
-                        if self.stop.load(Ordering::SeqCst) {
-                            return;
-                        }
                         let jitter = rand::random_range(0.5..1.0);
                         tokio::time::sleep(backoff.mul_f64(jitter)).await;
                         backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -263,7 +271,7 @@ impl SimWorker {
     }
 
     async fn beat_to(&self, gateway: &Gateway, epoch: &mut u64) -> StreamEnd {
-        let opened = ReportStream::open(&gateway.addr, &self.tls, REPORT_STATUS, Duration::from_secs(2)).await;
+        let opened = ReportStream::open(&gateway.addr, self.tls.clone(), REPORT_STATUS, Duration::from_secs(2)).await;
         let Ok(mut stream) = opened else { return StreamEnd::Failed };
         let first = v1::StatusReport {
             sequence: 1,

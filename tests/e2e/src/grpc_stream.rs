@@ -14,13 +14,17 @@
 //! The caller must be awaiting one of the stream's methods for the connection to make
 //! progress: [`BidiStream::send`] only queues a message; [`BidiStream::message`] and
 //! [`BidiStream::idle_until`] flush it and read.
+//!
+//! TLS is the caller's rustls config: for gateways, the worker agent's own
+//! (`muster_worker_agent::tls::gateway_tls`), so simulated workers check a gateway exactly as
+//! real ones do.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -33,48 +37,6 @@ const MAX_MESSAGE: usize = 4 << 20;
 /// How long the TLS and HTTP/2 handshakes may take once connected (a gateway busy with a
 /// storm of handshakes answers late, not never).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Client TLS for a lean stream: trusted roots, the client's own certificate, and the name
-/// the server's certificate must carry.
-#[derive(Clone)]
-pub struct StreamTls {
-    config: Arc<rustls::ClientConfig>,
-    server_name: ServerName<'static>,
-}
-
-impl StreamTls {
-    /// Trusts `ca_pem`, presents `chain_pem` with `key_pem`, and expects `server_name`.
-    pub fn new(ca_pem: &str, chain_pem: &str, key_pem: &str, server_name: &str) -> anyhow::Result<Self> {
-        Self::with_roots(Arc::new(roots(ca_pem)?), chain_pem, key_pem, server_name)
-    }
-
-    /// As [`StreamTls::new`] with roots parsed once for many clients ([`roots`]).
-    pub fn with_roots(
-        roots: Arc<rustls::RootCertStore>,
-        chain_pem: &str,
-        key_pem: &str,
-        server_name: &str,
-    ) -> anyhow::Result<Self> {
-        muster_tls::install_crypto_provider();
-        let chain = rustls_pemfile::certs(&mut chain_pem.as_bytes()).collect::<Result<Vec<CertificateDer>, _>>()?;
-        let key: PrivateKeyDer = rustls_pemfile::private_key(&mut key_pem.as_bytes())?
-            .ok_or_else(|| anyhow::anyhow!("no private key in the client key PEM"))?;
-        let mut config =
-            rustls::ClientConfig::builder().with_root_certificates(roots).with_client_auth_cert(chain, key)?;
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        Ok(Self { config: Arc::new(config), server_name: ServerName::try_from(server_name.to_string())? })
-    }
-}
-
-/// The certificates of `ca_pem` as a root store.
-pub fn roots(ca_pem: &str) -> anyhow::Result<rustls::RootCertStore> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
-        roots.add(cert?)?;
-    }
-    anyhow::ensure!(!roots.is_empty(), "no certificate in the CA PEM");
-    Ok(roots)
-}
 
 type Driver = h2::client::Connection<TlsStream<TcpStream>, Bytes>;
 
@@ -114,10 +76,18 @@ async fn driven<T>(driver: &mut Driver, future: impl Future<Output = T>) -> Resu
 }
 
 impl<Req: prost::Message, Resp: prost::Message + Default> BidiStream<Req, Resp> {
-    /// Connects to `addr` (TCP within `connect_timeout`, then the handshakes) and opens `path`
-    /// (such as `/muster.v1.HeartbeatService/ReportStatus`). The server sees nothing of the
-    /// call until the first message is sent and flushed.
-    pub async fn open(addr: &str, tls: &StreamTls, path: &str, connect_timeout: Duration) -> Result<Self, Status> {
+    /// Connects to `addr` (`host:port`; TCP within `connect_timeout`, then the handshakes over
+    /// `tls`) and opens `path` (such as `/muster.v1.HeartbeatService/ReportStatus`). The server
+    /// sees nothing of the call until the first message is sent and flushed.
+    pub async fn open(
+        addr: &str,
+        tls: Arc<rustls::ClientConfig>,
+        path: &str,
+        connect_timeout: Duration,
+    ) -> Result<Self, Status> {
+        let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host).trim_start_matches('[').trim_end_matches(']');
+        let server_name = ServerName::try_from(host.to_string())
+            .map_err(|err| Status::invalid_argument(format!("server address {addr}: {err}")))?;
         let late = |what: &str, limit: Duration| Status::deadline_exceeded(format!("{what} took over {limit:?}"));
         let tcp = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
             .await
@@ -125,8 +95,8 @@ impl<Req: prost::Message, Resp: prost::Message + Default> BidiStream<Req, Resp> 
             .map_err(|err| transport(&format!("connecting to {addr}"), err))?;
         tcp.set_nodelay(true).map_err(|err| transport("TCP_NODELAY", err))?;
         let handshakes = async {
-            let io = TlsConnector::from(tls.config.clone())
-                .connect(tls.server_name.clone(), tcp)
+            let io = TlsConnector::from(tls)
+                .connect(server_name, tcp)
                 .await
                 .map_err(|err| transport(&format!("TLS handshake with {addr}"), err))?;
             h2::client::handshake(io).await.map_err(|err| transport("the HTTP/2 handshake", err))
@@ -198,8 +168,7 @@ impl<Req: prost::Message, Resp: prost::Message + Default> BidiStream<Req, Resp> 
                         None => {
                             let trailers = driven(&mut self.driver, body.trailers()).await?;
                             let status = match trailers {
-                                Ok(Some(trailers)) => ended(Status::from_header_map(&trailers)),
-                                Ok(None) => Some(Status::internal("the stream ended without a grpc-status")),
+                                Ok(trailers) => ended(trailers.as_ref().and_then(Status::from_header_map)),
                                 Err(err) => Some(transport("the trailers", err)),
                             };
                             self.inbound = Inbound::Ended(status);

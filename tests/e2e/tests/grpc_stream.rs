@@ -3,13 +3,16 @@
 //! status in the trailers, a trailers-only refusal, and a server that is not there.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use muster_e2e::grpc_stream::{BidiStream, StreamTls};
+use muster_e2e::grpc_stream::BidiStream;
 use muster_e2e::pki::Pki;
 use muster_proto::v1;
 use muster_proto::v1::heartbeat_service_server::{HeartbeatService, HeartbeatServiceServer};
 use muster_tls::Role;
+use muster_worker_agent::identity::{Identity as WorkerIdentity, IdentityMeta};
+use muster_worker_agent::tls::gateway_tls;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
@@ -51,12 +54,13 @@ impl HeartbeatService for Echo {
 
 struct Served {
     addr: SocketAddr,
-    tls: StreamTls,
+    tls: Arc<rustls::ClientConfig>,
     _pki: Pki,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
-/// The echo server on a free port, with a gateway certificate, and client TLS that trusts it.
+/// The echo server on a free port, with a gateway certificate, and the worker agent's gateway
+/// TLS (presenting the operator certificate, which this server does not check).
 async fn serve() -> Served {
     let pki = Pki::new();
     let server = pki.component(Role::Gateway, "gw-test");
@@ -74,7 +78,13 @@ async fn serve() -> Served {
         let _ = stopped.await;
     }));
     let client = pki.operator();
-    let tls = StreamTls::new(&pki.ca_pem(), &read(&client.cert), &read(&client.key), "localhost").expect("client TLS");
+    let identity = WorkerIdentity {
+        meta: IdentityMeta { worker_id: 7, cluster_id: String::new(), cert_expires_at_unix: 0, cert_issued_at_unix: 0 },
+        cert_chain_pem: read(&client.cert),
+        key_pem: read(&client.key),
+        ca_bundle_pem: pki.ca_pem(),
+    };
+    let tls = gateway_tls(&identity).expect("client TLS");
     Served { addr, tls, _pki: pki, _stop: stop }
 }
 
@@ -88,7 +98,8 @@ type Stream = BidiStream<v1::StatusReport, v1::StatusAck>;
 async fn messages_flow_both_ways_and_an_error_status_ends_the_stream() {
     let served = serve().await;
     let addr = served.addr.to_string();
-    let mut stream = Stream::open(&addr, &served.tls, REPORT_STATUS, Duration::from_secs(5)).await.expect("open");
+    let mut stream =
+        Stream::open(&addr, served.tls.clone(), REPORT_STATUS, Duration::from_secs(5)).await.expect("open");
     for sequence in 1..=3 {
         stream.send(&report(sequence)).expect("send");
     }
@@ -114,7 +125,7 @@ async fn a_trailers_only_refusal_and_a_missing_server_are_errors_with_their_reas
     let served = serve().await;
     let addr = served.addr.to_string();
     let mut stream =
-        Stream::open(&addr, &served.tls, "/muster.v1.HeartbeatService/NoSuchMethod", Duration::from_secs(5))
+        Stream::open(&addr, served.tls.clone(), "/muster.v1.HeartbeatService/NoSuchMethod", Duration::from_secs(5))
             .await
             .expect("open");
     stream.send(&report(1)).expect("send");
@@ -122,7 +133,8 @@ async fn a_trailers_only_refusal_and_a_missing_server_are_errors_with_their_reas
     assert_eq!(refused.code(), Code::Unimplemented, "{refused}");
 
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port").local_addr().expect("addr");
-    let Err(unreachable) = Stream::open(&closed.to_string(), &served.tls, REPORT_STATUS, Duration::from_secs(5)).await
+    let Err(unreachable) =
+        Stream::open(&closed.to_string(), served.tls.clone(), REPORT_STATUS, Duration::from_secs(5)).await
     else {
         panic!("connected to a closed port");
     };

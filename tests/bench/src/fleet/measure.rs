@@ -190,7 +190,7 @@ pub struct PhasePlan {
 pub async fn measure(probe: &mut impl Probe, window: Duration, offered: Option<f64>) -> anyhow::Result<Phase> {
     probe.take_latencies();
     let start = probe.sample().await?;
-    let stalls = StallMonitor::start();
+    let stalls = StallMonitor::start()?;
     tokio::time::sleep(window).await;
     let stalls = stalls.finish();
     let end = probe.sample().await?;

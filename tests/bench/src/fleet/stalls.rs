@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
+
 /// What the sleeping thread asks for each time.
 const TICK: Duration = Duration::from_millis(1);
 /// Overruns up to this are the timer's ordinary slack, not stalls.
@@ -51,7 +53,7 @@ pub struct StallMonitor {
 }
 
 impl StallMonitor {
-    pub fn start() -> Self {
+    pub fn start() -> anyhow::Result<Self> {
         let seen = Arc::new(Mutex::new(Stalls::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -66,9 +68,9 @@ impl StallMonitor {
                         seen.lock().unwrap_or_else(|p| p.into_inner()).record(overrun);
                     }
                 })
-                .ok()
+                .context("starting the stall monitor thread")?
         };
-        Self { seen, stop, thread }
+        Ok(Self { seen, stop, thread: Some(thread) })
     }
 
     /// Stops the thread; the stalls since [`start`](Self::start).
