@@ -13,23 +13,14 @@ use tonic::service::RoutesBuilder;
 use tonic::transport::{ClientTlsConfig, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
-/// Which listener a server is for; decides which peer roles may call it.
+/// Which listener a server is for (who may call each of its methods is in
+/// `muster_middleware::authz`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Port {
     /// Peer RPCs: only other control-plane nodes.
     Raft,
     /// Client and membership API: operators and Muster components.
     Api,
-}
-
-impl Port {
-    fn allowed_roles(self) -> Vec<String> {
-        let roles: &[&str] = match self {
-            Port::Raft => &["control-plane"],
-            Port::Api => &["control-plane", "operator", "registrar", "gateway"],
-        };
-        roles.iter().map(|r| r.to_string()).collect()
-    }
 }
 
 /// TLS material for serving and for dialing peers; both `None` under `--insecure`.
@@ -185,11 +176,7 @@ impl GrpcServer {
                 }
             };
         }
-        let auth = tls.is_some().then(|| {
-            muster_middleware::RequireClientCertLayer::new()
-                .with_role_fn(|der: &[u8]| muster_tls::peer_identity(der).map(|id| id.role.as_str().to_string()))
-                .allow_roles(port.allowed_roles())
-        });
+        let auth = tls.is_some().then(muster_middleware::AuthorizeLayer::cluster);
         let layers = tower::ServiceBuilder::new()
             .layer(muster_middleware::GrpcTraceLayer::new().with_quiet_paths(QUIET_PATHS))
             .layer(muster_middleware::overload_layer(&limits))
