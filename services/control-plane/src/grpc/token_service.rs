@@ -13,8 +13,6 @@ use tonic::{Request, Response, Status};
 use super::errors::{read_error, storage_error};
 use crate::node::NodeHandle;
 
-/// Tokens are an operator's business.
-
 /// Longest token lifetime accepted.
 const MAX_TTL_SECONDS: u64 = 365 * 24 * 3600;
 /// Most registrations one token may allow.
