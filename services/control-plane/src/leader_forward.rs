@@ -26,8 +26,9 @@ use std::time::Duration;
 use http::{HeaderValue, Request, Response};
 use http_body_util::{BodyExt as _, Full, Limited};
 use muster_middleware::{FORWARDED_PEER_HEADER, GrpcClientTraceLayer, LEADER_ADDR_HEADER, Peer, TracedChannel};
+use muster_tls::ClientTls;
 use tonic::body::Body;
-use tonic::transport::{ClientTlsConfig, Endpoint};
+use tonic::transport::Endpoint;
 use tower::{Layer, Service, ServiceExt as _};
 
 /// Set on a forwarded call (the forwarding node's id); such a call is never forwarded again.
@@ -55,7 +56,7 @@ pub struct LeaderForwardLayer {
 impl LeaderForwardLayer {
     /// `tls`: this node's client identity (`None` under `--insecure`); `max_body`: the largest
     /// request it buffers (the server's message limit).
-    pub fn new(node_id: u64, tls: Option<ClientTlsConfig>, max_body: usize) -> Self {
+    pub fn new(node_id: u64, tls: Option<ClientTls>, max_body: usize) -> Self {
         // A unary body is one message behind gRPC's 5-byte frame header.
         let max_body = max_body.saturating_add(5);
         let forwarder = Forwarder { node_id, tls, max_body, channels: Mutex::new(HashMap::new()) };
@@ -73,7 +74,7 @@ impl<S> Layer<S> for LeaderForwardLayer {
 
 struct Forwarder {
     node_id: u64,
-    tls: Option<ClientTlsConfig>,
+    tls: Option<ClientTls>,
     max_body: usize,
     /// One lazily connected channel per leader address seen.
     channels: Mutex<HashMap<String, TracedChannel>>,
@@ -85,18 +86,17 @@ impl Forwarder {
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+        // `http`: with TLS, the handshake (and the leader's role check) is ClientTls's.
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|err| format!("bad leader address {addr:?}: {err}"))?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true);
-        if let Some(tls) = &self.tls {
-            endpoint = endpoint.tls_config(tls.clone()).map_err(|err| format!("TLS for {addr}: {err}"))?;
-        }
+        let channel = match &self.tls {
+            Some(tls) => tls.connect_lazy(endpoint),
+            None => endpoint.connect_lazy(),
+        };
         // Traced, so the leader's server span is a child of this hop, not a sibling.
-        let channel = GrpcClientTraceLayer::new()
-            .with_quiet_paths(&["/muster.v1.RaftClientService/"])
-            .channel(endpoint.connect_lazy());
+        let channel = GrpcClientTraceLayer::new().with_quiet_paths(&["/muster.v1.RaftClientService/"]).channel(channel);
         channels.insert(addr.to_owned(), channel.clone());
         Ok(channel)
     }

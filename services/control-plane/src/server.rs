@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use muster_config::ControlPlaneConfig;
 use muster_middleware::ServerLimits;
+use muster_tls::{ClientTls, Role, ServerCheck};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
-use tonic::transport::{ClientTlsConfig, ServerTlsConfig};
+use tonic::transport::ServerTlsConfig;
 use tonic_health::ServingStatus;
 
 /// Which listener a server is for (who may call each of its methods is in
@@ -27,7 +28,8 @@ pub enum Port {
 #[derive(Clone)]
 pub struct TlsSetup {
     pub server: Option<ServerTlsConfig>,
-    pub client: Option<ClientTlsConfig>,
+    /// Dials only control-plane certificates (Raft peers, relays to the leader, joins).
+    pub client: Option<ClientTls>,
 }
 
 impl TlsSetup {
@@ -44,7 +46,8 @@ impl TlsSetup {
             cert: config.tls.cert_file.clone().unwrap_or_default(),
             key: config.tls.key_file.clone().unwrap_or_default(),
         };
-        Ok(Self { server: Some(files.server_tls()?), client: Some(files.client_tls()?) })
+        let client = files.client_for(ServerCheck::RoleAndHost(Role::ControlPlane))?;
+        Ok(Self { server: Some(files.server_tls()?), client: Some(client) })
     }
 }
 

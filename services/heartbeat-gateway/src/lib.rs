@@ -94,7 +94,7 @@ async fn serve(
     let mut options = ClientOptions::new(config.control_plane.clone());
     options.timeout = BATCH_CALL_TIMEOUT;
     if let Some(files) = &files {
-        options.tls = Some(files.client_tls()?);
+        options.tls = Some(files.client_for(muster_tls::ServerCheck::RoleAndHost(muster_tls::Role::ControlPlane))?);
     } else {
         tracing::warn!(
             "INSECURE MODE: heartbeats are served in plaintext and workers name themselves with \

@@ -48,7 +48,7 @@ impl ConnectArgs {
                 cert: pick(&self.cert, "operator.pem")?,
                 key: pick(&self.key, "operator-key.pem")?,
             };
-            options.tls = Some(files.client_tls()?);
+            options.tls = Some(files.client_for(muster_tls::ServerCheck::RoleAndHost(muster_tls::Role::ControlPlane))?);
         }
         Ok(ControlPlaneClient::new(options)?)
     }

@@ -80,7 +80,7 @@ pub async fn run(
     let files = tls_files(&config);
     let mut options = ClientOptions::new(config.control_plane.clone());
     if let Some(files) = &files {
-        options.tls = Some(files.client_tls()?);
+        options.tls = Some(files.client_for(muster_tls::ServerCheck::RoleAndHost(muster_tls::Role::ControlPlane))?);
     } else {
         tracing::warn!("INSECURE MODE: Register is served in plaintext; workers cannot pin the registrar");
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use muster_proto::v1;
 use muster_proto::v1::worker_registration_service_client::WorkerRegistrationServiceClient;
-use tonic::transport::{Certificate, ClientTlsConfig};
+use muster_tls::{Role, ServerCheck};
 use tracing::Instrument as _;
 use tracing::field::Empty;
 
@@ -127,8 +127,10 @@ async fn register_with(
         Some(_) => Attempt::Fatal(err),
         None => Attempt::Retry(err),
     })?;
-    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
-    let channel = crate::tls::registrar_channel(server, tls).await.map_err(|err| match err {
+    // The token goes only to a server whose certificate says `registrar` (pinned CA, host).
+    let tls = muster_tls::ClientTls::new(ca.as_bytes(), None, ServerCheck::RoleAndHost(Role::Registrar))
+        .map_err(|err| Attempt::Fatal(anyhow::Error::new(err).context("the registrar's CA does not load")))?;
+    let channel = crate::tls::registrar_channel(server, &tls).await.map_err(|err| match err {
         RegistrarConnectError::Address(err) => Attempt::Fatal(err),
         RegistrarConnectError::Connect(err) => Attempt::Retry(err),
     })?;

@@ -202,7 +202,8 @@ fn renewed(current: &Identity, key: &rcgen::KeyPair, response: v1::RenewResponse
 }
 
 async fn renew_with(server: &str, identity: &Identity, csr_pem: &str) -> Result<v1::RenewResponse, Attempt> {
-    let channel = crate::tls::registrar_channel(server, crate::tls::registrar_tls(identity)).await.map_err(|err| {
+    let tls = crate::tls::registrar_tls(identity).map_err(Attempt::Retry)?;
+    let channel = crate::tls::registrar_channel(server, &tls).await.map_err(|err| {
         let (crate::tls::RegistrarConnectError::Address(err) | crate::tls::RegistrarConnectError::Connect(err)) = err;
         Attempt::Retry(err)
     })?;

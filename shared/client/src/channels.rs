@@ -9,7 +9,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use muster_middleware::{GrpcClientTraceLayer, TracedChannel};
-use tonic::transport::{ClientTlsConfig, Endpoint};
+use muster_tls::ClientTls;
+use tonic::transport::Endpoint;
 
 use crate::ClientError;
 
@@ -17,13 +18,13 @@ use crate::ClientError;
 const QUIET_PATHS: &[&str] = &["/muster.v1.LivenessService/ReportLiveness"];
 
 pub(crate) struct Channels {
-    tls: Option<ClientTlsConfig>,
+    tls: Option<ClientTls>,
     connect_timeout: Duration,
     by_addr: Mutex<HashMap<String, TracedChannel>>,
 }
 
 impl Channels {
-    pub(crate) fn new(tls: Option<ClientTlsConfig>, connect_timeout: Duration) -> Self {
+    pub(crate) fn new(tls: Option<ClientTls>, connect_timeout: Duration) -> Self {
         Self { tls, connect_timeout, by_addr: Mutex::default() }
     }
 
@@ -34,15 +35,16 @@ impl Channels {
         }
         let invalid = |message: String| ClientError::InvalidEndpoint { endpoint: addr.to_string(), message };
         let host_port = addr.trim_start_matches("http://").trim_start_matches("https://");
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{host_port}"))
+        // `http`: with TLS, the handshake (and the server's role check) is ClientTls's.
+        let endpoint = Endpoint::from_shared(format!("http://{host_port}"))
             .map_err(|e| invalid(e.to_string()))?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true);
-        if let Some(tls) = &self.tls {
-            endpoint = endpoint.tls_config(tls.clone()).map_err(|e| invalid(e.to_string()))?;
-        }
-        let channel = GrpcClientTraceLayer::new().with_quiet_paths(QUIET_PATHS).channel(endpoint.connect_lazy());
+        let channel = match &self.tls {
+            Some(tls) => tls.connect_lazy(endpoint),
+            None => endpoint.connect_lazy(),
+        };
+        let channel = GrpcClientTraceLayer::new().with_quiet_paths(QUIET_PATHS).channel(channel);
         by_addr.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }

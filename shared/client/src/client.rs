@@ -9,7 +9,7 @@ use muster_middleware::{TracedChannel, leader_hint};
 use muster_proto::v1;
 use muster_proto::v1::cluster_management_service_client::ClusterManagementServiceClient;
 use muster_proto::v1::raft_client_service_client::RaftClientServiceClient;
-use tonic::transport::ClientTlsConfig;
+use muster_tls::ClientTls;
 use tonic::{Code, Status};
 
 use crate::ClientError;
@@ -19,8 +19,9 @@ use crate::channels::Channels;
 pub struct ClientOptions {
     /// API addresses (`host:port`) of any control-plane nodes.
     pub endpoints: Vec<String>,
-    /// mTLS material; `None` for plaintext (`--insecure` clusters).
-    pub tls: Option<ClientTlsConfig>,
+    /// mTLS material, checking that the server is a control-plane node
+    /// (`ServerCheck::RoleAndHost(Role::ControlPlane)`); `None` for plaintext (`--insecure`).
+    pub tls: Option<ClientTls>,
     /// How long one call may keep retrying (leader changes, unreachable nodes).
     pub timeout: Duration,
     /// Largest response accepted.

@@ -36,12 +36,12 @@ use crate::authz::{self, Rule};
 /// The original caller of a call a control-plane node relays (`spiffe://muster/<role>/<name>`).
 pub const FORWARDED_PEER_HEADER: &str = "x-muster-forwarded-peer";
 
-/// The message of the `UNAUTHENTICATED` answer.
-const CERT_REQUIRED: &str = "a client certificate signed by the cluster CA is required";
+/// How the `UNAUTHENTICATED` answer starts (it goes on to name the method and the roles).
+pub const CERT_REQUIRED: &str = "a client certificate is required";
 
-/// Derives the caller's identity from a verified leaf certificate (DER); `None` when the
-/// certificate names none.
-pub type IdentityFn = Arc<dyn Fn(&[u8]) -> Option<PeerIdentity> + Send + Sync>;
+/// Derives the caller's identity from a verified leaf certificate (DER), or says why the
+/// certificate names none this server accepts (the reason is part of the refusal).
+pub type IdentityFn = Arc<dyn Fn(&[u8]) -> Result<PeerIdentity, String> + Send + Sync>;
 
 /// The authenticated caller, put in the request extensions of every admitted call that
 /// presented a certificate with a Muster identity (after adopting a relayed caller).
@@ -68,13 +68,16 @@ pub struct AuthorizeLayer {
 
 impl AuthorizeLayer {
     /// Enforces [`authz::RULES`], with callers identified by `identity_of`.
-    pub fn new(identity_of: impl Fn(&[u8]) -> Option<PeerIdentity> + Send + Sync + 'static) -> Self {
+    pub fn new(identity_of: impl Fn(&[u8]) -> Result<PeerIdentity, String> + Send + Sync + 'static) -> Self {
         Self { rules: authz::RULES, identity_of: Arc::new(identity_of) }
     }
 
     /// Cluster certificates: the `spiffe://muster/<role>/<name>` URI SAN.
     pub fn cluster() -> Self {
-        Self::new(muster_tls::peer_identity)
+        Self::new(|der| {
+            muster_tls::peer_identity(der)
+                .ok_or_else(|| "the client certificate has no spiffe://muster/<role>/<name> URI SAN".to_string())
+        })
     }
 
     /// Enforces `rules` instead of the real table (tests of the layer itself).
@@ -88,7 +91,12 @@ impl AuthorizeLayer {
         let Some(rule) = self.rules.iter().find(|rule| rule.path == path) else {
             return Err(Status::permission_denied(format!("{path} has no authorization entry; nobody may call it")));
         };
-        let peer = leaf.and_then(|leaf| (self.identity_of)(leaf));
+        let peer = leaf.map(|leaf| (self.identity_of)(leaf));
+        let (peer, unusable) = match peer {
+            Some(Ok(peer)) => (Some(peer), None),
+            Some(Err(reason)) => (None, Some(reason)),
+            None => (None, None),
+        };
         let caller = match (&peer, forwarded) {
             (Some(node), Some(forwarded)) if node.role == Role::ControlPlane => {
                 Some(PeerIdentity::from_spiffe_id(forwarded).ok_or_else(|| {
@@ -103,13 +111,14 @@ impl AuthorizeLayer {
         let authz::Access::Roles(roles) = rule.access else { unreachable!("open methods allow everyone") };
         let allowed = roles.iter().map(|role| role.as_str()).collect::<Vec<_>>().join(", ");
         match (leaf, caller) {
-            (None, _) => Err(Status::unauthenticated(CERT_REQUIRED)),
+            (None, _) => Err(Status::unauthenticated(format!("{CERT_REQUIRED} to call {path} (allowed: {allowed})"))),
             (Some(_), Some(caller)) => Err(Status::permission_denied(format!(
                 "role {:?} may not call {path} (allowed: {allowed})",
                 caller.role.as_str()
             ))),
             (Some(_), None) => Err(Status::permission_denied(format!(
-                "the client certificate names no Muster identity allowed to call {path} (allowed: {allowed})"
+                "{}: no Muster identity allowed to call {path} (allowed: {allowed})",
+                unusable.unwrap_or_else(|| "the client certificate names no role".into())
             ))),
         }
     }
@@ -216,9 +225,9 @@ mod tests {
 
     const ADMIN: &str = "/muster.v1.WorkerAdminService/ListWorkers";
 
-    fn identity_of(der: &[u8]) -> Option<PeerIdentity> {
+    fn identity_of(der: &[u8]) -> Result<PeerIdentity, String> {
         // Test certificates are fake: "spiffe://muster/<role>/<name>" bytes stand in for a DER leaf.
-        PeerIdentity::from_spiffe_id(std::str::from_utf8(der).ok()?)
+        std::str::from_utf8(der).ok().and_then(PeerIdentity::from_spiffe_id).ok_or_else(|| "no identity".into())
     }
 
     fn layer() -> AuthorizeLayer {
@@ -238,7 +247,7 @@ mod tests {
     fn missing_certificate_is_unauthenticated() {
         let err = layer().check(ADMIN, None, None).unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated);
-        assert_eq!(err.message(), CERT_REQUIRED);
+        assert_eq!(err.message(), format!("{CERT_REQUIRED} to call {ADMIN} (allowed: operator)"));
     }
 
     #[test]
@@ -286,7 +295,7 @@ mod tests {
         let response = service.call(req).await.unwrap();
         let status = Status::from_header_map(response.headers()).unwrap();
         assert_eq!(status.code(), Code::Unauthenticated);
-        assert_eq!(status.message(), CERT_REQUIRED);
+        assert!(status.message().starts_with(CERT_REQUIRED), "{status:?}");
         drop(service);
         assert!(handle.next_request().await.is_none(), "inner service was called");
     }

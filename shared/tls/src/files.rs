@@ -69,6 +69,13 @@ impl TlsFiles {
             .identity(Identity::from_pem(loaded.cert, loaded.key)))
     }
 
+    /// Client side, checking the server's role (and host) as well: what every Muster client
+    /// uses ([`ClientTls`](crate::ClientTls)).
+    pub fn client_for(&self, check: crate::ServerCheck) -> Result<crate::ClientTls, TlsError> {
+        let loaded = self.load()?;
+        crate::ClientTls::new(&loaded.ca, Some((&loaded.cert, &loaded.key)), check)
+    }
+
     /// [`client_tls`](Self::client_tls), verifying the server as `domain` instead of the
     /// host in the URI (e.g. dialing an IP while checking the node name).
     pub fn client_tls_for(&self, domain: &str) -> Result<ClientTlsConfig, TlsError> {

@@ -2,9 +2,11 @@
 //!
 //! `musterctl tls init` uses [`init_pki`] to create the cluster CA and the per-node
 //! certificates (SPIFFE-style URI SANs `spiffe://muster/<role>/<name>`); services load theirs
-//! with [`TlsFiles`] and authorize peers by [`peer_identity`].
+//! with [`TlsFiles`] and authorize peers by [`peer_identity`]; clients check the server's role
+//! too ([`ClientTls`]).
 
 mod ca;
+mod client;
 mod error;
 mod files;
 mod identity;
@@ -15,6 +17,7 @@ mod spec;
 mod worker_id;
 
 pub use ca::{CertificateAuthority, SignedCert, verify_csr};
+pub use client::{ClientTls, ServerCheck};
 pub use error::TlsError;
 pub use files::{TlsFiles, install_crypto_provider, write_atomic};
 pub use identity::{PeerIdentity, gateway_id_allowed, peer_identity};

@@ -31,9 +31,9 @@ pub enum WorkerCertError {
 
 /// A worker certificate of `cluster_id` as a caller identity (role `worker`, the id as its
 /// name), for the authorization layer of the ports workers call.
-pub fn worker_identity(der: &[u8], cluster_id: &str) -> Option<crate::PeerIdentity> {
-    let cert = worker_cert(der, cluster_id).ok()?;
-    Some(crate::PeerIdentity { role: Role::Worker, name: cert.worker_id.to_string() })
+pub fn worker_identity(der: &[u8], cluster_id: &str) -> Result<crate::PeerIdentity, String> {
+    let cert = worker_cert(der, cluster_id).map_err(|err| err.to_string())?;
+    Ok(crate::PeerIdentity { role: Role::Worker, name: cert.worker_id.to_string() })
 }
 
 /// The worker a verified client certificate (DER leaf) names, for a gateway of `cluster_id`.

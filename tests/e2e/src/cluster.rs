@@ -156,15 +156,21 @@ impl Cluster {
     /// A leader-following client over every live node's API address.
     pub fn client(&self) -> ControlPlaneClient {
         let endpoints = self.live_ids().into_iter().map(|id| self.addrs(id).api.clone()).collect();
-        self.client_with(endpoints, self.operator_tls())
+        self.client_with(endpoints, self.operator_client_tls())
     }
 
     /// A client whose only endpoint is node `id` (it still follows leader hints).
     pub fn client_for(&self, id: u64) -> ControlPlaneClient {
-        self.client_with(vec![self.addrs(id).api.clone()], self.operator_tls())
+        self.client_with(vec![self.addrs(id).api.clone()], self.operator_client_tls())
     }
 
-    pub fn client_with(&self, endpoints: Vec<String>, tls: Option<ClientTlsConfig>) -> ControlPlaneClient {
+    /// The operator's TLS as Muster's clients use it (checking the server is a control-plane
+    /// node), or `None` for an insecure cluster.
+    pub fn operator_client_tls(&self) -> Option<muster_tls::ClientTls> {
+        self.pki.as_ref().map(Pki::operator_client_tls)
+    }
+
+    pub fn client_with(&self, endpoints: Vec<String>, tls: Option<muster_tls::ClientTls>) -> ControlPlaneClient {
         let mut options = ClientOptions::new(endpoints);
         options.tls = tls;
         options.timeout = CLIENT_TIMEOUT;

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use muster_tls::{CertSpec, PkiInit, Role, TlsFiles, default_node_hosts};
+use muster_tls::{CertSpec, PkiInit, Role, ServerCheck, TlsFiles, default_node_hosts};
 use tempfile::TempDir;
 use tonic::transport::ClientTlsConfig;
 
@@ -70,6 +70,12 @@ impl Pki {
     /// Client TLS presenting the operator certificate.
     pub fn operator_tls(&self) -> ClientTlsConfig {
         TlsFiles::in_dir(self.dir.path(), "operator").client_tls().expect("loading the operator certificate")
+    }
+
+    /// The operator's TLS for Muster's own client, which checks the server's role too.
+    pub fn operator_client_tls(&self) -> muster_tls::ClientTls {
+        let files = TlsFiles::in_dir(self.dir.path(), "operator");
+        files.client_for(ServerCheck::RoleAndHost(Role::ControlPlane)).expect("loading the operator certificate")
     }
 
     /// Files of a certificate for another Muster role (issued now if needed; serves on

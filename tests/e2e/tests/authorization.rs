@@ -42,7 +42,7 @@ enum Verdict {
 fn is_authz_refusal(status: &tonic::Status) -> bool {
     let message = status.message();
     match status.code() {
-        Code::Unauthenticated => message == "a client certificate signed by the cluster CA is required",
+        Code::Unauthenticated => message.starts_with(muster_middleware::auth::CERT_REQUIRED),
         Code::PermissionDenied => {
             message.contains("may not call")
                 || message.contains("no Muster identity allowed")

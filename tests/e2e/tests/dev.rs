@@ -102,7 +102,8 @@ fn client_from(ctl_line: &str) -> ControlPlaneClient {
         key: flag(&words, "--key").into(),
     };
     let mut options = ClientOptions::new(vec![flag(&words, "--endpoints").to_string()]);
-    options.tls = Some(files.client_tls().expect("the printed operator files load"));
+    let check = muster_tls::ServerCheck::RoleAndHost(muster_tls::Role::ControlPlane);
+    options.tls = Some(files.client_for(check).expect("the printed operator files load"));
     ControlPlaneClient::new(options).expect("a client")
 }
 

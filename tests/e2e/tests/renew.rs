@@ -140,7 +140,8 @@ async fn renew_needs_a_worker_certificate() {
     let status =
         anonymous.renew(v1::RenewRequest { csr_pem: csr_pem.clone() }).await.expect_err("Renew without a cert");
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
-    assert!(status.message().contains("Renew needs the worker's current certificate"), "{status:?}");
+    assert!(status.message().starts_with("a client certificate is required to call"), "{status:?}");
+    assert!(status.message().contains("(allowed: worker)"), "{status:?}");
 
     // A cluster-CA component certificate is not a worker's: the TLS layer trusts only the
     // worker CA for clients.

@@ -8,11 +8,12 @@ use std::time::Duration;
 use muster_middleware::{GrpcClientTraceLayer, TracedChannel};
 use muster_proto::v1::raft_election_service_client::RaftElectionServiceClient;
 use muster_proto::v1::raft_replication_service_client::RaftReplicationServiceClient;
+use muster_tls::ClientTls;
 use openraft::RaftNetworkFactory;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkV2};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
-use tonic::transport::{ClientTlsConfig, Endpoint};
+use tonic::transport::Endpoint;
 
 use super::snapshot_push::SnapshotSender;
 use crate::convert::{append_request_to_pb, append_response_from_pb, vote_request_to_pb, vote_response_from_pb};
@@ -29,14 +30,14 @@ const QUIET_PATHS: &[&str] =
 /// has one HTTP/2 connection, not one per task. Each carries the client trace layer.
 #[derive(Clone)]
 pub struct PeerChannels {
-    tls: Option<ClientTlsConfig>,
+    tls: Option<ClientTls>,
     max_message_bytes: usize,
     snapshot_chunk_bytes: usize,
     channels: Arc<Mutex<HashMap<String, TracedChannel>>>,
 }
 
 impl PeerChannels {
-    pub fn new(tls: Option<ClientTlsConfig>, max_message_bytes: usize, snapshot_chunk_bytes: usize) -> Self {
+    pub fn new(tls: Option<ClientTls>, max_message_bytes: usize, snapshot_chunk_bytes: usize) -> Self {
         Self { tls, max_message_bytes, snapshot_chunk_bytes, channels: Arc::default() }
     }
 
@@ -46,16 +47,17 @@ impl PeerChannels {
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))?
+        // `http`: with TLS, the handshake (and the peer's role check) is ClientTls's.
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_while_idle(true);
-        if let Some(tls) = &self.tls {
-            endpoint = endpoint.tls_config(tls.clone())?;
-        }
-        let channel = GrpcClientTraceLayer::new().with_quiet_paths(QUIET_PATHS).channel(endpoint.connect_lazy());
+        let channel = match &self.tls {
+            Some(tls) => tls.connect_lazy(endpoint),
+            None => endpoint.connect_lazy(),
+        };
+        let channel = GrpcClientTraceLayer::new().with_quiet_paths(QUIET_PATHS).channel(channel);
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }

@@ -52,8 +52,8 @@ pub fn ensure(dir: &Path) -> anyhow::Result<DevPki> {
 
 impl DevPki {
     /// The operator's client TLS, for the dev process's own calls.
-    pub fn operator_tls(&self) -> anyhow::Result<tonic::transport::ClientTlsConfig> {
-        Ok(self.operator.client_tls()?)
+    pub fn operator_tls(&self) -> anyhow::Result<muster_tls::ClientTls> {
+        Ok(self.operator.client_for(muster_tls::ServerCheck::RoleAndHost(muster_tls::Role::ControlPlane))?)
     }
 }
 

@@ -17,7 +17,7 @@ const POLL: Duration = Duration::from_millis(200);
 const TOKEN_TTL: Duration = Duration::from_secs(3600);
 
 /// A client for `endpoint` with the operator's certificate; one call gives up after 5 s.
-pub fn operator_client(endpoint: String, tls: tonic::transport::ClientTlsConfig) -> anyhow::Result<ControlPlaneClient> {
+pub fn operator_client(endpoint: String, tls: muster_tls::ClientTls) -> anyhow::Result<ControlPlaneClient> {
     let mut options = ClientOptions::new(vec![endpoint]);
     options.tls = Some(tls);
     options.timeout = Duration::from_secs(5);
