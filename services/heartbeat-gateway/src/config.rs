@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use muster_config::{ConfigError, TelemetryConfig, TlsConfig};
+use muster_config::{AdminLimits, ConfigError, ListenerLimits, TelemetryConfig, TlsConfig};
 use serde::{Deserialize, Serialize};
 
 /// Default port of the worker-facing heartbeat listener.
@@ -23,7 +23,9 @@ pub struct GatewayConfig {
     /// What workers dial (`host:port`), as registered with the control plane. Default: the
     /// listen address when it names a host, else `<hostname>:<listen port>`.
     pub advertise_addr: Option<String>,
-    /// Plaintext admin HTTP (`/healthz`, `/readyz`, `/metrics`). Default `0.0.0.0:3682`.
+    /// Plaintext admin HTTP (`/healthz`, `/readyz`, `/metrics`). Default `127.0.0.1:3682`:
+    /// set `0.0.0.0:3682` where probes or scrapes come from another host or a container
+    /// runtime.
     pub admin_addr: SocketAddr,
     /// This gateway's id in the control plane's gateway list. Default: derived from the
     /// advertised address (`gw-<host>-<port>`), so a restarted gateway keeps its id.
@@ -46,6 +48,13 @@ pub struct GatewayConfig {
     /// span (0.0 to 1.0); the rest stay quiet (DEBUG). Default 0.001: one report in a
     /// thousand, enough to see heartbeat latency without paying for a span per beat.
     pub heartbeat_trace_ratio: f64,
+    /// Handshake and preface deadlines and connection caps of the heartbeat listener
+    /// (`[listener_limits]`). Defaults 10s, 10s, 100000 connections and 50000 per IP: every
+    /// worker holds a stream here, and NATs and load generators put thousands behind one IP.
+    pub listener_limits: ListenerLimits,
+    /// Header deadline and connection cap of the admin listener (`[admin_limits]`; defaults
+    /// 10s and 1024).
+    pub admin_limits: AdminLimits,
     pub telemetry: TelemetryConfig,
 }
 
@@ -54,13 +63,15 @@ impl Default for GatewayConfig {
         Self {
             listen_addr: SocketAddr::from(([0, 0, 0, 0], DEFAULT_GATEWAY_PORT)),
             advertise_addr: None,
-            admin_addr: SocketAddr::from(([0, 0, 0, 0], DEFAULT_ADMIN_PORT)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], DEFAULT_ADMIN_PORT)),
             gateway_id: None,
             control_plane: vec![format!("127.0.0.1:{}", muster_config::DEFAULT_API_PORT)],
             tls: TlsConfig::default(),
             batch_interval: Duration::from_millis(250),
             min_report_interval: Duration::from_secs(1),
             heartbeat_trace_ratio: DEFAULT_HEARTBEAT_TRACE_RATIO,
+            listener_limits: ListenerLimits::heartbeat_gateway(),
+            admin_limits: AdminLimits::default(),
             telemetry: TelemetryConfig::default(),
         }
     }
@@ -104,6 +115,8 @@ impl GatewayConfig {
         {
             return invalid("gateway_id", "must be 1 to 128 characters without spaces");
         }
+        self.listener_limits.validate("listener_limits")?;
+        self.admin_limits.validate("admin_limits")?;
         self.tls.validate()
     }
 
