@@ -72,7 +72,8 @@ pub async fn run(
         stop.send_replace(true);
     });
     let (stop_admin, admin_stopped) = watch::channel(false);
-    let admin_task = tokio::spawn(muster_admin::serve(admin, state.clone(), admin_stopped));
+    let admin_task =
+        tokio::spawn(muster_admin::serve(admin, state.clone(), config.admin_limits.clone(), admin_stopped));
 
     let result = serve(config, listener, state, stopped).await;
     stop_admin.send_replace(true);

@@ -100,7 +100,8 @@ pub async fn run(
         stats: Default::default(),
     });
     let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);
-    let admin_task = tokio::spawn(muster_admin::serve(admin, registrar.clone(), admin_stopped));
+    let admin_task =
+        tokio::spawn(muster_admin::serve(admin, registrar.clone(), config.admin_limits.clone(), admin_stopped));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<WorkerRegistrationServiceServer<Registrar>>().await;
