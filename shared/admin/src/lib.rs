@@ -21,7 +21,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use muster_config::AdminLimits;
-use muster_listener::{AcceptBackoff, ConnectionCaps};
+use muster_listener::{AcceptBackoff, ConnectionCaps, ListenerStats};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -48,6 +48,7 @@ pub async fn serve(
 ) {
     // One cap for the whole listener: its clients are a few probes and scrapers.
     let caps = ConnectionCaps::new(limits.max_connections, limits.max_connections);
+    let stats = ListenerStats::register("admin", caps.clone());
     let mut backoff = AcceptBackoff::new("admin");
     let mut last_refusal_log: Option<Instant> = None;
     loop {
@@ -56,6 +57,7 @@ pub async fn serve(
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
         let Some(permit) = caps.try_acquire(peer.ip()) else {
+            stats.refused_over_cap.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if last_refusal_log.is_none_or(|last| last.elapsed() >= muster_listener::backoff::LOG_INTERVAL) {
                 last_refusal_log = Some(Instant::now());
                 tracing::warn!(%peer, max = limits.max_connections, "admin connection cap reached; closing new connections");
@@ -89,7 +91,7 @@ fn route(source: &dyn AdminSource, request: &Request<Incoming>) -> Response<Full
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
         "/readyz" if source.is_ready() => text(StatusCode::OK, "ready\n".into()),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", source.not_ready_reason())),
-        "/metrics" => text(StatusCode::OK, source.render_metrics()),
+        "/metrics" => text(StatusCode::OK, source.render_metrics() + &muster_listener::metrics::render()),
         _ => text(StatusCode::NOT_FOUND, "not found; try /healthz, /readyz or /metrics\n".into()),
     }
 }

@@ -95,6 +95,8 @@ async fn connections_over_the_cap_are_closed_at_once() {
         let mut over = TcpStream::connect(addr).unwrap();
         let closed = time_to_close(&mut over, Duration::from_secs(10)).expect("connection 4 was kept");
         assert!(closed < Duration::from_secs(10));
+        let metrics = muster_listener::metrics::render();
+        assert!(metrics.contains("muster_listener_refused_total{listener=\"admin\"} 1"), "{metrics}");
         drop(held);
         // Places come back once the held connections are gone.
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -32,6 +32,7 @@ use crate::preface::Conn;
 /// What one listener has refused and closed, for metrics.
 #[derive(Debug)]
 pub struct ListenerStats {
+    pub(crate) name: &'static str,
     caps: Arc<ConnectionCaps>,
     /// Connections closed at accept because a cap was reached.
     pub refused_over_cap: AtomicU64,
@@ -39,9 +40,26 @@ pub struct ListenerStats {
     pub handshake_timeouts: AtomicU64,
     /// Connections whose TLS handshake failed.
     pub handshake_failures: AtomicU64,
+    /// Connections closed because the HTTP/2 preface did not arrive in time.
+    pub preface_timeouts: AtomicU64,
 }
 
 impl ListenerStats {
+    /// Counters for the listener `name` whose connections `caps` counts, exported by
+    /// [`crate::metrics::render`] from now on.
+    pub fn register(name: &'static str, caps: Arc<ConnectionCaps>) -> Arc<Self> {
+        let stats = Arc::new(Self {
+            name,
+            caps,
+            refused_over_cap: AtomicU64::new(0),
+            handshake_timeouts: AtomicU64::new(0),
+            handshake_failures: AtomicU64::new(0),
+            preface_timeouts: AtomicU64::new(0),
+        });
+        crate::metrics::register(&stats);
+        stats
+    }
+
     /// Connections open now, handshaking ones included.
     pub fn open_connections(&self) -> usize {
         self.caps.open()
@@ -106,12 +124,7 @@ where
     Fut: Future<Output = io::Result<S>> + Send + 'static,
 {
     let caps = ConnectionCaps::new(limits.max_connections, limits.max_connections_per_ip);
-    let stats = Arc::new(ListenerStats {
-        caps: caps.clone(),
-        refused_over_cap: AtomicU64::new(0),
-        handshake_timeouts: AtomicU64::new(0),
-        handshake_failures: AtomicU64::new(0),
-    });
+    let stats = ListenerStats::register(name, caps.clone());
     let (tx, rx) = mpsc::channel(256);
     let task = AcceptLoop {
         listener,
@@ -163,7 +176,7 @@ impl AcceptLoop {
             tokio::spawn(async move {
                 match tokio::time::timeout(handshake_timeout, connecting).await {
                     Ok(Ok(io)) => {
-                        let _ = tx.send(Ok(Conn::new(io, preface_timeout))).await;
+                        let _ = tx.send(Ok(Conn::new(io, preface_timeout).counting(stats))).await;
                     }
                     Ok(Err(err)) => {
                         stats.handshake_failures.fetch_add(1, Ordering::Relaxed);

@@ -10,7 +10,8 @@
 //! - [`preface`]: [`Conn`], which closes a connection whose first bytes (the HTTP/2 client
 //!   preface) do not arrive in time and costs one branch per read afterwards;
 //! - [`incoming`]: the stream tonic serves from, doing TLS itself (tokio-rustls) with a
-//!   handshake deadline, concurrently, so slow handshakes never hold up accept.
+//!   handshake deadline, concurrently, so slow handshakes never hold up accept;
+//! - [`metrics`]: the `muster_listener_*` counters of every listener in the process.
 //!
 //! tonic's own `TlsConnectInfo<TcpConnectInfo>` still reaches the request extensions, so
 //! `Request::peer_certs`, `remote_addr` and the auth layer see what they always did.
@@ -20,6 +21,7 @@
 pub mod backoff;
 pub mod caps;
 pub mod incoming;
+pub mod metrics;
 pub mod preface;
 
 pub use backoff::AcceptBackoff;

@@ -7,6 +7,8 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -14,6 +16,8 @@ use pin_project::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 use tonic::transport::server::Connected;
+
+use crate::incoming::ListenerStats;
 
 /// Length of the HTTP/2 client connection preface (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`).
 pub const PREFACE_LEN: usize = 24;
@@ -32,13 +36,23 @@ pub struct Conn<S> {
 struct Waiting {
     deadline: Pin<Box<Sleep>>,
     missing: usize,
+    /// Counts a timeout; dropped with the rest once the preface is in.
+    stats: Option<Arc<ListenerStats>>,
 }
 
 impl<S> Conn<S> {
     /// `inner`, which must deliver its first [`PREFACE_LEN`] bytes within `timeout`.
     pub fn new(inner: S, timeout: Duration) -> Self {
-        let waiting = Waiting { deadline: Box::pin(tokio::time::sleep(timeout)), missing: PREFACE_LEN };
+        let waiting = Waiting { deadline: Box::pin(tokio::time::sleep(timeout)), missing: PREFACE_LEN, stats: None };
         Self { inner, waiting: Some(waiting) }
+    }
+
+    /// Counts a missed deadline in `stats.preface_timeouts`.
+    pub fn counting(mut self, stats: Arc<ListenerStats>) -> Self {
+        if let Some(waiting) = &mut self.waiting {
+            waiting.stats = Some(stats);
+        }
+        self
     }
 
     pub fn get_ref(&self) -> &S {
@@ -65,6 +79,9 @@ impl<S: AsyncRead> AsyncRead for Conn<S> {
             Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
             Poll::Pending => {
                 ready!(waiting.deadline.as_mut().poll(cx));
+                if let Some(stats) = &waiting.stats {
+                    stats.preface_timeouts.fetch_add(1, Ordering::Relaxed);
+                }
                 Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "no HTTP/2 preface before the deadline")))
             }
         }

@@ -116,6 +116,9 @@ async fn a_connection_that_finishes_tls_but_sends_no_preface_times_out() {
     let err = tokio::time::timeout(WAIT, conn.read(&mut [0; 64])).await.expect("the deadline fires").unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
     assert!(started.elapsed() < SHORT * 3, "{:?}", started.elapsed());
+    assert_eq!(incoming.stats().preface_timeouts.load(Ordering::Relaxed), 1);
+    let metrics = muster_listener::metrics::render();
+    assert!(metrics.contains("muster_listener_preface_timeouts_total{listener=\"test\"} 1"), "{metrics}");
 }
 
 #[tokio::test]
