@@ -7,9 +7,9 @@
 //! presented against the cluster CA) and this layer refuses the methods that need one.
 //! Servers started with `--insecure` have no TLS at all and do not install this layer.
 //!
-//! The certificate is read from the `TlsConnectInfo<TcpConnectInfo>` that tonic's own TLS
-//! acceptor puts in the request extensions (TCP listeners, `serve` or `serve_with_incoming`
-//! over `TcpStream`s). The role is whatever the caller's function derives from the leaf
+//! The certificate is read from the `TlsConnectInfo<TcpConnectInfo>` in the request
+//! extensions: tonic's own TLS acceptor puts it there, and so does `muster-listener`, whose
+//! TLS streams are tokio-rustls streams over TCP, for which tonic derives the same info. The role is whatever the caller's function derives from the leaf
 //! certificate (e.g. `muster-tls` reading the SPIFFE URI SAN); this crate parses no X.509.
 
 use std::fmt;
