@@ -10,9 +10,10 @@
 //! buffered and replayed). The request body is buffered (bounded by the message limit), the
 //! local handler runs first, and only an answer carrying a leader hint is replaced by the
 //! leader's. The forwarded call goes out over this node's own mTLS identity, with the caller's
-//! role (already checked here) in `x-muster-forwarded-role`; the leader honours that header
-//! from control-plane certificates only, so the caller gets exactly the rights it has here. A
-//! forwarded call is never forwarded again. If the leader cannot be reached (a partition), the
+//! identity (already checked here) in `x-muster-forwarded-peer`; the leader's authorization
+//! layer honours that header from control-plane certificates only and checks the call as the
+//! original caller's, so the caller gets exactly the rights it has here. A forwarded call is
+//! never forwarded again. If the leader cannot be reached (a partition), the
 //! caller gets the original "not the leader" answer, never a stale local one.
 
 use std::collections::HashMap;
@@ -24,17 +25,13 @@ use std::time::Duration;
 
 use http::{HeaderValue, Request, Response};
 use http_body_util::{BodyExt as _, Full, Limited};
-use muster_middleware::{GrpcClientTraceLayer, LEADER_ADDR_HEADER, PeerRole, TracedChannel};
+use muster_middleware::{FORWARDED_PEER_HEADER, GrpcClientTraceLayer, LEADER_ADDR_HEADER, Peer, TracedChannel};
 use tonic::body::Body;
 use tonic::transport::{ClientTlsConfig, Endpoint};
 use tower::{Layer, Service, ServiceExt as _};
 
 /// Set on a forwarded call (the forwarding node's id); such a call is never forwarded again.
 pub const FORWARDED_BY_HEADER: &str = "x-muster-forwarded-by";
-/// The original caller's certificate role, which the leader adopts from a control-plane peer.
-pub const FORWARDED_ROLE_HEADER: &str = "x-muster-forwarded-role";
-/// The role of control-plane node certificates.
-const NODE_ROLE: &str = "control-plane";
 
 /// The operator-facing unary services. Not the registrar's and gateways' services: their
 /// clients follow leader hints themselves, and a hop would only add latency to them.
@@ -112,8 +109,8 @@ impl Forwarder {
         *headers = call.headers;
         headers.remove(http::header::HOST);
         headers.insert(FORWARDED_BY_HEADER, HeaderValue::from(self.node_id));
-        if let Some(role) = call.role.and_then(|role| HeaderValue::from_str(&role).ok()) {
-            headers.insert(FORWARDED_ROLE_HEADER, role);
+        if let Some(peer) = call.peer.and_then(|peer| HeaderValue::from_str(&peer).ok()) {
+            headers.insert(FORWARDED_PEER_HEADER, peer);
         }
         let request = request.body(Body::new(Full::new(call.body))).map_err(|err| err.to_string())?;
         let response = channel.oneshot(request).await.map_err(|err| format!("leader {addr}: {err}"))?;
@@ -126,7 +123,8 @@ struct BufferedCall {
     method: http::Method,
     uri: http::Uri,
     headers: http::HeaderMap,
-    role: Option<String>,
+    /// The caller's `spiffe://` identity (none under `--insecure`).
+    peer: Option<String>,
     body: bytes::Bytes,
 }
 
@@ -153,12 +151,11 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
         // The clone is the ready one's sibling; keep the ready service for this call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let forwarder = self.forwarder.clone();
-        adopt_forwarded_role(&mut request);
         if request.headers().contains_key(FORWARDED_BY_HEADER) || !forwardable(request.uri().path()) {
             return Box::pin(inner.call(request));
         }
@@ -182,7 +179,7 @@ where
                 method: parts.method.clone(),
                 uri: parts.uri.clone(),
                 headers: parts.headers.clone(),
-                role: parts.extensions.get::<PeerRole>().map(|PeerRole(role)| role.clone()),
+                peer: parts.extensions.get::<Peer>().map(|Peer(peer)| peer.spiffe_id()),
                 body: body.clone(),
             };
             let local = inner.call(Request::from_parts(parts, Body::new(Full::new(body)))).await?;
@@ -207,55 +204,9 @@ fn leader_hint(response: &Response<Body>) -> Option<String> {
     (failed && !addr.is_empty()).then(|| addr.to_owned())
 }
 
-/// A call forwarded by a control-plane node carries its caller's role: take it as the role of
-/// this call. From anyone else the header is ignored (and dropped).
-fn adopt_forwarded_role(request: &mut Request<Body>) {
-    let Some(role) = request.headers_mut().remove(FORWARDED_ROLE_HEADER) else {
-        return;
-    };
-    let from_node = matches!(request.extensions().get::<PeerRole>(), Some(PeerRole(peer)) if peer == NODE_ROLE);
-    if let (true, Ok(role)) = (from_node, role.to_str()) {
-        request.extensions_mut().insert(PeerRole(role.to_owned()));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn request_from(peer: Option<&str>, forwarded_role: Option<&str>) -> Request<Body> {
-        let mut request =
-            Request::builder().uri("/muster.v1.WorkerAdminService/ListWorkers").body(Body::empty()).unwrap();
-        if let Some(peer) = peer {
-            request.extensions_mut().insert(PeerRole(peer.to_owned()));
-        }
-        if let Some(role) = forwarded_role {
-            request.headers_mut().insert(FORWARDED_ROLE_HEADER, HeaderValue::from_str(role).unwrap());
-        }
-        request
-    }
-
-    fn role(request: &Request<Body>) -> Option<String> {
-        request.extensions().get::<PeerRole>().map(|PeerRole(role)| role.clone())
-    }
-
-    #[test]
-    fn a_node_passes_on_its_callers_role() {
-        let mut request = request_from(Some("control-plane"), Some("operator"));
-        adopt_forwarded_role(&mut request);
-        assert_eq!(role(&request).as_deref(), Some("operator"));
-        assert!(request.headers().get(FORWARDED_ROLE_HEADER).is_none());
-    }
-
-    #[test]
-    fn anyone_else_cannot_claim_a_role() {
-        for peer in [Some("gateway"), Some("registrar"), None] {
-            let mut request = request_from(peer, Some("operator"));
-            adopt_forwarded_role(&mut request);
-            assert_eq!(role(&request).as_deref(), peer, "{peer:?} gained a role");
-            assert!(request.headers().get(FORWARDED_ROLE_HEADER).is_none());
-        }
-    }
 
     #[test]
     fn only_operator_services_are_forwarded() {

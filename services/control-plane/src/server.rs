@@ -14,7 +14,8 @@ use tonic::service::RoutesBuilder;
 use tonic::transport::ClientTlsConfig;
 use tonic_health::ServingStatus;
 
-/// Which listener a server is for; decides which peer roles may call it.
+/// Which listener a server is for (who may call each of its methods is in
+/// `muster_middleware::authz`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Port {
     /// Peer RPCs: only other control-plane nodes.
@@ -29,14 +30,6 @@ impl Port {
             Port::Raft => "raft",
             Port::Api => "api",
         }
-    }
-
-    fn allowed_roles(self) -> Vec<String> {
-        let roles: &[&str] = match self {
-            Port::Raft => &["control-plane"],
-            Port::Api => &["control-plane", "operator", "registrar", "gateway"],
-        };
-        roles.iter().map(|r| r.to_string()).collect()
     }
 }
 
@@ -187,11 +180,7 @@ impl GrpcServer {
         });
 
         let builder = muster_middleware::server_builder(&limits);
-        let auth = tls.is_some().then(|| {
-            muster_middleware::RequireClientCertLayer::new()
-                .with_role_fn(|der: &[u8]| muster_tls::peer_identity(der).map(|id| id.role.as_str().to_string()))
-                .allow_roles(port.allowed_roles())
-        });
+        let auth = tls.is_some().then(muster_middleware::AuthorizeLayer::cluster);
         let layers = tower::ServiceBuilder::new()
             .layer(muster_middleware::GrpcTraceLayer::new().with_quiet_paths(QUIET_PATHS))
             .layer(muster_middleware::overload_layer(&limits))

@@ -130,16 +130,28 @@ impl GatewayConfig {
     }
 
     /// The configured id, or one derived from the advertised address (stable across restarts).
-    pub fn gateway_id_for(&self, advertise_addr: &str) -> String {
-        if let Some(id) = &self.gateway_id {
-            return id.clone();
-        }
+    /// With TLS, `cert_name` is the name in the gateway's certificate: the control plane takes
+    /// batches only from a gateway id that is that name or `<name>/<instance>`, so the derived
+    /// id is `<name>/<host>-<port>` and a configured one must fit.
+    pub fn gateway_id_for(&self, advertise_addr: &str, cert_name: Option<&str>) -> Result<String, ConfigError> {
         let host_port: String = advertise_addr
             .trim_start_matches('[')
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c.to_ascii_lowercase() } else { '-' })
             .collect();
-        format!("gw-{}", host_port.trim_matches('-'))
+        let host_port = host_port.trim_matches('-');
+        match (&self.gateway_id, cert_name) {
+            (Some(id), Some(name)) if !muster_tls::gateway_id_allowed(name, id) => Err(ConfigError::Invalid {
+                field: "gateway_id".into(),
+                message: format!(
+                    "{id:?} is not allowed for this gateway's certificate (named {name:?}): use {name:?} or \
+                     \"{name}/<instance>\", or leave gateway_id unset"
+                ),
+            }),
+            (Some(id), _) => Ok(id.clone()),
+            (None, Some(name)) => Ok(format!("{name}/{host_port}")),
+            (None, None) => Ok(format!("gw-{host_port}")),
+        }
     }
 }
 
@@ -222,9 +234,11 @@ mod tests {
         let config = insecure();
         let bound: SocketAddr = "10.0.0.5:3671".parse().unwrap();
         assert_eq!(config.advertise_addr_for(bound), "10.0.0.5:3671");
-        assert_eq!(config.gateway_id_for("10.0.0.5:3671"), "gw-10.0.0.5-3671");
-        assert_eq!(config.gateway_id_for("[::1]:3671"), "gw-1--3671");
-        assert_eq!(config.gateway_id_for("GW.Example:80"), "gw-gw.example-80");
+        let id = |config: &GatewayConfig, addr: &str, cert: Option<&str>| config.gateway_id_for(addr, cert).unwrap();
+        assert_eq!(id(&config, "10.0.0.5:3671", None), "gw-10.0.0.5-3671");
+        assert_eq!(id(&config, "[::1]:3671", None), "gw-1--3671");
+        assert_eq!(id(&config, "GW.Example:80", None), "gw-gw.example-80");
+        assert_eq!(id(&config, "10.0.0.5:3671", Some("edge")), "edge/10.0.0.5-3671");
 
         let any: SocketAddr = "0.0.0.0:4000".parse().unwrap();
         let derived = config.advertise_addr_for(any);
@@ -233,6 +247,9 @@ mod tests {
         let pinned =
             GatewayConfig { advertise_addr: Some("gw.example:1".into()), gateway_id: Some("edge-7".into()), ..config };
         assert_eq!(pinned.advertise_addr_for(any), "gw.example:1");
-        assert_eq!(pinned.gateway_id_for("gw.example:1"), "edge-7");
+        assert_eq!(id(&pinned, "gw.example:1", None), "edge-7");
+        assert_eq!(id(&pinned, "gw.example:1", Some("edge-7")), "edge-7");
+        let err = pinned.gateway_id_for("gw.example:1", Some("edge")).unwrap_err();
+        assert!(err.to_string().starts_with("gateway_id:"), "{err}");
     }
 }

@@ -61,7 +61,11 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     config.validate()?;
     let advertise = config.advertise_addr_for(listener.local_addr()?);
-    let gateway_id = config.gateway_id_for(&advertise);
+    let cert_name = match tls::tls_files(&config.tls) {
+        Some(files) => Some(files.own_identity()?.name),
+        None => None,
+    };
+    let gateway_id = config.gateway_id_for(&advertise, cert_name.as_deref())?;
     let state =
         Arc::new(GatewayState::new(gateway_id.clone(), advertise.clone(), config.min_report_interval, Instant::now()));
     tracing::info!(%gateway_id, %advertise, "heartbeat gateway starting");
@@ -152,6 +156,16 @@ async fn serve(
     // connection does (TCP keepalive still reaps the socket). hyper's keepalive costs a lock,
     // a clock read and a timer poll on every frame of every connection.
     let builder = muster_middleware::server_builder(&limits).http2_keepalive_interval(None);
+    // Who may call what is the cluster's one table; here a caller is a worker of this cluster.
+    let authorize = match &auth {
+        Authentication::Certificate { cluster_id } => {
+            let cluster_id = cluster_id.clone();
+            Some(muster_middleware::AuthorizeLayer::new(move |der: &[u8]| {
+                muster_tls::worker_identity(der, &cluster_id)
+            }))
+        }
+        Authentication::InsecureHeader => None,
+    };
     let sampler = session::TraceSampler::new(config.heartbeat_trace_ratio);
     let heartbeats = Heartbeats { state: state.clone(), auth, sampler };
     let shutdown = {
@@ -166,6 +180,7 @@ async fn serve(
     let router = builder
         .layer(muster_middleware::GrpcTraceLayer::new().with_quiet_paths(QUIET_PATHS))
         .layer(muster_middleware::overload_layer(&limits))
+        .layer(tower::util::option_layer(authorize))
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)

@@ -129,9 +129,16 @@ pub async fn run(
         }
         None => None,
     };
+    // Who may call what is the cluster's one table: Register is open (the token is the
+    // credential), Renew needs a worker certificate of this cluster.
+    let authorize = files.is_some().then(|| {
+        let cluster_id = registrar.signer.cluster_id.clone();
+        muster_middleware::AuthorizeLayer::new(move |der: &[u8]| muster_tls::worker_identity(der, &cluster_id))
+    });
     let router = muster_middleware::server_builder(&limits)
         .layer(muster_middleware::GrpcTraceLayer::new())
         .layer(muster_middleware::overload_layer(&limits))
+        .layer(tower::util::option_layer(authorize))
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)

@@ -37,6 +37,23 @@ impl Liveness {
     }
 }
 
+/// What a caller hears for a token the cluster never issued and for one whose secret is
+/// wrong: the same words, so Register cannot be used to learn which token ids exist.
+pub const INVALID_TOKEN: &str =
+    "registration refused: the bootstrap token is not valid for this cluster; ask the operator for a new one";
+
+/// Answers "unknown" and "forged" alike; the real reason stays in the log and in
+/// `muster_registrar_token_failures_total`.
+fn conceal_token_existence(status: Status) -> Status {
+    match muster_token::refusal_reason(status.message()) {
+        Some(reason @ ("unknown" | "forged")) => {
+            tracing::warn!(reason, detail = status.message(), "bootstrap token refused");
+            ApiError::Unauthenticated(INVALID_TOKEN.into()).into()
+        }
+        _ => status,
+    }
+}
+
 impl Registrar {
     pub(crate) async fn register_inner(
         &self,
@@ -51,7 +68,8 @@ impl Registrar {
             .register_worker(v1::RegisterWorkerRequest { token: request.token, profile: request.profile })
             .await
             .map_err(upstream)
-            .inspect_err(|status| self.stats.token_refused(status))?;
+            .inspect_err(|status| self.stats.token_refused(status))
+            .map_err(conceal_token_existence)?;
         let worker =
             registered.worker.ok_or_else(|| ApiError::Internal("the control plane returned no worker".into()))?;
         let id = worker.worker_id;
@@ -108,5 +126,17 @@ mod tests {
         let empty = Liveness::from_listing(v1::ListGatewaysResponse::default());
         assert_eq!((empty.ttl_ms, empty.grace_ms), (DEFAULT_TTL_MS, DEFAULT_GRACE_MS));
         assert!(Liveness::defaults().gateways.is_empty());
+    }
+
+    #[test]
+    fn unknown_and_forged_tokens_answer_alike_and_other_refusals_pass_through() {
+        let unknown = Status::unauthenticated("registration refused (unknown): no such token t1");
+        let forged = Status::unauthenticated("registration refused (forged): the secret of token t2 is wrong");
+        let (unknown, forged) = (conceal_token_existence(unknown), conceal_token_existence(forged));
+        assert_eq!((unknown.code(), unknown.message()), (forged.code(), forged.message()));
+        assert_eq!((unknown.code(), unknown.message()), (tonic::Code::Unauthenticated, INVALID_TOKEN));
+        assert!(!unknown.message().contains("t1"));
+        let used_up = Status::permission_denied("registration refused (used_up): token t has been used up");
+        assert_eq!(conceal_token_existence(used_up.clone()).message(), used_up.message());
     }
 }

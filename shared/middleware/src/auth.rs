@@ -1,5 +1,6 @@
-//! Mutual TLS at the RPC level: every method except health and reflection needs a client
-//! certificate, and optionally a certificate role from an allow-list.
+//! Mutual TLS at the RPC level: every call is checked against the authorization table
+//! ([`crate::authz`]) with the role of the caller's verified client certificate. Default
+//! deny: a method with no entry is refused whoever calls it.
 //!
 //! Why a layer and not just `ServerTlsConfig::client_ca_root`: health checks, reflection and
 //! `Register` must stay reachable without a client certificate, so servers accept the
@@ -9,8 +10,15 @@
 //!
 //! The certificate is read from the `TlsConnectInfo<TcpConnectInfo>` in the request
 //! extensions: tonic's own TLS acceptor puts it there, and so does `muster-listener`, whose
-//! TLS streams are tokio-rustls streams over TCP, for which tonic derives the same info. The role is whatever the caller's function derives from the leaf
-//! certificate (e.g. `muster-tls` reading the SPIFFE URI SAN); this crate parses no X.509.
+//! TLS streams are tokio-rustls streams over TCP, for which tonic derives the same info. The
+//! identity is whatever the server's function derives from the leaf certificate
+//! (`muster_tls::peer_identity` for cluster certificates, the worker id for worker
+//! certificates); this crate parses no X.509 itself.
+//!
+//! Relayed calls: a control-plane node that forwards an operator's call to the leader sends
+//! the caller's identity in [`FORWARDED_PEER_HEADER`]. The header is honoured from
+//! control-plane certificates only (and dropped from anyone else), and the call is then
+//! checked as the original caller's, so relaying grants nothing.
 
 use std::fmt;
 use std::future::Future;
@@ -19,116 +27,124 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
+use muster_tls::{PeerIdentity, Role};
 use pin_project::pin_project;
 use tonic::Status;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 
-/// Paths that stay open by default: health checks and server reflection (v1 and v1alpha).
-pub const DEFAULT_EXEMPT_PREFIXES: &[&str] = &["/grpc.health.v1.", "/grpc.reflection."];
+use crate::authz::{self, Rule};
+
+/// The original caller of a call a control-plane node relays (`spiffe://muster/<role>/<name>`).
+pub const FORWARDED_PEER_HEADER: &str = "x-muster-forwarded-peer";
 
 /// The message of the `UNAUTHENTICATED` answer.
 const CERT_REQUIRED: &str = "a client certificate signed by the cluster CA is required";
 
-/// Derives a role from a leaf certificate (DER); `None` when the certificate names none.
-pub type RoleFn = Arc<dyn Fn(&[u8]) -> Option<String> + Send + Sync>;
+/// Derives the caller's identity from a verified leaf certificate (DER); `None` when the
+/// certificate names none.
+pub type IdentityFn = Arc<dyn Fn(&[u8]) -> Option<PeerIdentity> + Send + Sync>;
 
-/// The role of the authenticated peer, put in the request extensions when a role function is
-/// configured and it found one. Handlers read it with `request.extensions().get::<PeerRole>()`.
+/// The authenticated caller, put in the request extensions of every admitted call that
+/// presented a certificate with a Muster identity (after adopting a relayed caller).
+/// Handlers read it with `request.extensions().get::<Peer>()`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerRole(pub String);
+pub struct Peer(pub PeerIdentity);
 
-/// Requires a verified client certificate, and optionally an allowed role, per call.
+impl Peer {
+    pub fn role(&self) -> Role {
+        self.0.role
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+}
+
+/// Checks every call against the authorization table.
 #[derive(Clone)]
-pub struct RequireClientCertLayer {
-    /// Calls whose path starts with one of these need no certificate.
-    pub exempt_prefixes: Vec<&'static str>,
-    /// When set, only certificates whose role is listed are admitted.
-    pub allowed_roles: Option<Vec<String>>,
-    role_of: Option<RoleFn>,
+pub struct AuthorizeLayer {
+    rules: &'static [Rule],
+    identity_of: IdentityFn,
 }
 
-impl RequireClientCertLayer {
-    /// Exempts [`DEFAULT_EXEMPT_PREFIXES`] and accepts any certificate the TLS stack verified.
-    pub fn new() -> Self {
-        Self { exempt_prefixes: DEFAULT_EXEMPT_PREFIXES.to_vec(), allowed_roles: None, role_of: None }
+impl AuthorizeLayer {
+    /// Enforces [`authz::RULES`], with callers identified by `identity_of`.
+    pub fn new(identity_of: impl Fn(&[u8]) -> Option<PeerIdentity> + Send + Sync + 'static) -> Self {
+        Self { rules: authz::RULES, identity_of: Arc::new(identity_of) }
     }
 
-    /// Also exempts paths starting with `prefix` (e.g. the registrar's `Register`).
-    pub fn exempt(mut self, prefix: &'static str) -> Self {
-        self.exempt_prefixes.push(prefix);
+    /// Cluster certificates: the `spiffe://muster/<role>/<name>` URI SAN.
+    pub fn cluster() -> Self {
+        Self::new(muster_tls::peer_identity)
+    }
+
+    /// Enforces `rules` instead of the real table (tests of the layer itself).
+    pub fn with_rules(mut self, rules: &'static [Rule]) -> Self {
+        self.rules = rules;
         self
     }
 
-    /// Derives each peer's role with `role_of`; the role is exposed as [`PeerRole`].
-    pub fn with_role_fn(mut self, role_of: impl Fn(&[u8]) -> Option<String> + Send + Sync + 'static) -> Self {
-        self.role_of = Some(Arc::new(role_of));
-        self
-    }
-
-    /// Admits only these roles (`PERMISSION_DENIED` otherwise). Fails closed: without
-    /// [`Self::with_role_fn`] no role can be found and every non-exempt call is refused.
-    pub fn allow_roles<R: Into<String>>(mut self, roles: impl IntoIterator<Item = R>) -> Self {
-        self.allowed_roles = Some(roles.into_iter().map(Into::into).collect());
-        self
-    }
-
-    /// The decision for one call: `Ok(role)` to admit it, or the status to answer with.
-    fn check(&self, path: &str, leaf: Option<&[u8]>) -> Result<Option<String>, Status> {
-        if self.exempt_prefixes.iter().any(|p| path.starts_with(p)) {
-            return Ok(None);
-        }
-        let leaf = leaf.ok_or_else(|| Status::unauthenticated(CERT_REQUIRED))?;
-        let role = self.role_of.as_ref().and_then(|role_of| role_of(leaf));
-        let Some(allowed) = &self.allowed_roles else {
-            return Ok(role);
+    /// The decision for one call: `Ok(caller)` to admit it, or the status to answer with.
+    fn check(&self, path: &str, leaf: Option<&[u8]>, forwarded: Option<&str>) -> Result<Option<PeerIdentity>, Status> {
+        let Some(rule) = self.rules.iter().find(|rule| rule.path == path) else {
+            return Err(Status::permission_denied(format!("{path} has no authorization entry; nobody may call it")));
         };
-        match role {
-            Some(role) if allowed.contains(&role) => Ok(Some(role)),
-            Some(role) => Err(Status::permission_denied(format!(
-                "role {role:?} may not call {path} (allowed: {})",
-                allowed.join(", ")
+        let peer = leaf.and_then(|leaf| (self.identity_of)(leaf));
+        let caller = match (&peer, forwarded) {
+            (Some(node), Some(forwarded)) if node.role == Role::ControlPlane => {
+                Some(PeerIdentity::from_spiffe_id(forwarded).ok_or_else(|| {
+                    Status::invalid_argument(format!("{FORWARDED_PEER_HEADER} is not a Muster identity"))
+                })?)
+            }
+            _ => peer,
+        };
+        if authz::allows(rule, caller.as_ref().map(|caller| caller.role)) {
+            return Ok(caller);
+        }
+        let authz::Access::Roles(roles) = rule.access else { unreachable!("open methods allow everyone") };
+        let allowed = roles.iter().map(|role| role.as_str()).collect::<Vec<_>>().join(", ");
+        match (leaf, caller) {
+            (None, _) => Err(Status::unauthenticated(CERT_REQUIRED)),
+            (Some(_), Some(caller)) => Err(Status::permission_denied(format!(
+                "role {:?} may not call {path} (allowed: {allowed})",
+                caller.role.as_str()
             ))),
-            None => Err(Status::permission_denied(format!(
-                "the client certificate carries no role allowed to call {path} (allowed: {})",
-                allowed.join(", ")
+            (Some(_), None) => Err(Status::permission_denied(format!(
+                "the client certificate names no Muster identity allowed to call {path} (allowed: {allowed})"
             ))),
         }
     }
 }
 
-impl Default for RequireClientCertLayer {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Debug for RequireClientCertLayer {
+impl fmt::Debug for AuthorizeLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RequireClientCertLayer")
-            .field("exempt_prefixes", &self.exempt_prefixes)
-            .field("allowed_roles", &self.allowed_roles)
-            .field("role_of", &self.role_of.as_ref().map(|_| ".."))
-            .finish()
+        f.debug_struct("AuthorizeLayer").field("rules", &self.rules.len()).finish_non_exhaustive()
     }
 }
 
-impl<S> Layer<S> for RequireClientCertLayer {
-    type Service = RequireClientCert<S>;
+impl<S> Layer<S> for AuthorizeLayer {
+    type Service = Authorize<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RequireClientCert { inner, policy: Arc::new(self.clone()) }
+        Authorize { inner, policy: Arc::new(self.clone()) }
     }
 }
 
-/// The service built by [`RequireClientCertLayer`].
+/// The service built by [`AuthorizeLayer`].
 #[derive(Clone, Debug)]
-pub struct RequireClientCert<S> {
+pub struct Authorize<S> {
     inner: S,
-    policy: Arc<RequireClientCertLayer>,
+    policy: Arc<AuthorizeLayer>,
 }
 
-impl<S, B, ResBody> Service<Request<B>> for RequireClientCert<S>
+/// The leaf certificate the client presented, as verified by the TLS stack.
+fn peer_leaf<B>(req: &Request<B>) -> Option<Vec<u8>> {
+    let certs = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>().and_then(TlsConnectInfo::peer_certs)?;
+    certs.first().map(|cert| cert.as_ref().to_vec())
+}
+
+impl<S, B, ResBody> Service<Request<B>> for Authorize<S>
 where
     S: Service<Request<B>, Response = Response<ResBody>>,
     ResBody: Default,
@@ -142,12 +158,14 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let certs = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>().and_then(TlsConnectInfo::peer_certs);
-        let leaf = certs.as_deref().and_then(|certs| certs.first());
-        match self.policy.check(req.uri().path(), leaf.map(|c| c.as_ref())) {
-            Ok(role) => {
-                if let Some(role) = role {
-                    req.extensions_mut().insert(PeerRole(role));
+        let leaf = peer_leaf(&req);
+        // Never passed on: only this layer may turn it into a caller.
+        let forwarded = req.headers_mut().remove(FORWARDED_PEER_HEADER);
+        let forwarded = forwarded.as_ref().and_then(|value| value.to_str().ok());
+        match self.policy.check(req.uri().path(), leaf.as_deref(), forwarded) {
+            Ok(caller) => {
+                if let Some(caller) = caller {
+                    req.extensions_mut().insert(Peer(caller));
                 }
                 AuthFuture::Admitted { inner: self.inner.call(req) }
             }
@@ -198,59 +216,72 @@ mod tests {
 
     use super::*;
 
-    const ADMIN: &str = "/muster.v1.AdminService/ListWorkers";
+    const ADMIN: &str = "/muster.v1.WorkerAdminService/ListWorkers";
 
-    fn role_prefix(der: &[u8]) -> Option<String> {
-        // Test certificates are fake: "role:<name>" bytes stand in for a DER leaf.
-        std::str::from_utf8(der).ok()?.strip_prefix("role:").map(str::to_owned)
+    fn identity_of(der: &[u8]) -> Option<PeerIdentity> {
+        // Test certificates are fake: "spiffe://muster/<role>/<name>" bytes stand in for a DER leaf.
+        PeerIdentity::from_spiffe_id(std::str::from_utf8(der).ok()?)
+    }
+
+    fn layer() -> AuthorizeLayer {
+        AuthorizeLayer::new(identity_of)
     }
 
     #[test]
-    fn exempt_paths_need_no_certificate() {
-        let layer = RequireClientCertLayer::new().exempt("/muster.v1.Registration/Register");
-        assert_eq!(layer.check("/grpc.health.v1.Health/Check", None).unwrap(), None);
+    fn open_paths_need_no_certificate() {
+        let layer = layer();
+        assert_eq!(layer.check("/grpc.health.v1.Health/Check", None, None).unwrap(), None);
         let reflection = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo";
-        assert_eq!(layer.check(reflection, None).unwrap(), None);
-        assert_eq!(layer.check("/muster.v1.Registration/Register", None).unwrap(), None);
+        assert_eq!(layer.check(reflection, None, None).unwrap(), None);
+        assert_eq!(layer.check("/muster.v1.WorkerRegistrationService/Register", None, None).unwrap(), None);
     }
 
     #[test]
     fn missing_certificate_is_unauthenticated() {
-        let err = RequireClientCertLayer::new().check(ADMIN, None).unwrap_err();
+        let err = layer().check(ADMIN, None, None).unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated);
         assert_eq!(err.message(), CERT_REQUIRED);
     }
 
     #[test]
-    fn any_certificate_passes_without_an_allow_list() {
-        let layer = RequireClientCertLayer::new();
-        assert_eq!(layer.check(ADMIN, Some(b"role:worker")).unwrap(), None);
-        let layer = layer.with_role_fn(role_prefix);
-        assert_eq!(layer.check(ADMIN, Some(b"role:worker")).unwrap(), Some("worker".into()));
+    fn a_method_without_an_entry_is_refused_to_everyone() {
+        let err = layer().check("/muster.v1.WorkerAdminService/Nope", Some(b"spiffe://muster/operator/o"), None);
+        let err = err.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied);
+        assert!(err.message().contains("no authorization entry"), "{}", err.message());
     }
 
     #[test]
-    fn allow_list_names_the_refused_role() {
-        let layer = RequireClientCertLayer::new().with_role_fn(role_prefix).allow_roles(["operator"]);
-        assert_eq!(layer.check(ADMIN, Some(b"role:operator")).unwrap(), Some("operator".into()));
-        let err = layer.check(ADMIN, Some(b"role:worker")).unwrap_err();
+    fn the_table_names_the_refused_role() {
+        let layer = layer();
+        let operator = layer.check(ADMIN, Some(b"spiffe://muster/operator/o"), None).unwrap().unwrap();
+        assert_eq!(operator.role, Role::Operator);
+        let err = layer.check(ADMIN, Some(b"spiffe://muster/gateway/g"), None).unwrap_err();
         assert_eq!(err.code(), Code::PermissionDenied);
-        assert!(err.message().contains("\"worker\""), "{}", err.message());
-        let err = layer.check(ADMIN, Some(b"no role here")).unwrap_err();
+        assert!(err.message().contains("\"gateway\""), "{}", err.message());
+        let err = layer.check(ADMIN, Some(b"no identity here"), None).unwrap_err();
         assert_eq!(err.code(), Code::PermissionDenied);
     }
 
     #[test]
-    fn allow_list_without_role_fn_fails_closed() {
-        let layer = RequireClientCertLayer::new().allow_roles(["operator"]);
-        let err = layer.check(ADMIN, Some(b"role:operator")).unwrap_err();
+    fn a_node_relays_its_callers_identity_and_nobody_else_can_claim_one() {
+        let layer = layer();
+        let node = Some(b"spiffe://muster/control-plane/cp-2".as_slice());
+        let caller = layer.check(ADMIN, node, Some("spiffe://muster/operator/alice")).unwrap().unwrap();
+        assert_eq!((caller.role, caller.name.as_str()), (Role::Operator, "alice"));
+        // A node relaying a gateway's call gets the gateway's rights, not its own.
+        let err = layer.check(ADMIN, node, Some("spiffe://muster/gateway/g")).unwrap_err();
         assert_eq!(err.code(), Code::PermissionDenied);
+        // Anyone else's header is ignored.
+        let err = layer.check(ADMIN, Some(b"spiffe://muster/gateway/g"), Some("spiffe://muster/operator/x"));
+        assert_eq!(err.unwrap_err().code(), Code::PermissionDenied);
+        let err = layer.check(ADMIN, node, Some("not an id")).unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
     }
 
     #[tokio::test]
     async fn plaintext_call_gets_a_trailers_only_refusal_without_reaching_the_service() {
-        let (mut service, mut handle) =
-            mock::spawn_layer::<Request<()>, Response<tonic::body::Body>, _>(RequireClientCertLayer::new());
+        let (mut service, mut handle) = mock::spawn_layer::<Request<()>, Response<tonic::body::Body>, _>(layer());
         handle.allow(1);
         assert!(service.poll_ready().is_ready());
         let req = Request::builder().uri(ADMIN).body(()).unwrap();
@@ -263,12 +294,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn exempt_call_reaches_the_service() {
-        let service = RequireClientCertLayer::new().layer(tower::service_fn(|req: Request<()>| async move {
-            assert!(req.extensions().get::<PeerRole>().is_none());
+    async fn open_call_reaches_the_service_without_the_relay_header() {
+        let service = layer().layer(tower::service_fn(|req: Request<()>| async move {
+            assert!(req.extensions().get::<Peer>().is_none());
+            assert!(req.headers().get(FORWARDED_PEER_HEADER).is_none());
             Ok::<_, Infallible>(Response::new(tonic::body::Body::default()))
         }));
-        let req = Request::builder().uri("/grpc.health.v1.Health/Check").body(()).unwrap();
+        let req = Request::builder()
+            .uri("/grpc.health.v1.Health/Check")
+            .header(FORWARDED_PEER_HEADER, "spiffe://muster/operator/x")
+            .body(())
+            .unwrap();
         let response = service.oneshot(req).await.unwrap();
         assert!(response.headers().get("grpc-status").is_none());
     }

@@ -7,8 +7,8 @@
 //! - [`trace`]: `grpc.server` / `grpc.client` spans joined across processes by W3C
 //!   `traceparent` ([`TracedChannel`] is the traced outbound channel), and the same context as
 //!   a string for work that leaves the request's task (Raft apply).
-//! - [`auth`]: requires a verified client certificate (and optionally a role) on every
-//!   method except health and reflection.
+//! - [`authz`]: the authorization table, every method of every port and the roles that may
+//!   call it; [`auth`]: the layer that enforces it, default deny.
 //! - [`overload`]: a process-wide in-flight limit that sheds excess calls as
 //!   `RESOURCE_EXHAUSTED`.
 //! - [`limits`]: [`ServerLimits`] and the `tonic` server builder that applies them.
@@ -20,7 +20,7 @@
 //!
 //! ```no_run
 //! # async fn run(tls: tonic::transport::ServerTlsConfig) -> Result<(), Box<dyn std::error::Error>> {
-//! use muster_middleware::{GrpcTraceLayer, RequireClientCertLayer, ServerLimits, limits};
+//! use muster_middleware::{AuthorizeLayer, GrpcTraceLayer, ServerLimits, limits};
 //!
 //! let limits = ServerLimits::default();
 //! let (_reporter, health) = tonic_health::server::health_reporter();
@@ -28,7 +28,7 @@
 //!     .tls_config(tls)?
 //!     .layer(GrpcTraceLayer::new().with_quiet_paths(&["/muster.v1.HeartbeatService/"]))
 //!     .layer(limits::overload_layer(&limits))
-//!     .layer(RequireClientCertLayer::new())
+//!     .layer(AuthorizeLayer::cluster())
 //!     .add_service(health.max_decoding_message_size(limits.max_message_bytes))
 //!     .serve("0.0.0.0:3669".parse()?)
 //!     .await?;
@@ -39,12 +39,13 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod authz;
 pub mod error;
 pub mod limits;
 pub mod overload;
 pub mod trace;
 
-pub use auth::{PeerRole, RequireClientCertLayer};
+pub use auth::{AuthorizeLayer, FORWARDED_PEER_HEADER, Peer};
 pub use error::{ApiError, LEADER_ADDR_HEADER, LEADER_ID_HEADER, LeaderHint, leader_hint};
 pub use limits::{ServerLimits, overload_layer, server_builder};
 pub use overload::OverloadLayer;

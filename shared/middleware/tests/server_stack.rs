@@ -3,9 +3,11 @@
 
 use std::net::SocketAddr;
 
+use muster_middleware::authz::{Access, Port, Rule};
 use muster_middleware::{
-    GrpcClientTraceLayer, GrpcTraceLayer, RequireClientCertLayer, ServerLimits, overload_layer, server_builder,
+    AuthorizeLayer, GrpcClientTraceLayer, GrpcTraceLayer, ServerLimits, overload_layer, server_builder,
 };
+use muster_tls::{PeerIdentity, Role};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -16,7 +18,9 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 use tower::Layer as _;
 
-const ROLE_PREFIX: &[u8] = b"spiffe://test/";
+/// The health check, protected: only operators may call it on the test server.
+const OPERATOR_ONLY_HEALTH: &[Rule] =
+    &[Rule { path: "/grpc.health.v1.Health/Check", port: Port::Every, access: Access::Roles(&[Role::Operator]) }];
 
 /// A throwaway CA with a server certificate and one client certificate per role.
 struct Pki {
@@ -40,7 +44,7 @@ impl Pki {
 
 fn client_identity(ca: &CertifiedIssuer<'static, KeyPair>, role: &str) -> Identity {
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    let uri = format!("spiffe://test/{role}");
+    let uri = format!("spiffe://muster/{role}/test-client");
     params.subject_alt_names = vec![SanType::URI(uri.try_into().unwrap())];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let key = KeyPair::generate().unwrap();
@@ -48,14 +52,12 @@ fn client_identity(ca: &CertifiedIssuer<'static, KeyPair>, role: &str) -> Identi
     Identity::from_pem(cert.pem(), key.serialize_pem())
 }
 
-/// Stand-in for muster-tls: finds the role in the SPIFFE URI bytes of the DER.
-fn role_of(der: &[u8]) -> Option<String> {
-    let start = der.windows(ROLE_PREFIX.len()).position(|w| w == ROLE_PREFIX)? + ROLE_PREFIX.len();
-    let role: Vec<u8> = der[start..].iter().copied().take_while(u8::is_ascii_lowercase).collect();
-    String::from_utf8(role).ok()
+/// The servers' own identity function: the `spiffe://muster/<role>/<name>` URI SAN.
+fn identity_of(der: &[u8]) -> Option<PeerIdentity> {
+    muster_tls::peer_identity(der)
 }
 
-async fn serve(pki: &Pki, auth: RequireClientCertLayer) -> (SocketAddr, oneshot::Sender<()>) {
+async fn serve(pki: &Pki, auth: AuthorizeLayer) -> (SocketAddr, oneshot::Sender<()>) {
     let limits = ServerLimits::default();
     let tls = ServerTlsConfig::new()
         .identity(pki.server.clone())
@@ -95,15 +97,14 @@ async fn check(pki: &Pki, addr: SocketAddr, identity: Option<Identity>) -> Resul
 #[tokio::test]
 async fn health_stays_open_without_a_client_certificate() {
     let (pki, _ca) = Pki::new();
-    let (addr, _stop) = serve(&pki, RequireClientCertLayer::new()).await;
+    let (addr, _stop) = serve(&pki, AuthorizeLayer::new(identity_of)).await;
     check(&pki, addr, None).await.unwrap();
 }
 
 #[tokio::test]
 async fn protected_methods_need_a_certificate_with_an_allowed_role() {
     let (pki, ca) = Pki::new();
-    let mut auth = RequireClientCertLayer::new().with_role_fn(role_of).allow_roles(["operator"]);
-    auth.exempt_prefixes.clear();
+    let auth = AuthorizeLayer::new(identity_of).with_rules(OPERATOR_ONLY_HEALTH);
     let (addr, _stop) = serve(&pki, auth).await;
 
     let err = check(&pki, addr, None).await.unwrap_err();

@@ -17,6 +17,11 @@ impl PeerIdentity {
     pub fn spiffe_id(&self) -> String {
         spiffe_id(self.role, &self.name)
     }
+
+    /// Parses `spiffe://muster/<role>/<name>` (as [`Self::spiffe_id`] writes it).
+    pub fn from_spiffe_id(uri: &str) -> Option<Self> {
+        parse_spiffe(uri)
+    }
 }
 
 /// Parses the first well-formed `spiffe://muster/<role>/<name>` URI SAN of a DER certificate.
@@ -31,6 +36,17 @@ pub fn peer_identity(cert_der: &[u8]) -> Option<PeerIdentity> {
     })
 }
 
+/// Whether a gateway whose certificate is named `cert_name` may announce itself as
+/// `gateway_id`: its own name, or `<name>/<instance>` for replicas that share one certificate
+/// (compose's `--scale`, a Deployment). A gateway certificate never speaks for another name.
+pub fn gateway_id_allowed(cert_name: &str, gateway_id: &str) -> bool {
+    gateway_id == cert_name
+        || gateway_id
+            .strip_prefix(cert_name)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .is_some_and(|instance| !instance.is_empty() && !instance.contains('/'))
+}
+
 fn parse_spiffe(uri: &str) -> Option<PeerIdentity> {
     let path = uri.strip_prefix(TRUST_DOMAIN_PREFIX)?.strip_prefix('/')?;
     let (role, name) = path.split_once('/')?;
@@ -43,6 +59,15 @@ fn parse_spiffe(uri: &str) -> Option<PeerIdentity> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gateway_certificate_speaks_for_its_own_name_only() {
+        assert!(gateway_id_allowed("gw", "gw"));
+        assert!(gateway_id_allowed("gw", "gw/10.0.0.7-3671"));
+        for other in ["evil-gw", "gw2", "gw/", "gw/a/b", "g", "", "gwx/1"] {
+            assert!(!gateway_id_allowed("gw", other), "{other}");
+        }
+    }
 
     #[test]
     fn parses_only_muster_spiffe_ids() {

@@ -29,6 +29,13 @@ pub enum WorkerCertError {
     BadWorkerId(String),
 }
 
+/// A worker certificate of `cluster_id` as a caller identity (role `worker`, the id as its
+/// name), for the authorization layer of the ports workers call.
+pub fn worker_identity(der: &[u8], cluster_id: &str) -> Option<crate::PeerIdentity> {
+    let cert = worker_cert(der, cluster_id).ok()?;
+    Some(crate::PeerIdentity { role: Role::Worker, name: cert.worker_id.to_string() })
+}
+
 /// The worker a verified client certificate (DER leaf) names, for a gateway of `cluster_id`.
 pub fn worker_cert(der: &[u8], cluster_id: &str) -> Result<WorkerCert, WorkerCertError> {
     // Component certificates (`spiffe://muster/<role>/<name>`) are not workers; say which role.

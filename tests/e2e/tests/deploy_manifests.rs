@@ -322,7 +322,8 @@ fn embedded_configs_load_with_the_real_config_types_and_agree_with_the_manifests
         gateway.assert_listens("admin_addr", config.admin_addr, "admin");
         let advertised = config.advertise_addr_for(config.listen_addr);
         assert_eq!(advertised, format!("{SAMPLE_POD_IP}:{}", config.listen_addr.port()), "{key}: advertise_addr");
-        assert_eq!(config.gateway_id_for(&advertised), pod, "{key}: gateway_id");
+        let gateway_id = config.gateway_id_for(&advertised, Some("heartbeat-gateway")).unwrap();
+        assert_eq!(gateway_id, format!("heartbeat-gateway/{pod}"), "{key}: gateway_id");
         assert_routes(&manifests, &format!("{key}: control_plane"), &config.control_plane, CONTROL_PLANE, "api");
         gateway.assert_tls_from_secret(&config.tls);
         used.insert((map, key));

@@ -4,16 +4,13 @@
 
 use std::sync::Arc;
 
-use muster_middleware::ApiError;
+use muster_middleware::{ApiError, Peer};
 use muster_proto::v1;
 use muster_proto::v1::liveness_service_server::LivenessService;
 use tonic::{Request, Response, Status};
 
 use super::errors::storage_error;
-use super::roles::require_role;
 use crate::node::NodeHandle;
-
-const SERVICE: &str = "LivenessService";
 
 #[derive(Clone)]
 pub struct LivenessApi {
@@ -32,23 +29,33 @@ impl LivenessService for LivenessApi {
         &self,
         request: Request<v1::ReportLivenessRequest>,
     ) -> Result<Response<v1::ReportLivenessResponse>, Status> {
-        require_role(&request, &["gateway"], SERVICE)?;
+        // A gateway certificate announces only the gateway it names (see `gateway_id_allowed`).
+        if let Some(peer) = request.extensions().get::<Peer>()
+            && !muster_tls::gateway_id_allowed(peer.name(), &request.get_ref().gateway_id)
+        {
+            return Err(ApiError::PermissionDenied(format!(
+                "this gateway certificate ({}) may report only as gateway {:?} or {:?}, not as {:?}",
+                peer.0.spiffe_id(),
+                peer.name(),
+                format!("{}/<instance>", peer.name()),
+                request.get_ref().gateway_id
+            ))
+            .into());
+        }
         Ok(Response::new(self.node.leases.report(&self.node, request.into_inner())?))
     }
 
     async fn list_gateways(
         &self,
-        request: Request<v1::ListGatewaysRequest>,
+        _request: Request<v1::ListGatewaysRequest>,
     ) -> Result<Response<v1::ListGatewaysResponse>, Status> {
-        require_role(&request, &["registrar", "gateway", "operator"], SERVICE)?;
         Ok(Response::new(self.node.leases.list_gateways(&self.node)?))
     }
 
     async fn get_worker_ca_cert(
         &self,
-        request: Request<v1::GetWorkerCaCertRequest>,
+        _request: Request<v1::GetWorkerCaCertRequest>,
     ) -> Result<Response<v1::GetWorkerCaCertResponse>, Status> {
-        require_role(&request, &["gateway", "registrar", "operator"], SERVICE)?;
         let reader = &self.node.reader;
         let cert_pem = reader.worker_ca().map_err(storage_error)?.map(|ca| ca.cert_pem).unwrap_or_default();
         let cluster_id = reader.cluster_id().map_err(storage_error)?.unwrap_or_default();

@@ -7,7 +7,6 @@ pub mod errors;
 mod liveness_service;
 mod raft_service;
 mod registry_service;
-mod roles;
 mod snapshot_service;
 pub(crate) mod token_service;
 mod worker_admin_service;

@@ -10,12 +10,8 @@ use muster_token::TokenError;
 use tonic::{Request, Response, Status};
 
 use super::errors::storage_error;
-use super::roles::require_role;
 use super::token_service::unix_now;
 use crate::node::NodeHandle;
-
-const CALLERS: &[&str] = &["registrar", "control-plane"];
-const SERVICE: &str = "WorkerRegistryService";
 
 #[derive(Clone)]
 pub struct RegistryApi {
@@ -60,7 +56,6 @@ impl WorkerRegistryService for RegistryApi {
         &self,
         request: Request<v1::RegisterWorkerRequest>,
     ) -> Result<Response<v1::RegisterWorkerResponse>, Status> {
-        require_role(&request, CALLERS, SERVICE)?;
         let request = request.into_inner();
         let token = muster_token::decode(&request.token)
             .map_err(|err: TokenError| token_refusal(err.reason(), err.to_string()))?;
@@ -87,7 +82,6 @@ impl WorkerRegistryService for RegistryApi {
         &self,
         request: Request<v1::EnsureWorkerCaRequest>,
     ) -> Result<Response<v1::EnsureWorkerCaResponse>, Status> {
-        require_role(&request, CALLERS, SERVICE)?;
         let cluster_id = self.cluster_id()?;
         if let Some(existing) = self.node.reader.worker_ca().map_err(storage_error)? {
             return Ok(Response::new(v1::EnsureWorkerCaResponse { worker_ca: Some(existing), cluster_id }));
@@ -106,7 +100,6 @@ impl WorkerRegistryService for RegistryApi {
         &self,
         request: Request<v1::RecordWorkerCertRequest>,
     ) -> Result<Response<v1::RecordWorkerCertResponse>, Status> {
-        require_role(&request, CALLERS, SERVICE)?;
         let request = request.into_inner();
         let record = v1::RecordWorkerCert {
             worker_id: request.worker_id,

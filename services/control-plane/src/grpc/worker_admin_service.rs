@@ -9,12 +9,8 @@ use openraft::ReadPolicy;
 use tonic::{Request, Response, Status};
 
 use super::errors::{read_error, storage_error};
-use super::roles::require_role;
 use super::token_service::unix_now;
 use crate::node::NodeHandle;
-
-const OPERATORS: &[&str] = &["operator"];
-const SERVICE: &str = "WorkerAdminService";
 
 #[derive(Clone)]
 pub struct WorkerAdminApi {
@@ -58,7 +54,6 @@ impl WorkerAdminService for WorkerAdminApi {
         &self,
         request: Request<v1::ListWorkersRequest>,
     ) -> Result<Response<v1::ListWorkersResponse>, Status> {
-        require_role(&request, OPERATORS, SERVICE)?;
         self.linearize().await?;
         let filter = request.into_inner();
         let workers: Vec<v1::WorkerRecord> =
@@ -68,7 +63,6 @@ impl WorkerAdminService for WorkerAdminApi {
     }
 
     async fn get_worker(&self, request: Request<v1::WorkerRequest>) -> Result<Response<v1::WorkerResponse>, Status> {
-        require_role(&request, OPERATORS, SERVICE)?;
         self.linearize().await?;
         let id = request.into_inner().worker_id;
         let worker = self.node.reader.worker(id).map_err(storage_error)?;
@@ -78,13 +72,11 @@ impl WorkerAdminService for WorkerAdminApi {
     }
 
     async fn drain_worker(&self, request: Request<v1::WorkerRequest>) -> Result<Response<v1::WorkerResponse>, Status> {
-        require_role(&request, OPERATORS, SERVICE)?;
         let id = request.into_inner().worker_id;
         self.change(id, v1::update_worker::Change::State(v1::WorkerState::Draining as i32)).await
     }
 
     async fn revoke_worker(&self, request: Request<v1::WorkerRequest>) -> Result<Response<v1::WorkerResponse>, Status> {
-        require_role(&request, OPERATORS, SERVICE)?;
         let id = request.into_inner().worker_id;
         tracing::warn!(worker_id = id, "revoking worker identity");
         self.change(id, v1::update_worker::Change::State(v1::WorkerState::Revoked as i32)).await
@@ -94,7 +86,6 @@ impl WorkerAdminService for WorkerAdminApi {
         &self,
         request: Request<v1::LabelWorkerRequest>,
     ) -> Result<Response<v1::WorkerResponse>, Status> {
-        require_role(&request, OPERATORS, SERVICE)?;
         let request = request.into_inner();
         let change = request.change.unwrap_or_default();
         if change.set.is_empty() && change.remove.is_empty() {

@@ -162,6 +162,20 @@ impl LeaseTable {
             });
         }
         if beat.reported_state == WorkerState::Left as i32 {
+            // A worker leaves through the gateway its stream is on: another gateway (a stolen
+            // gateway certificate) cannot make it leave.
+            if let Some(lease) = self.leases.get(&id)
+                && !lease.gateway_id.is_empty()
+                && lease.gateway_id != *gateway_id
+            {
+                tracing::warn!(
+                    worker_id = id,
+                    gateway = %gateway_id,
+                    holder = %lease.gateway_id,
+                    "ignored a graceful leave reported by a gateway the worker does not beat through"
+                );
+                return None;
+            }
             self.leases.remove(&id);
             if state != WorkerState::Left as i32 {
                 let from = [WorkerState::Ready, WorkerState::Unreachable, WorkerState::Draining];

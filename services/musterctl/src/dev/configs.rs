@@ -15,8 +15,9 @@ use toml::{Table, Value};
 use super::dir::DevDir;
 use super::ports::Addrs;
 
-/// The gateway's id, fixed so that a kept data dir does not collect a new gateway per port.
-const GATEWAY_ID: &str = "dev-gateway";
+/// The gateway's id, fixed so that a kept data dir does not collect a new gateway per port;
+/// the name in its certificate, as the control plane requires of a gateway.
+const GATEWAY_ID: &str = super::pki::GATEWAY;
 /// The label that tells the dev agents apart (`dev-agent=1`, `dev-agent=2`, ...).
 pub const AGENT_LABEL: &str = "dev-agent";
 

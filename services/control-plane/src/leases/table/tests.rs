@@ -82,6 +82,20 @@ fn a_left_report_drops_the_lease_and_queues_left() {
 }
 
 #[test]
+fn only_the_gateway_a_worker_beats_through_can_report_it_left() {
+    let now = Instant::now();
+    let mut table = leading(now, &[(1, WorkerState::Ready)]);
+    let (home, rogue): (Arc<str>, Arc<str>) = (Arc::from("gw-a"), Arc::from("gw-b"));
+    table.record_beat(&home, &beat(1, 10), now, GRACE);
+    let left = v1::WorkerBeat { reported_state: WorkerState::Left as i32, ..beat(1, 10) };
+    assert!(table.record_beat(&rogue, &left, now, GRACE).is_none());
+    assert_eq!(&*table.lease(1).unwrap().gateway_id, "gw-a", "the rogue gateway took the lease");
+    assert!(table.take_pending().is_empty(), "a leave from another gateway was queued");
+    table.record_beat(&home, &left, now, GRACE);
+    assert_eq!(table.take_pending()[0].to, WorkerState::Left as i32);
+}
+
+#[test]
 fn revoked_and_unknown_workers_are_refused() {
     let now = Instant::now();
     let mut table = leading(now, &[(1, WorkerState::Revoked)]);
