@@ -188,6 +188,9 @@ mod tests {
         assert_eq!(config.min_report_interval, Duration::from_secs(1));
         assert_eq!(config.control_plane, ["127.0.0.1:3669"]);
         assert_eq!(config.heartbeat_trace_ratio, 0.001);
+        assert_eq!(config.admin_addr.ip(), std::net::Ipv4Addr::LOCALHOST);
+        // One gateway holds every worker's stream, thousands of them from one address.
+        assert_eq!(config.listener_limits.max_connections_per_ip, 50_000);
         config.validate().unwrap();
 
         let env = [
@@ -217,6 +220,10 @@ mod tests {
         check(GatewayConfig { advertise_addr: Some("no-port".into()), ..config.clone() }, "advertise_addr");
         check(GatewayConfig { advertise_addr: Some(":3671".into()), ..config.clone() }, "advertise_addr");
         check(GatewayConfig { gateway_id: Some("a b".into()), ..config.clone() }, "gateway_id");
+        let no_cap = ListenerLimits { max_connections: 0, ..ListenerLimits::heartbeat_gateway() };
+        check(GatewayConfig { listener_limits: no_cap, ..config.clone() }, "listener_limits.max_connections");
+        let no_deadline = AdminLimits { header_read_timeout: Duration::ZERO, ..AdminLimits::default() };
+        check(GatewayConfig { admin_limits: no_deadline, ..config.clone() }, "admin_limits.header_read_timeout");
         for ratio in [-0.1, 1.5, f64::NAN] {
             check(GatewayConfig { heartbeat_trace_ratio: ratio, ..config.clone() }, "heartbeat_trace_ratio");
         }
