@@ -133,7 +133,12 @@ impl ControlPlane {
             .with_service(LivenessServiceServer::new(LivenessApi::new(node.clone())));
         tasks.spawn(api_server.serve(listeners.api, shutdown_rx.clone()));
 
-        tasks.spawn(muster_admin::serve(listeners.admin, node.clone(), shutdown_rx.clone()));
+        tasks.spawn(muster_admin::serve(
+            listeners.admin,
+            node.clone(),
+            config.limits.admin.clone(),
+            shutdown_rx.clone(),
+        ));
         tasks.spawn(crate::leases::sweeper::run(node.clone(), shutdown_rx.clone()));
         tasks.spawn(crate::worker_ca_export::run(node.clone(), shutdown_rx.clone()));
         tasks.spawn(lifecycle::run(node.clone(), membership, shutdown_rx));

@@ -2,16 +2,16 @@
 //! limits, tracing and client-certificate middleware, health driven by readiness, and
 //! reflection (v1 and v1alpha) for `grpcurl`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use muster_config::ControlPlaneConfig;
+use muster_config::{ControlPlaneConfig, ListenerLimits};
 use muster_middleware::ServerLimits;
 use muster_tls::{ClientTls, Role, ServerCheck};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
-use tonic::transport::ServerTlsConfig;
 use tonic_health::ServingStatus;
 
 /// Which listener a server is for (who may call each of its methods is in
@@ -24,10 +24,20 @@ pub enum Port {
     Api,
 }
 
-/// TLS material for serving and for dialing peers; both `None` under `--insecure`.
+impl Port {
+    fn listener_name(self) -> &'static str {
+        match self {
+            Port::Raft => "raft",
+            Port::Api => "api",
+        }
+    }
+}
+
+/// TLS material for serving (done by `muster-listener`, under its handshake deadline) and for
+/// dialing peers; both `None` under `--insecure`.
 #[derive(Clone)]
 pub struct TlsSetup {
-    pub server: Option<ServerTlsConfig>,
+    pub server: Option<Arc<rustls::ServerConfig>>,
     /// Dials only control-plane certificates (Raft peers, relays to the leader, joins).
     pub client: Option<ClientTls>,
 }
@@ -47,7 +57,7 @@ impl TlsSetup {
             key: config.tls.key_file.clone().unwrap_or_default(),
         };
         let client = files.client_for(ServerCheck::RoleAndHost(Role::ControlPlane))?;
-        Ok(Self { server: Some(files.server_tls()?), client: Some(client) })
+        Ok(Self { server: Some(files.server_config()?), client: Some(client) })
     }
 }
 
@@ -72,7 +82,8 @@ const QUIET_PATHS: &[&str] = &[
 pub struct GrpcServer {
     port: Port,
     limits: ServerLimits,
-    tls: Option<ServerTlsConfig>,
+    listener_limits: ListenerLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     routes: RoutesBuilder,
     health: tonic_health::server::HealthReporter,
     service_names: Vec<&'static str>,
@@ -93,6 +104,7 @@ impl GrpcServer {
         Ok(Self {
             port,
             limits: server_limits(limits),
+            listener_limits: limits.listener.clone(),
             tls: tls.server.clone(),
             routes,
             health,
@@ -154,7 +166,7 @@ impl GrpcServer {
             tracing::error!(error = %err, port = ?self.port, "building the reflection service");
             return;
         }
-        let Self { port, limits, tls, routes, health, service_names, mut ready, forward } = self;
+        let Self { port, limits, listener_limits, tls, routes, health, service_names, mut ready, forward } = self;
         tokio::spawn(async move {
             loop {
                 let status =
@@ -169,16 +181,7 @@ impl GrpcServer {
             }
         });
 
-        let mut builder = muster_middleware::server_builder(&limits);
-        if let Some(tls) = tls.clone() {
-            builder = match builder.tls_config(tls) {
-                Ok(builder) => builder,
-                Err(err) => {
-                    tracing::error!(error = %err, ?port, "invalid TLS configuration");
-                    return;
-                }
-            };
-        }
+        let builder = muster_middleware::server_builder(&limits);
         let auth = tls.is_some().then(muster_middleware::AuthorizeLayer::cluster);
         let layers = tower::ServiceBuilder::new()
             .layer(muster_middleware::GrpcTraceLayer::new().with_quiet_paths(QUIET_PATHS))
@@ -186,20 +189,26 @@ impl GrpcServer {
             .option_layer(auth)
             .option_layer(forward)
             .into_inner();
-        // tonic ignores its builder's nodelay for a caller-supplied listener; without it
-        // small responses wait on delayed ACKs (40 ms p99 tails).
-        let incoming = tonic::transport::server::TcpIncoming::from(listener)
-            .with_nodelay(Some(true))
-            .with_keepalive(Some(Duration::from_secs(60)));
         let signal = async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         };
-        let result = builder
+        let router = builder
             .timeout(limits.request_timeout.max(Duration::from_millis(1)))
             .layer(layers)
-            .add_routes(routes.routes())
-            .serve_with_incoming_shutdown(incoming, signal)
-            .await;
+            .add_routes(routes.routes());
+        // The listener sets TCP_NODELAY and keepalive, and bounds handshakes, the preface
+        // and connection counts (see muster-listener).
+        let name = port.listener_name();
+        let result = match tls {
+            Some(tls) => {
+                let incoming = muster_listener::tls(listener, tls, &listener_limits, name);
+                router.serve_with_incoming_shutdown(incoming, signal).await
+            }
+            None => {
+                let incoming = muster_listener::plain(listener, &listener_limits, name);
+                router.serve_with_incoming_shutdown(incoming, signal).await
+            }
+        };
         if let Err(err) = result {
             tracing::error!(error = %err, ?port, "gRPC server stopped");
         }

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use muster_config::{ConfigError, TelemetryConfig, TlsConfig};
+use muster_config::{AdminLimits, ConfigError, ListenerLimits, TelemetryConfig, TlsConfig};
 use serde::{Deserialize, Serialize};
 
 /// Default port of the worker-facing heartbeat listener.
@@ -23,7 +23,9 @@ pub struct GatewayConfig {
     /// What workers dial (`host:port`), as registered with the control plane. Default: the
     /// listen address when it names a host, else `<hostname>:<listen port>`.
     pub advertise_addr: Option<String>,
-    /// Plaintext admin HTTP (`/healthz`, `/readyz`, `/metrics`). Default `0.0.0.0:3682`.
+    /// Plaintext admin HTTP (`/healthz`, `/readyz`, `/metrics`). Default `127.0.0.1:3682`:
+    /// set `0.0.0.0:3682` where probes or scrapes come from another host or a container
+    /// runtime.
     pub admin_addr: SocketAddr,
     /// This gateway's id in the control plane's gateway list. Default: derived from the
     /// advertised address (`gw-<host>-<port>`), so a restarted gateway keeps its id.
@@ -46,6 +48,13 @@ pub struct GatewayConfig {
     /// span (0.0 to 1.0); the rest stay quiet (DEBUG). Default 0.001: one report in a
     /// thousand, enough to see heartbeat latency without paying for a span per beat.
     pub heartbeat_trace_ratio: f64,
+    /// Handshake and preface deadlines and connection caps of the heartbeat listener
+    /// (`[listener_limits]`). Defaults 10s, 10s, 100000 connections and 50000 per IP: every
+    /// worker holds a stream here, and NATs and load generators put thousands behind one IP.
+    pub listener_limits: ListenerLimits,
+    /// Header deadline and connection cap of the admin listener (`[admin_limits]`; defaults
+    /// 10s and 1024).
+    pub admin_limits: AdminLimits,
     pub telemetry: TelemetryConfig,
 }
 
@@ -54,13 +63,15 @@ impl Default for GatewayConfig {
         Self {
             listen_addr: SocketAddr::from(([0, 0, 0, 0], DEFAULT_GATEWAY_PORT)),
             advertise_addr: None,
-            admin_addr: SocketAddr::from(([0, 0, 0, 0], DEFAULT_ADMIN_PORT)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], DEFAULT_ADMIN_PORT)),
             gateway_id: None,
             control_plane: vec![format!("127.0.0.1:{}", muster_config::DEFAULT_API_PORT)],
             tls: TlsConfig::default(),
             batch_interval: Duration::from_millis(250),
             min_report_interval: Duration::from_secs(1),
             heartbeat_trace_ratio: DEFAULT_HEARTBEAT_TRACE_RATIO,
+            listener_limits: ListenerLimits::heartbeat_gateway(),
+            admin_limits: AdminLimits::default(),
             telemetry: TelemetryConfig::default(),
         }
     }
@@ -104,6 +115,8 @@ impl GatewayConfig {
         {
             return invalid("gateway_id", "must be 1 to 128 characters without spaces");
         }
+        self.listener_limits.validate("listener_limits")?;
+        self.admin_limits.validate("admin_limits")?;
         self.tls.validate()
     }
 
@@ -175,6 +188,9 @@ mod tests {
         assert_eq!(config.min_report_interval, Duration::from_secs(1));
         assert_eq!(config.control_plane, ["127.0.0.1:3669"]);
         assert_eq!(config.heartbeat_trace_ratio, 0.001);
+        assert_eq!(config.admin_addr.ip(), std::net::Ipv4Addr::LOCALHOST);
+        // One gateway holds every worker's stream, thousands of them from one address.
+        assert_eq!(config.listener_limits.max_connections_per_ip, 50_000);
         config.validate().unwrap();
 
         let env = [
@@ -204,6 +220,10 @@ mod tests {
         check(GatewayConfig { advertise_addr: Some("no-port".into()), ..config.clone() }, "advertise_addr");
         check(GatewayConfig { advertise_addr: Some(":3671".into()), ..config.clone() }, "advertise_addr");
         check(GatewayConfig { gateway_id: Some("a b".into()), ..config.clone() }, "gateway_id");
+        let no_cap = ListenerLimits { max_connections: 0, ..ListenerLimits::heartbeat_gateway() };
+        check(GatewayConfig { listener_limits: no_cap, ..config.clone() }, "listener_limits.max_connections");
+        let no_deadline = AdminLimits { header_read_timeout: Duration::ZERO, ..AdminLimits::default() };
+        check(GatewayConfig { admin_limits: no_deadline, ..config.clone() }, "admin_limits.header_read_timeout");
         for ratio in [-0.1, 1.5, f64::NAN] {
             check(GatewayConfig { heartbeat_trace_ratio: ratio, ..config.clone() }, "heartbeat_trace_ratio");
         }

@@ -76,7 +76,8 @@ pub async fn run(
         stop.send_replace(true);
     });
     let (stop_admin, admin_stopped) = watch::channel(false);
-    let admin_task = tokio::spawn(muster_admin::serve(admin, state.clone(), admin_stopped));
+    let admin_task =
+        tokio::spawn(muster_admin::serve(admin, state.clone(), config.admin_limits.clone(), admin_stopped));
 
     let result = serve(config, listener, state, stopped).await;
     stop_admin.send_replace(true);
@@ -154,10 +155,7 @@ async fn serve(
     // times out its own acks, and a silent worker's lease ends at the leader whatever its
     // connection does (TCP keepalive still reaps the socket). hyper's keepalive costs a lock,
     // a clock read and a timer poll on every frame of every connection.
-    let mut builder = muster_middleware::server_builder(&limits).http2_keepalive_interval(None);
-    if let Some(server_tls) = server_tls {
-        builder = builder.tls_config(server_tls)?;
-    }
+    let builder = muster_middleware::server_builder(&limits).http2_keepalive_interval(None);
     // Who may call what is the cluster's one table; here a caller is a worker of this cluster.
     let authorize = match &auth {
         Authentication::Certificate { cluster_id } => {
@@ -170,9 +168,6 @@ async fn serve(
     };
     let sampler = session::TraceSampler::new(config.heartbeat_trace_ratio);
     let heartbeats = Heartbeats { state: state.clone(), auth, sampler };
-    let incoming = tonic::transport::server::TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(muster_middleware::limits::TCP_KEEPALIVE));
     let shutdown = {
         let state = state.clone();
         async move {
@@ -182,16 +177,27 @@ async fn serve(
         }
     };
     state.set_serving();
-    let served = builder
+    let router = builder
         .layer(muster_middleware::GrpcTraceLayer::new().with_quiet_paths(QUIET_PATHS))
         .layer(muster_middleware::overload_layer(&limits))
         .layer(tower::util::option_layer(authorize))
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(HeartbeatServiceServer::new(heartbeats).max_decoding_message_size(MAX_REPORT_BYTES))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
+        .add_service(HeartbeatServiceServer::new(heartbeats).max_decoding_message_size(MAX_REPORT_BYTES));
+    // The listener sets TCP_NODELAY and keepalive and bounds handshakes, the preface and
+    // connections; past the preface its reads cost one branch (see muster-listener).
+    let listener_limits = &config.listener_limits;
+    let served = match server_tls {
+        Some(server_tls) => {
+            let incoming = muster_listener::tls(listener, server_tls, listener_limits, "heartbeat");
+            router.serve_with_incoming_shutdown(incoming, shutdown).await
+        }
+        None => {
+            let incoming = muster_listener::plain(listener, listener_limits, "heartbeat");
+            router.serve_with_incoming_shutdown(incoming, shutdown).await
+        }
+    };
     // Last beats (LEFT reports of workers that stopped with us) still go to the leader.
     stop_batches.send_replace(true);
     let _ = batch_task.await;

@@ -7,17 +7,13 @@
 //! control plane, which has it once a registrar has created it. Towards the control plane the
 //! gateway is a normal component client (its certificate, the cluster CA).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use muster_client::ControlPlaneClient;
 use muster_config::TlsConfig;
-use muster_tls::TlsFiles;
-use tonic::transport::{Certificate, ServerTlsConfig};
-
-/// A connection that has not finished its TLS handshake by then is dropped (thousands of
-/// workers connect here; a stalled handshake must not hold a socket forever).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use muster_tls::{ClientAuth, TlsFiles};
 
 /// The gateway's certificate files, or `None` in insecure mode.
 pub fn tls_files(config: &TlsConfig) -> Option<TlsFiles> {
@@ -61,7 +57,8 @@ pub async fn fetch_worker_ca(client: &ControlPlaneClient) -> WorkerTrust {
 /// Server TLS for the heartbeat port: our certificate (checked against the cluster CA file
 /// first, so a wrong file is named at start-up), worker certificates required and verified
 /// against `worker_ca_pem` only.
-pub fn server_tls(files: &TlsFiles, worker_ca_pem: &str) -> anyhow::Result<ServerTlsConfig> {
+/// The handshake deadline is `listener_limits.tls_handshake_timeout`, applied by the listener.
+pub fn server_tls(files: &TlsFiles, worker_ca_pem: &str) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let blocks = x509_parser::pem::Pem::iter_from_buffer(worker_ca_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .context("the worker CA certificate from the control plane is not valid PEM")?;
@@ -70,6 +67,5 @@ pub fn server_tls(files: &TlsFiles, worker_ca_pem: &str) -> anyhow::Result<Serve
     for block in &blocks {
         block.parse_x509().context("the worker CA certificate from the control plane does not parse")?;
     }
-    let ours = files.server_tls().context("loading the gateway's own certificate")?;
-    Ok(ours.client_ca_root(Certificate::from_pem(worker_ca_pem)).client_auth_optional(false).timeout(HANDSHAKE_TIMEOUT))
+    files.server_config_trusting(worker_ca_pem, ClientAuth::Required).context("loading the gateway's own certificate")
 }

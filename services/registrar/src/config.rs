@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use muster_config::{ConfigError, TelemetryConfig, TlsConfig};
+use muster_config::{AdminLimits, ConfigError, ListenerLimits, TelemetryConfig, TlsConfig};
 use serde::{Deserialize, Serialize};
 
 /// Default port of the registrar's admin listener.
@@ -16,7 +16,9 @@ pub const DEFAULT_ADMIN_PORT: u16 = 3681;
 pub struct RegistrarConfig {
     /// Address workers register at. Default `0.0.0.0:3670` (the seed's `worker_grpc_addr`).
     pub worker_grpc_addr: SocketAddr,
-    /// Plaintext admin HTTP (`/healthz`, `/readyz`, `/metrics`). Default `0.0.0.0:3681`.
+    /// Plaintext admin HTTP (`/healthz`, `/readyz`, `/metrics`). Default `127.0.0.1:3681`:
+    /// set `0.0.0.0:3681` where probes or scrapes come from another host or a container
+    /// runtime.
     pub admin_addr: SocketAddr,
     /// Control-plane API addresses (any node; the client follows the leader).
     pub control_plane: Vec<String>,
@@ -30,6 +32,12 @@ pub struct RegistrarConfig {
     /// `register_per_second`.
     pub register_per_second: f64,
     pub register_burst: u32,
+    /// Handshake and preface deadlines and connection caps of the Register listener
+    /// (`[listener_limits]`; defaults 10s, 10s, 10000 connections, 1000 per IP).
+    pub listener_limits: ListenerLimits,
+    /// Header deadline and connection cap of the admin listener (`[admin_limits]`; defaults
+    /// 10s and 1024).
+    pub admin_limits: AdminLimits,
     pub telemetry: TelemetryConfig,
 }
 
@@ -37,12 +45,14 @@ impl Default for RegistrarConfig {
     fn default() -> Self {
         Self {
             worker_grpc_addr: SocketAddr::from(([0, 0, 0, 0], muster_config::DEFAULT_WORKER_GRPC_PORT)),
-            admin_addr: SocketAddr::from(([0, 0, 0, 0], DEFAULT_ADMIN_PORT)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], DEFAULT_ADMIN_PORT)),
             control_plane: vec![format!("127.0.0.1:{}", muster_config::DEFAULT_API_PORT)],
             tls: TlsConfig::default(),
             worker_cert_validity: Duration::from_secs(24 * 3600),
             register_per_second: 5.0,
             register_burst: 20,
+            listener_limits: ListenerLimits::default(),
+            admin_limits: AdminLimits::default(),
             telemetry: TelemetryConfig::default(),
         }
     }
@@ -61,6 +71,8 @@ impl RegistrarConfig {
         if self.register_per_second.is_nan() || self.register_per_second <= 0.0 || self.register_burst == 0 {
             return invalid("register_per_second", "the Register rate and burst must be positive");
         }
+        self.listener_limits.validate("listener_limits")?;
+        self.admin_limits.validate("admin_limits")?;
         self.tls.validate()
     }
 }
@@ -87,6 +99,16 @@ mod tests {
         assert!(empty.validate().unwrap_err().to_string().starts_with("control_plane:"));
         let short = RegistrarConfig { worker_cert_validity: Duration::from_secs(9), ..config.clone() };
         assert!(short.validate().unwrap_err().to_string().starts_with("worker_cert_validity:"));
+        let no_cap = RegistrarConfig {
+            listener_limits: ListenerLimits { max_connections_per_ip: 0, ..Default::default() },
+            ..config.clone()
+        };
+        assert!(no_cap.validate().unwrap_err().to_string().starts_with("listener_limits.max_connections_per_ip:"));
+        let no_admin_cap = RegistrarConfig {
+            admin_limits: AdminLimits { max_connections: 0, ..Default::default() },
+            ..config.clone()
+        };
+        assert!(no_admin_cap.validate().unwrap_err().to_string().starts_with("admin_limits.max_connections:"));
         let no_tls = RegistrarConfig { tls: TlsConfig::default(), ..config };
         assert!(no_tls.validate().is_err(), "TLS files are required unless insecure");
 

@@ -27,7 +27,6 @@ use muster_proto::v1;
 use muster_proto::v1::worker_registration_service_server::WorkerRegistrationServiceServer;
 use muster_tls::{CertificateAuthority, TlsFiles};
 use tokio::net::TcpListener;
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 pub use config::RegistrarConfig;
 use rate_limit::RateLimiter;
@@ -101,7 +100,8 @@ pub async fn run(
         stats: Default::default(),
     });
     let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);
-    let admin_task = tokio::spawn(muster_admin::serve(admin, registrar.clone(), admin_stopped));
+    let admin_task =
+        tokio::spawn(muster_admin::serve(admin, registrar.clone(), config.admin_limits.clone(), admin_stopped));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<WorkerRegistrationServiceServer<Registrar>>().await;
@@ -115,37 +115,46 @@ pub async fn run(
             .with_service_name("grpc.reflection.v1alpha.ServerReflection")
     };
     let limits = muster_middleware::ServerLimits::default();
-    let mut builder = muster_middleware::server_builder(&limits);
-    if let Some(files) = &files {
-        // Present the chain up to the cluster CA: the worker checks it against its token's pin.
-        let cert = std::fs::read_to_string(&files.cert).with_context(|| format!("reading {}", files.cert.display()))?;
-        let key = std::fs::read_to_string(&files.key).with_context(|| format!("reading {}", files.key.display()))?;
-        muster_tls::install_crypto_provider();
-        // Ask for a worker certificate (Renew) without requiring one (Register). Only the worker
-        // CA is trusted for clients: a certificate from anywhere else fails the handshake.
-        let tls = ServerTlsConfig::new()
-            .identity(Identity::from_pem(cert + &ca_bundle_pem, key))
-            .client_ca_root(Certificate::from_pem(worker_ca_pem))
-            .client_auth_optional(true);
-        builder = builder.tls_config(tls)?;
-    }
+    let tls = match &files {
+        Some(files) => {
+            // Present the chain up to the cluster CA: the worker checks it against its token's pin.
+            let cert =
+                std::fs::read_to_string(&files.cert).with_context(|| format!("reading {}", files.cert.display()))?;
+            let key =
+                std::fs::read_to_string(&files.key).with_context(|| format!("reading {}", files.key.display()))?;
+            // Ask for a worker certificate (Renew) without requiring one (Register). Only the
+            // worker CA is trusted for clients: a certificate from anywhere else fails the handshake.
+            let chain = cert + &ca_bundle_pem;
+            Some(muster_tls::server_config(&chain, &key, &worker_ca_pem, muster_tls::ClientAuth::Optional)?)
+        }
+        None => None,
+    };
     // Who may call what is the cluster's one table: Register is open (the token is the
     // credential), Renew needs a worker certificate of this cluster.
     let authorize = files.is_some().then(|| {
         let cluster_id = registrar.signer.cluster_id.clone();
         muster_middleware::AuthorizeLayer::new(move |der: &[u8]| muster_tls::worker_identity(der, &cluster_id))
     });
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    builder
+    let router = muster_middleware::server_builder(&limits)
         .layer(muster_middleware::GrpcTraceLayer::new())
         .layer(muster_middleware::overload_layer(&limits))
         .layer(tower::util::option_layer(authorize))
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(WorkerRegistrationServiceServer::from_arc(registrar))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
+        .add_service(WorkerRegistrationServiceServer::from_arc(registrar));
+    // The listener bounds handshakes, the HTTP/2 preface and connections (see muster-listener).
+    let listener_limits = &config.listener_limits;
+    match tls {
+        Some(tls) => {
+            let incoming = muster_listener::tls(listener, tls, listener_limits, "register");
+            router.serve_with_incoming_shutdown(incoming, shutdown).await?;
+        }
+        None => {
+            let incoming = muster_listener::plain(listener, listener_limits, "register");
+            router.serve_with_incoming_shutdown(incoming, shutdown).await?;
+        }
+    }
     stop_admin.send_replace(true);
     let _ = admin_task.await;
     Ok(())

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use muster_config::{ClusterMode, ConfigError, TelemetryConfig, WorkerTierRole};
+use muster_config::{AdminLimits, ClusterMode, ConfigError, TelemetryConfig, WorkerTierRole};
 use serde::{Deserialize, Serialize};
 
 /// Default port of the agent's admin listener.
@@ -19,8 +19,12 @@ pub struct AgentConfig {
     /// Default `./data`; the identity lives in `<data_dir>/worker/identity/` unless
     /// `cluster.identity_dir` says otherwise.
     pub data_dir: PathBuf,
-    /// Plaintext `/healthz`, `/readyz`, `/metrics`. Default `0.0.0.0:3683`.
+    /// Plaintext `/healthz`, `/readyz`, `/metrics`. Default `127.0.0.1:3683`: set
+    /// `0.0.0.0:3683` where probes or scrapes come from another host or a container runtime.
     pub admin_addr: SocketAddr,
+    /// Header deadline and connection cap of the admin listener (`[admin_limits]`; defaults
+    /// 10s and 1024).
+    pub admin_limits: AdminLimits,
     /// Heartbeat gateway addresses (`host:port`) to use while the agent knows no live list
     /// (the Register response and every ack that differs carry one; it is kept in the
     /// identity dir). Default empty: rely on the learned list.
@@ -33,7 +37,8 @@ impl Default for AgentConfig {
         Self {
             cluster: ClusterMode::default(),
             data_dir: PathBuf::from("./data"),
-            admin_addr: SocketAddr::from(([0, 0, 0, 0], DEFAULT_ADMIN_PORT)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], DEFAULT_ADMIN_PORT)),
+            admin_limits: AdminLimits::default(),
             gateways: Vec::new(),
             telemetry: TelemetryConfig::default(),
         }
@@ -70,6 +75,7 @@ impl AgentConfig {
                 message: format!("{bad:?} is not a host:port address"),
             });
         }
+        self.admin_limits.validate("admin_limits")?;
         Ok(WorkerSettings {
             servers: servers.clone(),
             token_file: token_file.as_ref().map(PathBuf::from),

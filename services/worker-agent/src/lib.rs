@@ -100,7 +100,8 @@ pub async fn run(
     let (identity, identity_rx) = watch::channel(Arc::new(start.identity));
     let status = Arc::new(AgentStatus::new(identity_rx.clone()));
     let (stop_admin, admin_stopped) = watch::channel(false);
-    let admin_task = tokio::spawn(muster_admin::serve(admin, status.clone(), admin_stopped));
+    let admin_task =
+        tokio::spawn(muster_admin::serve(admin, status.clone(), config.admin_limits.clone(), admin_stopped));
     let watchdog = tokio::spawn(status.clone().watch_deadline());
 
     let (stop, stopped) = watch::channel(false);

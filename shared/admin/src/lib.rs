@@ -3,6 +3,12 @@
 //! component). One implementation, so probes and scrapes behave the same everywhere, and a
 //! `health` subcommand for container healthchecks that needs no curl in the image.
 //! [`metrics`] writes the Prometheus text format (counters, gauges, histograms) for them all.
+//!
+//! The listener is plaintext and unauthenticated, so it serves GET only (anything else is
+//! 405), binds 127.0.0.1 unless a deployment says otherwise, closes connections that do not
+//! send a request's headers within `header_read_timeout`, caps open connections, and backs
+//! off on accept errors (see `muster-listener`): a flood of idle sockets must not take the
+//! health checks, or the process, down with it.
 
 pub mod metrics;
 
@@ -13,9 +19,12 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use muster_config::AdminLimits;
+use muster_listener::{AcceptBackoff, ConnectionCaps, ListenerStats};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 pub use metrics::{Histogram, Kind, counter, gauge};
 
@@ -30,36 +39,59 @@ pub trait AdminSource: Send + Sync + 'static {
     fn render_metrics(&self) -> String;
 }
 
-/// Serves the admin endpoints on `listener` until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, source: Arc<dyn AdminSource>, mut shutdown: watch::Receiver<bool>) {
+/// Serves the admin endpoints on `listener` under `limits` until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    source: Arc<dyn AdminSource>,
+    limits: AdminLimits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // One cap for the whole listener: its clients are a few probes and scrapers.
+    let caps = ConnectionCaps::new(limits.max_connections, limits.max_connections);
+    let stats = ListenerStats::register("admin", caps.clone());
+    let mut backoff = AcceptBackoff::new("admin");
+    let mut last_refusal_log: Option<Instant> = None;
     loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::warn!(error = %err, "admin listener accept failed");
-                    continue;
-                }
-            },
+        let (stream, peer) = tokio::select! {
+            accepted = backoff.accept(|| listener.accept()) => accepted,
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
+        let Some(permit) = caps.try_acquire(peer.ip()) else {
+            stats.refused_over_cap.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if last_refusal_log.is_none_or(|last| last.elapsed() >= muster_listener::backoff::LOG_INTERVAL) {
+                last_refusal_log = Some(Instant::now());
+                tracing::warn!(%peer, max = limits.max_connections, "admin connection cap reached; closing new connections");
+            }
+            continue;
+        };
         let source = source.clone();
+        let header_read_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
+            let _permit = permit;
             let service = hyper::service::service_fn(move |request| {
                 let source = source.clone();
                 async move { Ok::<_, Infallible>(route(source.as_ref(), &request)) }
             });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }
 
 fn route(source: &dyn AdminSource, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if request.method() != http::Method::GET {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "read-only: GET only\n".into());
+        response.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static("GET"));
+        return response;
+    }
     match request.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
         "/readyz" if source.is_ready() => text(StatusCode::OK, "ready\n".into()),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", source.not_ready_reason())),
-        "/metrics" => text(StatusCode::OK, source.render_metrics()),
+        "/metrics" => text(StatusCode::OK, source.render_metrics() + &muster_listener::metrics::render()),
         _ => text(StatusCode::NOT_FOUND, "not found; try /healthz, /readyz or /metrics\n".into()),
     }
 }
@@ -137,7 +169,7 @@ mod tests {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             let (stop, stopped) = watch::channel(false);
-            let server = tokio::spawn(serve(listener, Arc::new(Fixed(ready)), stopped));
+            let server = tokio::spawn(serve(listener, Arc::new(Fixed(ready)), AdminLimits::default(), stopped));
             let (healthz, readyz, metrics) = tokio::task::spawn_blocking(move || {
                 (get(addr, "/healthz"), get(addr, "/readyz"), get(addr, "/metrics"))
             })

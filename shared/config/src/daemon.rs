@@ -85,14 +85,20 @@ pub struct ListenConfig {
     pub raft_addr: SocketAddr,
     /// Client and cluster-management API. Default `0.0.0.0:3669`.
     pub api_addr: SocketAddr,
-    /// Plaintext admin HTTP (`/metrics`, `/healthz`, `/readyz`). Default `0.0.0.0:3680`.
+    /// Plaintext admin HTTP (`/metrics`, `/healthz`, `/readyz`). Default `127.0.0.1:3680`:
+    /// set `0.0.0.0:3680` where probes or scrapes come from another host or a container
+    /// runtime.
     pub admin_addr: SocketAddr,
 }
 
 impl Default for ListenConfig {
     fn default() -> Self {
         let any = |port| SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
-        Self { raft_addr: any(DEFAULT_RAFT_PORT), api_addr: any(DEFAULT_API_PORT), admin_addr: any(DEFAULT_ADMIN_PORT) }
+        Self {
+            raft_addr: any(DEFAULT_RAFT_PORT),
+            api_addr: any(DEFAULT_API_PORT),
+            admin_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_ADMIN_PORT)),
+        }
     }
 }
 
@@ -224,6 +230,11 @@ pub struct Limits {
     pub max_concurrent_requests: usize,
     /// HTTP/2 streams per connection. Default 256.
     pub max_concurrent_streams: u32,
+    /// Handshake and preface deadlines and connection caps of the raft and API listeners
+    /// (`[limits.listener]`, each listener counts its own connections).
+    pub listener: crate::ListenerLimits,
+    /// Header deadline and connection cap of the admin listener (`[limits.admin]`).
+    pub admin: crate::AdminLimits,
 }
 
 impl Default for Limits {
@@ -233,6 +244,8 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(10),
             max_concurrent_requests: 1024,
             max_concurrent_streams: 256,
+            listener: crate::ListenerLimits::default(),
+            admin: crate::AdminLimits::default(),
         }
     }
 }
@@ -248,6 +261,8 @@ impl Limits {
         if let Some((name, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
             return Err(ConfigError::invalid(format!("limits.{name}"), "must be greater than zero"));
         }
+        self.listener.validate("limits.listener")?;
+        self.admin.validate("limits.admin")?;
         positive("limits.request_timeout", self.request_timeout)
     }
 }

@@ -7,6 +7,8 @@
 //! - [`daemon`]: [`ControlPlaneConfig`], the control-plane daemon's whole configuration;
 //! - [`load`]: [`ConfigLoader`], layering serde defaults, TOML files, `MUSTER_*` environment
 //!   variables and flag overrides into any `Deserialize` type;
+//! - [`listener`]: [`ListenerLimits`] and [`AdminLimits`], the connection-level limits every
+//!   deployable's listeners share;
 //! - [`error`]: [`ConfigError`], whose every message names the offending field.
 //!
 //! Start-up is always `ConfigLoader::...load::<T>()` followed by `T::validate()`: loading checks
@@ -16,6 +18,7 @@
 pub mod daemon;
 pub mod error;
 pub mod leases;
+pub mod listener;
 pub mod load;
 pub mod mode;
 
@@ -27,6 +30,7 @@ pub use daemon::{
 };
 pub use error::ConfigError;
 pub use leases::LeaseTuning;
+pub use listener::{AdminLimits, ListenerLimits};
 pub use load::ConfigLoader;
 pub use mode::{AdaptiveTtlConfig, ClusterMode, RaftPeer, StaticPeer, WorkerTierRole};
 

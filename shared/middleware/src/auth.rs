@@ -8,10 +8,12 @@
 //! presented against the cluster CA) and this layer refuses the methods that need one.
 //! Servers started with `--insecure` have no TLS at all and do not install this layer.
 //!
-//! The certificate is read from the `TlsConnectInfo<TcpConnectInfo>` that tonic's own TLS
-//! acceptor puts in the request extensions. The identity is whatever the server's function
-//! derives from the leaf certificate (`muster_tls::peer_identity` for cluster certificates,
-//! the worker id for worker certificates); this crate parses no X.509 itself.
+//! The certificate is read from the `TlsConnectInfo<TcpConnectInfo>` in the request
+//! extensions: tonic's own TLS acceptor puts it there, and so does `muster-listener`, whose
+//! TLS streams are tokio-rustls streams over TCP, for which tonic derives the same info. The
+//! identity is whatever the server's function derives from the leaf certificate
+//! (`muster_tls::peer_identity` for cluster certificates, the worker id for worker
+//! certificates); this crate parses no X.509 itself.
 //!
 //! Relayed calls: a control-plane node that forwards an operator's call to the leader sends
 //! the caller's identity in [`FORWARDED_PEER_HEADER`]. The header is honoured from

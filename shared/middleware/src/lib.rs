@@ -13,7 +13,10 @@
 //!   `RESOURCE_EXHAUSTED`.
 //! - [`limits`]: [`ServerLimits`] and the `tonic` server builder that applies them.
 //!
-//! A server stacks them outermost first: trace, overload, auth, then the router:
+//! A server stacks them outermost first: trace, overload, auth, then the router. Muster's
+//! servers then serve from `muster_listener::tls` (or `plain`) with
+//! `serve_with_incoming_shutdown`, which bounds TLS handshakes, the HTTP/2 preface and
+//! connection counts; the shape of the stack, with tonic's own TLS for brevity:
 //!
 //! ```no_run
 //! # async fn run(tls: tonic::transport::ServerTlsConfig) -> Result<(), Box<dyn std::error::Error>> {

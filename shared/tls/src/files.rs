@@ -31,10 +31,10 @@ pub struct TlsFiles {
 }
 
 /// The validated contents of a [`TlsFiles`].
-struct Loaded {
-    ca: Vec<u8>,
-    cert: Vec<u8>,
-    key: Vec<u8>,
+pub(crate) struct Loaded {
+    pub(crate) ca: Vec<u8>,
+    pub(crate) cert: Vec<u8>,
+    pub(crate) key: Vec<u8>,
 }
 
 impl TlsFiles {
@@ -94,7 +94,7 @@ impl TlsFiles {
 
     /// Reads all three files and checks: each parses, the key matches the certificate, the
     /// certificate is valid now and is signed by a certificate in the CA file.
-    fn load(&self) -> Result<Loaded, TlsError> {
+    pub(crate) fn load(&self) -> Result<Loaded, TlsError> {
         let ca = read("CA certificate", &self.ca)?;
         let cert = read("certificate", &self.cert)?;
         let key = read("private key", &self.key)?;

@@ -1,4 +1,5 @@
-//! Real mTLS handshakes against a tonic server configured by `TlsFiles::server_tls`: same-CA
+//! Real mTLS handshakes against a tonic server configured by `TlsFiles::server_tls`, and
+//! against one whose TLS `muster-listener` does with `TlsFiles::server_config`: same-CA
 //! clients get through and are identified, foreign-CA clients are rejected, certificate-less
 //! clients still reach the (open) health service.
 
@@ -45,8 +46,16 @@ impl Running {
     }
 }
 
+#[derive(Clone, Copy)]
+enum Tls {
+    /// tonic's own TLS (`ServerTlsConfig`).
+    Tonic,
+    /// `muster-listener`'s, with a rustls `ServerConfig`.
+    Listener,
+}
+
 /// Health service behind `server_tls`, recording the peer identity of every call.
-async fn serve(files: &TlsFiles) -> Running {
+async fn serve(files: &TlsFiles, tls: Tls) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (_reporter, health) = tonic_health::server::health_reporter();
@@ -58,10 +67,20 @@ async fn serve(files: &TlsFiles) -> Running {
         Ok(req)
     });
     let (stop, stopped) = oneshot::channel::<()>();
-    let router = Server::builder().tls_config(files.server_tls().unwrap()).unwrap().add_service(health);
-    let task = tokio::spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+    let stopped = async move {
         let _ = stopped.await;
-    }));
+    };
+    let task = match tls {
+        Tls::Tonic => {
+            let router = Server::builder().tls_config(files.server_tls().unwrap()).unwrap().add_service(health);
+            tokio::spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped))
+        }
+        Tls::Listener => {
+            let limits = muster_listener::ListenerLimits::default();
+            let incoming = muster_listener::tls(listener, files.server_config().unwrap(), &limits, "test");
+            tokio::spawn(Server::builder().add_service(health).serve_with_incoming_shutdown(incoming, stopped))
+        }
+    };
     Running { addr, seen, stop: Some(stop), task }
 }
 
@@ -89,10 +108,19 @@ fn read(path: &Path) -> String {
 
 #[tokio::test]
 async fn mtls_handshakes() {
+    mtls_handshakes_with(Tls::Tonic).await;
+}
+
+#[tokio::test]
+async fn mtls_handshakes_through_the_hardened_listener() {
+    mtls_handshakes_with(Tls::Listener).await;
+}
+
+async fn mtls_handshakes_with(tls: Tls) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     pki(dir, "hs");
-    let server = serve(&TlsFiles::in_dir(dir, "cp-1")).await;
+    let server = serve(&TlsFiles::in_dir(dir, "cp-1"), tls).await;
     let worker = TlsFiles::in_dir(dir, "w-1");
 
     // (a) same CA: accepted, and the server sees who we are.

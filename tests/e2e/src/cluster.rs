@@ -190,6 +190,16 @@ impl Cluster {
         channel(&self.addrs(id).raft, self.pki.as_ref().map(|pki| pki.node_tls(id)))
     }
 
+    /// Node `id`'s process id.
+    pub fn pid(&self, id: u64) -> u32 {
+        self.node(id).pid().unwrap_or_else(|| panic!("node {id} is not running"))
+    }
+
+    /// Node `id`'s whole log.
+    pub fn log_text(&self, id: u64) -> String {
+        std::fs::read_to_string(self.node(id).log_path()).unwrap_or_default()
+    }
+
     /// The tail of node `id`'s log.
     pub fn log_tail(&self, id: u64, lines: usize) -> String {
         self.node(id).log_tail(lines)

@@ -29,6 +29,8 @@ pub struct Options {
     /// Extra environment of every process started for this cluster: its nodes, and the
     /// registrars and gateways in front of it (e.g. `OTEL_EXPORTER_OTLP_ENDPOINT`).
     pub env: Vec<(String, String)>,
+    /// TOML tables appended to every node's config (e.g. `[limits.listener]`).
+    pub extra_toml: String,
 }
 
 /// The seed's worker-tier server fields, for tests that need short leases.
@@ -61,6 +63,7 @@ impl Default for Options {
             heartbeat: None,
             leases: "",
             env: Vec::new(),
+            extra_toml: String::new(),
         }
     }
 }
@@ -196,6 +199,7 @@ impl NodeConfig<'_> {
         }
         let _ = writeln!(out, "\n[leases]\n{}", o.leases);
         let _ = writeln!(out, "\n[telemetry]\nlog_level = {}", toml_str(o.log_level));
+        out.push_str(&o.extra_toml);
         out
     }
 }

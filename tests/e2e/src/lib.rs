@@ -11,6 +11,7 @@
 //! - [`gateway`]: a real `heartbeat-gateway` process in front of a cluster;
 //! - [`fleet`]: hundreds to thousands of simulated workers, beating over [`grpc_stream`] on
 //!   the schedule of [`beat_clock`], on the runtimes of [`client_threads`];
+//! - [`flood`]: half-open, TLS-only and idle connection floods, and the server's `/proc`;
 //! - [`probe`]: metadata, `/readyz` and leader agreement, as tests wait on them;
 //! - [`wait`]: [`eventually`], the only way tests wait for anything.
 //!
@@ -25,6 +26,7 @@ pub mod cluster;
 pub mod compose;
 pub mod config;
 pub mod fleet;
+pub mod flood;
 pub mod gateway;
 pub mod grpc_stream;
 pub mod kv;

@@ -115,6 +115,11 @@ impl NodeProcess {
         }
     }
 
+    /// The process id while the harness holds a started process.
+    pub fn pid(&self) -> Option<u32> {
+        self.child().as_ref().map(Child::id)
+    }
+
     /// Whether the process was started and has not exited.
     pub fn is_running(&self) -> bool {
         self.child().as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))

@@ -44,6 +44,21 @@ impl Registrar {
         Self::start_configured(cluster, &format!("127.0.0.1:{port}"), extra_toml)
     }
 
+    /// The process id (`None` once it has been reaped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The registrar's whole log.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registrar.log")).unwrap_or_default()
+    }
+
     fn start_configured(cluster: &Cluster, addr: &str, extra_toml: &str) -> Self {
         let pki = cluster.pki().expect("the registrar needs a TLS cluster");
         let files = pki.component(Role::Registrar, "reg-1");

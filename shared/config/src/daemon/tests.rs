@@ -32,7 +32,11 @@ fn empty_file_gives_every_default() {
         ControlPlaneConfig {
             cluster: ClusterMode::SingleNode,
             data_dir: PathBuf::from("./data"),
-            listen: ListenConfig { raft_addr: any(3668), api_addr: any(3669), admin_addr: any(3680) },
+            listen: ListenConfig {
+                raft_addr: any(3668),
+                api_addr: any(3669),
+                admin_addr: SocketAddr::from(([127, 0, 0, 1], 3680)),
+            },
             advertise: AdvertiseConfig { raft_addr: None, api_addr: None },
             tls: TlsConfig { insecure: false, ca_file: None, cert_file: None, key_file: None },
             raft: RaftTuning {
@@ -57,6 +61,13 @@ fn empty_file_gives_every_default() {
                 request_timeout: Duration::from_secs(10),
                 max_concurrent_requests: 1024,
                 max_concurrent_streams: 256,
+                listener: crate::ListenerLimits {
+                    tls_handshake_timeout: Duration::from_secs(10),
+                    preface_timeout: Duration::from_secs(10),
+                    max_connections: 10_000,
+                    max_connections_per_ip: 1_000,
+                },
+                admin: crate::AdminLimits { header_read_timeout: Duration::from_secs(10), max_connections: 1024 },
             },
             telemetry: TelemetryConfig { log_format: LogFormat::Pretty, log_level: "info".into() },
             join: vec![],
@@ -150,6 +161,14 @@ fn raft_timing_must_be_ordered() {
     assert_eq!(
         invalid(&format!("{TLS}[limits]\nmax_concurrent_streams = 0")),
         "limits.max_concurrent_streams: must be greater than zero"
+    );
+    assert_eq!(
+        invalid(&format!("{TLS}[limits.listener]\nmax_connections_per_ip = 0")),
+        "limits.listener.max_connections_per_ip: must be greater than zero"
+    );
+    assert_eq!(
+        invalid(&format!("{TLS}[limits.admin]\nheader_read_timeout = \"0s\"")),
+        "limits.admin.header_read_timeout: must be greater than zero"
     );
 }
 
