@@ -10,7 +10,7 @@ mod files;
 mod identity;
 mod init;
 mod parse;
-pub use parse::public_key_pin;
+pub use parse::{CertSummary, cert_summary, public_key_pin};
 mod spec;
 mod worker_id;
 
@@ -18,6 +18,6 @@ pub use ca::{CertificateAuthority, SignedCert, verify_csr};
 pub use error::TlsError;
 pub use files::{TlsFiles, install_crypto_provider, write_atomic};
 pub use identity::{PeerIdentity, gateway_id_allowed, peer_identity};
-pub use init::{PkiInit, PkiReport, init_pki};
+pub use init::{PkiInit, PkiReport, WORKER_CA_CERT_FILE, WORKER_CA_KEY_FILE, init_pki};
 pub use spec::{CertSpec, Pem, Role, TRUST_DOMAIN_PREFIX, default_node_hosts, spiffe_id};
 pub use worker_id::{WorkerCert, WorkerCertError, worker_cert, worker_identity};
