@@ -20,6 +20,7 @@ mod snapshot;
 mod state_machine;
 mod tokens;
 mod wal;
+pub mod worker_ca;
 mod worker_states;
 mod workers;
 
