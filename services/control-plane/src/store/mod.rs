@@ -15,7 +15,10 @@
 
 mod db;
 mod fsm;
+#[doc(hidden)]
+pub mod legacy_fixture;
 mod log_store;
+mod scrub;
 mod snapshot;
 mod state_machine;
 mod tokens;
@@ -27,6 +30,7 @@ mod workers;
 pub use db::{StorageError, open_database};
 pub use fsm::FsmReader;
 pub use log_store::LogStore;
+pub use scrub::{ScrubReport, scrub_worker_ca_key};
 pub use snapshot::{SnapshotFile, read_snapshot_records};
 pub use state_machine::StateMachineStore;
 pub use worker_states::{WorkerStateCache, WorkerStates};

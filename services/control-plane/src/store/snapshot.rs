@@ -52,11 +52,12 @@ pub(crate) fn write_snapshot(db: &Database, dir: &Path) -> io::Result<(SnapshotM
         Some(log_id) => format!("{}-{}-{}-{millis}", log_id.leader_id.term, log_id.leader_id.node_id, log_id.index),
         None => format!("0-0-0-{millis}"),
     };
-    fs::create_dir_all(dir)?;
+    crate::data_dir::create_private_dir(dir)?;
     let file = SnapshotFile::in_dir(dir, &id);
     let tmp = dir.join(format!("{id}.snap.tmp"));
     {
-        let mut out = BufWriter::new(File::create(&tmp)?);
+        let file = crate::data_dir::private_file().write(true).create(true).truncate(true).open(&tmp)?;
+        let mut out = BufWriter::new(file);
         out.write_all(HEADER)?;
         let mut write_record = |record: v1::snapshot_record::Record| -> io::Result<()> {
             let record = v1::SnapshotRecord { record: Some(record) };
@@ -113,6 +114,39 @@ pub fn read_snapshot_records(path: &Path) -> io::Result<Vec<v1::SnapshotRecord>>
         records.push(record);
     }
     Ok(records)
+}
+
+/// Drops a worker CA key (written by an older release) from the snapshot file at `path`,
+/// rewriting it atomically; true when there was one.
+pub(crate) fn scrub_worker_ca_key(path: &Path) -> io::Result<bool> {
+    let mut records = read_snapshot_records(path)?;
+    let mut found = false;
+    for record in &mut records {
+        if let Some(v1::snapshot_record::Record::WorkerCa(ca)) = &mut record.record
+            && !ca.key_pem.is_empty()
+        {
+            *ca = super::worker_ca::stored(ca);
+            found = true;
+        }
+    }
+    if !found {
+        return Ok(false);
+    }
+    let tmp = path.with_extension("snap.tmp");
+    {
+        let file = crate::data_dir::private_file().write(true).create(true).truncate(true).open(&tmp)?;
+        let mut out = BufWriter::new(file);
+        out.write_all(HEADER)?;
+        for record in &records {
+            out.write_all(&record.encode_length_delimited_to_vec())?;
+        }
+        out.into_inner().map_err(|err| err.into_error())?.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(true)
 }
 
 /// Replaces the FSM tables' contents with the snapshot's records.

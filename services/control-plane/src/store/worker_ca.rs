@@ -30,6 +30,20 @@ pub(crate) fn stored(ca: &v1::InitWorkerCa) -> v1::InitWorkerCa {
     out
 }
 
+/// Drops a legacy key from a log entry, marking its CA `key_exposed` so it applies exactly as
+/// before; true when there was one. Used on every append and by the start-up scrub.
+pub(crate) fn strip_entry(entry: &mut v1::Entry) -> bool {
+    let Some(v1::entry::Payload::Normal(command)) = &mut entry.payload else { return false };
+    match &mut command.op {
+        Some(v1::command::Op::InitWorkerCa(init)) if !init.key_pem.is_empty() => {
+            init.key_pem.clear();
+            init.key_exposed = true;
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Hex SHA-256 of the first certificate in `pem`; empty when it does not parse.
 pub fn fingerprint(pem: &str) -> String {
     muster_tls::cert_summary(pem, "worker CA certificate", "the worker CA record").map(|s| s.sha256).unwrap_or_default()
@@ -90,7 +104,12 @@ pub(crate) fn init(txn: &WriteTransaction, index: u64, init: &v1::InitWorkerCa) 
     if init.cert_pem.is_empty() {
         return Ok(refused(index, "invalid", "a worker CA needs a certificate".into()));
     }
-    let ca = v1::InitWorkerCa { cert_pem: init.cert_pem.clone(), key_pem: init.key_pem.clone(), ..Default::default() };
+    let ca = v1::InitWorkerCa {
+        cert_pem: init.cert_pem.clone(),
+        key_pem: init.key_pem.clone(),
+        key_exposed: init.key_exposed,
+        ..Default::default()
+    };
     let ca = stored(&ca);
     put(txn, &ca)?;
     Ok(answer(index, true, ca))
