@@ -44,6 +44,21 @@ impl Registrar {
         Self::start_configured(cluster, &format!("127.0.0.1:{port}"), extra_toml)
     }
 
+    /// A registrar on `addr` with extra top-level TOML lines (e.g. other worker CA files).
+    pub fn start_at_with(cluster: &Cluster, addr: &str, extra_toml: &str) -> Self {
+        Self::start_configured(cluster, addr, extra_toml)
+    }
+
+    /// SIGKILLs the registrar and waits for it to exit (its ports are free afterwards).
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// The registrar's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registrar.log")).unwrap_or_default()
+    }
+
     fn start_configured(cluster: &Cluster, addr: &str, extra_toml: &str) -> Self {
         let pki = cluster.pki().expect("the registrar needs a TLS cluster");
         let files = pki.component(Role::Registrar, "reg-1");
