@@ -32,7 +32,7 @@ pub enum TlsCommand {
         /// Replace an existing CA and certificates.
         #[arg(long)]
         force: bool,
-        /// Validity of the CA and certificates.
+        /// Validity of the cluster CA and certificates (a new worker CA gets 10 years).
         #[arg(long, default_value = "365days", value_parser = humantime::parse_duration)]
         validity: Duration,
     },

@@ -39,13 +39,21 @@ pub enum WorkerCaError {
 pub fn load(cert: &Path, key: &Path) -> Result<CertificateAuthority, WorkerCaError> {
     let dir = cert.parent().map(PathBuf::from).unwrap_or_default();
     if let Ok(meta) = std::fs::metadata(key) {
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
         let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
+        let own_uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+        if mode & 0o077 != 0 && !read_only_group_mount(mode, meta.uid(), own_uid) {
             return Err(WorkerCaError::KeyTooOpen { path: key.to_owned(), mode });
         }
     }
     CertificateAuthority::load(cert, key).map_err(|source| WorkerCaError::Load { dir, source })
+}
+
+/// A key owned by root and readable by its group only (0440/0640), read by a registrar that
+/// is not root: how a Kubernetes Secret reaches a non-root pod (`fsGroup`). The registrar can
+/// neither tighten it nor read it otherwise, and no other user can read it.
+fn read_only_group_mount(mode: u32, file_uid: u32, own_uid: Option<u32>) -> bool {
+    mode & 0o037 == 0 && file_uid == 0 && own_uid.is_some_and(|uid| uid != 0)
 }
 
 /// The configured CA, or (insecure mode without files) a throwaway one made in memory.
@@ -169,6 +177,16 @@ mod tests {
         let cluster = v1::InitWorkerCa { sha256: other.cert_sha256(), ..Default::default() };
         let err = check(&ours, &cert, &cluster).unwrap_err().to_string();
         assert!(err.contains(&ours.cert_sha256()) && err.contains(&other.cert_sha256()), "{err}");
+    }
+
+    #[test]
+    fn a_root_owned_group_read_only_mount_is_the_one_exception() {
+        assert!(read_only_group_mount(0o440, 0, Some(65532)));
+        assert!(read_only_group_mount(0o640, 0, Some(65532)));
+        assert!(!read_only_group_mount(0o444, 0, Some(65532)), "world-readable");
+        assert!(!read_only_group_mount(0o460, 0, Some(65532)), "group-writable");
+        assert!(!read_only_group_mount(0o640, 1000, Some(1000)), "our own file: chmod it");
+        assert!(!read_only_group_mount(0o640, 0, Some(0)), "root reads it anyway");
     }
 
     #[test]

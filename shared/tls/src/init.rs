@@ -30,7 +30,8 @@ pub struct PkiInit {
     pub operator: bool,
     /// Replace the CA and every requested certificate even if they exist.
     pub force: bool,
-    /// Validity of a newly generated CA and of the operator certificate.
+    /// Validity of a newly generated cluster CA and of the operator certificate (a new worker
+    /// CA gets [`WORKER_CA_VALIDITY`]).
     pub validity: Duration,
 }
 
@@ -44,6 +45,11 @@ pub struct PkiReport {
     /// SHA-256 of the worker CA certificate (DER), as the control plane records it.
     pub worker_ca_sha256: String,
 }
+
+/// Lifetime of a newly generated worker CA, whatever `PkiInit::validity` says: the CA every
+/// worker certificate chains to must outlive them all, and the registrar-generated CA it
+/// replaces lasted as long.
+pub const WORKER_CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// The worker CA's certificate in a PKI directory (given to registrars; gateways get it from
 /// the control plane).
@@ -68,9 +74,9 @@ pub fn init_pki(init: &PkiInit) -> Result<PkiReport, TlsError> {
 
     let mut files = Vec::new();
     let name = format!("{} Muster CA", init.cluster_name);
-    let ca = ensure_ca(init, "ca.pem", "ca-key.pem", &name, &mut files)?;
+    let ca = ensure_ca(init, "ca.pem", "ca-key.pem", &name, init.validity, &mut files)?;
     let name = format!("{} Muster worker CA", init.cluster_name);
-    let worker_ca = ensure_ca(init, WORKER_CA_CERT_FILE, WORKER_CA_KEY_FILE, &name, &mut files)?;
+    let worker_ca = ensure_ca(init, WORKER_CA_CERT_FILE, WORKER_CA_KEY_FILE, &name, WORKER_CA_VALIDITY, &mut files)?;
 
     for spec in &specs {
         let paths = TlsFiles::in_dir(&init.dir, &spec.name);
@@ -93,6 +99,7 @@ fn ensure_ca(
     cert_file: &str,
     key_file: &str,
     common_name: &str,
+    validity: Duration,
     files: &mut Vec<PathBuf>,
 ) -> Result<CertificateAuthority, TlsError> {
     let cert = init.dir.join(cert_file);
@@ -108,7 +115,7 @@ fn ensure_ca(
             reason: format!("a CA key exists but its certificate {cert_file} is missing"),
         }),
         _ => {
-            let ca = CertificateAuthority::generate(common_name, init.validity)?;
+            let ca = CertificateAuthority::generate(common_name, validity)?;
             write_atomic(&key, ca.key_pem().as_bytes(), KEY_MODE)?;
             files.push(key);
             write_atomic(&cert, ca.cert_pem().as_bytes(), CERT_MODE)?;
