@@ -27,6 +27,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::db::{FSM_META, KV, LOG, META_WORKER_CA, RAFT_META, SESSION_AGE, SESSIONS, TOKENS, WORKERS, decode, io_err};
 
+/// In every PEM private key; a file without it is not decoded.
+const KEY_MARKER: &[u8] = b"PRIVATE KEY";
+
 /// What the scrub rewrote.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ScrubReport {
@@ -39,14 +42,20 @@ pub struct ScrubReport {
 /// `data_dir`. Must run before any of them is opened.
 pub fn scrub_worker_ca_key(data_dir: &Path) -> io::Result<ScrubReport> {
     let mut report = ScrubReport {
-        log_entries: super::wal::rewrite_entries(&data_dir.join("raft-log"), super::worker_ca::strip_entry)?,
+        log_entries: super::wal::rewrite_entries(
+            &data_dir.join("raft-log"),
+            KEY_MARKER,
+            super::worker_ca::strip_entry,
+        )?,
         ..Default::default()
     };
     for dir in [data_dir.join("snapshots"), data_dir.join("snapshots").join("incoming")] {
         let Ok(listing) = std::fs::read_dir(&dir) else { continue };
         for item in listing {
             let path = item?.path();
+            let marked = || std::fs::read(&path).is_ok_and(|b| b.windows(KEY_MARKER.len()).any(|w| w == KEY_MARKER));
             if path.extension().is_some_and(|ext| ext == "snap")
+                && marked()
                 && matches!(super::snapshot::scrub_worker_ca_key(&path), Ok(true))
             {
                 report.snapshots += 1;

@@ -244,9 +244,10 @@ impl Wal {
 }
 
 /// Rewrites, in place and atomically, every segment in `dir` holding an entry that `edit`
-/// changes (it returns true when it did); the other segments are not touched. Runs before the
-/// log is opened. Returns how many entries changed.
-pub fn rewrite_entries(dir: &Path, mut edit: impl FnMut(&mut v1::Entry) -> bool) -> io::Result<usize> {
+/// changes (it returns true when it did); the other segments are not touched, and segments
+/// whose bytes do not contain `marker` are not even decoded. Runs before the log is opened.
+/// Returns how many entries changed.
+pub fn rewrite_entries(dir: &Path, marker: &[u8], mut edit: impl FnMut(&mut v1::Entry) -> bool) -> io::Result<usize> {
     let Ok(listing) = fs::read_dir(dir) else { return Ok(0) };
     let mut changed = 0;
     for item in listing {
@@ -255,6 +256,9 @@ pub fn rewrite_entries(dir: &Path, mut edit: impl FnMut(&mut v1::Entry) -> bool)
             continue;
         }
         let bytes = fs::read(&path)?;
+        if !marker.is_empty() && !bytes.windows(marker.len()).any(|w| w == marker) {
+            continue;
+        }
         let mut out = Vec::with_capacity(bytes.len());
         let mut offset = 0;
         let mut edited = 0;
@@ -408,7 +412,7 @@ mod tests {
         let holds = |needle: &[u8]| fs::read(&path).unwrap().windows(needle.len()).any(|w| w == needle);
         assert!(holds(b"SECRET-BYTES"));
 
-        let changed = rewrite_entries(dir.path(), |e| {
+        let changed = rewrite_entries(dir.path(), b"SECRET", |e| {
             let Some(v1::entry::Payload::Normal(command)) = &mut e.payload else { return false };
             let Some(v1::command::Op::Put(put)) = &mut command.op else { return false };
             put.value = b"scrubbed".to_vec();
@@ -419,7 +423,7 @@ mod tests {
         assert!(!holds(b"SECRET-BYTES") && holds(b"scrubbed"));
         let wal = Wal::open(dir.path()).unwrap();
         assert_eq!(indexes(&wal), [1, 2, 3], "the log is whole and in order");
-        assert_eq!(rewrite_entries(dir.path(), |_| false).unwrap(), 0);
+        assert_eq!(rewrite_entries(dir.path(), b"", |_| false).unwrap(), 0);
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
