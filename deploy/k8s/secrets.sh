@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates the Secrets that deploy/k8s mounts. Needs musterctl and kubectl; keep $TLS_DIR safe
-# (it holds the CA key and the operator certificate).
+# (it holds the CA key, the worker CA key and the operator certificate).
 #
 #   deploy/k8s/secrets.sh tls          CA and certificates (musterctl tls init) -> the *-tls Secrets
 #   deploy/k8s/secrets.sh token FILE   a bootstrap token file -> muster-worker-token
@@ -35,7 +35,8 @@ case ${1:-} in
       --component "gateway:heartbeat-gateway"
     kubectl get namespace "$namespace" >/dev/null 2>&1 || kubectl create namespace "$namespace"
     create muster-control-plane-tls ca.pem control-plane.pem control-plane-key.pem
-    create muster-registrar-tls ca.pem registrar.pem registrar-key.pem
+    # The worker CA key goes to the registrar only (never to gateways or the control plane).
+    create muster-registrar-tls ca.pem registrar.pem registrar-key.pem worker-ca.pem worker-ca-key.pem
     create muster-heartbeat-gateway-tls ca.pem heartbeat-gateway.pem heartbeat-gateway-key.pem
     ;;
   token)

@@ -17,9 +17,8 @@ ctl() { "$bin/musterctl" --tls-dir "$dir/tls" --endpoints 127.0.0.1:13669,127.0.
 start() {
   (cd "$root" && cargo build --release --bins -p muster-control-plane -p musterctl)
   mkdir -p "$dir"
-  if [[ ! -f $dir/tls/ca.pem ]]; then
-    "$bin/musterctl" tls init --dir "$dir/tls" --node node1 --node node2 --node node3
-  fi
+  # Idempotent: keeps what exists and adds what is missing (e.g. the worker CA of older dirs).
+  "$bin/musterctl" tls init --dir "$dir/tls" --node node1 --node node2 --node node3
   for id in 1 2 3; do
     if [[ -f $dir/node$id.pid ]] && kill -0 "$(cat "$dir/node$id.pid")" 2>/dev/null; then
       echo "node $id already running (pid $(cat "$dir/node$id.pid"))"

@@ -91,6 +91,8 @@ impl ControlPlane {
         let tls = crate::server::TlsSetup::from_config(&config)?;
         let config = Arc::new(config);
 
+        crate::data_dir::secure(&config.data_dir)?;
+        crate::store::scrub_worker_ca_key(&config.data_dir).context("removing a stored worker CA key")?;
         let log_meta = open_database(&config.data_dir.join("raft-meta.redb"))?;
         let log_store = LogStore::open(&config.data_dir.join("raft-log"), log_meta)?;
         let fsm_db = open_database(&config.data_dir.join("fsm.redb"))?;

@@ -5,7 +5,7 @@
 //! - [`store`]: the redb log store, state machine, FSM logic and snapshot files;
 //! - [`network`]: outbound peer RPCs (openraft's network traits over tonic);
 //! - [`grpc`]: inbound services: peer RPCs on the Raft port, KV and membership on the API port;
-//! - [`convert`]: protobuf ↔ openraft conversions;
+//! - [`convert`]: protobuf ↔ openraft conversions; [`data_dir`]: 0700/0600 on disk;
 //! - [`node`], [`lifecycle`]: the running node, its readiness and its join sequence;
 //! - [`server`], [`admin_http`], [`app`]: listeners, middleware and wiring;
 //! - [`leader_forward`]: followers relay operator calls to the leader.
@@ -13,6 +13,7 @@
 pub mod admin_http;
 pub mod app;
 pub mod convert;
+pub mod data_dir;
 pub mod grpc;
 pub mod leader_forward;
 pub mod leases;

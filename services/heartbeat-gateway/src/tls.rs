@@ -4,7 +4,9 @@
 //! and REQUIRES a client certificate signed by the worker CA, and only by it: a plaintext
 //! connection, a certificate-less one or one from any other CA (including the cluster CA's
 //! component certificates) fails the handshake. The worker CA certificate comes from the
-//! control plane, which has it once a registrar has created it. Towards the control plane the
+//! control plane, which has it once a registrar has recorded it; while the cluster moves off
+//! a retired worker CA (one whose key an older release stored) it sends both certificates,
+//! and both are trusted. The gateway loads them when it starts. Towards the control plane the
 //! gateway is a normal component client (its certificate, the cluster CA).
 
 use std::sync::Arc;
@@ -68,4 +70,35 @@ pub fn server_tls(files: &TlsFiles, worker_ca_pem: &str) -> anyhow::Result<Arc<r
         block.parse_x509().context("the worker CA certificate from the control plane does not parse")?;
     }
     files.server_config_trusting(worker_ca_pem, ClientAuth::Required).context("loading the gateway's own certificate")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use muster_tls::{CertSpec, CertificateAuthority, PkiInit, Role};
+
+    use super::*;
+
+    #[test]
+    fn trusts_every_certificate_of_the_bundle_and_refuses_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let validity = Duration::from_secs(3600);
+        muster_tls::init_pki(&PkiInit {
+            dir: dir.path().to_owned(),
+            cluster_name: "test".into(),
+            nodes: vec![CertSpec::node("gw", Role::Gateway, validity)],
+            operator: false,
+            force: false,
+            validity,
+        })
+        .unwrap();
+        let files = TlsFiles::in_dir(dir.path(), "gw");
+        let (current, retired) = (
+            CertificateAuthority::generate("current", validity).unwrap(),
+            CertificateAuthority::generate("retired", validity).unwrap(),
+        );
+        server_tls(&files, &format!("{}{}", current.cert_pem(), retired.cert_pem())).unwrap();
+        assert!(server_tls(&files, "not a certificate").is_err());
+    }
 }

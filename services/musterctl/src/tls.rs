@@ -1,4 +1,5 @@
-//! `musterctl tls init`: the cluster CA and certificates for nodes and the operator.
+//! `musterctl tls init`: the cluster CA and certificates for nodes and the operator, and the
+//! worker CA whose key only registrars are given.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use crate::output::{Format, print_json};
 
 #[derive(Subcommand, Debug)]
 pub enum TlsCommand {
-    /// Create (or extend) the cluster CA and certificates in a directory.
+    /// Create (or extend) the cluster CA, the worker CA and certificates in a directory.
     Init {
         /// Where to write ca.pem, <name>.pem, <name>-key.pem.
         #[arg(long, default_value = "./tls")]
@@ -31,7 +32,7 @@ pub enum TlsCommand {
         /// Replace an existing CA and certificates.
         #[arg(long)]
         force: bool,
-        /// Validity of the CA and certificates.
+        /// Validity of the cluster CA and certificates (a new worker CA gets 10 years).
         #[arg(long, default_value = "365days", value_parser = humantime::parse_duration)]
         validity: Duration,
     },
@@ -77,6 +78,7 @@ pub fn run(command: TlsCommand, format: Format) -> anyhow::Result<()> {
             "dir": dir,
             "written": report.files,
             "ca_public_key_sha256": report.ca_public_key_sha256,
+            "worker_ca_sha256": report.worker_ca_sha256,
         })),
         Format::Table => {
             if report.files.is_empty() {
@@ -86,6 +88,7 @@ pub fn run(command: TlsCommand, format: Format) -> anyhow::Result<()> {
                 println!("wrote {}", file.display());
             }
             println!("CA public key sha256: {}", report.ca_public_key_sha256);
+            println!("worker CA certificate sha256: {}", report.worker_ca_sha256);
         }
     }
     Ok(())

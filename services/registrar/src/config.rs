@@ -3,6 +3,7 @@
 //! here: it belongs to the control plane, which the registrar asks on every Register.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use muster_config::{AdminLimits, ConfigError, ListenerLimits, TelemetryConfig, TlsConfig};
@@ -25,6 +26,12 @@ pub struct RegistrarConfig {
     /// The registrar's own certificate (role `registrar`, from `musterctl tls init
     /// --component registrar:NAME`), the cluster CA, or `insecure = true`.
     pub tls: TlsConfig,
+    /// The worker CA certificate this registrar signs workers with (from `musterctl tls
+    /// init`). Default `worker-ca.pem` next to `tls.ca_file`. Required unless `tls.insecure`.
+    pub worker_ca_cert_file: Option<PathBuf>,
+    /// The worker CA private key, mode 0600 (never sent to the control plane). Default
+    /// `worker-ca-key.pem` next to `tls.ca_file`.
+    pub worker_ca_key_file: Option<PathBuf>,
     /// Lifetime of worker certificates. Default 24h; at least 10s (workers renew at 50–80%).
     #[serde(with = "humantime_serde")]
     pub worker_cert_validity: Duration,
@@ -48,6 +55,8 @@ impl Default for RegistrarConfig {
             admin_addr: SocketAddr::from(([127, 0, 0, 1], DEFAULT_ADMIN_PORT)),
             control_plane: vec![format!("127.0.0.1:{}", muster_config::DEFAULT_API_PORT)],
             tls: TlsConfig::default(),
+            worker_ca_cert_file: None,
+            worker_ca_key_file: None,
             worker_cert_validity: Duration::from_secs(24 * 3600),
             register_per_second: 5.0,
             register_burst: 20,
@@ -71,9 +80,24 @@ impl RegistrarConfig {
         if self.register_per_second.is_nan() || self.register_per_second <= 0.0 || self.register_burst == 0 {
             return invalid("register_per_second", "the Register rate and burst must be positive");
         }
+        if self.worker_ca_cert_file.is_some() != self.worker_ca_key_file.is_some() {
+            return invalid("worker_ca_key_file", "set both worker_ca_cert_file and worker_ca_key_file, or neither");
+        }
         self.listener_limits.validate("listener_limits")?;
         self.admin_limits.validate("admin_limits")?;
         self.tls.validate()
+    }
+
+    /// The worker CA certificate and key files: as set, else `worker-ca.pem` and
+    /// `worker-ca-key.pem` in the directory of `tls.ca_file`. `None` only in insecure mode
+    /// without files (the registrar then makes a throwaway CA in memory).
+    pub fn worker_ca_files(&self) -> Option<(PathBuf, PathBuf)> {
+        if let (Some(cert), Some(key)) = (&self.worker_ca_cert_file, &self.worker_ca_key_file) {
+            return Some((cert.clone(), key.clone()));
+        }
+        let ca_file = self.tls.ca_file.as_ref().filter(|_| !self.tls.insecure)?;
+        let dir = ca_file.parent().map(PathBuf::from).unwrap_or_default();
+        Some((dir.join(muster_tls::WORKER_CA_CERT_FILE), dir.join(muster_tls::WORKER_CA_KEY_FILE)))
     }
 }
 
@@ -117,5 +141,33 @@ mod tests {
             .load::<RegistrarConfig>()
             .unwrap_err();
         assert!(err.to_string().contains("worker_grpc_adr"), "{err}");
+    }
+
+    #[test]
+    fn the_worker_ca_files_default_to_the_tls_directory() {
+        let tls = TlsConfig {
+            ca_file: Some("/etc/muster/tls/ca.pem".into()),
+            cert_file: Some("/etc/muster/tls/registrar.pem".into()),
+            key_file: Some("/etc/muster/tls/registrar-key.pem".into()),
+            ..TlsConfig::default()
+        };
+        let config = RegistrarConfig { tls: tls.clone(), ..RegistrarConfig::default() };
+        config.validate().unwrap();
+        let (cert, key) = config.worker_ca_files().unwrap();
+        assert_eq!(cert, PathBuf::from("/etc/muster/tls/worker-ca.pem"));
+        assert_eq!(key, PathBuf::from("/etc/muster/tls/worker-ca-key.pem"));
+
+        let set = RegistrarConfig {
+            worker_ca_cert_file: Some("/s/ca.crt".into()),
+            worker_ca_key_file: Some("/s/ca.key".into()),
+            ..config.clone()
+        };
+        assert_eq!(set.worker_ca_files().unwrap(), (PathBuf::from("/s/ca.crt"), PathBuf::from("/s/ca.key")));
+        let half = RegistrarConfig { worker_ca_key_file: None, ..set };
+        assert!(half.validate().unwrap_err().to_string().starts_with("worker_ca_key_file:"));
+
+        let insecure =
+            RegistrarConfig { tls: TlsConfig { insecure: true, ..TlsConfig::default() }, ..RegistrarConfig::default() };
+        assert_eq!(insecure.worker_ca_files(), None, "insecure without files: a CA in memory");
     }
 }

@@ -1,8 +1,8 @@
 //! Muster's registrar: stateless, run any number of replicas. A worker presents a bootstrap
 //! token and a CSR over server-authenticated TLS (it pins the cluster CA key from its token);
 //! the control plane consumes the token and allocates the worker id in one Raft command; the
-//! registrar signs the worker's key with the cluster's one worker CA (agreed through the
-//! control plane, so every replica signs with the same CA). Later the worker renews over mTLS
+//! registrar signs the worker's key with the cluster's one worker CA (a file given to every
+//! replica; the control plane records only its certificate, see [`worker_ca`]). Later the worker renews over mTLS
 //! with that certificate: the TLS server asks for a client certificate from the worker CA but
 //! does not require one, so Register keeps working for workers that have none yet.
 //!
@@ -17,15 +17,14 @@ pub mod register;
 pub mod renew;
 pub mod service;
 pub mod signing;
+pub mod worker_ca;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use muster_client::{ClientOptions, ControlPlaneClient};
-use muster_proto::v1;
 use muster_proto::v1::worker_registration_service_server::WorkerRegistrationServiceServer;
-use muster_tls::{CertificateAuthority, TlsFiles};
+use muster_tls::TlsFiles;
 use tokio::net::TcpListener;
 
 pub use config::RegistrarConfig;
@@ -33,38 +32,12 @@ use rate_limit::RateLimiter;
 use service::Registrar;
 use signing::Signer;
 
-/// Lifetime of a worker CA this registrar proposes (only the first proposal is kept).
-const WORKER_CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
-
 fn tls_files(config: &RegistrarConfig) -> Option<TlsFiles> {
     (!config.tls.insecure).then(|| TlsFiles {
         ca: config.tls.ca_file.clone().unwrap_or_default(),
         cert: config.tls.cert_file.clone().unwrap_or_default(),
         key: config.tls.key_file.clone().unwrap_or_default(),
     })
-}
-
-/// Gets the cluster's worker CA, proposing a fresh one in case there is none; retries until
-/// the control plane answers.
-async fn worker_authority(client: &ControlPlaneClient) -> anyhow::Result<(CertificateAuthority, String)> {
-    let proposed = CertificateAuthority::generate("muster worker CA", WORKER_CA_VALIDITY)?;
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        let init = v1::InitWorkerCa { cert_pem: proposed.cert_pem().into(), key_pem: proposed.key_pem().into() };
-        match client.ensure_worker_ca(init).await {
-            Ok(response) => {
-                let ca = response.worker_ca.context("the control plane returned no worker CA")?;
-                let authority = CertificateAuthority::from_pem(&ca.cert_pem, &ca.key_pem)
-                    .context("the cluster's worker CA does not load")?;
-                return Ok((authority, response.cluster_id));
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "waiting for the control plane to agree on the worker CA");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
 }
 
 /// Serves Register and Renew on `listener` (and the admin endpoints on `admin`) until
@@ -83,15 +56,18 @@ pub async fn run(
     } else {
         tracing::warn!("INSECURE MODE: Register is served in plaintext; workers cannot pin the registrar");
     }
+    // The files first: a missing or open key stops start-up before anything is dialled.
+    let (worker_ca, worker_ca_path) = worker_ca::from_config(config.worker_ca_files())?;
     let client = Arc::new(ControlPlaneClient::new(options)?);
-    let (worker_ca, cluster_id) = worker_authority(&client).await?;
-    tracing::info!(%cluster_id, "worker CA ready");
+    let (recorded, cluster_id) = worker_ca::agree(&client, &worker_ca, &worker_ca_path).await?;
+    tracing::info!(%cluster_id, sha256 = %recorded.sha256, retired = recorded.retired.len(), "worker CA ready");
 
     let ca_bundle_pem = match &files {
         Some(files) => std::fs::read_to_string(&files.ca).with_context(|| format!("reading {}", files.ca.display()))?,
         None => String::new(),
     };
-    let worker_ca_pem = worker_ca.cert_pem().to_string();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+    let worker_ca_pem = worker_ca::client_trust(&recorded, now);
     let registrar = Arc::new(Registrar {
         client,
         signer: Signer { worker_ca, cluster_id, validity: config.worker_cert_validity },
@@ -123,7 +99,8 @@ pub async fn run(
             let key =
                 std::fs::read_to_string(&files.key).with_context(|| format!("reading {}", files.key.display()))?;
             // Ask for a worker certificate (Renew) without requiring one (Register). Only the
-            // worker CA is trusted for clients: a certificate from anywhere else fails the handshake.
+            // worker CA (and a retired one whose workers may still hold valid certificates, so
+            // they renew onto the current CA) is trusted: anything else fails the handshake.
             let chain = cert + &ca_bundle_pem;
             Some(muster_tls::server_config(&chain, &key, &worker_ca_pem, muster_tls::ClientAuth::Optional)?)
         }

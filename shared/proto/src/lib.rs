@@ -28,6 +28,7 @@ impl fmt::Display for v1::Command {
             Some(Op::RevokeToken(revoke)) => write!(f, "revoke-token {}", revoke.token_id)?,
             Some(Op::RegisterWorker(register)) => write!(f, "register-worker with token {}", register.token_id)?,
             Some(Op::InitWorkerCa(_)) => write!(f, "init-worker-ca")?,
+            Some(Op::RetireLegacyWorkerCa(retire)) => write!(f, "retire-legacy-worker-ca {}", retire.legacy_sha256)?,
             Some(Op::RecordWorkerCert(record)) => write!(f, "record-worker-cert {}", record.worker_id)?,
             Some(Op::UpdateWorker(update)) => write!(f, "update-worker {}", update.worker_id)?,
             Some(Op::WorkerTransitions(batch)) => {

@@ -102,6 +102,12 @@ impl CertificateAuthority {
         &self.key_pem
     }
 
+    /// Hex SHA-256 of the CA's DER certificate: the fingerprint the control plane records
+    /// for the worker CA.
+    pub fn cert_sha256(&self) -> String {
+        crate::parse::cert_summary(&self.cert_pem, "CA certificate", "(loaded)").map(|s| s.sha256).unwrap_or_default()
+    }
+
     /// Hex SHA-256 of the CA's DER SubjectPublicKeyInfo; join tokens pin the CA with it.
     pub fn public_key_sha256(&self) -> String {
         self.spki_sha256.clone()

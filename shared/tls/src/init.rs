@@ -1,5 +1,10 @@
 //! `musterctl tls init`: lays out a cluster's PKI directory (CA plus node and operator
-//! certificates), safe to re-run to add nodes without touching what already exists.
+//! certificates, and the worker CA registrars sign workers with), safe to re-run to add nodes
+//! or a missing worker CA without touching what already exists.
+//!
+//! The worker CA is a CA of its own, not the cluster CA: its key goes to registrars only, and
+//! it is created here, as a file, so that it never has to travel through the control plane
+//! (see docs/security.md, "The worker CA key").
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -25,7 +30,8 @@ pub struct PkiInit {
     pub operator: bool,
     /// Replace the CA and every requested certificate even if they exist.
     pub force: bool,
-    /// Validity of a newly generated CA and of the operator certificate.
+    /// Validity of a newly generated cluster CA and of the operator certificate (a new worker
+    /// CA gets [`WORKER_CA_VALIDITY`]).
     pub validity: Duration,
 }
 
@@ -36,7 +42,20 @@ pub struct PkiReport {
     pub files: Vec<PathBuf>,
     /// The CA's SPKI pin (see [`CertificateAuthority::public_key_sha256`]).
     pub ca_public_key_sha256: String,
+    /// SHA-256 of the worker CA certificate (DER), as the control plane records it.
+    pub worker_ca_sha256: String,
 }
+
+/// Lifetime of a newly generated worker CA, whatever `PkiInit::validity` says: the CA every
+/// worker certificate chains to must outlive them all, and the registrar-generated CA it
+/// replaces lasted as long.
+pub const WORKER_CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// The worker CA's certificate in a PKI directory (given to registrars; gateways get it from
+/// the control plane).
+pub const WORKER_CA_CERT_FILE: &str = "worker-ca.pem";
+/// The worker CA's private key in a PKI directory (registrars only, mode 0600).
+pub const WORKER_CA_KEY_FILE: &str = "worker-ca-key.pem";
 
 /// Creates or extends a PKI directory.
 ///
@@ -45,39 +64,19 @@ pub struct PkiReport {
 ///   `<name>.pem` or `<name>-key.pem` is missing, so re-running adds nodes.
 /// - Only one of the two CA files exists and not `force`: refuses, naming the file.
 ///
+/// The same rules apply to the worker CA (`worker-ca.pem`, `worker-ca-key.pem`): created when
+/// both are missing (so re-running on an older directory adds it), kept when both exist.
+///
 /// Keys are written 0600, certificates 0644, each atomically.
 pub fn init_pki(init: &PkiInit) -> Result<PkiReport, TlsError> {
     let specs = requested_specs(init)?;
     create_dir(&init.dir)?;
 
-    let ca_cert = init.dir.join("ca.pem");
-    let ca_key = init.dir.join("ca-key.pem");
     let mut files = Vec::new();
-    let have = (exists(&ca_cert)?, exists(&ca_key)?);
-    let ca = match have {
-        (true, true) if !init.force => CertificateAuthority::load(&ca_cert, &ca_key)?,
-        (true, false) if !init.force => {
-            return Err(TlsError::RefuseOverwrite {
-                path: ca_cert,
-                reason: "a CA certificate exists but its key ca-key.pem is missing".to_owned(),
-            });
-        }
-        (false, true) if !init.force => {
-            return Err(TlsError::RefuseOverwrite {
-                path: ca_key,
-                reason: "a CA key exists but its certificate ca.pem is missing".to_owned(),
-            });
-        }
-        _ => {
-            let name = format!("{} Muster CA", init.cluster_name);
-            let ca = CertificateAuthority::generate(&name, init.validity)?;
-            write_atomic(&ca_key, ca.key_pem().as_bytes(), KEY_MODE)?;
-            files.push(ca_key);
-            write_atomic(&ca_cert, ca.cert_pem().as_bytes(), CERT_MODE)?;
-            files.push(ca_cert);
-            ca
-        }
-    };
+    let name = format!("{} Muster CA", init.cluster_name);
+    let ca = ensure_ca(init, "ca.pem", "ca-key.pem", &name, init.validity, &mut files)?;
+    let name = format!("{} Muster worker CA", init.cluster_name);
+    let worker_ca = ensure_ca(init, WORKER_CA_CERT_FILE, WORKER_CA_KEY_FILE, &name, WORKER_CA_VALIDITY, &mut files)?;
 
     for spec in &specs {
         let paths = TlsFiles::in_dir(&init.dir, &spec.name);
@@ -90,7 +89,40 @@ pub fn init_pki(init: &PkiInit) -> Result<PkiReport, TlsError> {
         write_atomic(&paths.cert, pem.cert_pem.as_bytes(), CERT_MODE)?;
         files.push(paths.cert);
     }
-    Ok(PkiReport { files, ca_public_key_sha256: ca.public_key_sha256() })
+    Ok(PkiReport { files, ca_public_key_sha256: ca.public_key_sha256(), worker_ca_sha256: worker_ca.cert_sha256() })
+}
+
+/// Loads the CA in `cert_file`/`key_file` under `init.dir`, or generates and writes one when
+/// both are missing (or `force`); refuses when only one of the two exists.
+fn ensure_ca(
+    init: &PkiInit,
+    cert_file: &str,
+    key_file: &str,
+    common_name: &str,
+    validity: Duration,
+    files: &mut Vec<PathBuf>,
+) -> Result<CertificateAuthority, TlsError> {
+    let cert = init.dir.join(cert_file);
+    let key = init.dir.join(key_file);
+    match (exists(&cert)?, exists(&key)?) {
+        (true, true) if !init.force => CertificateAuthority::load(&cert, &key),
+        (true, false) if !init.force => Err(TlsError::RefuseOverwrite {
+            path: cert,
+            reason: format!("a CA certificate exists but its key {key_file} is missing"),
+        }),
+        (false, true) if !init.force => Err(TlsError::RefuseOverwrite {
+            path: key,
+            reason: format!("a CA key exists but its certificate {cert_file} is missing"),
+        }),
+        _ => {
+            let ca = CertificateAuthority::generate(common_name, validity)?;
+            write_atomic(&key, ca.key_pem().as_bytes(), KEY_MODE)?;
+            files.push(key);
+            write_atomic(&cert, ca.cert_pem().as_bytes(), CERT_MODE)?;
+            files.push(cert);
+            Ok(ca)
+        }
+    }
 }
 
 /// The node specs plus the operator's, all validated before anything is written.
@@ -105,7 +137,7 @@ fn requested_specs(init: &PkiInit) -> Result<Vec<CertSpec>, TlsError> {
     let mut seen = HashSet::new();
     for spec in &specs {
         validate_name(&spec.name, "CertSpec.name")?;
-        if spec.name == "ca" || spec.name.ends_with("-key") {
+        if spec.name == "ca" || spec.name == "worker-ca" || spec.name.ends_with("-key") {
             return Err(invalid("CertSpec.name", &spec.name, "clashes with the CA or key file names"));
         }
         if !seen.insert(spec.name.as_str()) {

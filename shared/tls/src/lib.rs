@@ -13,7 +13,7 @@ mod identity;
 mod init;
 mod parse;
 mod server_config;
-pub use parse::public_key_pin;
+pub use parse::{CertSummary, cert_summary, public_key_pin};
 mod spec;
 mod worker_id;
 
@@ -22,7 +22,7 @@ pub use client::{ClientTls, ServerCheck};
 pub use error::TlsError;
 pub use files::{TlsFiles, install_crypto_provider, write_atomic};
 pub use identity::{PeerIdentity, gateway_id_allowed, peer_identity};
-pub use init::{PkiInit, PkiReport, init_pki};
+pub use init::{PkiInit, PkiReport, WORKER_CA_CERT_FILE, WORKER_CA_KEY_FILE, init_pki};
 pub use server_config::{ClientAuth, server_config};
 pub use spec::{CertSpec, Pem, Role, TRUST_DOMAIN_PREFIX, default_node_hosts, spiffe_id};
 pub use worker_id::{WorkerCert, WorkerCertError, worker_cert, worker_identity};

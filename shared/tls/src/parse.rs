@@ -48,3 +48,23 @@ pub fn public_key_pin(cert_pem: &str, origin: &str) -> Result<[u8; 32], TlsError
     let cert = x509(&certs[0], "CA certificate", origin)?;
     Ok(sha2::Sha256::digest(cert.public_key().raw).into())
 }
+
+/// A certificate's fingerprint and expiry, as the control plane records a worker CA.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertSummary {
+    /// Hex SHA-256 of the DER certificate (what `openssl x509 -fingerprint -sha256` shows).
+    pub sha256: String,
+    /// `notAfter`, Unix seconds.
+    pub not_after_unix: i64,
+}
+
+/// Fingerprint and expiry of the first certificate in `cert_pem`.
+pub fn cert_summary(cert_pem: &str, what: &'static str, origin: &str) -> Result<CertSummary, TlsError> {
+    use sha2::Digest;
+    let certs = certs_from_pem(cert_pem.as_bytes(), what, origin)?;
+    let cert = x509(&certs[0], what, origin)?;
+    Ok(CertSummary {
+        sha256: hex::encode(sha2::Sha256::digest(&certs[0])),
+        not_after_unix: cert.validity().not_after.timestamp(),
+    })
+}

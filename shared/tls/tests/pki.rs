@@ -180,6 +180,8 @@ fn init_pki_writes_files_with_modes() {
         [
             "ca-key.pem",
             "ca.pem",
+            "worker-ca-key.pem",
+            "worker-ca.pem",
             "cp-1-key.pem",
             "cp-1.pem",
             "cp-2-key.pem",
@@ -258,16 +260,53 @@ fn init_pki_refuses_to_overwrite_without_force() {
 
     // --force replaces the CA and reissues what was asked.
     let written = init(dir, &["cp-1"], false, true).unwrap();
-    assert_eq!(written, ["ca-key.pem", "ca.pem", "cp-1-key.pem", "cp-1.pem"]);
+    assert_eq!(written, ["ca-key.pem", "ca.pem", "worker-ca-key.pem", "worker-ca.pem", "cp-1-key.pem", "cp-1.pem"]);
     assert_ne!(fs::read(dir.join("ca.pem")).unwrap(), ca_before);
     TlsFiles::in_dir(dir, "cp-1").server_tls().unwrap();
+}
+
+#[test]
+fn init_pki_creates_a_separate_worker_ca_and_keeps_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    init(dir, &["cp-1"], false, false).unwrap();
+    let worker_ca = CertificateAuthority::load(&dir.join("worker-ca.pem"), &dir.join("worker-ca-key.pem")).unwrap();
+    let cluster_ca = CertificateAuthority::load(&dir.join("ca.pem"), &dir.join("ca-key.pem")).unwrap();
+    assert_ne!(worker_ca.public_key_sha256(), cluster_ca.public_key_sha256(), "a CA of its own");
+    assert_eq!(mode(&dir.join("worker-ca-key.pem")), 0o600);
+    assert_eq!(worker_ca.cert_sha256().len(), 64);
+
+    // Kept on a re-run; reported by fingerprint.
+    let report = init_pki(&PkiInit {
+        dir: dir.to_owned(),
+        cluster_name: "test".to_owned(),
+        nodes: Vec::new(),
+        operator: false,
+        force: false,
+        validity: DAY,
+    })
+    .unwrap();
+    assert!(report.files.is_empty(), "{:?}", report.files);
+    assert_eq!(report.worker_ca_sha256, worker_ca.cert_sha256());
+
+    // A directory made before the worker CA existed gets one added, nothing else changes.
+    fs::remove_file(dir.join("worker-ca.pem")).unwrap();
+    fs::remove_file(dir.join("worker-ca-key.pem")).unwrap();
+    let ca_before = fs::read(dir.join("ca.pem")).unwrap();
+    assert_eq!(init(dir, &["cp-1"], false, false).unwrap(), ["worker-ca-key.pem", "worker-ca.pem"]);
+    assert_eq!(fs::read(dir.join("ca.pem")).unwrap(), ca_before);
+
+    // Half a worker CA is refused, naming the missing file.
+    fs::remove_file(dir.join("worker-ca-key.pem")).unwrap();
+    let err = init(dir, &[], false, false).unwrap_err().to_string();
+    assert!(err.contains("worker-ca-key.pem"), "{err}");
 }
 
 #[test]
 fn init_pki_rejects_bad_requests_before_writing() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("pki");
-    for nodes in [&["ca"][..], &["a", "a"], &["x-key"], &["../evil"]] {
+    for nodes in [&["ca"][..], &["worker-ca"], &["a", "a"], &["x-key"], &["../evil"]] {
         let err = init(&dir, nodes, false, false).unwrap_err().to_string();
         assert!(err.contains("CertSpec.name"), "{err}");
     }

@@ -54,8 +54,18 @@ impl Registrar {
         !matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// The registrar's whole log.
-    pub fn log_text(&self) -> String {
+    /// A registrar on `addr` with extra top-level TOML lines (e.g. other worker CA files).
+    pub fn start_at_with(cluster: &Cluster, addr: &str, extra_toml: &str) -> Self {
+        Self::start_configured(cluster, addr, extra_toml)
+    }
+
+    /// SIGKILLs the registrar and waits for it to exit (its ports are free afterwards).
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// The registrar's log so far.
+    pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registrar.log")).unwrap_or_default()
     }
 

@@ -1,14 +1,19 @@
 //! What registrars ask of the control plane: a token registers as many workers as it has
 //! uses (ids from the log), every kind of bad token is refused with its own error, only
-//! registrar certificates may ask, and the first worker CA proposed is the cluster's.
+//! registrar certificates may ask, the first worker CA certificate proposed is the cluster's,
+//! and a worker CA key is never accepted.
 
 use muster_e2e::cluster::channel;
 use muster_e2e::v1::token_service_client::TokenServiceClient;
 use muster_e2e::v1::worker_registry_service_client::WorkerRegistryServiceClient;
 use muster_e2e::{Cluster, Options, v1};
-use muster_tls::Role;
+use muster_tls::{CertificateAuthority, Role};
 use tonic::Code;
 use tonic::transport::Channel;
+
+fn ca(name: &str) -> CertificateAuthority {
+    CertificateAuthority::generate(name, std::time::Duration::from_secs(3600)).unwrap()
+}
 
 fn profile(hostname: &str) -> Option<v1::WorkerProfile> {
     Some(v1::WorkerProfile {
@@ -87,13 +92,26 @@ async fn tokens_register_workers_and_bad_tokens_are_refused() {
     let status = tokens_as_registrar.create_token(create(1)).await.expect_err("a registrar created a token");
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
 
-    // The first proposed worker CA wins; later proposals get it back.
-    let propose = |cert: &str| v1::EnsureWorkerCaRequest {
-        proposed: Some(v1::InitWorkerCa { cert_pem: cert.into(), key_pem: format!("{cert}-key") }),
+    // The worker CA key is refused; the first certificate wins; later proposals get it back.
+    let (ca_a, ca_b) = (ca("a"), ca("b"));
+    let with_key = v1::EnsureWorkerCaRequest {
+        proposed: Some(v1::InitWorkerCa {
+            cert_pem: ca_a.cert_pem().into(),
+            key_pem: ca_a.key_pem().into(),
+            ..Default::default()
+        }),
     };
-    let a = registry.ensure_worker_ca(propose("ca-a")).await.expect("ensure A").into_inner();
-    let b = registry.ensure_worker_ca(propose("ca-b")).await.expect("ensure B").into_inner();
-    assert_eq!(a.worker_ca.as_ref().map(|ca| ca.cert_pem.as_str()), Some("ca-a"));
+    let status = registry.ensure_worker_ca(with_key).await.expect_err("a worker CA key was accepted");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("must not be sent"), "{status:?}");
+    let propose = |ca: &CertificateAuthority| v1::EnsureWorkerCaRequest {
+        proposed: Some(v1::InitWorkerCa { cert_pem: ca.cert_pem().into(), ..Default::default() }),
+    };
+    let a = registry.ensure_worker_ca(propose(&ca_a)).await.expect("ensure A").into_inner();
+    let b = registry.ensure_worker_ca(propose(&ca_b)).await.expect("ensure B").into_inner();
+    let recorded = a.worker_ca.as_ref().expect("a worker CA");
+    assert_eq!((recorded.cert_pem.as_str(), recorded.sha256.clone()), (ca_a.cert_pem(), ca_a.cert_sha256()));
+    assert!(recorded.key_pem.is_empty());
     assert_eq!(b.worker_ca, a.worker_ca, "a later proposal does not replace the CA");
     assert!(!a.cluster_id.is_empty());
 

@@ -57,7 +57,8 @@ impl LivenessService for LivenessApi {
         _request: Request<v1::GetWorkerCaCertRequest>,
     ) -> Result<Response<v1::GetWorkerCaCertResponse>, Status> {
         let reader = &self.node.reader;
-        let cert_pem = reader.worker_ca().map_err(storage_error)?.map(|ca| ca.cert_pem).unwrap_or_default();
+        let ca = reader.worker_ca().map_err(storage_error)?.unwrap_or_default();
+        let cert_pem = crate::store::worker_ca::trust_bundle(&ca, super::token_service::unix_now());
         let cluster_id = reader.cluster_id().map_err(storage_error)?.unwrap_or_default();
         if cluster_id.is_empty() {
             return Err(ApiError::Unavailable("the cluster is not initialized yet".into()).into());

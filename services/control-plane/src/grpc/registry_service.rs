@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 use super::errors::storage_error;
 use super::token_service::unix_now;
 use crate::node::NodeHandle;
+use crate::store::worker_ca;
 
 #[derive(Clone)]
 pub struct RegistryApi {
@@ -83,14 +84,20 @@ impl WorkerRegistryService for RegistryApi {
         request: Request<v1::EnsureWorkerCaRequest>,
     ) -> Result<Response<v1::EnsureWorkerCaResponse>, Status> {
         let cluster_id = self.cluster_id()?;
-        if let Some(existing) = self.node.reader.worker_ca().map_err(storage_error)? {
-            return Ok(Response::new(v1::EnsureWorkerCaResponse { worker_ca: Some(existing), cluster_id }));
+        let proposed = request.into_inner().proposed.unwrap_or_default();
+        if !proposed.key_pem.is_empty() {
+            return Err(
+                ApiError::InvalidArgument("the worker CA key must not be sent to the control plane".into()).into()
+            );
         }
-        let proposed =
-            request.into_inner().proposed.filter(|ca| !ca.cert_pem.is_empty() && !ca.key_pem.is_empty()).ok_or_else(
-                || ApiError::InvalidArgument("no worker CA yet: propose one (certificate and key)".into()),
-            )?;
-        let result = self.node.propose(v1::command::Op::InitWorkerCa(proposed)).await?;
+        if worker_ca::fingerprint(&proposed.cert_pem).is_empty() {
+            return Err(ApiError::InvalidArgument("proposed.cert_pem: not a PEM certificate".into()).into());
+        }
+        let existing = self.node.reader.worker_ca().map_err(storage_error)?;
+        let Some(op) = worker_ca::plan(existing.as_ref(), &proposed.cert_pem) else {
+            return Ok(Response::new(v1::EnsureWorkerCaResponse { worker_ca: existing, cluster_id }));
+        };
+        let result = self.node.propose(op).await?;
         let worker_ca =
             result.worker_ca.ok_or_else(|| ApiError::Internal(format!("no worker CA: {}", result.error)))?;
         Ok(Response::new(v1::EnsureWorkerCaResponse { worker_ca: Some(worker_ca), cluster_id }))

@@ -46,9 +46,16 @@ async fn receive_chunks(
     if meta.snapshot_id.is_empty() || meta.snapshot_id.contains(['/', '\\']) || meta.snapshot_id.starts_with('.') {
         return Err(Status::invalid_argument(format!("invalid snapshot id {:?}", meta.snapshot_id)));
     }
-    tokio::fs::create_dir_all(dir).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    crate::data_dir::create_private_dir(dir).map_err(|e| ApiError::Internal(e.to_string()))?;
     let file = SnapshotFile::in_dir(dir, &meta.snapshot_id);
-    let mut out = tokio::fs::File::create(&file.path).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut out = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(crate::data_dir::FILE_MODE)
+        .open(&file.path)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     let mut hasher = Sha256::new();
     let mut expected_offset = 0u64;
     let mut chunk = Some(first);

@@ -49,10 +49,11 @@ pub enum StorageError {
 /// read transactions never fail on a missing table.
 pub fn open_database(path: &Path) -> Result<Arc<Database>, StorageError> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        crate::data_dir::create_private_dir(dir)?;
     }
     let db =
         Database::create(path).map_err(|source| StorageError::Open { path: path.display().to_string(), source })?;
+    crate::data_dir::make_private(path)?;
     let txn = db.begin_write().map_err(redb::Error::from)?;
     {
         txn.open_table(LOG).map_err(redb::Error::from)?;

@@ -65,7 +65,8 @@ pub(crate) fn apply_command(
         Some(Op::CreateToken(create)) => super::tokens::create(txn, index, create)?,
         Some(Op::RevokeToken(revoke)) => super::tokens::revoke(txn, index, revoke)?,
         Some(Op::RegisterWorker(register)) => super::workers::register(txn, index, register)?,
-        Some(Op::InitWorkerCa(init)) => super::workers::init_ca(txn, index, init)?,
+        Some(Op::InitWorkerCa(init)) => super::worker_ca::init(txn, index, init)?,
+        Some(Op::RetireLegacyWorkerCa(retire)) => super::worker_ca::retire(txn, index, retire)?,
         Some(Op::RecordWorkerCert(record)) => super::workers::record_cert(txn, index, record)?,
         Some(Op::UpdateWorker(update)) => super::workers::update(txn, index, update)?,
         Some(Op::WorkerTransitions(batch)) => super::workers::transitions(txn, index, term, batch)?,
@@ -210,7 +211,8 @@ impl FsmReader {
     pub fn worker_ca(&self) -> io::Result<Option<v1::InitWorkerCa>> {
         let txn = self.db.begin_read().map_err(io_err)?;
         let table = txn.open_table(FSM_META).map_err(io_err)?;
-        table.get(META_WORKER_CA).map_err(io_err)?.map(|v| decode(v.value(), "worker CA")).transpose()
+        let ca = table.get(META_WORKER_CA).map_err(io_err)?.map(|v| decode(v.value(), "worker CA")).transpose()?;
+        Ok(ca.map(|ca| super::worker_ca::stored(&ca)))
     }
 
     pub fn cluster_id(&self) -> io::Result<Option<String>> {

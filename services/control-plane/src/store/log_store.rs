@@ -181,7 +181,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let encoded: Vec<v1::Entry> = entries.into_iter().map(|entry| entry_to_pb(&entry)).collect();
+        let mut encoded: Vec<v1::Entry> = entries.into_iter().map(|entry| entry_to_pb(&entry)).collect();
+        // An entry from a leader on an older release may carry the worker CA key: never on disk.
+        for entry in &mut encoded {
+            super::worker_ca::strip_entry(entry);
+        }
         // Inline, not on the blocking pool: without the fsync this is a write into the page
         // cache, cheaper than the thread hop.
         let written = self.wal.write().unwrap_or_else(|p| p.into_inner()).append_unsynced(&encoded);

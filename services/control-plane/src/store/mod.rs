@@ -15,17 +15,22 @@
 
 mod db;
 mod fsm;
+#[doc(hidden)]
+pub mod legacy_fixture;
 mod log_store;
+mod scrub;
 mod snapshot;
 mod state_machine;
 mod tokens;
 mod wal;
+pub mod worker_ca;
 mod worker_states;
 mod workers;
 
 pub use db::{StorageError, open_database};
 pub use fsm::FsmReader;
 pub use log_store::LogStore;
+pub use scrub::{ScrubReport, scrub_worker_ca_key};
 pub use snapshot::{SnapshotFile, read_snapshot_records};
 pub use state_machine::StateMachineStore;
 pub use worker_states::{WorkerStateCache, WorkerStates};

@@ -52,11 +52,12 @@ pub(crate) fn write_snapshot(db: &Database, dir: &Path) -> io::Result<(SnapshotM
         Some(log_id) => format!("{}-{}-{}-{millis}", log_id.leader_id.term, log_id.leader_id.node_id, log_id.index),
         None => format!("0-0-0-{millis}"),
     };
-    fs::create_dir_all(dir)?;
+    crate::data_dir::create_private_dir(dir)?;
     let file = SnapshotFile::in_dir(dir, &id);
     let tmp = dir.join(format!("{id}.snap.tmp"));
     {
-        let mut out = BufWriter::new(File::create(&tmp)?);
+        let file = crate::data_dir::private_file().write(true).create(true).truncate(true).open(&tmp)?;
+        let mut out = BufWriter::new(file);
         out.write_all(HEADER)?;
         let mut write_record = |record: v1::snapshot_record::Record| -> io::Result<()> {
             let record = v1::SnapshotRecord { record: Some(record) };
@@ -66,7 +67,8 @@ pub(crate) fn write_snapshot(db: &Database, dir: &Path) -> io::Result<(SnapshotM
             write_record(v1::snapshot_record::Record::ClusterId(String::from_utf8_lossy(cluster_id.value()).into()))?;
         }
         if let Some(ca) = meta_table.get(META_WORKER_CA).map_err(io_err)? {
-            write_record(v1::snapshot_record::Record::WorkerCa(decode(ca.value(), "worker CA")?))?;
+            let ca = super::worker_ca::stored(&decode(ca.value(), "worker CA")?);
+            write_record(v1::snapshot_record::Record::WorkerCa(ca))?;
         }
         if let Some(next) = meta_table.get(META_NEXT_WORKER_ID).map_err(io_err)? {
             let next = next.value().try_into().map(u64::from_le_bytes).unwrap_or(1);
@@ -114,6 +116,39 @@ pub fn read_snapshot_records(path: &Path) -> io::Result<Vec<v1::SnapshotRecord>>
     Ok(records)
 }
 
+/// Drops a worker CA key (written by an older release) from the snapshot file at `path`,
+/// rewriting it atomically; true when there was one.
+pub(crate) fn scrub_worker_ca_key(path: &Path) -> io::Result<bool> {
+    let mut records = read_snapshot_records(path)?;
+    let mut found = false;
+    for record in &mut records {
+        if let Some(v1::snapshot_record::Record::WorkerCa(ca)) = &mut record.record
+            && !ca.key_pem.is_empty()
+        {
+            *ca = super::worker_ca::stored(ca);
+            found = true;
+        }
+    }
+    if !found {
+        return Ok(false);
+    }
+    let tmp = path.with_extension("snap.tmp");
+    {
+        let file = crate::data_dir::private_file().write(true).create(true).truncate(true).open(&tmp)?;
+        let mut out = BufWriter::new(file);
+        out.write_all(HEADER)?;
+        for record in &records {
+            out.write_all(&record.encode_length_delimited_to_vec())?;
+        }
+        out.into_inner().map_err(|err| err.into_error())?.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(true)
+}
+
 /// Replaces the FSM tables' contents with the snapshot's records.
 pub(crate) fn load_records(txn: &WriteTransaction, records: Vec<v1::SnapshotRecord>) -> io::Result<()> {
     let mut kv = txn.open_table(KV).map_err(io_err)?;
@@ -144,6 +179,8 @@ pub(crate) fn load_records(txn: &WriteTransaction, records: Vec<v1::SnapshotReco
                 workers.insert(worker.worker_id, worker.encode_to_vec().as_slice()).map_err(io_err)?;
             }
             Some(v1::snapshot_record::Record::WorkerCa(ca)) => {
+                // A snapshot from an older release may hold the key: never stored.
+                let ca = super::worker_ca::stored(&ca);
                 meta.insert(META_WORKER_CA, ca.encode_to_vec().as_slice()).map_err(io_err)?;
             }
             Some(v1::snapshot_record::Record::NextWorkerId(next)) => {
@@ -200,7 +237,11 @@ mod tests {
                 now_unix: 100,
                 profile: None,
             }),
-            v1::command::Op::InitWorkerCa(v1::InitWorkerCa { cert_pem: "cert".into(), key_pem: "key".into() }),
+            v1::command::Op::InitWorkerCa(v1::InitWorkerCa {
+                cert_pem: "cert".into(),
+                key_pem: "legacy key".into(),
+                ..Default::default()
+            }),
         ];
         for (n, op) in ops.into_iter().enumerate() {
             let result = crate::store::fsm::apply_command(
@@ -226,7 +267,10 @@ mod tests {
         assert_eq!(reader.cluster_id().unwrap().as_deref(), Some("c-1"));
         assert_eq!(reader.token(&token.token_id).unwrap().unwrap().remaining_uses, 0);
         assert_eq!(reader.worker(1).unwrap().unwrap().token_id, token.token_id);
-        assert_eq!(reader.worker_ca().unwrap().unwrap().cert_pem, "cert");
+        let ca = reader.worker_ca().unwrap().unwrap();
+        assert_eq!((ca.cert_pem.as_str(), ca.key_pem.as_str(), ca.key_exposed), ("cert", "", true));
+        let bytes = std::fs::read(&file.path).unwrap();
+        assert!(!bytes.windows(10).any(|w| w == b"legacy key"), "a snapshot never holds a worker CA key");
 
         // Ids continue after a restore: the next registration is worker 2.
         let spec = muster_token::TokenSpec::default();

@@ -48,7 +48,7 @@ const DURABLE_EVERY: Duration = Duration::from_secs(1);
 
 impl StateMachineStore {
     pub fn new(db: Arc<Database>, snapshot_dir: PathBuf) -> io::Result<Self> {
-        std::fs::create_dir_all(&snapshot_dir)?;
+        crate::data_dir::create_private_dir(&snapshot_dir)?;
         Ok(Self {
             db,
             snapshot_dir,
@@ -210,6 +210,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             if snapshot.path != file.path {
                 std::fs::rename(&snapshot.path, &file.path)?;
             }
+            // A snapshot from a leader on an older release may hold the worker CA key.
+            super::snapshot::scrub_worker_ca_key(&file.path)?;
             let mut txn = db.begin_write().map_err(io_err)?;
             txn.set_durability(Durability::Immediate).map_err(io::Error::other)?;
             load_records(&txn, records)?;

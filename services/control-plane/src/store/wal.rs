@@ -64,7 +64,7 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 impl Wal {
     /// Opens (creating) the log in `dir`, recovering from a torn final append.
     pub fn open(dir: &Path) -> io::Result<Self> {
-        fs::create_dir_all(dir)?;
+        crate::data_dir::create_private_dir(dir)?;
         let mut firsts: Vec<u64> = fs::read_dir(dir)?
             .filter_map(|entry| entry.ok())
             .filter_map(|entry| {
@@ -192,7 +192,7 @@ impl Wal {
 
     fn create_segment(&mut self, first: u64) -> io::Result<u64> {
         let path = segment_path(&self.dir, first);
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
+        let file = crate::data_dir::private_file().read(true).write(true).create(true).truncate(true).open(&path)?;
         sync_dir(&self.dir)?;
         self.segments.insert(first, Segment { file: Arc::new(file), len: 0 });
         Ok(first)
@@ -241,6 +241,55 @@ impl Wal {
         }
         Ok(())
     }
+}
+
+/// Rewrites, in place and atomically, every segment in `dir` holding an entry that `edit`
+/// changes (it returns true when it did); the other segments are not touched, and segments
+/// whose bytes do not contain `marker` are not even decoded. Runs before the log is opened.
+/// Returns how many entries changed.
+pub fn rewrite_entries(dir: &Path, marker: &[u8], mut edit: impl FnMut(&mut v1::Entry) -> bool) -> io::Result<usize> {
+    let Ok(listing) = fs::read_dir(dir) else { return Ok(0) };
+    let mut changed = 0;
+    for item in listing {
+        let path = item?.path();
+        if path.extension().is_none_or(|ext| ext != "wal") {
+            continue;
+        }
+        let bytes = fs::read(&path)?;
+        if !marker.is_empty() && !bytes.windows(marker.len()).any(|w| w == marker) {
+            continue;
+        }
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut offset = 0;
+        let mut edited = 0;
+        while let Some((payload, total)) = decode_record(&bytes[offset..]) {
+            let mut entry = v1::Entry::decode(payload)
+                .map_err(|e| corrupt(format!("{}: undecodable entry at byte {offset}: {e}", path.display())))?;
+            if edit(&mut entry) {
+                edited += 1;
+                let payload = entry.encode_to_vec();
+                out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+                out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+                out.extend_from_slice(&payload);
+            } else {
+                out.extend_from_slice(&bytes[offset..offset + total]);
+            }
+            offset += total;
+        }
+        if edited == 0 {
+            continue;
+        }
+        // Whatever follows the last whole record (a torn append) is kept for recovery to judge.
+        out.extend_from_slice(&bytes[offset..]);
+        let tmp = path.with_extension("wal.tmp");
+        let mut file = crate::data_dir::private_file().write(true).create(true).truncate(true).open(&tmp)?;
+        std::io::Write::write_all(&mut file, &out)?;
+        file.sync_all()?;
+        fs::rename(&tmp, &path)?;
+        sync_dir(dir)?;
+        changed += edited;
+    }
+    Ok(changed)
 }
 
 /// One record at the start of `bytes`: its payload and its total length, or `None` when the
@@ -344,6 +393,39 @@ mod tests {
         let mut wal = Wal::open(dir.path()).unwrap();
         wal.purge(100).unwrap();
         assert_eq!(indexes(&wal), [101]);
+    }
+
+    #[test]
+    fn rewriting_an_entry_leaves_no_trace_of_the_old_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path()).unwrap();
+        let secret = |index| v1::Entry {
+            log_id: Some(v1::LogId { leader_id: Some(v1::LeaderId { term: 1, node_id: 1 }), index }),
+            payload: Some(v1::entry::Payload::Normal(v1::Command {
+                op: Some(v1::command::Op::Put(v1::KvPut { key: "k".into(), value: b"SECRET-BYTES".to_vec() })),
+                ..Default::default()
+            })),
+        };
+        wal.append(&[entry(1), secret(2), entry(3)]).unwrap();
+        drop(wal);
+        let path = segment_path(dir.path(), 1);
+        let holds = |needle: &[u8]| fs::read(&path).unwrap().windows(needle.len()).any(|w| w == needle);
+        assert!(holds(b"SECRET-BYTES"));
+
+        let changed = rewrite_entries(dir.path(), b"SECRET", |e| {
+            let Some(v1::entry::Payload::Normal(command)) = &mut e.payload else { return false };
+            let Some(v1::command::Op::Put(put)) = &mut command.op else { return false };
+            put.value = b"scrubbed".to_vec();
+            true
+        })
+        .unwrap();
+        assert_eq!(changed, 1);
+        assert!(!holds(b"SECRET-BYTES") && holds(b"scrubbed"));
+        let wal = Wal::open(dir.path()).unwrap();
+        assert_eq!(indexes(&wal), [1, 2, 3], "the log is whole and in order");
+        assert_eq!(rewrite_entries(dir.path(), b"", |_| false).unwrap(), 0);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The FSM's worker-tier commands: registering a worker against a bootstrap token, and the
-//! cluster's one worker CA.
+//! The FSM's worker-tier commands: registering a worker against a bootstrap token, recording
+//! its certificates, and the operator's and the leader's changes to it (the worker CA is in
+//! [`super::worker_ca`]).
 
 use std::io;
 
@@ -7,9 +8,9 @@ use muster_proto::v1;
 use prost::Message;
 use redb::{ReadableTable, WriteTransaction};
 
-use super::db::{FSM_META, META_CLUSTER_ID, META_NEXT_WORKER_ID, META_WORKER_CA, TOKENS, WORKERS, decode, io_err};
+use super::db::{FSM_META, META_CLUSTER_ID, META_NEXT_WORKER_ID, TOKENS, WORKERS, decode, io_err};
 
-fn refused(index: u64, code: &str, error: String) -> v1::CommandResult {
+pub(crate) fn refused(index: u64, code: &str, error: String) -> v1::CommandResult {
     v1::CommandResult { index, error, error_code: code.to_string(), ..Default::default() }
 }
 
@@ -197,21 +198,6 @@ fn next_worker_id(meta: &redb::Table<&str, &[u8]>) -> io::Result<u64> {
     Ok(stored.and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes)).unwrap_or(1))
 }
 
-/// Stores the worker CA unless one exists; answers with the CA in force either way.
-pub(crate) fn init_ca(txn: &WriteTransaction, index: u64, init: &v1::InitWorkerCa) -> io::Result<v1::CommandResult> {
-    let mut meta = txn.open_table(FSM_META).map_err(io_err)?;
-    let existing =
-        meta.get(META_WORKER_CA).map_err(io_err)?.map(|v| decode::<v1::InitWorkerCa>(v.value(), "worker CA"));
-    if let Some(existing) = existing.transpose()? {
-        return Ok(v1::CommandResult { index, succeeded: false, worker_ca: Some(existing), ..Default::default() });
-    }
-    if init.cert_pem.is_empty() || init.key_pem.is_empty() {
-        return Ok(refused(index, "invalid", "a worker CA needs a certificate and a key".into()));
-    }
-    meta.insert(META_WORKER_CA, init.encode_to_vec().as_slice()).map_err(io_err)?;
-    Ok(v1::CommandResult { index, succeeded: true, worker_ca: Some(init.clone()), ..Default::default() })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,19 +315,6 @@ mod tests {
         assert_eq!(worker.labels.get("tier").map(String::as_str), Some("gpu"));
         assert!(!worker.labels.contains_key("rack"));
         assert_eq!(worker.labels.get("zone").map(String::as_str), Some("a"));
-    }
-
-    #[test]
-    fn the_first_worker_ca_wins() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = open_database(&dir.path().join("db")).unwrap();
-        let txn = db.begin_write().unwrap();
-        let a = v1::InitWorkerCa { cert_pem: "A".into(), key_pem: "a".into() };
-        let b = v1::InitWorkerCa { cert_pem: "B".into(), key_pem: "b".into() };
-        assert!(init_ca(&txn, 1, &a).unwrap().succeeded);
-        let lost = init_ca(&txn, 2, &b).unwrap();
-        assert!(!lost.succeeded);
-        assert_eq!(lost.worker_ca.unwrap().cert_pem, "A");
     }
 
     fn transition(
