@@ -51,12 +51,9 @@ fn check_spec(request: &v1::CreateTokenRequest) -> Result<(), ApiError> {
     if request.uses > MAX_USES {
         return Err(ApiError::InvalidArgument(format!("uses {} exceeds the limit of {MAX_USES}", request.uses)));
     }
-    if let Some(key) = request.labels.keys().find(|k| k.is_empty() || k.contains(['=', ',']) || k.len() > 253) {
-        return Err(ApiError::InvalidArgument(format!(
-            "label key {key:?} is invalid: non-empty, at most 253 bytes, no '=' or ','"
-        )));
-    }
-    Ok(())
+    // Workers registered with the token receive these labels: the same limits as their own.
+    muster_proto::limits::validate_labels("labels", &request.labels)
+        .map_err(|err| ApiError::InvalidArgument(err.to_string()))
 }
 
 #[tonic::async_trait]

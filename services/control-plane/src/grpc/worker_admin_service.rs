@@ -40,6 +40,22 @@ impl WorkerAdminApi {
         }
     }
 
+    /// Refuses a relabel whose labels, or the set it would leave, break the label limits.
+    fn check_labels(&self, worker_id: u64, change: &v1::LabelChange) -> Result<(), ApiError> {
+        let invalid = |err: muster_proto::limits::LimitError| ApiError::InvalidArgument(err.to_string());
+        muster_proto::limits::validate_labels("change.set", &change.set).map_err(invalid)?;
+        // Removing labels is always allowed, even from a set stored before the limits.
+        if change.set.is_empty() {
+            return Ok(());
+        }
+        if let Some(mut labels) = self.node.reader.worker(worker_id).map_err(storage_error)?.map(|w| w.labels) {
+            labels.retain(|key, _| !change.remove.contains(key));
+            labels.extend(change.set.clone());
+            muster_proto::limits::validate_labels("labels", &labels).map_err(invalid)?;
+        }
+        Ok(())
+    }
+
     async fn linearize(&self) -> Result<(), ApiError> {
         self.node.raft.ensure_linearizable(ReadPolicy::ReadIndex).await.map_err(read_error)?;
         Ok(())
@@ -100,11 +116,7 @@ impl WorkerAdminService for WorkerAdminApi {
         if change.set.is_empty() && change.remove.is_empty() {
             return Err(ApiError::InvalidArgument("no labels to set or remove".into()).into());
         }
-        if let Some(key) = change.set.keys().find(|k| k.is_empty() || k.contains(['=', ','])) {
-            return Err(
-                ApiError::InvalidArgument(format!("label key {key:?} is invalid: non-empty, no '=' or ','")).into()
-            );
-        }
+        self.check_labels(request.worker_id, &change)?;
         self.change(request.worker_id, v1::update_worker::Change::Labels(change)).await
     }
 }
