@@ -24,6 +24,7 @@ pub mod identity;
 pub mod metrics;
 pub mod service;
 pub mod session;
+pub mod split;
 pub mod state;
 pub mod tls;
 pub mod ttl;
