@@ -10,9 +10,10 @@ use muster_proto::v1::token_service_server::TokenService;
 use openraft::ReadPolicy;
 use tonic::{Request, Response, Status};
 
-use super::errors::{read_error, storage_error};
+use super::errors::{page_error, read_error, storage_error};
 use super::roles::require_role;
 use crate::node::NodeHandle;
+use crate::store::page_size;
 
 /// Tokens are an operator's business.
 const OPERATORS: &[&str] = &["operator"];
@@ -97,16 +98,16 @@ impl TokenService for TokenApi {
         require_role(&request, OPERATORS, SERVICE)?;
         self.node.raft.ensure_linearizable(ReadPolicy::ReadIndex).await.map_err(read_error)?;
         let now = unix_now();
-        let all = request.into_inner().all;
-        let tokens = self
+        let request = request.into_inner();
+        let all = request.all;
+        let page = self
             .node
             .reader
-            .tokens()
-            .map_err(storage_error)?
-            .into_iter()
-            .filter(|record| all || muster_token::state(record, now) == "active")
-            .collect();
-        Ok(Response::new(v1::ListTokensResponse { tokens }))
+            .tokens_page(&request.page_token, page_size(request.page_size), |record| {
+                all || muster_token::state(record, now) == "active"
+            })
+            .map_err(page_error)?;
+        Ok(Response::new(v1::ListTokensResponse { tokens: page.items, next_page_token: page.next_page_token }))
     }
 
     async fn revoke_token(

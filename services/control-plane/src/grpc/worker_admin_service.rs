@@ -8,10 +8,11 @@ use muster_proto::v1::worker_admin_service_server::WorkerAdminService;
 use openraft::ReadPolicy;
 use tonic::{Request, Response, Status};
 
-use super::errors::{read_error, storage_error};
+use super::errors::{page_error, read_error, storage_error};
 use super::roles::require_role;
 use super::token_service::unix_now;
 use crate::node::NodeHandle;
+use crate::store::page_size;
 
 const OPERATORS: &[&str] = &["operator"];
 const SERVICE: &str = "WorkerAdminService";
@@ -77,10 +78,12 @@ impl WorkerAdminService for WorkerAdminApi {
         require_role(&request, OPERATORS, SERVICE)?;
         self.linearize().await?;
         let filter = request.into_inner();
-        let workers: Vec<v1::WorkerRecord> =
-            self.node.reader.workers().map_err(storage_error)?.into_iter().filter(|w| matches(w, &filter)).collect();
+        let size = page_size(filter.page_size);
+        let page =
+            self.node.reader.workers_page(&filter.page_token, size, |w| matches(w, &filter)).map_err(page_error)?;
+        let workers = page.items;
         let leases = self.node.leases.views(&self.node, workers.iter().map(|w| w.worker_id));
-        Ok(Response::new(v1::ListWorkersResponse { workers, leases }))
+        Ok(Response::new(v1::ListWorkersResponse { workers, leases, next_page_token: page.next_page_token }))
     }
 
     async fn get_worker(&self, request: Request<v1::WorkerRequest>) -> Result<Response<v1::WorkerResponse>, Status> {

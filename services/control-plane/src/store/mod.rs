@@ -16,6 +16,7 @@
 mod db;
 mod fsm;
 mod log_store;
+mod pages;
 mod snapshot;
 mod state_machine;
 mod tokens;
@@ -26,6 +27,7 @@ mod workers;
 pub use db::{StorageError, open_database};
 pub use fsm::FsmReader;
 pub use log_store::LogStore;
+pub use pages::{PageError, page_size};
 pub use snapshot::{SnapshotFile, read_snapshot_records};
 pub use state_machine::StateMachineStore;
 pub use worker_states::{WorkerStateCache, WorkerStates};

@@ -137,6 +137,7 @@ mod tests {
                 worker(3, "2", v1::WorkerState::Ready),
             ],
             leases: Default::default(),
+            next_page_token: String::new(),
         };
         assert_eq!(ready_agents(&listed, 2).unwrap_err(), "agent 1, agent 2");
         listed.leases.insert(2, v1::WorkerLease::default());
