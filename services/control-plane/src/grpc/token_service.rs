@@ -10,7 +10,8 @@ use muster_proto::v1::token_service_server::TokenService;
 use openraft::ReadPolicy;
 use tonic::{Request, Response, Status};
 
-use super::errors::{page_error, read_error, storage_error};
+use super::errors::page_error;
+use super::errors::{read_error, storage_error};
 use super::roles::require_role;
 use crate::node::NodeHandle;
 use crate::store::page_size;

@@ -8,7 +8,8 @@ use muster_proto::v1::worker_admin_service_server::WorkerAdminService;
 use openraft::ReadPolicy;
 use tonic::{Request, Response, Status};
 
-use super::errors::{page_error, read_error, storage_error};
+use super::errors::page_error;
+use super::errors::{read_error, storage_error};
 use super::roles::require_role;
 use super::token_service::unix_now;
 use crate::node::NodeHandle;
