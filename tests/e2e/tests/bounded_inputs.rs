@@ -135,6 +135,9 @@ async fn oversize_inputs_are_refused_and_a_report_flood_costs_no_lease() {
     let oversize_token = v1::CreateTokenRequest { labels: labels(1, 1_000), ..Default::default() };
     let refused = client.create_token(oversize_token).await.map_err(|err| err.status().cloned().expect("a status"));
     assert_refused(refused, "max_label_value_bytes");
+    let long_description = v1::CreateTokenRequest { description: "d".repeat(2_000), ..Default::default() };
+    let refused = client.create_token(long_description).await.map_err(|err| err.status().cloned().expect("a status"));
+    assert_refused(refused, "max_description_bytes");
     let relabel = v1::LabelChange { set: labels(70, 1), remove: Vec::new() };
     let refused = client.label_worker(fine_id, relabel).await.map_err(|err| err.status().cloned().expect("a status"));
     assert_refused(refused, "max_labels");

@@ -24,6 +24,8 @@ const SERVICE: &str = "TokenService";
 const MAX_TTL_SECONDS: u64 = 365 * 24 * 3600;
 /// Most registrations one token may allow.
 const MAX_USES: u32 = 100_000;
+/// Longest token description (it is stored in Raft and listed with every token).
+const MAX_DESCRIPTION_BYTES: usize = 1024;
 
 #[derive(Clone)]
 pub struct TokenApi {
@@ -52,6 +54,12 @@ fn check_spec(request: &v1::CreateTokenRequest) -> Result<(), ApiError> {
     }
     if request.uses > MAX_USES {
         return Err(ApiError::InvalidArgument(format!("uses {} exceeds the limit of {MAX_USES}", request.uses)));
+    }
+    if request.description.len() > MAX_DESCRIPTION_BYTES {
+        return Err(ApiError::InvalidArgument(format!(
+            "description is {} bytes; the limit is {MAX_DESCRIPTION_BYTES} (max_description_bytes)",
+            request.description.len()
+        )));
     }
     // Workers registered with the token receive these labels: the same limits as their own.
     muster_proto::limits::validate_labels("labels", &request.labels)
