@@ -36,6 +36,15 @@ fn labels(count: usize, value_bytes: usize) -> std::collections::HashMap<String,
     (0..count).map(|i| (format!("k{i}"), "v".repeat(value_bytes))).collect()
 }
 
+/// Waits until something accepts connections at `addr` (a process just spawned).
+async fn wait_listening(addr: &str) {
+    eventually_msg(format!("{addr} accepts connections"), WAIT, || async {
+        tokio::net::TcpStream::connect(addr).await?;
+        Ok(())
+    })
+    .await;
+}
+
 fn assert_refused<T: std::fmt::Debug>(result: Result<T, tonic::Status>, limit: &str) {
     let status = result.expect_err("an oversize input is refused");
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
@@ -117,6 +126,7 @@ async fn oversize_inputs_are_refused_and_a_report_flood_costs_no_lease() {
     let options = Options { heartbeat: Some(policy), ..Options::tls() };
     let cluster = Cluster::start(1, options).await;
     let registrar = Registrar::start_with(&cluster, "register_per_second = 100000.0\nregister_burst = 100000\n");
+    wait_listening(&registrar.addr).await;
     let gateway = Gateway::start_with(&cluster, "gw-1", "batch_interval = \"100ms\"\nmin_report_interval = \"0s\"\n");
     gateway.wait_ready().await;
     let ca = ca_pem(&cluster);
@@ -236,6 +246,7 @@ async fn lists_page_and_musterctl_copes_with_huge_values() {
     const TOKENS: usize = 1_010;
     let cluster = Cluster::start(1, Options::tls()).await;
     let registrar = Registrar::start_with(&cluster, "register_per_second = 100000.0\nregister_burst = 100000\n");
+    wait_listening(&registrar.addr).await;
     let client = cluster.client();
     let shared = token(&cluster, WORKERS as u32).await;
     register_all(&registrar.addr, &ca_pem(&cluster), &shared, WORKERS, 8).await.expect("register");
