@@ -7,6 +7,10 @@
 //! reports acked). A failed batch keeps its beats and merges them under the next one, so a
 //! state change (a LEFT) is delayed by an outage but never lost; failures are retried with
 //! backoff and logged sparingly.
+//!
+//! One round may take several requests: the beats are split so no request passes
+//! [`MAX_BATCH_BYTES`] (well under the leader's message limit), and what a failure carries
+//! forward is one merged beat per worker, so a retry is never larger than the beats it holds.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -21,6 +25,7 @@ use tokio::sync::watch;
 use crate::admission::Refusal;
 use crate::beats::{Beat, merge_older};
 use crate::metrics::Metrics;
+use crate::split::split_beats;
 use crate::state::GatewayState;
 use crate::view::View;
 
@@ -30,6 +35,8 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
 const WARN_EVERY: Duration = Duration::from_secs(30);
 /// How long the last batch on shutdown may take.
 const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
+/// Largest `ReportLivenessRequest` sent: a quarter of the leader's default 4 MiB limit.
+pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
 
 /// Where batches go: the control-plane client, or a fake in tests.
 pub trait Upstream: Send + Sync + 'static {
@@ -53,39 +60,63 @@ pub struct Batcher<U> {
     carry: HashMap<u64, Beat>,
     failures: u32,
     last_warned: Option<Instant>,
+    /// Byte budget of one request ([`MAX_BATCH_BYTES`]).
+    max_batch_bytes: usize,
 }
 
 impl<U: Upstream> Batcher<U> {
     pub fn new(state: Arc<GatewayState>, upstream: Arc<U>, interval: Duration) -> Self {
-        Self { state, upstream, interval, carry: HashMap::new(), failures: 0, last_warned: None }
+        Self {
+            state,
+            upstream,
+            interval,
+            carry: HashMap::new(),
+            failures: 0,
+            last_warned: None,
+            max_batch_bytes: MAX_BATCH_BYTES,
+        }
     }
 
-    /// Sends one batch and applies the answer; on failure the beats are kept for the next.
-    /// Returns how many beats were delivered.
+    /// The same batcher with another per-request byte budget.
+    pub fn with_max_batch_bytes(mut self, max_batch_bytes: usize) -> Self {
+        self.max_batch_bytes = max_batch_bytes;
+        self
+    }
+
+    /// Sends the beats received since the last round (in as many requests as the byte budget
+    /// needs) and applies each answer; on failure the beats not yet delivered are kept for the
+    /// next round. Returns how many beats were delivered.
     pub async fn send_batch(&mut self) -> Result<usize, String> {
         let mut beats = self.state.pending.drain();
         merge_older(&mut beats, std::mem::take(&mut self.carry));
         let now = Instant::now();
         let budget = self.state.view().budget_per_second;
-        let request = v1::ReportLivenessRequest {
+        let header = v1::ReportLivenessRequest {
             gateway_id: self.state.id.clone(),
             gateway_addr: self.state.addr.clone(),
-            beats: beats.iter().map(|(worker, beat)| beat.to_wire(*worker, now)).collect(),
+            beats: Vec::new(),
             connected_workers: self.state.admission.connected(),
             // 0 when the policy sets no limit.
             budget_per_second: if budget.is_finite() { budget } else { 0.0 },
         };
-        match self.upstream.report_liveness(request).await {
-            Ok(response) => {
-                self.apply(&response, &beats, Instant::now());
-                Ok(beats.len())
-            }
-            Err(err) => {
-                Metrics::count(&self.state.metrics.batch_failures);
-                self.carry = beats;
-                Err(err)
+        let wire = beats.iter().map(|(worker, beat)| beat.to_wire(*worker, now)).collect();
+        let mut delivered = 0;
+        for request in split_beats(header, wire, self.max_batch_bytes) {
+            let ids: Vec<u64> = request.beats.iter().map(|beat| beat.worker_id).collect();
+            match self.upstream.report_liveness(request).await {
+                Ok(response) => {
+                    let sent: HashMap<u64, Beat> = ids.iter().filter_map(|id| beats.remove_entry(id)).collect();
+                    self.apply(&response, &sent, Instant::now());
+                    delivered += sent.len();
+                }
+                Err(err) => {
+                    Metrics::count(&self.state.metrics.batch_failures);
+                    self.carry = beats;
+                    return Err(err);
+                }
             }
         }
+        Ok(delivered)
     }
 
     fn apply(&self, response: &v1::ReportLivenessResponse, beats: &HashMap<u64, Beat>, now: Instant) {
@@ -310,6 +341,74 @@ mod tests {
         let one = second.beats.iter().find(|b| b.worker_id == 1).unwrap();
         assert_eq!(one.reported_state, v1::WorkerState::Left as i32, "the LEFT survived the failure");
         assert_eq!(batcher.carried(), 0);
+    }
+
+    fn full_beat(label_bytes: usize) -> Beat {
+        let profile = v1::WorkerProfile {
+            hostname: "node".into(),
+            labels: [("big".to_string(), "x".repeat(label_bytes))].into(),
+            ..Default::default()
+        };
+        Beat { profile: Some(profile), ..beat(v1::WorkerState::Ready as i32, false) }
+    }
+
+    #[tokio::test]
+    async fn large_rounds_are_split_under_the_byte_budget() {
+        use prost::Message as _;
+        let (state, fake, batcher) = setup();
+        let mut batcher = batcher.with_max_batch_bytes(64 * 1024);
+        for worker in 1..=20 {
+            state.pending.record(worker, full_beat(8_000));
+        }
+        assert_eq!(batcher.send_batch().await.unwrap(), 20);
+        let requests = fake.requests.lock().unwrap().clone();
+        assert!(requests.len() >= 3, "{} requests", requests.len());
+        assert!(requests.iter().all(|r| r.encoded_len() <= 64 * 1024));
+        assert_eq!(requests.iter().map(|r| r.beats.len()).sum::<usize>(), 20);
+        assert_eq!(state.metrics.beats_forwarded.load(Ordering::Relaxed), 20);
+    }
+
+    #[tokio::test]
+    async fn a_failed_round_is_never_resent_larger() {
+        use prost::Message as _;
+        let (state, fake, batcher) = setup();
+        let mut batcher = batcher.with_max_batch_bytes(64 * 1024);
+        // The leader refuses everything for a while; the workers keep sending full reports.
+        for _ in 0..10 {
+            fake.script.lock().unwrap().push(Err("message too large".into()));
+        }
+        for _round in 0..10 {
+            for worker in 1..=20 {
+                state.pending.record(worker, full_beat(8_000));
+            }
+            assert!(batcher.send_batch().await.is_err());
+            assert!(batcher.carried() <= 20, "one carried beat per worker, not {}", batcher.carried());
+        }
+        assert_eq!(batcher.send_batch().await.unwrap(), 20);
+        let requests = fake.requests.lock().unwrap().clone();
+        assert!(requests.iter().all(|r| r.encoded_len() <= 64 * 1024), "no request outgrows the budget");
+        let last_round: usize = requests[10..].iter().map(|r| r.beats.len()).sum();
+        assert_eq!(last_round, 20, "each worker's beat is delivered once");
+        assert_eq!(batcher.carried(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_round_failing_midway_keeps_only_the_undelivered_beats() {
+        let (state, fake, batcher) = setup();
+        let mut batcher = batcher.with_max_batch_bytes(20 * 1024);
+        for worker in 1..=6 {
+            state.pending.record(worker, full_beat(8_000));
+        }
+        {
+            let mut script = fake.script.lock().unwrap();
+            script.push(Ok(ok_response(Vec::new())));
+            script.push(Err("leader lost".into()));
+        }
+        assert!(batcher.send_batch().await.is_err());
+        let first = fake.requests.lock().unwrap()[0].beats.len();
+        assert!(first > 0 && first < 6);
+        assert_eq!(batcher.carried(), 6 - first);
+        assert_eq!(batcher.send_batch().await.unwrap(), 6 - first);
     }
 
     #[tokio::test]

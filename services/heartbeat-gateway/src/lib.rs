@@ -24,6 +24,7 @@ pub mod identity;
 pub mod metrics;
 pub mod service;
 pub mod session;
+pub mod split;
 pub mod state;
 pub mod tls;
 pub mod ttl;
@@ -44,8 +45,9 @@ use state::GatewayState;
 /// How long one batch may keep retrying inside the client (leader changes) before it counts
 /// as failed and its beats wait for the next one.
 const BATCH_CALL_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest `StatusReport` accepted (a profile with many labels fits easily).
-const MAX_REPORT_BYTES: usize = 256 * 1024;
+/// Largest `StatusReport` decoded: room for the largest valid profile, and no more (a larger
+/// one is refused as oversize without being buffered).
+const MAX_REPORT_BYTES: usize = muster_proto::limits::MAX_STATUS_REPORT_BYTES;
 /// Heartbeat spans and logs are DEBUG: they are the hot path (a sampled share of reports get
 /// an INFO span of their own, see [`session::TraceSampler`]).
 const QUIET_PATHS: &[&str] = &["/muster.v1.HeartbeatService/"];

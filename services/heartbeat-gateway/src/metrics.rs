@@ -19,6 +19,8 @@ pub struct Metrics {
     pub batches: AtomicU64,
     pub batch_failures: AtomicU64,
     pub refused: AtomicU64,
+    /// Reports refused for breaking an input limit (still counted as beats).
+    pub reports_refused: AtomicU64,
     /// Beats delivered to the leader in successful batches.
     pub beats_forwarded: AtomicU64,
     pub ttl_ms: AtomicU64,
@@ -39,6 +41,7 @@ impl Default for Metrics {
             batches: AtomicU64::new(0),
             batch_failures: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            reports_refused: AtomicU64::new(0),
             beats_forwarded: AtomicU64::new(0),
             ttl_ms: AtomicU64::new(0),
             worker_count: AtomicU64::new(0),
@@ -89,6 +92,11 @@ impl Metrics {
                 "muster_gateway_refused_total",
                 "Workers refused by the leader (revoked or unknown).",
                 load(&self.refused),
+            ),
+            (
+                "muster_gateway_reports_refused_total",
+                "Reports refused for breaking an input limit (oversize profile or message); the beat still counts.",
+                load(&self.reports_refused),
             ),
         ];
         for (name, help, value) in counters {
@@ -156,6 +164,7 @@ mod tests {
             "worker_count",
             "live_gateways",
             "refused_total",
+            "reports_refused_total",
         ] {
             assert!(text.contains(&format!("muster_gateway_{name}{{}}")), "{name} missing from {text}");
         }

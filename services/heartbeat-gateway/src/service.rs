@@ -62,6 +62,17 @@ fn end_status(worker: u64, reason: &EndReason) -> Status {
     }
 }
 
+/// A report over the decoding limit: `INVALID_ARGUMENT` naming the limit, with tonic's detail.
+fn oversize_status(decoding: &Status) -> Status {
+    Status::invalid_argument(format!(
+        "report refused: a StatusReport may be at most {} bytes (max_status_report_bytes; a profile at most {} bytes, \
+         max_profile_bytes): {}",
+        muster_proto::limits::MAX_STATUS_REPORT_BYTES,
+        muster_proto::limits::MAX_PROFILE_BYTES,
+        decoding.message()
+    ))
+}
+
 impl Heartbeats {
     fn identify<T>(&self, request: &Request<T>) -> Result<WorkerIdentity, Status> {
         match &self.auth {
@@ -170,6 +181,11 @@ fn acks(
                 }
                 Event::Control(Some(_)) => continue,
                 Event::Report(Ok(Some(report))) => report,
+                Event::Report(Err(status)) if status.code() == tonic::Code::OutOfRange => {
+                    session.oversize(&state, Instant::now());
+                    yield Err(oversize_status(&status));
+                    break;
+                }
                 // The worker closed its side, or the connection broke.
                 Event::Report(Ok(None)) | Event::Report(Err(_)) => break,
             };

@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use muster_proto::limits::{self, LimitError};
 use muster_proto::v1;
 use muster_proto::v1::WorkerState;
 use tracing::Span;
@@ -70,6 +71,10 @@ pub struct Reply {
 pub enum ReportError {
     #[error("state {0} cannot be reported by a worker: report READY, or LEFT on a graceful exit")]
     BadState(String),
+    /// The report still counted as a beat (the worker keeps its lease); its profile and state
+    /// were not forwarded.
+    #[error("report refused, its profile breaks a limit: {0}")]
+    Profile(#[from] LimitError),
 }
 
 #[derive(Debug)]
@@ -108,6 +113,9 @@ impl Session {
             Ok(other) => return Err(ReportError::BadState(other.as_str_name().to_string())),
             Err(_) => return Err(ReportError::BadState(report.state.to_string())),
         };
+        // An oversize profile is refused, but the report still proves the worker alive: it is
+        // recorded as a plain beat so a misconfigured worker never loses its lease over it.
+        let refused = report.profile.as_ref().and_then(|profile| limits::validate_profile(profile).err());
 
         let (throttled, wait) = self.budget(state, now);
         Metrics::count(if throttled { &state.metrics.throttled } else { &state.metrics.accepted });
@@ -122,7 +130,9 @@ impl Session {
 
         // Forward a state only when it changes, or on a full report (a gateway or a new leader
         // that never saw this worker learns everything at once).
-        let forward = if report.full {
+        let forward = if refused.is_some() {
+            WorkerState::Unspecified
+        } else if report.full {
             if reported == WorkerState::Unspecified { WorkerState::Ready } else { reported }
         } else if reported != WorkerState::Unspecified && reported as i32 != self.last_forwarded {
             reported
@@ -139,12 +149,32 @@ impl Session {
                 received: now,
                 ttl_ms,
                 reported_state: forward as i32,
-                profile: if report.full { report.profile } else { None },
+                profile: if report.full && refused.is_none() { report.profile } else { None },
                 cert_serial: if forwarding { self.cert_serial.clone() } else { None },
-                held: !self.admitted,
+                // A refused report gets no ack to hold.
+                held: !self.admitted && refused.is_none(),
             },
         );
+        if let Some(err) = refused {
+            Metrics::count(&state.metrics.reports_refused);
+            return Err(err.into());
+        }
         Ok(Reply { sequence: report.sequence, reported_epoch: report.gateways_epoch, ttl_ms, throttled })
+    }
+
+    /// A report too large to decode came in: it is refused, but it still proves the worker
+    /// alive, so a plain beat is recorded and the worker keeps its lease.
+    pub fn oversize(&mut self, state: &GatewayState, now: Instant) {
+        Metrics::count(&state.metrics.reports_refused);
+        let beat = Beat {
+            received: now,
+            ttl_ms: state.view().base_ttl_ms,
+            reported_state: WorkerState::Unspecified as i32,
+            profile: None,
+            cert_serial: None,
+            held: false,
+        };
+        state.pending.record(self.worker_id, beat);
     }
 
     /// Whether this report is over budget, and by how long to stretch its TTL. A report
@@ -271,6 +301,34 @@ mod tests {
         let err = s.report(&state, report(3, WorkerState::Revoked as i32, false), t0, 0.0).unwrap_err();
         assert!(err.to_string().contains("WORKER_STATE_REVOKED"), "{err}");
         assert!(s.report(&state, report(4, 99, false), t0, 0.0).is_err());
+    }
+
+    #[test]
+    fn an_oversize_profile_is_refused_naming_the_limit_but_still_counts_as_a_beat() {
+        let t0 = Instant::now();
+        let state = gateway(50, t0);
+        let mut s = session(1, false);
+        let mut oversize = report(1, READY, true);
+        let labels = (0..65).map(|i| (format!("k{i}"), "v".into())).collect();
+        oversize.profile.as_mut().unwrap().labels = labels;
+        let err = s.report(&state, oversize, t0, 0.0).unwrap_err();
+        assert!(matches!(err, ReportError::Profile(_)), "{err}");
+        assert!(err.to_string().contains("max_labels"), "{err}");
+        let beat = state.pending.drain().remove(&1).expect("the lease is kept");
+        assert_eq!((beat.reported_state, beat.held), (0, false));
+        assert_eq!(beat.profile, None, "the oversize profile is not forwarded");
+        assert_eq!(state.metrics.reports_refused.load(std::sync::atomic::Ordering::Relaxed), 1);
+
+        // The next good report (a new stream) forwards state and profile as usual.
+        let mut s = session(1, false);
+        s.report(&state, report(1, READY, true), t0 + Duration::from_secs(1), 0.0).unwrap();
+        let beat = state.pending.drain().remove(&1).unwrap();
+        assert_eq!(beat.reported_state, READY);
+        assert!(beat.profile.is_some());
+
+        s.oversize(&state, t0 + Duration::from_secs(2));
+        let beat = state.pending.drain().remove(&1).expect("an undecodable report still counts");
+        assert_eq!((beat.reported_state, beat.profile, beat.ttl_ms), (0, None, 20_000));
     }
 
     #[test]

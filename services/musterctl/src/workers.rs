@@ -145,6 +145,7 @@ pub async fn run(command: WorkersCommand, connect: &ConnectArgs, format: Format)
             let filter = v1::ListWorkersRequest {
                 state: state.map_or(0, |s| v1::WorkerState::from(s) as i32),
                 labels: labels.into_iter().collect(),
+                ..Default::default()
             };
             let listed = client.list_workers_with_leases(filter).await?;
             print_workers(&listed.workers, &listed.leases, format);

@@ -61,8 +61,10 @@ impl Registrar {
     ) -> Result<v1::RegisterResponse, Status> {
         self.check_rate(&request, "Register")?;
         let request = request.into_inner();
-        // Refuse a bad CSR before the token is spent.
+        // Refuse a bad CSR or an oversize profile before the token is spent.
         Signer::check_csr(&request.csr_pem)?;
+        muster_proto::limits::validate_profile(&request.profile.clone().unwrap_or_default())
+            .map_err(|err| ApiError::InvalidArgument(err.to_string()))?;
         let registered = self
             .client
             .register_worker(v1::RegisterWorkerRequest { token: request.token, profile: request.profile })

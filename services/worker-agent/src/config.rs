@@ -76,6 +76,9 @@ impl AgentConfig {
             });
         }
         self.admin_limits.validate("admin_limits")?;
+        // The registrar would refuse them anyway; say so at start-up, naming the field.
+        muster_proto::limits::validate_labels("cluster.labels", labels)
+            .map_err(|err| ConfigError::Invalid { field: "cluster.labels".into(), message: err.to_string() })?;
         Ok(WorkerSettings {
             servers: servers.clone(),
             token_file: token_file.as_ref().map(PathBuf::from),
@@ -120,5 +123,15 @@ mod tests {
         assert!(err.contains("worker-tier") && err.contains("single-node"), "{err}");
         let no_servers = "[cluster]\nmode = \"worker-tier\"\nrole = \"worker\"\n";
         assert!(toml::from_str::<AgentConfig>(no_servers).unwrap().validate().is_err());
+    }
+
+    #[test]
+    fn oversize_labels_stop_start_up_naming_the_field_and_the_limit() {
+        let toml = "[cluster]\nmode = \"worker-tier\"\nrole = \"worker\"\nservers = [\"reg:3670\"]\n";
+        let long = format!("{toml}labels = {{ rack = \"{}\" }}\n", "r".repeat(300));
+        let err = toml::from_str::<AgentConfig>(&long).unwrap().validate().unwrap_err().to_string();
+        assert!(err.starts_with("cluster.labels:") && err.contains("max_label_value_bytes"), "{err}");
+        let fine = format!("{toml}labels = {{ rack = \"r1\" }}\n");
+        assert!(toml::from_str::<AgentConfig>(&fine).unwrap().validate().is_ok());
     }
 }

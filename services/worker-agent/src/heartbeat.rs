@@ -199,10 +199,15 @@ impl Heartbeats {
         let id = self.worker_id;
         let dir = "the identity dir (cluster.identity_dir)";
         End::Fatal(match &error {
-            StreamError::Status(status) if status.code() == tonic::Code::PermissionDenied => anyhow::anyhow!(
-                "worker {id} was revoked ({error}); it can never heartbeat again. To bring this node back, delete \
-                 {dir} and register it as a new worker with a fresh bootstrap token"
-            ),
+            StreamError::Status(status) if status.code() == tonic::Code::PermissionDenied => {
+                anyhow::Error::new(crate::Revoked {
+                    worker_id: id,
+                    message: format!(
+                        "worker {id} was revoked ({error}); it can never heartbeat again. To bring this node back, \
+                         delete {dir} and register it as a new worker with a fresh bootstrap token"
+                    ),
+                })
+            }
             _ => anyhow::anyhow!(
                 "the cluster does not know worker {id} ({error}); was this identity made for another cluster? \
                  Delete {dir} and register with a fresh bootstrap token"

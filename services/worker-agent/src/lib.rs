@@ -36,6 +36,22 @@ use status::AgentStatus;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+/// The agent stopped because its worker was revoked: no gateway or registrar will take it
+/// again. The message names the way out; a supervisor can tell this end from a failure.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Revoked {
+    pub worker_id: u64,
+    pub message: String,
+}
+
+impl Revoked {
+    /// The revocation behind `err`, if that is why the agent stopped.
+    pub fn find(err: &anyhow::Error) -> Option<&Revoked> {
+        err.chain().find_map(|cause| cause.downcast_ref::<Revoked>())
+    }
+}
+
 fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }

@@ -215,10 +215,14 @@ async fn renew_with(server: &str, identity: &Identity, csr_pem: &str) -> Result<
     let id = identity.meta.worker_id;
     let refusal = format!("{} ({:?})", status.message(), status.code());
     Err(match status.code() {
-        tonic::Code::PermissionDenied => Attempt::Fatal(anyhow::anyhow!(
-            "worker {id} was revoked: registrar {server} refused to renew its certificate ({refusal}). To bring this \
-             node back, delete the identity dir (cluster.identity_dir) and register it with a fresh bootstrap token"
-        )),
+        tonic::Code::PermissionDenied => Attempt::Fatal(anyhow::Error::new(crate::Revoked {
+            worker_id: id,
+            message: format!(
+                "worker {id} was revoked: registrar {server} refused to renew its certificate ({refusal}). To bring \
+                 this node back, delete the identity dir (cluster.identity_dir) and register it with a fresh \
+                 bootstrap token"
+            ),
+        })),
         tonic::Code::NotFound => Attempt::Fatal(anyhow::anyhow!(
             "the cluster does not know worker {id} ({refusal}); delete the identity dir (cluster.identity_dir) and \
              register with a fresh bootstrap token"

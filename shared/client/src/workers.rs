@@ -6,12 +6,32 @@ use muster_proto::v1::worker_admin_service_client::WorkerAdminServiceClient;
 use crate::{ClientError, ControlPlaneClient};
 
 impl ControlPlaneClient {
+    /// Every worker matching `filter`, fetched page by page.
     pub async fn list_workers(&self, filter: v1::ListWorkersRequest) -> Result<Vec<v1::WorkerRecord>, ClientError> {
         Ok(self.list_workers_with_leases(filter).await?.workers)
     }
 
-    /// The workers and, by id, their leases as the leader holds them.
+    /// Every worker matching `filter` and, by id, their leases as the leader holds them: all
+    /// pages, from `filter.page_token` on, merged into one answer (with no next page token).
     pub async fn list_workers_with_leases(
+        &self,
+        filter: v1::ListWorkersRequest,
+    ) -> Result<v1::ListWorkersResponse, ClientError> {
+        let mut all = v1::ListWorkersResponse::default();
+        let mut request = filter;
+        loop {
+            let page = self.list_workers_page(request.clone()).await?;
+            all.workers.extend(page.workers);
+            all.leases.extend(page.leases);
+            if page.next_page_token.is_empty() || page.next_page_token == request.page_token {
+                return Ok(all);
+            }
+            request.page_token = page.next_page_token;
+        }
+    }
+
+    /// One page of workers (`page_size`, `page_token`), as the server answered it.
+    pub async fn list_workers_page(
         &self,
         filter: v1::ListWorkersRequest,
     ) -> Result<v1::ListWorkersResponse, ClientError> {

@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+pub mod limits;
+
 pub mod v1 {
     tonic::include_proto!("muster.v1");
 }

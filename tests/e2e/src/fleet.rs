@@ -203,7 +203,7 @@ impl Fleet {
 
 /// The worker agent's own TLS for gateways, presenting `identity` and trusting `ca_pem` (the
 /// cluster CA): a gateway is accepted for its role, as real workers accept it.
-fn gateway_tls(identity: &SimIdentity, ca_pem: &str) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+pub fn gateway_tls(identity: &SimIdentity, ca_pem: &str) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let agent_identity = muster_worker_agent::identity::Identity {
         meta: muster_worker_agent::identity::IdentityMeta {
             worker_id: identity.worker_id,

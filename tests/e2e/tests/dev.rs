@@ -175,3 +175,53 @@ async fn dev_mode_runs_everything_in_one_process_and_resumes_from_its_data_dir()
     let status = dev.terminate().await;
     assert!(status.success(), "musterctl dev exited with {status} after the second run");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_a_dev_agent_stops_only_that_agent_and_a_restart_registers_it_anew() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let data_dir = temp.path().join("dev");
+
+    let mut dev = Dev::start(&data_dir, temp.path(), 1).await;
+    let ctl_line = dev.line("", " workers list");
+    let client = client_from(&ctl_line);
+    let first_ids = three_ready(&client).await;
+    let revoked = first_ids[0];
+
+    let revoke_line = ctl_line.replace(" workers list", &format!(" workers revoke {revoked}"));
+    let (ok, out) = run_line(&revoke_line).await.expect("the musterctl revoke runs");
+    assert!(ok, "{revoke_line}:\n{out}");
+
+    // The agent learns it is revoked from the gateway and stops, alone.
+    let stderr = dev.stderr.clone();
+    let notice = format!("(worker {revoked}) was revoked and stops");
+    eventually_msg("the dev process reports the revoked agent", Duration::from_secs(30), || async {
+        let text = std::fs::read_to_string(&stderr)?;
+        anyhow::ensure!(text.contains(&notice), "not yet in stderr");
+        Ok(())
+    })
+    .await;
+    assert!(dev.child.try_wait().expect("polling musterctl dev").is_none(), "musterctl dev kept running");
+    let others: Vec<u64> = first_ids[1..].to_vec();
+    eventually_msg("the other two agents stay Ready", Duration::from_secs(10), || async {
+        let filter = v1::ListWorkersRequest { state: v1::WorkerState::Ready as i32, ..Default::default() };
+        let mut ready: Vec<u64> = client.list_workers(filter).await?.iter().map(|w| w.worker_id).collect();
+        ready.sort();
+        anyhow::ensure!(ready == others, "Ready: {ready:?}");
+        Ok(())
+    })
+    .await;
+    let (ok, out) = run_line(&ctl_line).await.expect("the printed musterctl runs");
+    assert!(ok && out.contains("revoked"), "{ctl_line}:\n{out}");
+
+    let status = dev.terminate().await;
+    assert!(status.success(), "musterctl dev exited with {status} after a revocation");
+
+    // The next start replaces the revoked identity with a new worker; the others come back.
+    let dev = Dev::start(&data_dir, temp.path(), 2).await;
+    let client = client_from(&dev.line("", " workers list"));
+    let second_ids = three_ready(&client).await;
+    assert_eq!(second_ids[..2], first_ids[1..], "the unrevoked agents keep their workers");
+    assert!(second_ids[2] > revoked && !first_ids.contains(&second_ids[2]), "{second_ids:?}");
+    let status = dev.terminate().await;
+    assert!(status.success(), "musterctl dev exited with {status} after the restart");
+}

@@ -168,6 +168,7 @@ async fn operators_list_drain_revoke_and_relabel_workers() {
     let filter = |state: v1::WorkerState, labels: &[(&str, &str)]| v1::ListWorkersRequest {
         state: state as i32,
         labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ..Default::default()
     };
     let draining = client.list_workers(filter(v1::WorkerState::Draining, &[])).await.expect("list draining");
     assert_eq!(draining.iter().map(|w| w.worker_id).collect::<Vec<_>>(), vec![a]);

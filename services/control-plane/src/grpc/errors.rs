@@ -4,6 +4,7 @@
 use muster_middleware::{ApiError, LeaderHint};
 use openraft::errors::{ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError};
 
+use crate::store::PageError;
 use crate::types::TypeConfig;
 
 pub fn forward_to_leader(forward: &ForwardToLeader<TypeConfig>) -> ApiError {
@@ -46,4 +47,11 @@ pub fn read_error(err: RaftError<TypeConfig, LinearizableReadError<TypeConfig>>)
 
 pub fn storage_error(err: std::io::Error) -> ApiError {
     ApiError::Internal(format!("storage: {err}"))
+}
+
+pub fn page_error(err: PageError) -> ApiError {
+    match err {
+        PageError::BadToken(bad) => ApiError::InvalidArgument(bad.to_string()),
+        PageError::Storage(err) => storage_error(err),
+    }
 }

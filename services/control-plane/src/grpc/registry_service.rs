@@ -45,10 +45,7 @@ pub fn token_refusal(code: &str, message: String) -> ApiError {
 }
 
 fn check_profile(profile: &v1::WorkerProfile) -> Result<(), ApiError> {
-    if profile.hostname.is_empty() || profile.hostname.len() > 253 {
-        return Err(ApiError::InvalidArgument("profile.hostname must be 1 to 253 bytes".into()));
-    }
-    Ok(())
+    muster_proto::limits::validate_profile(profile).map_err(|err| ApiError::InvalidArgument(err.to_string()))
 }
 
 #[tonic::async_trait]

@@ -10,13 +10,17 @@ use muster_proto::v1::token_service_server::TokenService;
 use openraft::ReadPolicy;
 use tonic::{Request, Response, Status};
 
+use super::errors::page_error;
 use super::errors::{read_error, storage_error};
 use crate::node::NodeHandle;
+use crate::store::page_size;
 
 /// Longest token lifetime accepted.
 const MAX_TTL_SECONDS: u64 = 365 * 24 * 3600;
 /// Most registrations one token may allow.
 const MAX_USES: u32 = 100_000;
+/// Longest token description (it is stored in Raft and listed with every token).
+const MAX_DESCRIPTION_BYTES: usize = 1024;
 
 #[derive(Clone)]
 pub struct TokenApi {
@@ -46,12 +50,15 @@ fn check_spec(request: &v1::CreateTokenRequest) -> Result<(), ApiError> {
     if request.uses > MAX_USES {
         return Err(ApiError::InvalidArgument(format!("uses {} exceeds the limit of {MAX_USES}", request.uses)));
     }
-    if let Some(key) = request.labels.keys().find(|k| k.is_empty() || k.contains(['=', ',']) || k.len() > 253) {
+    if request.description.len() > MAX_DESCRIPTION_BYTES {
         return Err(ApiError::InvalidArgument(format!(
-            "label key {key:?} is invalid: non-empty, at most 253 bytes, no '=' or ','"
+            "description is {} bytes; the limit is {MAX_DESCRIPTION_BYTES} (max_description_bytes)",
+            request.description.len()
         )));
     }
-    Ok(())
+    // Workers registered with the token receive these labels: the same limits as their own.
+    muster_proto::limits::validate_labels("labels", &request.labels)
+        .map_err(|err| ApiError::InvalidArgument(err.to_string()))
 }
 
 #[tonic::async_trait]
@@ -93,16 +100,16 @@ impl TokenService for TokenApi {
     ) -> Result<Response<v1::ListTokensResponse>, Status> {
         self.node.raft.ensure_linearizable(ReadPolicy::ReadIndex).await.map_err(read_error)?;
         let now = unix_now();
-        let all = request.into_inner().all;
-        let tokens = self
+        let request = request.into_inner();
+        let all = request.all;
+        let page = self
             .node
             .reader
-            .tokens()
-            .map_err(storage_error)?
-            .into_iter()
-            .filter(|record| all || muster_token::state(record, now) == "active")
-            .collect();
-        Ok(Response::new(v1::ListTokensResponse { tokens }))
+            .tokens_page(&request.page_token, page_size(request.page_size), |record| {
+                all || muster_token::state(record, now) == "active"
+            })
+            .map_err(page_error)?;
+        Ok(Response::new(v1::ListTokensResponse { tokens: page.items, next_page_token: page.next_page_token }))
     }
 
     async fn revoke_token(

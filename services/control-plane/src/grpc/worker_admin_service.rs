@@ -8,9 +8,11 @@ use muster_proto::v1::worker_admin_service_server::WorkerAdminService;
 use openraft::ReadPolicy;
 use tonic::{Request, Response, Status};
 
+use super::errors::page_error;
 use super::errors::{read_error, storage_error};
 use super::token_service::unix_now;
 use crate::node::NodeHandle;
+use crate::store::page_size;
 
 #[derive(Clone)]
 pub struct WorkerAdminApi {
@@ -36,6 +38,22 @@ impl WorkerAdminApi {
         }
     }
 
+    /// Refuses a relabel whose labels, or the set it would leave, break the label limits.
+    fn check_labels(&self, worker_id: u64, change: &v1::LabelChange) -> Result<(), ApiError> {
+        let invalid = |err: muster_proto::limits::LimitError| ApiError::InvalidArgument(err.to_string());
+        muster_proto::limits::validate_labels("change.set", &change.set).map_err(invalid)?;
+        // Removing labels is always allowed, even from a set stored before the limits.
+        if change.set.is_empty() {
+            return Ok(());
+        }
+        if let Some(mut labels) = self.node.reader.worker(worker_id).map_err(storage_error)?.map(|w| w.labels) {
+            labels.retain(|key, _| !change.remove.contains(key));
+            labels.extend(change.set.clone());
+            muster_proto::limits::validate_labels("labels", &labels).map_err(invalid)?;
+        }
+        Ok(())
+    }
+
     async fn linearize(&self) -> Result<(), ApiError> {
         self.node.raft.ensure_linearizable(ReadPolicy::ReadIndex).await.map_err(read_error)?;
         Ok(())
@@ -56,10 +74,12 @@ impl WorkerAdminService for WorkerAdminApi {
     ) -> Result<Response<v1::ListWorkersResponse>, Status> {
         self.linearize().await?;
         let filter = request.into_inner();
-        let workers: Vec<v1::WorkerRecord> =
-            self.node.reader.workers().map_err(storage_error)?.into_iter().filter(|w| matches(w, &filter)).collect();
+        let size = page_size(filter.page_size);
+        let page =
+            self.node.reader.workers_page(&filter.page_token, size, |w| matches(w, &filter)).map_err(page_error)?;
+        let workers = page.items;
         let leases = self.node.leases.views(&self.node, workers.iter().map(|w| w.worker_id));
-        Ok(Response::new(v1::ListWorkersResponse { workers, leases }))
+        Ok(Response::new(v1::ListWorkersResponse { workers, leases, next_page_token: page.next_page_token }))
     }
 
     async fn get_worker(&self, request: Request<v1::WorkerRequest>) -> Result<Response<v1::WorkerResponse>, Status> {
@@ -91,11 +111,7 @@ impl WorkerAdminService for WorkerAdminApi {
         if change.set.is_empty() && change.remove.is_empty() {
             return Err(ApiError::InvalidArgument("no labels to set or remove".into()).into());
         }
-        if let Some(key) = change.set.keys().find(|k| k.is_empty() || k.contains(['=', ','])) {
-            return Err(
-                ApiError::InvalidArgument(format!("label key {key:?} is invalid: non-empty, no '=' or ','")).into()
-            );
-        }
+        self.check_labels(request.worker_id, &change)?;
         self.change(request.worker_id, v1::update_worker::Change::Labels(change)).await
     }
 }

@@ -154,6 +154,8 @@ impl Leases {
                     if let (Some(record), Some(profile)) = (stored, &beat.profile)
                         && record.profile.as_ref() != Some(profile)
                         && beat.reported_state != v1::WorkerState::Left as i32
+                        // Gateways refuse oversize profiles; one that slips through never reaches Raft.
+                        && muster_proto::limits::validate_profile(profile).is_ok()
                     {
                         table.queue_profile(id, record.state, profile.clone());
                     }

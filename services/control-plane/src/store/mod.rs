@@ -18,6 +18,7 @@ mod fsm;
 #[doc(hidden)]
 pub mod legacy_fixture;
 mod log_store;
+mod pages;
 mod scrub;
 mod snapshot;
 mod state_machine;
@@ -30,6 +31,7 @@ mod workers;
 pub use db::{StorageError, open_database};
 pub use fsm::FsmReader;
 pub use log_store::LogStore;
+pub use pages::{PageError, page_size};
 pub use scrub::{ScrubReport, scrub_worker_ca_key};
 pub use snapshot::{SnapshotFile, read_snapshot_records};
 pub use state_machine::StateMachineStore;

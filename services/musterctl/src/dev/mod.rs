@@ -164,7 +164,10 @@ async fn serve(
         return Ok(());
     };
 
-    let to_register = agents::prepare(dir, AGENTS)?;
+    let Some(revoked) = step(supervisor, signals, readiness::revoked(client)).await? else {
+        return Ok(());
+    };
+    let to_register = agents::prepare(dir, AGENTS, &revoked)?;
     if to_register > 0 {
         let token_file = dir.token_file();
         let token = readiness::bootstrap_token(client, &token_file, to_register);
@@ -191,8 +194,20 @@ async fn serve(
     });
     for (n, admin) in (1..=AGENTS).zip(agents_admin) {
         let config = configs::agent(dir, n, addrs)?;
-        supervisor.spawn(format!("worker agent {n}"), "agents", move |shutdown| {
-            muster_worker_agent::run(config, admin, shutdown)
+        // An operator may revoke an agent's worker: only that agent stops.
+        supervisor.spawn_optional(format!("worker agent {n}"), "agents", move |shutdown| async move {
+            let result = muster_worker_agent::run(config, admin, shutdown).await;
+            match result.as_ref().err().and_then(muster_worker_agent::Revoked::find) {
+                Some(revoked) => {
+                    eprintln!(
+                        "musterctl dev: agent {n} (worker {}) was revoked and stops; the rest keeps running, and the \
+                         next start registers it as a new worker",
+                        revoked.worker_id
+                    );
+                    Ok(())
+                }
+                None => result,
+            }
         });
     }
 

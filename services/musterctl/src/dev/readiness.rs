@@ -2,6 +2,7 @@
 //! user's first command takes) rather than by peeking at in-process state: the summary is
 //! printed only once the commands it suggests will work and every worker is heartbeating.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
@@ -47,6 +48,13 @@ pub async fn worker_ca(client: &ControlPlaneClient) -> anyhow::Result<()> {
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// The ids of the workers the cluster has revoked (their identities are useless).
+pub async fn revoked(client: &ControlPlaneClient) -> anyhow::Result<HashSet<u64>> {
+    let filter = v1::ListWorkersRequest { state: v1::WorkerState::Revoked as i32, ..Default::default() };
+    let workers = client.list_workers(filter).await.context("listing revoked workers")?;
+    Ok(workers.into_iter().map(|worker| worker.worker_id).collect())
 }
 
 /// Creates a token for `uses` registrations and writes it to `path` (0600).
@@ -137,6 +145,7 @@ mod tests {
                 worker(3, "2", v1::WorkerState::Ready),
             ],
             leases: Default::default(),
+            next_page_token: String::new(),
         };
         assert_eq!(ready_agents(&listed, 2).unwrap_err(), "agent 1, agent 2");
         listed.leases.insert(2, v1::WorkerLease::default());

@@ -1,7 +1,9 @@
 //! The embedded components as tasks of one runtime: each gets its own stop signal, any of them
 //! ending on its own is reported (so one failure stops everything instead of leaving a
 //! half-working cluster), and shutdown goes group by group in the reverse of start order, so
-//! agents report their leave through a gateway that is still up.
+//! agents report their leave through a gateway that is still up. A component spawned with
+//! [`Supervisor::spawn_optional`] may end cleanly on its own (a revoked agent) without
+//! stopping the rest.
 
 use std::future::Future;
 use std::time::Duration;
@@ -17,6 +19,8 @@ struct Running {
     group: &'static str,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
+    /// Ending with `Ok` on its own is not a failure.
+    optional: bool,
 }
 
 pub struct Supervisor {
@@ -41,6 +45,31 @@ impl Supervisor {
     ) where
         Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
+        self.start(name.into(), group, false, start);
+    }
+
+    /// [`spawn`](Self::spawn) for a component that may end with `Ok` on its own: the others
+    /// keep running. An error is still a failure.
+    pub fn spawn_optional<Fut>(
+        &mut self,
+        name: impl Into<String>,
+        group: &'static str,
+        start: impl FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
+    ) where
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        self.start(name.into(), group, true, start);
+    }
+
+    fn start<Fut>(
+        &mut self,
+        name: String,
+        group: &'static str,
+        optional: bool,
+        start: impl FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
+    ) where
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
         let (stop, stopped) = oneshot::channel::<()>();
         let shutdown = Box::pin(async move {
             let _ = stopped.await;
@@ -53,7 +82,7 @@ impl Supervisor {
             let _ = exits.send(index);
             result
         });
-        self.running.push(Running { name: name.into(), group, stop: Some(stop), task: Some(task) });
+        self.running.push(Running { name, group, stop: Some(stop), task: Some(task), optional });
     }
 
     /// Waits for a component to end without being asked to; returns its name and why.
@@ -64,7 +93,12 @@ impl Supervisor {
             let component = &mut self.running[index];
             let Some(task) = component.task.take() else { continue };
             let name = component.name.clone();
+            let optional = component.optional;
             return match task.await {
+                Ok(Ok(())) if optional => {
+                    tracing::debug!(component = %name, "ended on its own; the others keep running");
+                    continue;
+                }
                 Ok(Ok(())) => anyhow::anyhow!("the {name} stopped on its own"),
                 Ok(Err(err)) => err.context(format!("the {name} failed")),
                 Err(join) => anyhow::anyhow!("the {name} panicked: {join}"),
@@ -136,6 +170,21 @@ mod tests {
         let order = order.lock().unwrap().clone();
         assert_eq!(order.last(), Some(&"registrar"), "{order:?}");
         assert_eq!(order.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn an_optional_component_may_end_alone_but_not_fail() {
+        let mut supervisor = Supervisor::new();
+        supervisor.spawn("registrar", "services", |shutdown| async move {
+            shutdown.await;
+            Ok(())
+        });
+        supervisor.spawn_optional("agent 1", "agents", |_shutdown| async { Ok(()) });
+        let quiet = tokio::time::timeout(std::time::Duration::from_millis(200), supervisor.failure()).await;
+        assert!(quiet.is_err(), "a clean end of an optional component is no failure");
+        supervisor.spawn_optional("agent 2", "agents", |_shutdown| async { anyhow::bail!("broken config") });
+        assert_eq!(format!("{:#}", supervisor.failure().await), "the agent 2 failed: broken config");
+        assert!(supervisor.stop_all().await.is_empty());
     }
 
     #[tokio::test]
