@@ -153,3 +153,59 @@ async fn mtls_handshakes_with(tls: Tls) {
 
     server.shutdown().await;
 }
+
+/// A health check over Muster's own client TLS, which checks the server's role.
+async fn check_with(addr: SocketAddr, tls: &muster_tls::ClientTls) -> Result<(), String> {
+    let call = async {
+        let endpoint = Endpoint::from_shared(format!("http://{addr}")).map_err(|e| format!("{e:?}"))?;
+        let channel = tls.connect(endpoint).await.map_err(|e| format!("connect: {e:?}"))?;
+        HealthClient::new(channel)
+            .check(HealthCheckRequest { service: String::new() })
+            .await
+            .map(drop)
+            .map_err(|e| format!("check: {e:?}"))
+    };
+    tokio::time::timeout(Duration::from_secs(10), call).await.map_err(|_| "timed out".to_owned())?
+}
+
+#[tokio::test]
+async fn clients_talk_only_to_the_role_they_expect() {
+    use muster_tls::ServerCheck;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    pki(dir, "roles");
+    let node = serve(&TlsFiles::in_dir(dir, "cp-1"), Tls::Listener).await;
+    // A certificate of another role, signed by the same cluster CA, serving on its own port:
+    // what a stolen component certificate answering a node's or an agent's dial looks like.
+    let impostor = serve(&TlsFiles::in_dir(dir, "w-1"), Tls::Listener).await;
+    let client = TlsFiles::in_dir(dir, "cp-1");
+
+    let to_node = client.client_for(ServerCheck::RoleAndHost(Role::ControlPlane)).unwrap();
+    check_with(node.addr, &to_node).await.unwrap();
+    let err = check_with(impostor.addr, &to_node).await.unwrap_err();
+    assert!(err.contains("names spiffe://muster/worker/w-1, not a control-plane node"), "{err}");
+
+    // The same server, expected as another component: refused before any request is sent.
+    let to_registrar = client.client_for(ServerCheck::RoleAndHost(Role::Registrar)).unwrap();
+    let err = check_with(node.addr, &to_registrar).await.unwrap_err();
+    assert!(err.contains("not a registrar"), "{err}");
+
+    // The host is checked too, unless the check is by role only (gateways scale out).
+    let wrong_name = to_node.clone().domain_name("cp-2");
+    assert!(check_with(node.addr, &wrong_name).await.unwrap_err().contains("NotValidForName"));
+    let any_host = client.client_for(ServerCheck::Role(Role::ControlPlane)).unwrap().domain_name("cp-2");
+    check_with(node.addr, &any_host).await.unwrap();
+
+    // No client certificate at all still gets a role-checked connection (Register's case).
+    let anonymous = muster_tls::ClientTls::new(
+        read(&dir.join("ca.pem")).as_bytes(),
+        None,
+        ServerCheck::RoleAndHost(Role::ControlPlane),
+    )
+    .unwrap();
+    check_with(node.addr, &anonymous).await.unwrap();
+
+    node.shutdown().await;
+    impostor.shutdown().await;
+}
