@@ -85,15 +85,22 @@ async fn serve(files: &TlsFiles, tls: Tls) -> Running {
 }
 
 async fn check(addr: SocketAddr, tls: ClientTlsConfig) -> Result<(), String> {
-    let call = async {
-        let channel: Channel = Endpoint::from_shared(format!("https://{addr}"))
+    health_check(async {
+        Endpoint::from_shared(format!("https://{addr}"))
             .map_err(|e| format!("{e:?}"))?
             .tls_config(tls)
             .map_err(|e| format!("{e:?}"))?
             .connect()
             .await
-            .map_err(|e| format!("connect: {e:?}"))?;
-        HealthClient::new(channel)
+            .map_err(|e| format!("connect: {e:?}"))
+    })
+    .await
+}
+
+/// Connects with `connect`, then one health check; every failure as text, within 10 s.
+async fn health_check(connect: impl std::future::Future<Output = Result<Channel, String>>) -> Result<(), String> {
+    let call = async {
+        HealthClient::new(connect.await?)
             .check(HealthCheckRequest { service: String::new() })
             .await
             .map(drop)
@@ -156,16 +163,11 @@ async fn mtls_handshakes_with(tls: Tls) {
 
 /// A health check over Muster's own client TLS, which checks the server's role.
 async fn check_with(addr: SocketAddr, tls: &muster_tls::ClientTls) -> Result<(), String> {
-    let call = async {
+    health_check(async {
         let endpoint = Endpoint::from_shared(format!("http://{addr}")).map_err(|e| format!("{e:?}"))?;
-        let channel = tls.connect(endpoint).await.map_err(|e| format!("connect: {e:?}"))?;
-        HealthClient::new(channel)
-            .check(HealthCheckRequest { service: String::new() })
-            .await
-            .map(drop)
-            .map_err(|e| format!("check: {e:?}"))
-    };
-    tokio::time::timeout(Duration::from_secs(10), call).await.map_err(|_| "timed out".to_owned())?
+        tls.connect(endpoint).await.map_err(|e| format!("connect: {e:?}"))
+    })
+    .await
 }
 
 #[tokio::test]
