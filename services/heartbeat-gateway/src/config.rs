@@ -111,7 +111,9 @@ impl GatewayConfig {
             }
         }
         if let Some(id) = &self.gateway_id
-            && (id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_whitespace() || c.is_control()))
+            && (id.is_empty()
+                || id.len() > muster_tls::GATEWAY_ID_MAX_BYTES
+                || id.chars().any(|c| c.is_whitespace() || c.is_control()))
         {
             return invalid("gateway_id", "must be 1 to 128 characters without spaces");
         }

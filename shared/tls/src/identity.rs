@@ -40,12 +40,19 @@ pub fn peer_identity(cert_der: &[u8]) -> Option<PeerIdentity> {
 /// `gateway_id`: its own name, or `<name>/<instance>` for replicas that share one certificate
 /// (compose's `--scale`, a Deployment). A gateway certificate never speaks for another name.
 pub fn gateway_id_allowed(cert_name: &str, gateway_id: &str) -> bool {
-    gateway_id == cert_name
+    // The id goes into the gateway list every worker receives: short and printable.
+    let printable =
+        gateway_id.len() <= GATEWAY_ID_MAX_BYTES && !gateway_id.chars().any(|c| c.is_whitespace() || c.is_control());
+    let named = gateway_id == cert_name
         || gateway_id
             .strip_prefix(cert_name)
             .and_then(|rest| rest.strip_prefix('/'))
-            .is_some_and(|instance| !instance.is_empty() && !instance.contains('/'))
+            .is_some_and(|instance| !instance.is_empty() && !instance.contains('/'));
+    printable && named
 }
+
+/// The longest gateway id (as the gateway's own `gateway_id` setting allows).
+pub const GATEWAY_ID_MAX_BYTES: usize = 128;
 
 fn parse_spiffe(uri: &str) -> Option<PeerIdentity> {
     let path = uri.strip_prefix(TRUST_DOMAIN_PREFIX)?.strip_prefix('/')?;
@@ -64,7 +71,8 @@ mod tests {
     fn a_gateway_certificate_speaks_for_its_own_name_only() {
         assert!(gateway_id_allowed("gw", "gw"));
         assert!(gateway_id_allowed("gw", "gw/10.0.0.7-3671"));
-        for other in ["evil-gw", "gw2", "gw/", "gw/a/b", "g", "", "gwx/1"] {
+        let long = format!("gw/{}", "x".repeat(GATEWAY_ID_MAX_BYTES));
+        for other in ["evil-gw", "gw2", "gw/", "gw/a/b", "g", "", "gwx/1", "gw/a b", "gw/a\n", long.as_str()] {
             assert!(!gateway_id_allowed("gw", other), "{other}");
         }
     }

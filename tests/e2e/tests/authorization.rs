@@ -170,3 +170,37 @@ async fn every_method_of_every_port_admits_exactly_the_roles_in_the_table() {
     cluster.check_processes().expect("no process restarted");
     gateway.readyz().await.expect("the gateway still serves");
 }
+
+/// A stolen gateway certificate cannot announce another gateway into the list every worker
+/// receives, nor bloat that list with oversize ids or addresses.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_certificate_announces_only_its_own_gateway() {
+    use muster_e2e::v1::liveness_service_client::LivenessServiceClient;
+
+    let cluster = Cluster::start(1, Options::tls()).await;
+    let pki = cluster.pki().expect("a TLS cluster");
+    let tls = pki.component_tls(Role::Gateway, "gw-a").domain_name("localhost");
+    let mut liveness = LivenessServiceClient::new(muster_e2e::cluster::channel(&cluster.addrs(1).api, Some(tls)));
+    let report = |id: &str, addr: &str| v1::ReportLivenessRequest {
+        gateway_id: id.to_string(),
+        gateway_addr: addr.to_string(),
+        ..Default::default()
+    };
+
+    for (id, addr) in [
+        ("evil-gw", "10.9.9.9:3671"),
+        ("gw-b/1", "10.9.9.9:3671"),
+        (&format!("gw-a/{}", "x".repeat(200)), "127.0.0.1:1"),
+        ("gw-a/1", &format!("{}:1", "h".repeat(300))),
+    ] {
+        let status = liveness.report_liveness(report(id, addr)).await.expect_err("a foreign or oversize announcement");
+        assert!(
+            matches!(status.code(), Code::PermissionDenied | Code::InvalidArgument),
+            "{id:.20}… @ {addr:.20}…: {status:?}"
+        );
+    }
+    let own = liveness.report_liveness(report("gw-a/1", "127.0.0.1:1")).await.expect("its own name").into_inner();
+    let ids: Vec<_> = own.gateways.iter().map(|g| g.gateway_id.as_str()).collect();
+    assert_eq!(ids, ["gw-a/1"], "only the gateway's own announcement is listed");
+    cluster.check_processes().expect("no process restarted");
+}

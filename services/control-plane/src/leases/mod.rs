@@ -29,6 +29,9 @@ use crate::node::NodeHandle;
 use expiry::ExpiryGate;
 use table::LeaseTable;
 
+/// The longest `host:port` a gateway may advertise (a 253-byte DNS name, brackets, a port).
+const MAX_GATEWAY_ADDR: usize = 262;
+
 /// How often the leader re-reads the fleet from the FSM while entries are being applied.
 const FLEET_REFRESH: Duration = Duration::from_secs(1);
 
@@ -131,6 +134,13 @@ impl Leases {
     ) -> Result<v1::ReportLivenessResponse, ApiError> {
         if request.gateway_id.is_empty() || request.gateway_addr.is_empty() {
             return Err(ApiError::InvalidArgument("gateway_id and gateway_addr are required".into()));
+        }
+        // Both go into the gateway list every worker receives.
+        let max_id = muster_tls::GATEWAY_ID_MAX_BYTES;
+        if request.gateway_id.len() > max_id || request.gateway_addr.len() > MAX_GATEWAY_ADDR {
+            return Err(ApiError::InvalidArgument(format!(
+                "gateway_id is limited to {max_id} bytes and gateway_addr to {MAX_GATEWAY_ADDR} (a host name and a port)"
+            )));
         }
         let now = Instant::now();
         let (mut table, term) = self.leading_table(node, now)?;
