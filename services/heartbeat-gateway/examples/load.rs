@@ -50,6 +50,7 @@ impl LivenessService for Leader {
             gateways_epoch: 1,
             refused: Vec::new(),
             leader_term: 1,
+            notices_through: 0,
         }))
     }
 

@@ -98,10 +98,14 @@ impl<U: Upstream> Batcher<U> {
             connected_workers: self.state.admission.connected(),
             // 0 when the policy sets no limit.
             budget_per_second: if budget.is_finite() { budget } else { 0.0 },
+            notices_term: 0,
+            notices_seen: 0,
         };
         let wire = beats.iter().map(|(worker, beat)| beat.to_wire(*worker, now)).collect();
         let mut delivered = 0;
-        for request in split_beats(header, wire, self.max_batch_bytes) {
+        for mut request in split_beats(header, wire, self.max_batch_bytes) {
+            // Current for each request: the answer to the one before may have carried notices.
+            (request.notices_term, request.notices_seen) = self.state.notices_seen();
             let ids: Vec<u64> = request.beats.iter().map(|beat| beat.worker_id).collect();
             match self.upstream.report_liveness(request).await {
                 Ok(response) => {
@@ -138,6 +142,23 @@ impl<U: Upstream> Batcher<U> {
 
         let mut refused = HashSet::new();
         for refusal in &response.refused {
+            if !refusal.cert_serial.is_empty() {
+                tracing::info!(
+                    worker_id = refusal.worker_id,
+                    serial = %refusal.cert_serial,
+                    reason = %refusal.reason,
+                    "the leader refused a worker certificate; disconnecting streams that use it"
+                );
+                state.admission.refuse_certificate(
+                    refusal.worker_id,
+                    &refusal.cert_serial,
+                    refusal.reason.clone(),
+                    now,
+                );
+                Metrics::count(&state.metrics.refused);
+                refused.insert((refusal.worker_id, Some(refusal.cert_serial.as_str())));
+                continue;
+            }
             let reason = if refusal.state == v1::WorkerState::Revoked as i32 {
                 Refusal::Revoked
             } else {
@@ -146,11 +167,14 @@ impl<U: Upstream> Batcher<U> {
             tracing::info!(worker_id = refusal.worker_id, reason = ?reason, "the leader refused a worker; disconnecting it");
             state.admission.refuse(refusal.worker_id, reason, now);
             Metrics::count(&state.metrics.refused);
-            refused.insert(refusal.worker_id);
+            refused.insert((refusal.worker_id, None));
         }
+        // Applied before the next request says so (`notices_seen`).
+        state.notices_applied(response.leader_term, response.notices_through);
         for (worker, beat) in beats {
-            if beat.held && !refused.contains(worker) {
-                state.admission.admit(*worker);
+            let serial_refused = refused.contains(&(*worker, beat.cert_serial.as_deref()));
+            if beat.held && !refused.contains(&(*worker, None)) && !serial_refused {
+                state.admission.admit(*worker, &beat.cert_serial, now);
             }
         }
         Metrics::count(&state.metrics.batches);
@@ -299,6 +323,7 @@ mod tests {
             gateways_epoch: 5,
             refused,
             leader_term: 1,
+            notices_through: 0,
         }
     }
 
@@ -416,24 +441,54 @@ mod tests {
         let (state, fake, mut batcher) = setup();
         let now = Instant::now();
         let (held, revoked, unknown) = (
-            state.admission.open(1, now).unwrap(),
-            state.admission.open(2, now).unwrap(),
-            state.admission.open(3, now).unwrap(),
+            state.admission.open(1, None, now).unwrap(),
+            state.admission.open(2, None, now).unwrap(),
+            state.admission.open(3, None, now).unwrap(),
         );
         for worker in 1..=3 {
             state.pending.record(worker, beat(v1::WorkerState::Ready as i32, true));
         }
         let refusals = vec![
-            v1::WorkerRefusal { worker_id: 2, state: v1::WorkerState::Revoked as i32, reason: String::new() },
-            v1::WorkerRefusal { worker_id: 3, state: 0, reason: "no worker 3".into() },
+            v1::WorkerRefusal { worker_id: 2, state: v1::WorkerState::Revoked as i32, ..Default::default() },
+            v1::WorkerRefusal { worker_id: 3, state: 0, reason: "no worker 3".into(), ..Default::default() },
         ];
         fake.script.lock().unwrap().push(Ok(ok_response(refusals)));
         batcher.send_batch().await.unwrap();
         assert_eq!(*held.control.borrow(), Control::Admitted);
         assert_eq!(*revoked.control.borrow(), Control::End(EndReason::Refused(Refusal::Revoked)));
         assert_eq!(*unknown.control.borrow(), Control::End(EndReason::Refused(Refusal::Unknown("no worker 3".into()))));
-        assert_eq!(state.admission.open(2, Instant::now()).unwrap_err(), Refusal::Revoked);
+        assert_eq!(state.admission.open(2, None, Instant::now()).unwrap_err(), Refusal::Revoked);
         assert_eq!(state.metrics.refused.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn a_refused_certificate_ends_only_its_streams_and_notices_are_acknowledged() {
+        let (state, fake, mut batcher) = setup();
+        let now = Instant::now();
+        let serial = |hex: &str| Some(Arc::<str>::from(hex));
+        // Worker 1 is beating with its old certificate; worker 2 reconnects with a renewed one.
+        let old = state.admission.open(1, serial("0a"), now).unwrap();
+        state.admission.admit(1, &serial("0a"), now);
+        let renewed = state.admission.open(2, serial("0d"), now).unwrap();
+        state.pending.record(2, Beat { cert_serial: serial("0d"), ..beat(v1::WorkerState::Ready as i32, true) });
+        let retired = v1::WorkerRefusal {
+            worker_id: 1,
+            reason: "certificate serial 0a is replaced".into(),
+            cert_serial: "0a".into(),
+            ..Default::default()
+        };
+        let mut response = ok_response(vec![retired]);
+        (response.leader_term, response.notices_through) = (4, 17);
+        fake.script.lock().unwrap().push(Ok(response));
+        batcher.send_batch().await.unwrap();
+        let reason = "certificate serial 0a is replaced".to_string();
+        assert_eq!(*old.control.borrow(), Control::End(EndReason::Refused(Refusal::Certificate(reason))));
+        assert_eq!(*renewed.control.borrow(), Control::Admitted);
+        assert!(state.admission.open(1, serial("0b"), Instant::now()).is_ok(), "the worker's other certificate");
+        // The next batch tells the leader the notices are applied.
+        batcher.send_batch().await.unwrap();
+        let second = fake.requests.lock().unwrap()[1].clone();
+        assert_eq!((second.notices_term, second.notices_seen), (4, 17));
     }
 
     #[tokio::test(start_paused = true)]

@@ -90,7 +90,7 @@ impl Metrics {
             ("muster_gateway_beats_forwarded_total", "Beats delivered to the leader.", load(&self.beats_forwarded)),
             (
                 "muster_gateway_refused_total",
-                "Workers refused by the leader (revoked or unknown).",
+                "Workers refused by the leader (revoked or unknown), and certificates it refused (replaced or never issued).",
                 load(&self.refused),
             ),
             (

@@ -55,6 +55,9 @@ fn end_status(worker: u64, reason: &EndReason) -> Status {
         EndReason::Refused(Refusal::Unknown(reason)) => {
             Status::not_found(format!("worker {worker} is not known to the cluster: {reason}"))
         }
+        EndReason::Refused(Refusal::Certificate(reason)) => {
+            Status::unauthenticated(format!("worker {worker}: {reason}"))
+        }
         EndReason::Replaced => {
             Status::aborted(format!("worker {worker} opened a newer ReportStatus stream on this gateway"))
         }
@@ -108,10 +111,11 @@ impl HeartbeatService for Heartbeats {
         if self.state.is_closing() {
             return Err(end_status(worker, &EndReason::ShuttingDown));
         }
-        let opened = self.state.admission.open(worker, Instant::now()).map_err(|refusal| {
-            Metrics::count(&self.state.metrics.refused);
-            end_status(worker, &EndReason::Refused(refusal))
-        })?;
+        let opened =
+            self.state.admission.open(worker, identity.cert_serial.clone(), Instant::now()).map_err(|refusal| {
+                Metrics::count(&self.state.metrics.refused);
+                end_status(worker, &EndReason::Refused(refusal))
+            })?;
         let stream = acks(self.state.clone(), self.sampler, identity, opened, request.into_inner());
         Ok(Response::new(Box::pin(stream)))
     }

@@ -142,7 +142,6 @@ impl Session {
         if forward != WorkerState::Unspecified {
             self.last_forwarded = forward as i32;
         }
-        let forwarding = forward != WorkerState::Unspecified;
         state.pending.record(
             self.worker_id,
             Beat {
@@ -150,7 +149,8 @@ impl Session {
                 ttl_ms,
                 reported_state: forward as i32,
                 profile: if report.full && refused.is_none() { report.profile } else { None },
-                cert_serial: if forwarding { self.cert_serial.clone() } else { None },
+                // Every beat: the leader checks it is the worker's current certificate.
+                cert_serial: self.cert_serial.clone(),
                 // A refused report gets no ack to hold.
                 held: !self.admitted && refused.is_none(),
             },
@@ -171,7 +171,7 @@ impl Session {
             ttl_ms: state.view().base_ttl_ms,
             reported_state: WorkerState::Unspecified as i32,
             profile: None,
-            cert_serial: None,
+            cert_serial: self.cert_serial.clone(),
             held: false,
         };
         state.pending.record(self.worker_id, beat);
@@ -247,7 +247,8 @@ mod tests {
         s.report(&state, report(2, READY, false), t1, 0.5).unwrap();
         let beat = state.pending.drain().remove(&1).unwrap();
         assert_eq!((beat.reported_state, beat.ttl_ms, beat.held), (0, 21_000, false));
-        assert_eq!((beat.profile, beat.cert_serial), (None, None));
+        assert_eq!(beat.profile, None);
+        assert_eq!(beat.cert_serial.as_deref(), Some("ab"), "every beat names its certificate");
 
         let left = s.report(&state, report(3, LEFT, false), t1 + Duration::from_secs(20), 0.0).unwrap();
         assert!(!left.throttled);

@@ -33,6 +33,8 @@ pub struct GatewayState {
     serving: AtomicBool,
     last_batch: Mutex<Option<Instant>>,
     closing: AtomicBool,
+    /// The leader notices applied: (leader term, highest sequence number).
+    notices: Mutex<(u64, u64)>,
 }
 
 impl GatewayState {
@@ -54,6 +56,7 @@ impl GatewayState {
             serving: AtomicBool::new(false),
             last_batch: Mutex::new(None),
             closing: AtomicBool::new(false),
+            notices: Mutex::new((0, 0)),
         }
     }
 
@@ -111,6 +114,16 @@ impl GatewayState {
     /// The heartbeat port is served from now on.
     pub fn set_serving(&self) {
         self.serving.store(true, Ordering::Release);
+    }
+
+    /// The notices applied so far, as the next batch reports them: (term, sequence number).
+    pub fn notices_seen(&self) -> (u64, u64) {
+        *self.notices.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Every notice of `term` up to `through` is applied.
+    pub fn notices_applied(&self, term: u64, through: u64) {
+        *self.notices.lock().unwrap_or_else(PoisonError::into_inner) = (term, through);
     }
 
     pub fn batch_succeeded(&self, now: Instant) {

@@ -105,7 +105,8 @@ fn worker_json(worker: &v1::WorkerRecord, lease: Option<&v1::WorkerLease>) -> se
         "lease": lease,
         "id": worker.worker_id, "name": worker.name, "state": state_name(worker.state), "labels": worker.labels,
         "registered_at": when(worker.registered_at_unix), "state_changed_at": when(worker.state_changed_at_unix),
-        "cert_serial": worker.cert_serial, "cert_expires_at": when(worker.cert_expires_at_unix),
+        "cert_serial": worker.cert_serial, "previous_cert_serial": worker.previous_cert_serial,
+        "cert_expires_at": when(worker.cert_expires_at_unix),
         "os": profile.os, "arch": profile.arch, "version": profile.version, "capacity": profile.capacity,
         "token_id": worker.token_id,
     })

@@ -76,7 +76,7 @@ impl Registrar {
             registered.worker.ok_or_else(|| ApiError::Internal("the control plane returned no worker".into()))?;
         let id = worker.worker_id;
         let signed = self.signer.certify(id, &request.csr_pem)?;
-        let (recorded, listed) = tokio::join!(record(&self.client, id, &signed), self.client.list_gateways());
+        let (recorded, listed) = tokio::join!(record(&self.client, id, &signed, ""), self.client.list_gateways());
         if let Err(err) = recorded {
             // The worker has its identity either way; the record only feeds `workers get`.
             tracing::warn!(worker_id = id, error = %err, "could not record the certificate serial");

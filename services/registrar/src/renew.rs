@@ -21,13 +21,14 @@ impl Registrar {
                     .into(),
             )
         })?;
-        let id = muster_tls::worker_cert(&certs[0], &self.signer.cluster_id)
-            .map_err(|err| ApiError::PermissionDenied(err.to_string()))?
-            .worker_id;
+        let presented = muster_tls::worker_cert(&certs[0], &self.signer.cluster_id)
+            .map_err(|err| ApiError::PermissionDenied(err.to_string()))?;
+        let id = presented.worker_id;
         let request = request.into_inner();
         Signer::check_csr(&request.csr_pem)?;
         let signed = self.signer.certify(id, &request.csr_pem)?;
-        let (recorded, listed) = tokio::join!(record(&self.client, id, &signed), self.client.list_gateways());
+        let recording = record(&self.client, id, &signed, &presented.serial_hex);
+        let (recorded, listed) = tokio::join!(recording, self.client.list_gateways());
         recorded.map_err(|err| refusal(id, err))?;
         tracing::info!(worker_id = id, serial = %signed.serial_hex, "renewed worker certificate");
         // The gateway list rides along, so a worker that never learned one gets it here.
@@ -43,13 +44,18 @@ impl Registrar {
 }
 
 /// Why the control plane would not record the renewed certificate, as the worker should see
-/// it: a revoked worker is PERMISSION_DENIED for good; anything else passes through (an
-/// unreachable control plane is UNAVAILABLE, worth retrying).
+/// it: a revoked worker, or a certificate that is not the worker's current one, is
+/// PERMISSION_DENIED for good; anything else passes through (an unreachable control plane is
+/// UNAVAILABLE, worth retrying).
 fn refusal(id: u64, err: ClientError) -> Status {
     match &err {
         ClientError::Status(status) if status.message().contains("revoked") => {
             tracing::warn!(worker_id = id, "refused to renew the certificate of a revoked worker");
             ApiError::PermissionDenied(format!("worker {id} is revoked")).into()
+        }
+        ClientError::Status(status) if status.code() == tonic::Code::PermissionDenied => {
+            tracing::warn!(worker_id = id, reason = status.message(), "refused to renew a certificate");
+            ApiError::PermissionDenied(format!("Renew refused: {}", status.message())).into()
         }
         _ => upstream(err),
     }

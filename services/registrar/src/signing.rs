@@ -39,13 +39,21 @@ impl Signer {
     }
 }
 
-/// Notes `signed` as worker `id`'s current certificate. The control plane refuses this for a
-/// revoked worker, which makes it the revocation check of Renew.
-pub async fn record(client: &ControlPlaneClient, id: u64, signed: &SignedCert) -> Result<(), ClientError> {
+/// Notes `signed` as worker `id`'s current certificate, issued in exchange for the certificate
+/// with serial `presented` (empty at registration). The control plane refuses this for a
+/// revoked worker and for a presented certificate that is not the worker's current or previous
+/// one, which makes it the revocation and replacement check of Renew.
+pub async fn record(
+    client: &ControlPlaneClient,
+    id: u64,
+    signed: &SignedCert,
+    presented: &str,
+) -> Result<(), ClientError> {
     let record = v1::RecordWorkerCertRequest {
         worker_id: id,
         serial: signed.serial_hex.clone(),
         expires_at_unix: signed.not_after_unix,
+        presented_serial: presented.to_string(),
     };
     client.record_worker_cert(record).await.map(drop)
 }

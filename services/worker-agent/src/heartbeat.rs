@@ -3,9 +3,11 @@
 //! epoch held); after each ack the agent waits the ack's TTL (already stretched when the
 //! gateway was throttled) and reports again. The lease then runs to that report + TTL +
 //! grace. On any failure the agent goes down the rendezvous ranking to the next gateway, with
-//! jittered backoff that never sleeps past the lease deadline minus a margin. A refusal no
-//! gateway would answer differently (revoked, unknown worker) ends the agent. On shutdown the
-//! last report says LEFT.
+//! jittered backoff that never sleeps past the lease deadline minus a margin. A renewed
+//! certificate is taken into use at once: the stream is replaced by one with the new identity
+//! (the cluster retires the old certificate when it sees the new one). A refusal no gateway
+//! would answer differently (revoked, unknown worker, a certificate the cluster no longer
+//! accepts) ends the agent. On shutdown the last report says LEFT.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +54,8 @@ enum End {
     Stopped,
     /// The gateway list changed and another gateway is now this worker's first choice.
     Moved,
+    /// The certificate was renewed: reconnect with the new one.
+    Renewed,
     Failed {
         error: StreamError,
         acked: bool,
@@ -94,7 +98,7 @@ impl Heartbeats {
                     return Ok(());
                 }
                 End::Fatal(err) => return Err(err),
-                End::Moved => {
+                End::Moved | End::Renewed => {
                     skip = 0;
                     backoff.reset();
                 }
@@ -127,6 +131,8 @@ impl Heartbeats {
 
     /// One stream to `gateway`, beating until it fails, the first choice moves, or shutdown.
     async fn stream(&mut self, gateway: &Gateway, stop: &mut watch::Receiver<bool>) -> End {
+        // This stream uses the identity as it is now; a renewal from here on replaces it.
+        self.identity.mark_unchanged();
         let tls = match self.tls() {
             Ok(tls) => tls,
             Err(err) => return End::Fatal(err),
@@ -165,6 +171,10 @@ impl Heartbeats {
             }
             tokio::select! {
                 _ = tokio::time::sleep(ttl) => {}
+                Ok(()) = self.identity.changed() => {
+                    tracing::info!(gateway = %current, "the certificate was renewed; reconnecting with it");
+                    return End::Renewed;
+                }
                 () = stop_requested(stop) => return self.leave(&mut stream).await,
             }
             sent_at = Instant::now();
@@ -199,6 +209,11 @@ impl Heartbeats {
         let id = self.worker_id;
         let dir = "the identity dir (cluster.identity_dir)";
         End::Fatal(match &error {
+            StreamError::Status(status) if status.code() == tonic::Code::Unauthenticated => anyhow::anyhow!(
+                "the cluster no longer accepts this worker's certificate ({error}); it was replaced by a renewal \
+                 this agent did not keep, or was never issued by this cluster. Delete {dir} and register with a \
+                 fresh bootstrap token"
+            ),
             StreamError::Status(status) if status.code() == tonic::Code::PermissionDenied => {
                 anyhow::Error::new(crate::Revoked {
                     worker_id: id,

@@ -27,10 +27,16 @@ pub enum StreamError {
 }
 
 impl StreamError {
-    /// A refusal no other gateway would answer differently: this worker is revoked, or the
-    /// cluster does not know it.
+    /// A refusal no other gateway would answer differently: this worker is revoked, the
+    /// cluster does not know it, or it no longer accepts this worker's certificate.
     pub fn is_fatal(&self) -> bool {
-        matches!(self, StreamError::Status(s) if matches!(s.code(), tonic::Code::PermissionDenied | tonic::Code::NotFound))
+        matches!(
+            self,
+            StreamError::Status(s) if matches!(
+                s.code(),
+                tonic::Code::PermissionDenied | tonic::Code::NotFound | tonic::Code::Unauthenticated
+            )
+        )
     }
 }
 

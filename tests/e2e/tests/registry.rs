@@ -120,6 +120,7 @@ async fn tokens_register_workers_and_bad_tokens_are_refused() {
             worker_id: first.worker_id,
             serial: "01ab".into(),
             expires_at_unix: 42,
+            presented_serial: String::new(),
         })
         .await
         .expect("record cert")

@@ -109,11 +109,12 @@ impl WorkerRegistryService for RegistryApi {
             worker_id: request.worker_id,
             serial: request.serial,
             expires_at_unix: request.expires_at_unix,
+            presented_serial: request.presented_serial,
         };
         let result = self.node.propose(v1::command::Op::RecordWorkerCert(record)).await?;
         match result.error_code.as_str() {
             "" => {}
-            "revoked" => return Err(ApiError::PermissionDenied(result.error).into()),
+            "revoked" | "unknown_certificate" => return Err(ApiError::PermissionDenied(result.error).into()),
             _ => return Err(ApiError::NotFound(result.error).into()),
         }
         Ok(Response::new(v1::RecordWorkerCertResponse { worker: result.worker }))

@@ -99,7 +99,18 @@ impl WorkerAdminService for WorkerAdminApi {
     async fn revoke_worker(&self, request: Request<v1::WorkerRequest>) -> Result<Response<v1::WorkerResponse>, Status> {
         let id = request.into_inner().worker_id;
         tracing::warn!(worker_id = id, "revoking worker identity");
-        self.change(id, v1::update_worker::Change::State(v1::WorkerState::Revoked as i32)).await
+        let response = self.change(id, v1::update_worker::Change::State(v1::WorkerState::Revoked as i32)).await?;
+        // Answer once every gateway refuses the worker, so its next report gets no ack.
+        let behind = self.node.leases.revoke(&self.node, id).await;
+        if !behind.is_empty() {
+            tracing::warn!(
+                worker_id = id,
+                gateways = ?behind,
+                "these gateways did not confirm the revocation in time; they refuse the worker once their next \
+                 liveness batch reaches the leader"
+            );
+        }
+        Ok(response)
     }
 
     async fn label_worker(

@@ -7,10 +7,14 @@
 //! never below the largest TTL a gateway can have issued plus grace.
 //!
 //! - [`table`]: the leases, the fleet mirror and the gateways (pure, clock passed in);
+//! - [`serials`]: which certificate a worker may beat with;
+//! - [`notices`]: revocations and retired certificates pushed to every gateway;
 //! - [`expiry`]: rate-limited down-marking and the mass-silence pause;
 //! - [`sweeper`]: the leader's task.
 
 pub mod expiry;
+pub mod notices;
+pub mod serials;
 pub mod sweeper;
 pub mod table;
 
@@ -23,17 +27,23 @@ use muster_config::{AdaptiveTtlConfig, ControlPlaneConfig, LeaseTuning};
 use muster_middleware::ApiError;
 use muster_proto::v1;
 use openraft::ServerState;
+use tokio::sync::watch;
 
 use crate::grpc::errors::storage_error;
 use crate::node::NodeHandle;
 use expiry::ExpiryGate;
-use table::LeaseTable;
+use serials::Serials;
+use table::{FleetRead, LeaseTable};
 
 /// The longest `host:port` a gateway may advertise (a 253-byte DNS name, brackets, a port).
 const MAX_GATEWAY_ADDR: usize = 262;
 
 /// How often the leader re-reads the fleet from the FSM while entries are being applied.
 const FLEET_REFRESH: Duration = Duration::from_secs(1);
+
+/// How long `RevokeWorker` waits for every live gateway to apply the revocation (a few batch
+/// intervals at the default 250 ms).
+pub const REVOCATION_WAIT: Duration = Duration::from_secs(3);
 
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
@@ -54,6 +64,8 @@ pub struct Leases {
     gate: Mutex<ExpiryGate>,
     /// When the fleet mirror was last read, at which applied index.
     refreshed: Mutex<(Instant, u64)>,
+    /// Bumped whenever a gateway reports the notices it has applied.
+    notices_applied: watch::Sender<u64>,
 }
 
 fn millis(duration: Duration) -> u32 {
@@ -70,6 +82,7 @@ impl Leases {
             table: Mutex::new(LeaseTable::default()),
             gate: Mutex::new(ExpiryGate::new(&config.leases, now)),
             refreshed: Mutex::new((now, 0)),
+            notices_applied: watch::Sender::new(0),
         }
     }
 
@@ -105,11 +118,11 @@ impl Leases {
         let mut table = self.table();
         if table.term() != term {
             let fleet = read_fleet(node)?;
-            let count = fleet.values().filter(|s| **s != v1::WorkerState::Revoked as i32).count() as u64;
+            let count = fleet.states.values().filter(|s| **s != v1::WorkerState::Revoked as i32).count() as u64;
             let window = self.failover_window(count);
             tracing::info!(
                 term,
-                workers = fleet.len(),
+                workers = fleet.states.len(),
                 failover_secs = window.as_secs(),
                 "leading: every lease restarts at the failover TTL"
             );
@@ -149,13 +162,15 @@ impl Leases {
         let mut refused = Vec::new();
         for beat in &request.beats {
             let id = beat.worker_id;
-            let stored = if table.state(id).is_none() || beat.profile.is_some() {
-                node.reader.worker(id).map_err(storage_error)?
-            } else {
-                None
-            };
+            // A serial the mirror does not know may be a renewal since the last refresh.
+            let stored =
+                if table.state(id).is_none() || beat.profile.is_some() || !table.knows_serial(id, &beat.cert_serial) {
+                    node.reader.worker(id).map_err(storage_error)?
+                } else {
+                    None
+                };
             if let Some(record) = &stored {
-                table.learn_worker(id, record.state);
+                table.learn_worker(id, record.state, Serials::of(record));
             }
             let received = now.checked_sub(Duration::from_millis(u64::from(beat.age_ms))).unwrap_or(now);
             match table.record_beat(&gateway, beat, received, self.policy.grace) {
@@ -175,15 +190,58 @@ impl Leases {
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats.beats.fetch_add(request.beats.len() as u64, Ordering::Relaxed);
         self.stats.refusals.fetch_add(refused.len() as u64, Ordering::Relaxed);
+        let seen = if request.notices_term == term { request.notices_seen } else { 0 };
+        let (notices, notices_through) = table.exchange_notices(&request.gateway_id, seen);
+        refused.extend(notices);
         let gateways = table.live_gateways(now, self.tuning.gateway_lease);
-        Ok(v1::ReportLivenessResponse {
+        let response = v1::ReportLivenessResponse {
             policy: Some(self.ttl_policy()),
             worker_count: table.worker_count(),
             gateways_epoch: table::gateways_epoch(&gateways),
             gateways,
             refused,
             leader_term: term,
-        })
+            notices_through,
+        };
+        drop(table);
+        if seen > 0 {
+            self.notices_applied.send_modify(|count| *count += 1);
+        }
+        Ok(response)
+    }
+
+    /// `worker_id`'s revocation is committed: drop its lease and tell every gateway, then wait
+    /// (at most [`REVOCATION_WAIT`]) until every live gateway has applied it, so a stream of
+    /// the worker gets no ack after `RevokeWorker` answers. Gateways that did not confirm in
+    /// time are returned (they refuse the worker on its next batch instead); on a follower
+    /// there is nothing to do.
+    pub async fn revoke(&self, node: &NodeHandle, worker_id: u64) -> Vec<String> {
+        let Some((term, seq)) = self.push_revocation(node, worker_id) else { return Vec::new() };
+        let mut applied = self.notices_applied.subscribe();
+        let deadline = tokio::time::Instant::now() + REVOCATION_WAIT;
+        loop {
+            // None: deposed, and the next leader reads the revocation from the log.
+            let Some(behind) = self.gateways_behind(term, seq) else { return Vec::new() };
+            if behind.is_empty() {
+                return behind;
+            }
+            match tokio::time::timeout_at(deadline, applied.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return behind,
+            }
+        }
+    }
+
+    /// Queues the revocation notice: (term, its sequence number), or None when not leading.
+    fn push_revocation(&self, node: &NodeHandle, worker_id: u64) -> Option<(u64, u64)> {
+        let (mut table, term) = self.leading_table(node, Instant::now()).ok()?;
+        Some((term, table.revoke(worker_id)))
+    }
+
+    /// The live gateways that have not applied notice `seq` of `term` (None: no longer `term`).
+    fn gateways_behind(&self, term: u64, seq: u64) -> Option<Vec<String>> {
+        let table = self.table();
+        (table.term() == term).then(|| table.gateways_behind(seq, Instant::now(), self.tuning.gateway_lease))
     }
 
     pub fn list_gateways(&self, node: &NodeHandle) -> Result<v1::ListGatewaysResponse, ApiError> {
@@ -239,8 +297,7 @@ impl Leases {
     }
 }
 
-/// Every worker's state, read from the FSM.
-fn read_fleet(node: &NodeHandle) -> Result<HashMap<u64, i32>, ApiError> {
-    let workers = node.reader.workers().map_err(storage_error)?;
-    Ok(workers.into_iter().map(|worker| (worker.worker_id, worker.state)).collect())
+/// Every worker's state and certificate serials, read from the FSM.
+fn read_fleet(node: &NodeHandle) -> Result<FleetRead, ApiError> {
+    Ok(FleetRead::from_records(node.reader.workers().map_err(storage_error)?))
 }

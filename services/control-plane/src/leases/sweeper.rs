@@ -104,12 +104,12 @@ fn log_transitions(node: &NodeHandle, transitions: &[v1::WorkerTransition]) {
                 stats.expiries.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(worker_id = transition.worker_id, "worker unreachable: its lease expired");
             }
-            v1::WorkerState::Ready if transition.profile.is_none() => {
+            v1::WorkerState::Ready if !transition.from.contains(&(v1::WorkerState::Ready as i32)) => {
                 stats.returns.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(worker_id = transition.worker_id, "worker beating again: ready");
             }
             v1::WorkerState::Left => tracing::info!(worker_id = transition.worker_id, "worker left"),
-            _ => tracing::debug!(worker_id = transition.worker_id, "worker profile updated"),
+            _ => tracing::debug!(worker_id = transition.worker_id, "worker profile or certificate updated"),
         }
     }
 }

@@ -4,6 +4,9 @@
 //!
 //! A lease is `deadline = beat + TTL + grace`. Beats never touch Raft: only state changes do,
 //! and they are queued here as pending transitions that the sweeper proposes in one batch.
+//! Each beat's certificate serial is judged against the worker's recorded ones
+//! ([`super::serials`]); revocations and retired certificates go out to every gateway as
+//! [`super::notices`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use muster_proto::v1;
 use muster_proto::v1::WorkerState;
+
+use super::notices::Notices;
+use super::serials::{self, Serials, Standing};
 
 /// One worker's lease.
 #[derive(Clone, Debug)]
@@ -29,6 +35,24 @@ struct GatewaySeen {
     last_batch: Instant,
 }
 
+/// The fleet as read from the FSM: each worker's state and certificate serials.
+#[derive(Debug, Default)]
+pub struct FleetRead {
+    pub states: HashMap<u64, i32>,
+    pub serials: HashMap<u64, Serials>,
+}
+
+impl FleetRead {
+    pub fn from_records(records: impl IntoIterator<Item = v1::WorkerRecord>) -> Self {
+        let mut fleet = Self::default();
+        for record in records {
+            fleet.serials.insert(record.worker_id, Serials::of(&record));
+            fleet.states.insert(record.worker_id, record.state);
+        }
+        fleet
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct LeaseTable {
     /// The leader term the leases belong to (0: not leading).
@@ -36,9 +60,12 @@ pub struct LeaseTable {
     leases: HashMap<u64, Lease>,
     /// Worker id → `WorkerState` as last read from the FSM (plus transitions applied since).
     fleet: HashMap<u64, i32>,
+    /// Each worker's recorded certificate serials, read with the states.
+    serials: HashMap<u64, Serials>,
     /// Transitions waiting for the next sweep, at most one per worker.
     pending: HashMap<u64, v1::WorkerTransition>,
     gateways: HashMap<String, GatewaySeen>,
+    notices: Notices,
 }
 
 /// States whose workers hold a lease that can expire.
@@ -57,6 +84,7 @@ fn transition(worker_id: u64, to: WorkerState, from: &[WorkerState]) -> v1::Work
         to: to as i32,
         from: from.iter().map(|state| *state as i32).collect(),
         profile: None,
+        retire_serial: String::new(),
     }
 }
 
@@ -67,10 +95,13 @@ impl LeaseTable {
 
     /// Starts leading `term`: every leased worker gets a fresh lease ending at `now + failover`
     /// (it may be beating to a gateway that has not reached this leader yet).
-    pub fn begin_term(&mut self, term: u64, now: Instant, fleet: HashMap<u64, i32>, failover: Duration) {
+    pub fn begin_term(&mut self, term: u64, now: Instant, fleet: FleetRead, failover: Duration) {
         self.term = term;
         self.pending.clear();
         self.gateways.clear();
+        self.notices = Notices::default();
+        self.serials = fleet.serials;
+        let fleet = fleet.states;
         self.leases = fleet
             .iter()
             .filter(|(_, state)| is_leased(**state))
@@ -89,7 +120,9 @@ impl LeaseTable {
     /// Replaces the FSM mirror with a fresh read. A leased worker without a lease (registered
     /// since, or made Ready by an operator) gets one ending at `now + first_lease`; workers that
     /// left or were revoked lose theirs.
-    pub fn refresh_fleet(&mut self, fleet: HashMap<u64, i32>, now: Instant, first_lease: Duration) {
+    pub fn refresh_fleet(&mut self, fleet: FleetRead, now: Instant, first_lease: Duration) {
+        self.serials = fleet.serials;
+        let fleet = fleet.states;
         for (id, state) in &fleet {
             if is_leased(*state) {
                 self.leases.entry(*id).or_insert_with(|| Lease {
@@ -132,9 +165,42 @@ impl LeaseTable {
         self.fleet.get(&worker_id).copied()
     }
 
-    /// Notes a worker the mirror did not know yet (registered since the last refresh).
-    pub fn learn_worker(&mut self, worker_id: u64, state: i32) {
+    /// Notes a worker as the FSM has it now (registered or renewed since the last refresh).
+    pub fn learn_worker(&mut self, worker_id: u64, state: i32, serials: Serials) {
         self.fleet.insert(worker_id, state);
+        self.serials.insert(worker_id, serials);
+    }
+
+    /// Whether the mirror accepts `serial` for the worker (when not, the caller re-reads the
+    /// worker: it may have renewed since the last refresh).
+    pub fn knows_serial(&self, worker_id: u64, serial: &str) -> bool {
+        self.serials.get(&worker_id).is_none_or(|serials| serials.judge(serial) != Standing::Refused)
+    }
+
+    /// The operator revoked `worker_id` (committed): no lease, nothing queued, and every
+    /// gateway is told. Returns the notice's sequence number.
+    pub fn revoke(&mut self, worker_id: u64) -> u64 {
+        self.fleet.insert(worker_id, WorkerState::Revoked as i32);
+        self.leases.remove(&worker_id);
+        self.pending.remove(&worker_id);
+        self.notices.push(v1::WorkerRefusal {
+            worker_id,
+            state: WorkerState::Revoked as i32,
+            reason: format!("worker {worker_id} is revoked; register it again with a new token"),
+            cert_serial: String::new(),
+        })
+    }
+
+    /// `gateway` has applied every notice up to `seen` (0 if it comes from another term); the
+    /// ones after it, and the sequence number of the last.
+    pub fn exchange_notices(&mut self, gateway: &str, seen: u64) -> (Vec<v1::WorkerRefusal>, u64) {
+        self.notices.exchange(gateway, seen)
+    }
+
+    /// Of the live gateways, those that have not applied notice `seq` yet.
+    pub fn gateways_behind(&self, seq: u64, now: Instant, gateway_lease: Duration) -> Vec<String> {
+        let live = self.live_gateways(now, gateway_lease);
+        self.notices.behind(seq, live.iter().map(|g| g.gateway_id.as_str())).into_iter().map(String::from).collect()
     }
 
     /// Applies one beat from `gateway_id`, received at `received`. Returns why the worker must
@@ -152,6 +218,7 @@ impl LeaseTable {
                 worker_id: id,
                 state: WorkerState::Unspecified as i32,
                 reason: format!("worker {id} is not registered in this cluster"),
+                cert_serial: String::new(),
             });
         };
         if state == WorkerState::Revoked as i32 {
@@ -159,8 +226,57 @@ impl LeaseTable {
                 worker_id: id,
                 state,
                 reason: format!("worker {id} is revoked; register it again with a new token"),
+                cert_serial: String::new(),
             });
         }
+        let retire = match self.serials.get(&id).map(|serials| serials.judge(&beat.cert_serial)) {
+            Some(Standing::Refused) => {
+                let why = "not this worker's current certificate (replaced, or never issued by this cluster)";
+                return Some(serials::refusal(id, &beat.cert_serial, why));
+            }
+            Some(Standing::RetiresPrevious(previous)) => Some(previous),
+            Some(Standing::Accepted) | None => None,
+        };
+        self.record_state_beat(gateway_id, beat, state, received, grace);
+        if let Some(previous) = retire {
+            self.retire_serial(id, state, &previous);
+        }
+        None
+    }
+
+    /// The worker beat with its current certificate: the one it replaced is refused from now
+    /// on, by this table at once, by every gateway on its next batch, and by the FSM (queued).
+    fn retire_serial(&mut self, worker_id: u64, state: i32, previous: &str) {
+        if let Some(serials) = self.serials.get_mut(&worker_id) {
+            serials.retire_previous();
+        }
+        tracing::info!(
+            worker_id,
+            serial = previous,
+            "the worker beats with its renewed certificate; retiring the old one"
+        );
+        let why = "replaced by this worker's renewed certificate";
+        self.notices.push(serials::refusal(worker_id, previous, why));
+        let queued = self.pending.entry(worker_id).or_insert_with(|| v1::WorkerTransition {
+            worker_id,
+            to: state,
+            from: vec![state],
+            profile: None,
+            retire_serial: String::new(),
+        });
+        queued.retire_serial = previous.to_string();
+    }
+
+    /// A beat's effect on the lease and the state (its serial is accepted).
+    fn record_state_beat(
+        &mut self,
+        gateway_id: &Arc<str>,
+        beat: &v1::WorkerBeat,
+        state: i32,
+        received: Instant,
+        grace: Duration,
+    ) {
+        let id = beat.worker_id;
         if beat.reported_state == WorkerState::Left as i32 {
             // A worker leaves through the gateway its stream is on: another gateway (a stolen
             // gateway certificate) cannot make it leave.
@@ -174,14 +290,14 @@ impl LeaseTable {
                     holder = %lease.gateway_id,
                     "ignored a graceful leave reported by a gateway the worker does not beat through"
                 );
-                return None;
+                return;
             }
             self.leases.remove(&id);
             if state != WorkerState::Left as i32 {
                 let from = [WorkerState::Ready, WorkerState::Unreachable, WorkerState::Draining];
                 self.pending.insert(id, transition(id, WorkerState::Left, &from));
             }
-            return None;
+            return;
         }
         let ttl = Duration::from_millis(u64::from(beat.ttl_ms));
         let deadline = received + ttl + grace;
@@ -201,7 +317,6 @@ impl LeaseTable {
                 *queued = transition(id, WorkerState::Ready, &from);
             }
         }
-        None
     }
 
     /// Queues a profile update for a worker whose full report carried a changed profile.
@@ -211,6 +326,7 @@ impl LeaseTable {
             to: state,
             from: vec![state],
             profile: None,
+            retire_serial: String::new(),
         });
         entry.profile = Some(profile);
     }
@@ -302,6 +418,8 @@ impl LeaseTable {
     /// Forgets gateways silent for more than `forget_after`.
     pub fn forget_gateways(&mut self, now: Instant, forget_after: Duration) {
         self.gateways.retain(|_, seen| now.saturating_duration_since(seen.last_batch) <= forget_after);
+        let gateways = &self.gateways;
+        self.notices.retain_gateways(|id| gateways.contains_key(id));
     }
 }
 

@@ -137,12 +137,24 @@ pub(crate) fn transitions(
     for transition in &batch.transitions {
         let current = workers.get(transition.worker_id).map_err(io_err)?.map(|v| decode(v.value(), "worker"));
         let Some(mut worker): Option<v1::WorkerRecord> = current.transpose()? else { continue };
-        if !transition.from.contains(&worker.state) || worker.state == v1::WorkerState::Revoked as i32 {
+        if worker.state == v1::WorkerState::Revoked as i32 {
+            continue;
+        }
+        // Retiring the replaced certificate does not depend on the state.
+        let retired = !transition.retire_serial.is_empty() && worker.previous_cert_serial == transition.retire_serial;
+        if retired {
+            worker.previous_cert_serial.clear();
+        }
+        if !transition.from.contains(&worker.state) {
+            if retired {
+                workers.insert(worker.worker_id, worker.encode_to_vec().as_slice()).map_err(io_err)?;
+                applied += 1;
+            }
             continue;
         }
         let from = worker.state;
         let next = match v1::WorkerState::try_from(transition.to).unwrap_or_default() {
-            v1::WorkerState::Unreachable => {
+            v1::WorkerState::Unreachable if from != v1::WorkerState::Unreachable as i32 => {
                 worker.resume_state = from;
                 v1::WorkerState::Unreachable as i32
             }
@@ -157,6 +169,8 @@ pub(crate) fn transitions(
                 worker.resume_state = 0;
                 target as i32
             }
+            // A profile update or a retirement keeps the state it was queued in.
+            _ if transition.to == from => from,
             _ => continue,
         };
         if next != from {
@@ -186,10 +200,57 @@ pub(crate) fn record_cert(
     if worker.state == v1::WorkerState::Revoked as i32 {
         return Ok(refused(index, "revoked", format!("worker {} is revoked", record.worker_id)));
     }
+    if record.serial == worker.cert_serial {
+        // A retry of a record already applied.
+        return Ok(v1::CommandResult { index, succeeded: true, worker: Some(worker), ..Default::default() });
+    }
+    let presented = record.presented_serial.as_str();
+    match serial_standing(&worker, presented) {
+        SerialStanding::Current => worker.previous_cert_serial = std::mem::take(&mut worker.cert_serial),
+        // The worker renews with the certificate it had before its last renewal (it never got
+        // the renewed one): that one is dropped, the presented one stays the previous.
+        SerialStanding::Previous => {}
+        SerialStanding::Unpinned => worker.previous_cert_serial.clear(),
+        SerialStanding::Refused(why) => {
+            let id = record.worker_id;
+            return Ok(refused(index, "unknown_certificate", format!("worker {id}: {why}")));
+        }
+    }
     worker.cert_serial = record.serial.clone();
     worker.cert_expires_at_unix = record.expires_at_unix;
     workers.insert(worker.worker_id, worker.encode_to_vec().as_slice()).map_err(io_err)?;
     Ok(v1::CommandResult { index, succeeded: true, worker: Some(worker), ..Default::default() })
+}
+
+/// Where a certificate serial presented to renew stands against a worker's record.
+enum SerialStanding {
+    Current,
+    Previous,
+    /// No certificate is recorded for the worker (registration, or a record that never got one):
+    /// nothing to check against.
+    Unpinned,
+    Refused(String),
+}
+
+fn serial_standing(worker: &v1::WorkerRecord, presented: &str) -> SerialStanding {
+    if worker.cert_serial.is_empty() {
+        return SerialStanding::Unpinned;
+    }
+    if presented.is_empty() {
+        return SerialStanding::Refused(
+            "it already has a certificate; a new one is issued only by Renew with the current one".into(),
+        );
+    }
+    if presented == worker.cert_serial {
+        SerialStanding::Current
+    } else if presented == worker.previous_cert_serial {
+        SerialStanding::Previous
+    } else {
+        SerialStanding::Refused(format!(
+            "certificate serial {presented} is not its current certificate (replaced, or never issued by this \
+             cluster)"
+        ))
+    }
 }
 
 /// Worker ids come from the log and are never reused; the first is 1.
@@ -330,15 +391,94 @@ mod tests {
             Left => vec![Ready as i32, Unreachable as i32, Draining as i32],
             _ => vec![Unreachable as i32, Left as i32],
         };
-        let batch = v1::WorkerTransitions {
-            term,
-            now_unix: NOW,
-            transitions: vec![v1::WorkerTransition { worker_id, to: to as i32, from, profile: None }],
-        };
+        let transition = v1::WorkerTransition { worker_id, to: to as i32, from, ..Default::default() };
+        apply_transitions(db, index, term, vec![transition])
+    }
+
+    fn apply_transitions(
+        db: &redb::Database,
+        index: u64,
+        term: u64,
+        transitions_: Vec<v1::WorkerTransition>,
+    ) -> v1::CommandResult {
+        let batch = v1::WorkerTransitions { term, now_unix: NOW, transitions: transitions_ };
         let txn = db.begin_write().unwrap();
         let result = transitions(&txn, index, 3, &batch).unwrap();
         txn.commit().unwrap();
         result
+    }
+
+    fn record(db: &redb::Database, index: u64, worker_id: u64, serial: &str, presented: &str) -> v1::CommandResult {
+        let command = v1::RecordWorkerCert {
+            worker_id,
+            serial: serial.into(),
+            expires_at_unix: NOW + 3600,
+            presented_serial: presented.into(),
+        };
+        let txn = db.begin_write().unwrap();
+        let result = record_cert(&txn, index, &command).unwrap();
+        txn.commit().unwrap();
+        result
+    }
+
+    fn serials_of(db: &std::sync::Arc<redb::Database>, worker_id: u64) -> (String, String) {
+        let worker = FsmReader::new(db.clone()).worker(worker_id).unwrap().unwrap();
+        (worker.cert_serial, worker.previous_cert_serial)
+    }
+
+    #[test]
+    fn a_certificate_is_recorded_only_against_the_current_or_previous_one() {
+        let (_dir, db, token) = setup(1);
+        register_with(&db, 2, &token, NOW);
+        let pair = |current: &str, previous: &str| (current.to_string(), previous.to_string());
+        assert!(record(&db, 3, 1, "0a", "").succeeded, "registration");
+        assert_eq!(serials_of(&db, 1), pair("0a", ""));
+        // Another registration-style record would replace the certificate without showing it.
+        assert_eq!(record(&db, 4, 1, "ee", "").error_code, "unknown_certificate");
+        // A certificate the cluster never issued cannot be renewed into a recorded one.
+        let minted = record(&db, 5, 1, "ee", "ff");
+        assert_eq!(minted.error_code, "unknown_certificate");
+        assert!(minted.error.contains("certificate serial ff is not its current certificate"), "{}", minted.error);
+        assert_eq!(serials_of(&db, 1), pair("0a", ""));
+
+        assert!(record(&db, 6, 1, "0b", "0a").succeeded, "renewal");
+        assert_eq!(serials_of(&db, 1), pair("0b", "0a"));
+        assert!(record(&db, 7, 1, "0b", "0a").succeeded, "a retried record changes nothing");
+        assert_eq!(serials_of(&db, 1), pair("0b", "0a"));
+        // The worker never got 0b and renews with 0a again: 0b is dropped.
+        assert!(record(&db, 8, 1, "0c", "0a").succeeded);
+        assert_eq!(serials_of(&db, 1), pair("0c", "0a"));
+        // Renewed twice over: 0b is nobody's now.
+        assert_eq!(record(&db, 9, 1, "0d", "0b").error_code, "unknown_certificate");
+    }
+
+    #[test]
+    fn the_leader_retires_the_replaced_certificate_whatever_the_state() {
+        use v1::WorkerState::{Draining, Ready};
+        let (_dir, db, token) = setup(2);
+        register_with(&db, 2, &token, NOW);
+        register_with(&db, 3, &token, NOW);
+        for (index, worker) in [(4, 1), (5, 2)] {
+            record(&db, index, worker, "0a", "");
+            record(&db, index + 10, worker, "0b", "0a");
+        }
+        change_state(&db, 20, 2, Draining);
+        let retire = |worker_id, state: v1::WorkerState, serial: &str| v1::WorkerTransition {
+            worker_id,
+            to: state as i32,
+            from: vec![state as i32],
+            retire_serial: serial.into(),
+            ..Default::default()
+        };
+        // A stale state (worker 2 is draining now) still retires; a serial that is not the
+        // previous one retires nothing.
+        let result = apply_transitions(&db, 21, 3, vec![retire(1, Ready, "0a"), retire(2, Ready, "0a")]);
+        assert_eq!(result.transitions_applied, 2);
+        assert_eq!(serials_of(&db, 1), ("0b".to_string(), String::new()));
+        assert_eq!(serials_of(&db, 2), ("0b".to_string(), String::new()));
+        assert_eq!((state_of(&db, 1), state_of(&db, 2)), (Ready, Draining));
+        assert_eq!(apply_transitions(&db, 22, 3, vec![retire(1, Ready, "0b")]).transitions_applied, 1);
+        assert_eq!(serials_of(&db, 1), ("0b".to_string(), String::new()));
     }
 
     fn state_of(db: &std::sync::Arc<redb::Database>, worker_id: u64) -> v1::WorkerState {

@@ -75,10 +75,10 @@ impl LivenessService for FakeService {
                     Some(v1::WorkerRefusal {
                         worker_id: id,
                         state: v1::WorkerState::Revoked as i32,
-                        reason: String::new(),
+                        ..Default::default()
                     })
                 } else if id >= 1000 {
-                    Some(v1::WorkerRefusal { worker_id: id, state: 0, reason: format!("no worker {id}") })
+                    Some(v1::WorkerRefusal { worker_id: id, reason: format!("no worker {id}"), ..Default::default() })
                 } else {
                     None
                 }
@@ -100,6 +100,7 @@ impl LivenessService for FakeService {
             gateways_epoch: 7,
             refused,
             leader_term: 1,
+            notices_through: 0,
         }))
     }
 

@@ -5,13 +5,15 @@ use std::time::{Duration, Instant};
 use muster_proto::v1;
 use muster_proto::v1::WorkerState;
 
-use super::{LeaseTable, gateways_epoch};
+use super::{FleetRead, LeaseTable, gateways_epoch};
+use crate::leases::serials::Serials;
 
 const GRACE: Duration = Duration::from_secs(10);
 const FAILOVER: Duration = Duration::from_secs(300);
 
-fn fleet(states: &[(u64, WorkerState)]) -> HashMap<u64, i32> {
-    states.iter().map(|(id, state)| (*id, *state as i32)).collect()
+fn fleet(states: &[(u64, WorkerState)]) -> FleetRead {
+    let states: HashMap<u64, i32> = states.iter().map(|(id, state)| (*id, *state as i32)).collect();
+    FleetRead { states, serials: HashMap::new() }
 }
 
 fn beat(worker_id: u64, ttl_secs: u32) -> v1::WorkerBeat {
@@ -162,4 +164,78 @@ fn a_profile_change_is_queued_without_changing_state() {
     assert_eq!(pending[0].to, WorkerState::Draining as i32);
     assert_eq!(pending[0].from, vec![WorkerState::Draining as i32]);
     assert_eq!(pending[0].profile, Some(profile));
+}
+
+fn beat_with(worker_id: u64, serial: &str) -> v1::WorkerBeat {
+    v1::WorkerBeat { cert_serial: serial.into(), ..beat(worker_id, 10) }
+}
+
+#[test]
+fn a_certificate_that_is_neither_current_nor_previous_is_refused_alone() {
+    let now = Instant::now();
+    let mut table = leading(now, &[(1, WorkerState::Ready)]);
+    table.learn_worker(1, WorkerState::Ready as i32, Serials::new("0b", "0a"));
+    let gateway: Arc<str> = Arc::from("gw");
+    let refused = table.record_beat(&gateway, &beat_with(1, "ff"), now, GRACE).expect("a minted serial is refused");
+    assert_eq!((refused.worker_id, refused.cert_serial.as_str()), (1, "ff"));
+    assert_eq!(refused.state, WorkerState::Unspecified as i32, "the worker itself is not refused");
+    assert!(refused.reason.contains("not this worker's current certificate"), "{}", refused.reason);
+    assert!(!table.knows_serial(1, "ff"));
+    // The previous certificate still beats (the worker has not switched yet), without retiring.
+    assert!(table.record_beat(&gateway, &beat_with(1, "0a"), now, GRACE).is_none());
+    assert!(table.take_pending().is_empty());
+    assert_eq!(table.exchange_notices("gw", 0).0, vec![]);
+}
+
+#[test]
+fn the_first_beat_with_the_renewed_certificate_retires_the_old_one_everywhere() {
+    let now = Instant::now();
+    let mut table = leading(now, &[(1, WorkerState::Ready)]);
+    table.learn_worker(1, WorkerState::Ready as i32, Serials::new("0b", "0a"));
+    table.record_gateway("gw-a", "a:1", now);
+    table.record_gateway("gw-b", "b:1", now);
+    let gateway: Arc<str> = Arc::from("gw-a");
+    assert!(table.record_beat(&gateway, &beat_with(1, "0b"), now, GRACE).is_none());
+    // The FSM is told (a retirement keeps the state)...
+    let pending = table.take_pending();
+    assert_eq!(pending.len(), 1);
+    assert_eq!((pending[0].to, pending[0].retire_serial.as_str()), (WorkerState::Ready as i32, "0a"));
+    assert_eq!(pending[0].from, vec![WorkerState::Ready as i32]);
+    // ...this table refuses the old one at once...
+    assert!(table.record_beat(&gateway, &beat_with(1, "0a"), now, GRACE).is_some());
+    // ...and every gateway hears of it, until it says it applied it.
+    let (notices, through) = table.exchange_notices("gw-b", 0);
+    assert_eq!((notices.len(), notices[0].cert_serial.as_str(), through), (1, "0a", 1));
+    assert_eq!(table.gateways_behind(1, now, Duration::from_secs(3)), vec!["gw-a", "gw-b"]);
+    table.exchange_notices("gw-b", through);
+    assert_eq!(table.gateways_behind(1, now, Duration::from_secs(3)), vec!["gw-a"]);
+}
+
+#[test]
+fn a_retirement_rides_along_with_a_return_from_unreachable() {
+    let now = Instant::now();
+    let mut table = leading(now, &[(1, WorkerState::Unreachable)]);
+    table.learn_worker(1, WorkerState::Unreachable as i32, Serials::new("0b", "0a"));
+    assert!(table.record_beat(&Arc::from("gw"), &beat_with(1, "0b"), now, GRACE).is_none());
+    let pending = table.take_pending();
+    assert_eq!((pending[0].to, pending[0].retire_serial.as_str()), (WorkerState::Ready as i32, "0a"));
+}
+
+#[test]
+fn a_revocation_drops_the_lease_and_is_a_notice_for_every_gateway() {
+    let now = Instant::now();
+    let mut table = leading(now, &[(1, WorkerState::Ready), (2, WorkerState::Ready)]);
+    table.record_gateway("gw-a", "a:1", now);
+    let seq = table.revoke(1);
+    assert!(table.lease(1).is_none());
+    assert_eq!(table.state(1), Some(WorkerState::Revoked as i32));
+    assert_eq!(table.worker_count(), 1);
+    let (notices, through) = table.exchange_notices("gw-a", 0);
+    assert_eq!((notices[0].worker_id, notices[0].state, through), (1, WorkerState::Revoked as i32, seq));
+    assert!(notices[0].cert_serial.is_empty(), "every certificate of the worker");
+    table.exchange_notices("gw-a", seq);
+    assert!(table.gateways_behind(seq, now, Duration::from_secs(3)).is_empty());
+    // A new term starts a new log: old acknowledgements mean nothing there.
+    table.begin_term(8, now, fleet(&[(1, WorkerState::Revoked)]), FAILOVER);
+    assert_eq!(table.exchange_notices("gw-a", 0), (vec![], 0));
 }
