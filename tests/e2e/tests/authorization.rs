@@ -172,7 +172,7 @@ async fn every_method_of_every_port_admits_exactly_the_roles_in_the_table() {
 }
 
 /// A stolen gateway certificate cannot announce another gateway into the list every worker
-/// receives, nor bloat that list with oversize ids or addresses.
+/// receives, nor bloat that list with oversize ids or addresses or more than 64 instances.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_gateway_certificate_announces_only_its_own_gateway() {
     use muster_e2e::v1::liveness_service_client::LivenessServiceClient;
@@ -202,5 +202,14 @@ async fn a_gateway_certificate_announces_only_its_own_gateway() {
     let own = liveness.report_liveness(report("gw-a/1", "127.0.0.1:1")).await.expect("its own name").into_inner();
     let ids: Vec<_> = own.gateways.iter().map(|g| g.gateway_id.as_str()).collect();
     assert_eq!(ids, ["gw-a/1"], "only the gateway's own announcement is listed");
+
+    // Nor can it flood the list with instances of its own name: 64 live ones at most.
+    for instance in 2..=64 {
+        liveness.report_liveness(report(&format!("gw-a/{instance}"), "127.0.0.1:1")).await.expect("an instance");
+    }
+    let status = liveness.report_liveness(report("gw-a/65", "127.0.0.1:1")).await.expect_err("a 65th instance");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("at most 64 live instances"), "{status:?}");
+    liveness.report_liveness(report("gw-a/1", "127.0.0.1:1")).await.expect("a live instance keeps reporting");
     cluster.check_processes().expect("no process restarted");
 }

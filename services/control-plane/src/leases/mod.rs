@@ -41,6 +41,10 @@ const MAX_GATEWAY_ADDR: usize = 262;
 /// How often the leader re-reads the fleet from the FSM while entries are being applied.
 const FLEET_REFRESH: Duration = Duration::from_secs(1);
 
+/// The most live gateways one gateway certificate may report as (`<name>/<instance>`), so a
+/// stolen certificate cannot flood the gateway list every worker receives.
+pub const MAX_INSTANCES_PER_GATEWAY_CERT: usize = 64;
+
 /// How long `RevokeWorker` waits for every live gateway to apply the revocation (a few batch
 /// intervals at the default 250 ms).
 pub const REVOCATION_WAIT: Duration = Duration::from_secs(3);
@@ -157,6 +161,14 @@ impl Leases {
         }
         let now = Instant::now();
         let (mut table, term) = self.leading_table(node, now)?;
+        if table.other_instances(&request.gateway_id, now, self.tuning.gateway_lease) >= MAX_INSTANCES_PER_GATEWAY_CERT
+        {
+            return Err(ApiError::ResourceExhausted(format!(
+                "{MAX_INSTANCES_PER_GATEWAY_CERT} gateways already report under the certificate name of {:?}; one \
+                 gateway certificate may serve at most {MAX_INSTANCES_PER_GATEWAY_CERT} live instances",
+                request.gateway_id
+            )));
+        }
         table.record_gateway(&request.gateway_id, &request.gateway_addr, now);
         let gateway: Arc<str> = Arc::from(request.gateway_id.as_str());
         let mut refused = Vec::new();

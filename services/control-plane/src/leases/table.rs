@@ -397,6 +397,22 @@ impl LeaseTable {
         }
     }
 
+    /// How many live gateways report under the certificate name of gateway `id` (`<name>` and
+    /// every `<name>/<instance>`), not counting `id` itself.
+    pub fn other_instances(&self, id: &str, now: Instant, gateway_lease: Duration) -> usize {
+        let name = id.split('/').next().unwrap_or(id);
+        let same_name =
+            |other: &str| other == name || other.strip_prefix(name).is_some_and(|rest| rest.starts_with('/'));
+        self.gateways
+            .iter()
+            .filter(|(other, seen)| {
+                other.as_str() != id
+                    && same_name(other)
+                    && now.saturating_duration_since(seen.last_batch) <= gateway_lease
+            })
+            .count()
+    }
+
     /// A gateway's batch arrived: it is live until `gateway_lease` after `now`.
     pub fn record_gateway(&mut self, id: &str, addr: &str, now: Instant) {
         let seen = GatewaySeen { addr: addr.to_string(), last_batch: now };

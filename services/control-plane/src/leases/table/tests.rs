@@ -239,3 +239,17 @@ fn a_revocation_drops_the_lease_and_is_a_notice_for_every_gateway() {
     table.begin_term(8, now, fleet(&[(1, WorkerState::Revoked)]), FAILOVER);
     assert_eq!(table.exchange_notices("gw-a", 0), (vec![], 0));
 }
+
+#[test]
+fn instances_are_counted_per_certificate_name_among_live_gateways() {
+    let now = Instant::now();
+    let mut table = leading(now, &[]);
+    let lease = Duration::from_secs(3);
+    for id in ["gw", "gw/a", "gw/b", "gwx/a", "other"] {
+        table.record_gateway(id, "a:1", now);
+    }
+    table.record_gateway("gw/old", "a:1", now - Duration::from_secs(10));
+    assert_eq!(table.other_instances("gw/c", now, lease), 3, "gw, gw/a, gw/b; not gwx/a, other or the silent one");
+    assert_eq!(table.other_instances("gw/a", now, lease), 2, "itself does not count");
+    assert_eq!(table.other_instances("gwx", now, lease), 1);
+}
