@@ -95,6 +95,7 @@ impl ControlPlane {
         crate::store::scrub_worker_ca_key(&config.data_dir).context("removing a stored worker CA key")?;
         let log_meta = open_database(&config.data_dir.join("raft-meta.redb"))?;
         let log_store = LogStore::open(&config.data_dir.join("raft-log"), log_meta)?;
+        let last_log_index = log_store.last_index();
         let fsm_db = open_database(&config.data_dir.join("fsm.redb"))?;
         let state_machine = StateMachineStore::new(fsm_db, config.data_dir.join("snapshots"))?;
         let channels =
@@ -102,7 +103,7 @@ impl ControlPlane {
         let raft = Raft::new(id, Arc::new(raft_config(&config)?), channels.clone(), log_store, state_machine.clone())
             .await
             .context("starting the Raft node")?;
-        let node = NodeHandle::new(id, addr, raft, state_machine, channels, config.clone());
+        let node = NodeHandle::new(id, addr, raft, state_machine, channels, config.clone(), last_log_index);
         tracing::info!(node = id, raft = %node.addr.raft_addr, api = %node.addr.api_addr, mode = config.cluster.name(), "control-plane node starting");
 
         let (shutdown, shutdown_rx) = watch::channel(false);

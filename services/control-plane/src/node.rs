@@ -3,18 +3,19 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use muster_config::ControlPlaneConfig;
 use muster_middleware::{ApiError, LeaderHint};
 use muster_proto::v1;
-use openraft::ServerState;
 use openraft::async_runtime::WatchReceiver;
 use openraft::raft::ClientWriteResponse;
+use openraft::{ReadPolicy, ServerState};
 use tokio::sync::watch;
 use tracing::field::Empty;
 use tracing::{Instrument as _, Span};
 
+use crate::grpc::errors::read_error;
 use crate::network::PeerChannels;
 use crate::store::{FsmReader, StateMachineStore};
 use crate::types::{NodeAddr, NodeId, Raft, RaftMetrics, TypeConfig};
@@ -34,9 +35,13 @@ pub struct NodeHandle {
     pub worker_states: crate::store::WorkerStateCache,
     ready: AtomicBool,
     ready_tx: watch::Sender<bool>,
+    /// The last log index this node held when it started; reads are never served at a lower
+    /// index (see [`NodeHandle::linearize`]). 0 once a read has been served past it.
+    read_floor: AtomicU64,
 }
 
 impl NodeHandle {
+    /// `last_log_index` is the last index in the log when the node started (before Raft ran).
     pub fn new(
         id: NodeId,
         addr: NodeAddr,
@@ -44,6 +49,7 @@ impl NodeHandle {
         state_machine: StateMachineStore,
         channels: PeerChannels,
         config: Arc<ControlPlaneConfig>,
+        last_log_index: u64,
     ) -> Arc<Self> {
         let (ready_tx, _) = watch::channel(false);
         let reader = state_machine.reader();
@@ -60,7 +66,44 @@ impl NodeHandle {
             config,
             ready: AtomicBool::new(false),
             ready_tx,
+            read_floor: AtomicU64::new(last_log_index),
         })
+    }
+
+    /// Confirms that this node may serve a read linearizably under `policy` (it leads, as a
+    /// quorum or its lease confirms) and waits until its state machine has applied through the
+    /// read index. Every linearizable and lease read goes through here.
+    ///
+    /// openraft takes the read index as the larger of the leader's first entry in its term and
+    /// the commit index it knows. A leader restored at start-up (its vote was committed, so it
+    /// leads again without an election) knows only the commit index this node saved, which
+    /// lags on purpose (group commit saves it at most once a second): entries after it may
+    /// have been committed, and acknowledged to clients, before the crash. So until a read
+    /// index reaches the last entry the node held at start-up, the leader first commits a
+    /// no-op of its own past all of them, and then takes the read index again.
+    pub async fn linearize(&self, policy: ReadPolicy) -> Result<(), ApiError> {
+        let read = self.raft.ensure_linearizable(policy.clone()).await.map_err(read_error)?;
+        let floor = self.read_floor.load(Ordering::Acquire);
+        if read.log_id().index >= floor {
+            self.read_floor.store(0, Ordering::Release);
+            return Ok(());
+        }
+        tracing::info!(
+            read_index = read.log_id().index,
+            floor,
+            "restored as leader with entries past the saved commit index: committing a no-op before serving reads"
+        );
+        let barrier = self.client_write(v1::Command::default()).await?;
+        let read = self.raft.ensure_linearizable(policy).await.map_err(read_error)?;
+        if read.log_id().index < barrier.log_id.index {
+            return Err(ApiError::Unavailable(format!(
+                "read index {} is behind the no-op committed at {}; leadership changed, retry",
+                read.log_id().index,
+                barrier.log_id.index
+            )));
+        }
+        self.read_floor.store(0, Ordering::Release);
+        Ok(())
     }
 
     /// Marks the node ready (or not) to serve; health and `/readyz` follow it.

@@ -10,7 +10,7 @@ use openraft::ReadPolicy;
 use openraft::async_runtime::WatchReceiver;
 use tonic::{Request, Response, Status};
 
-use super::errors::{read_error, storage_error};
+use super::errors::storage_error;
 use crate::node::NodeHandle;
 
 /// Longest key accepted, in bytes.
@@ -107,7 +107,7 @@ impl RaftClientService for ClientApi {
         }
         if let Some(policy) = policy {
             // Waits until this node's state machine has applied the confirmed read index.
-            self.node.raft.ensure_linearizable(policy).await.map_err(read_error)?;
+            self.node.linearize(policy).await?;
         }
         let reply = match query {
             v1::client_read_request::Query::Get(get) => match self.node.reader.get(&get.key).map_err(storage_error)? {

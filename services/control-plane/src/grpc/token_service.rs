@@ -11,7 +11,7 @@ use openraft::ReadPolicy;
 use tonic::{Request, Response, Status};
 
 use super::errors::page_error;
-use super::errors::{read_error, storage_error};
+use super::errors::storage_error;
 use crate::node::NodeHandle;
 use crate::store::page_size;
 
@@ -98,7 +98,7 @@ impl TokenService for TokenApi {
         &self,
         request: Request<v1::ListTokensRequest>,
     ) -> Result<Response<v1::ListTokensResponse>, Status> {
-        self.node.raft.ensure_linearizable(ReadPolicy::ReadIndex).await.map_err(read_error)?;
+        self.node.linearize(ReadPolicy::ReadIndex).await?;
         let now = unix_now();
         let request = request.into_inner();
         let all = request.all;

@@ -9,7 +9,7 @@ use openraft::ReadPolicy;
 use tonic::{Request, Response, Status};
 
 use super::errors::page_error;
-use super::errors::{read_error, storage_error};
+use super::errors::storage_error;
 use super::token_service::unix_now;
 use crate::node::NodeHandle;
 use crate::store::page_size;
@@ -55,8 +55,7 @@ impl WorkerAdminApi {
     }
 
     async fn linearize(&self) -> Result<(), ApiError> {
-        self.node.raft.ensure_linearizable(ReadPolicy::ReadIndex).await.map_err(read_error)?;
-        Ok(())
+        self.node.linearize(ReadPolicy::ReadIndex).await
     }
 }
 

@@ -73,7 +73,7 @@ async fn sweep(node: &NodeHandle) {
         return;
     }
     // Confirm leadership with a quorum before acting on this node's view of the leases.
-    if let Err(err) = node.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+    if let Err(err) = node.linearize(ReadPolicy::ReadIndex).await {
         tracing::warn!(error = %err, "cannot confirm leadership; worker state changes wait");
         leases.table().requeue(pending);
         return;

@@ -82,6 +82,11 @@ impl LogStore {
         Ok(store)
     }
 
+    /// The index of the last entry in the log (0 for none).
+    pub fn last_index(&self) -> u64 {
+        self.with_wal(|wal| Ok(wal.last_index())).ok().flatten().unwrap_or(0)
+    }
+
     fn read_meta<M: Message + Default>(&self, key: &'static str) -> io::Result<Option<M>> {
         let txn = self.meta.begin_read().map_err(io_err)?;
         let table = txn.open_table(RAFT_META).map_err(io_err)?;
