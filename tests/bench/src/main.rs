@@ -5,13 +5,15 @@
 //! cargo build --release --workspace --bins
 //! cargo run --release -p muster-bench -- kv [--duration 10s] [--clients 1,64] [--value-bytes 128]
 //! cargo run --release -p muster-bench -- fleet [--workers 10000] [--interval 450ms]
+//! cargo run --release -p muster-bench -- failover [--kills 20]
 //! ```
 //!
 //! `kv`: the same KV workload on each system. Each system runs alone: Muster's cluster is
 //! started, measured and stopped, then etcd's. Both are durable (fsync before acknowledging)
 //! and plaintext, every client has its own connection and talks to the leader, and the same
 //! keys and values are written. `fleet`: simulated workers heartbeating through the worker
-//! tier against the same number of etcd leases kept alive (see [`fleet`]).
+//! tier against the same number of etcd leases kept alive (see [`fleet`]). `failover`: leader
+//! `kill -9` to the first acknowledged write (see [`failover`]).
 //!
 //! Modules: [`cluster`] (Muster processes), [`etcd`] and [`etcd_rpc`] (etcd processes and
 //! its gRPC API), [`workload`] (client loops and histograms), [`report`] (tables),
@@ -21,6 +23,7 @@
 mod cluster;
 mod etcd;
 mod etcd_rpc;
+mod failover;
 mod fleet;
 mod machine;
 mod procs;
@@ -54,6 +57,8 @@ enum Bench {
     Kv(KvArgs),
     /// N simulated workers heartbeating through one gateway vs N etcd leases kept alive.
     Fleet(fleet::FleetArgs),
+    /// Leader kill -9 to the first acknowledged write, repeated, Muster vs etcd.
+    Failover(failover::FailoverArgs),
 }
 
 #[derive(Parser, Debug, Clone)]
@@ -274,6 +279,7 @@ async fn main() -> ExitCode {
         match cli.command {
             Bench::Kv(args) => kv(args).await,
             Bench::Fleet(args) => fleet::run(args).await,
+            Bench::Failover(args) => failover::run(args).await,
         }
     };
     // Dropping the benchmark future (on a signal) kills every server and removes the temp dir.

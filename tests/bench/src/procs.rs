@@ -12,11 +12,14 @@ use std::process::{Child, Command, Stdio};
 
 use anyhow::Context;
 
-/// One spawned server and where its output goes.
+/// One spawned server, where its output goes, and how to start it again.
 pub struct Proc {
     pub name: String,
     pub child: Child,
     pub log: PathBuf,
+    program: std::ffi::OsString,
+    args: Vec<std::ffi::OsString>,
+    scrub_env_prefix: String,
 }
 
 /// The children of one cluster; killed and reaped on drop.
@@ -28,23 +31,36 @@ pub struct Processes {
 impl Processes {
     /// Starts `command` with stdout and stderr appended to `log`, and the variables whose
     /// names start with `scrub_env_prefix` removed (they would override the configuration).
-    pub fn spawn(
-        &mut self,
-        name: &str,
-        mut command: Command,
-        log: &Path,
-        scrub_env_prefix: &str,
-    ) -> anyhow::Result<()> {
+    pub fn spawn(&mut self, name: &str, command: Command, log: &Path, scrub_env_prefix: &str) -> anyhow::Result<()> {
         let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let err = out.try_clone()?;
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with(scrub_env_prefix) {
-                command.env_remove(key);
-            }
-        }
-        command.stdin(Stdio::null()).stdout(out).stderr(err);
-        let child = command.spawn().with_context(|| format!("starting {name} ({:?})", command.get_program()))?;
-        self.procs.push(Proc { name: name.to_string(), child, log: log.to_path_buf() });
+        let program = command.get_program().to_os_string();
+        let args = command.get_args().map(|arg| arg.to_os_string()).collect();
+        let child = start(name, command, out, scrub_env_prefix)?;
+        self.procs.push(Proc {
+            name: name.to_string(),
+            child,
+            log: log.to_path_buf(),
+            program,
+            args,
+            scrub_env_prefix: scrub_env_prefix.to_string(),
+        });
+        Ok(())
+    }
+
+    /// SIGKILLs child `index` and reaps it.
+    pub fn kill(&mut self, index: usize) {
+        let proc = &mut self.procs[index];
+        let _ = proc.child.kill();
+        let _ = proc.child.wait();
+    }
+
+    /// Starts child `index` again with the same program and arguments, appending to its log.
+    pub fn restart(&mut self, index: usize) -> anyhow::Result<()> {
+        let proc = &mut self.procs[index];
+        let out = File::options().append(true).open(&proc.log).with_context(|| format!("opening {}", proc.log.display()))?;
+        let mut command = Command::new(&proc.program);
+        command.args(&proc.args);
+        proc.child = start(&proc.name, command, out, &proc.scrub_env_prefix)?;
         Ok(())
     }
 
@@ -80,6 +96,18 @@ impl Processes {
             let _ = proc.child.wait();
         }
     }
+}
+
+/// Spawns `command` with stdout and stderr to `out`, scrubbing the overriding variables.
+fn start(name: &str, mut command: Command, out: File, scrub_env_prefix: &str) -> anyhow::Result<Child> {
+    let err = out.try_clone()?;
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with(scrub_env_prefix) {
+            command.env_remove(key);
+        }
+    }
+    command.stdin(Stdio::null()).stdout(out).stderr(err);
+    command.spawn().with_context(|| format!("starting {name} ({:?})", command.get_program()))
 }
 
 impl Drop for Processes {
