@@ -121,6 +121,16 @@ impl Wal {
             }
         }
         let len = offset as u64;
+        if is_last && len == 0 {
+            // A final segment with no whole record (created, then the crash came before its
+            // first append landed) holds nothing; left in place, the next append would go into
+            // it whatever its name, and a name other than that entry's index fails the next
+            // recovery. The next append creates the segment it needs.
+            drop(file);
+            fs::remove_file(&path)?;
+            sync_dir(&self.dir)?;
+            return Ok(());
+        }
         self.segments.insert(first, Segment { file: Arc::new(file), len });
         Ok(())
     }
@@ -365,6 +375,24 @@ mod tests {
         assert_eq!(indexes(&wal), [1]);
         wal.append(&[entry(2)]).unwrap();
         assert_eq!(indexes(&Wal::open(dir.path()).unwrap()), [1, 2]);
+    }
+
+    #[test]
+    fn an_empty_final_segment_is_dropped_so_the_next_append_reopens() {
+        // Found by the wal_recovery fuzz target: entries 1..=2, then an empty (wholly torn)
+        // final segment named for another index. The append of 3 went into it and the next
+        // recovery refused the log ("entry 3 at byte 0, expected 50").
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path()).unwrap();
+        wal.append(&[entry(1), entry(2)]).unwrap();
+        drop(wal);
+        fs::write(segment_path(dir.path(), 50), b"torn").unwrap();
+        let mut wal = Wal::open(dir.path()).unwrap();
+        assert_eq!(wal.last_index(), Some(2));
+        assert!(!segment_path(dir.path(), 50).exists());
+        wal.append(&[entry(3)]).unwrap();
+        drop(wal);
+        assert_eq!(indexes(&Wal::open(dir.path()).unwrap()), [1, 2, 3]);
     }
 
     #[test]
