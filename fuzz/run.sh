@@ -6,7 +6,7 @@
 #   fuzz/run.sh 2000000         every target for that many executions
 #   fuzz/run.sh 600s            every target for 600 seconds
 #   fuzz/run.sh --smoke         every target for a few seconds (what .ci/run does)
-#   fuzz/run.sh 10000000 wal_recovery fsm_apply     only the targets named
+#   fuzz/run.sh wal_recovery fsm_apply              only the targets named (any limit first)
 #
 # Needs the nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`). Each target starts
 # from its committed seeds (fuzz/seeds/<target>) and a working corpus (fuzz/corpus/<target>,
@@ -21,9 +21,9 @@ TARGETS=(token_decode config_parse csr_sign wal_recovery snapshot_stream fsm_app
 limit=(-runs=10000000)
 case "${1:-}" in
   --smoke) limit=(-max_total_time="${FUZZ_SMOKE_SECONDS:-10}"); shift ;;
-  *s) limit=(-max_total_time="${1%s}"); shift ;;
+  [0-9]*s) limit=(-max_total_time="${1%s}"); shift ;;
   [0-9]*) limit=(-runs="$1"); shift ;;
-  "") ;;
+  "" | [a-z]*) ;;
   *) echo "usage: fuzz/run.sh [--smoke | RUNS | SECONDSs] [TARGET...]" >&2; exit 2 ;;
 esac
 (($# > 0)) && TARGETS=("$@")
