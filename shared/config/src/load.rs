@@ -43,7 +43,7 @@ const ENV_NOT_CONFIG: [&str; 2] = ["MUSTER_LOG", "MUSTER_CONFIG"];
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct ConfigLoader {
-    files: Vec<PathBuf>,
+    files: Vec<TomlLayer>,
     env: Vec<(String, String)>,
     overrides: Vec<(String, Value)>,
 }
@@ -57,7 +57,15 @@ impl ConfigLoader {
     /// Add a TOML file over the layers so far. A missing or unreadable file is an error naming
     /// the path when loading.
     pub fn file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.files.push(path.into());
+        self.files.push(TomlLayer::File(path.into()));
+        self
+    }
+
+    /// Add TOML text over the layers so far, checked exactly as a file's contents would be;
+    /// `origin` stands for the path in error messages. For configuration that does not come
+    /// from a file (and for the config fuzz target).
+    pub fn toml_text(mut self, origin: impl Into<PathBuf>, text: impl Into<String>) -> Self {
+        self.files.push(TomlLayer::Text { origin: origin.into(), text: text.into() });
         self
     }
 
@@ -93,8 +101,12 @@ impl ConfigLoader {
     /// duration). Semantic checks are the caller's next step (`T::validate()`).
     pub fn load<T: DeserializeOwned>(self) -> Result<T, ConfigError> {
         let mut root = Table::new();
-        for path in &self.files {
-            merge(&mut root, read_toml(path)?);
+        for layer in &self.files {
+            let table = match layer {
+                TomlLayer::File(path) => read_toml(path)?,
+                TomlLayer::Text { origin, text } => parse_toml(origin, text)?,
+            };
+            merge(&mut root, table);
         }
 
         let mut env = self
@@ -132,11 +144,23 @@ impl ConfigLoader {
     }
 }
 
+/// A TOML layer: a file read when loading, or text given directly.
+#[derive(Clone, Debug)]
+enum TomlLayer {
+    File(PathBuf),
+    Text { origin: PathBuf, text: String },
+}
+
 fn read_toml(path: &Path) -> Result<Table, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
+    parse_toml(path, &text)
+}
+
+/// `text` as a TOML table; a syntax error names `path`, line and column.
+fn parse_toml(path: &Path, text: &str) -> Result<Table, ConfigError> {
     text.parse::<Table>().map_err(|err| {
         let offset = err.span().map_or(0, |span| span.start);
-        let before = text.get(..offset).unwrap_or(&text);
+        let before = text.get(..offset).unwrap_or(text);
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
         ConfigError::Parse { path: path.to_owned(), line, column, message: err.message().trim().to_owned() }

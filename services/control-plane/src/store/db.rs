@@ -54,6 +54,12 @@ pub fn open_database(path: &Path) -> Result<Arc<Database>, StorageError> {
     let db =
         Database::create(path).map_err(|source| StorageError::Open { path: path.display().to_string(), source })?;
     crate::data_dir::make_private(path)?;
+    create_tables(&db)?;
+    Ok(Arc::new(db))
+}
+
+/// Creates every table the node uses, in one commit.
+pub(crate) fn create_tables(db: &Database) -> Result<(), StorageError> {
     let txn = db.begin_write().map_err(redb::Error::from)?;
     {
         txn.open_table(LOG).map_err(redb::Error::from)?;
@@ -66,7 +72,7 @@ pub fn open_database(path: &Path) -> Result<Arc<Database>, StorageError> {
         txn.open_table(WORKERS).map_err(redb::Error::from)?;
     }
     txn.commit().map_err(redb::Error::from)?;
-    Ok(Arc::new(db))
+    Ok(())
 }
 
 /// Any redb error as the `io::Error` openraft's storage traits speak.

@@ -16,6 +16,8 @@
 mod db;
 mod fsm;
 #[doc(hidden)]
+pub mod fuzzing;
+#[doc(hidden)]
 pub mod legacy_fixture;
 mod log_store;
 mod pages;

@@ -83,6 +83,12 @@ impl Wal {
 
     fn recover_segment(&mut self, first: u64, is_last: bool) -> io::Result<()> {
         let path = segment_path(&self.dir, first);
+        if let Some(last) = self.last_index()
+            && first <= last
+        {
+            // Never written so: a segment starts after every entry of the ones before it.
+            return Err(corrupt(format!("{}: starts at or below entry {last} of an earlier segment", path.display())));
+        }
         let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
@@ -121,6 +127,16 @@ impl Wal {
             }
         }
         let len = offset as u64;
+        if len == 0 {
+            // A segment with no whole record (created, then the crash came before its first
+            // append landed) holds nothing; left in place as the last one, the next append
+            // would go into it whatever its name, and a name other than that entry's index
+            // fails the next recovery. The next append creates the segment it needs.
+            drop(file);
+            fs::remove_file(&path)?;
+            sync_dir(&self.dir)?;
+            return Ok(());
+        }
         self.segments.insert(first, Segment { file: Arc::new(file), len });
         Ok(())
     }
@@ -365,6 +381,46 @@ mod tests {
         assert_eq!(indexes(&wal), [1]);
         wal.append(&[entry(2)]).unwrap();
         assert_eq!(indexes(&Wal::open(dir.path()).unwrap()), [1, 2]);
+    }
+
+    #[test]
+    fn an_empty_final_segment_is_dropped_so_the_next_append_reopens() {
+        // Found by the wal_recovery fuzz target: entries 1..=2, then an empty (wholly torn)
+        // final segment named for another index. The append of 3 went into it and the next
+        // recovery refused the log ("entry 3 at byte 0, expected 50").
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path()).unwrap();
+        wal.append(&[entry(1), entry(2)]).unwrap();
+        drop(wal);
+        fs::write(segment_path(dir.path(), 50), b"torn").unwrap();
+        let mut wal = Wal::open(dir.path()).unwrap();
+        assert_eq!(wal.last_index(), Some(2));
+        assert!(!segment_path(dir.path(), 50).exists());
+        wal.append(&[entry(3)]).unwrap();
+        drop(wal);
+        assert_eq!(indexes(&Wal::open(dir.path()).unwrap()), [1, 2, 3]);
+    }
+
+    #[test]
+    fn empty_and_overlapping_segments() {
+        // Found by the wal_recovery fuzz target: an empty segment that is not the last one
+        // became the active segment once the empty last one was dropped.
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path()).unwrap();
+        wal.append(&[entry(1), entry(2)]).unwrap();
+        drop(wal);
+        fs::write(segment_path(dir.path(), 40), b"").unwrap();
+        fs::write(segment_path(dir.path(), 50), b"torn").unwrap();
+        let mut wal = Wal::open(dir.path()).unwrap();
+        assert!(!segment_path(dir.path(), 40).exists());
+        wal.append(&[entry(3)]).unwrap();
+        drop(wal);
+        assert_eq!(indexes(&Wal::open(dir.path()).unwrap()), [1, 2, 3]);
+
+        // A segment starting inside an earlier one is refused.
+        fs::copy(segment_path(dir.path(), 1), segment_path(dir.path(), 2)).unwrap();
+        let err = Wal::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("at or below entry 3"), "{err}");
     }
 
     #[test]

@@ -46,6 +46,19 @@ fn syntax_error_has_file_line_and_column() {
 }
 
 #[test]
+fn toml_text_is_a_layer_like_a_file() {
+    let file = toml_file("data_dir = \"/from-file\"\n");
+    let config: ControlPlaneConfig =
+        ConfigLoader::new().file(file.path()).toml_text("inline.toml", "data_dir = \"/inline\"\n").load().unwrap();
+    assert_eq!(config.data_dir, PathBuf::from("/inline"), "later layers win");
+    let result = ConfigLoader::new().toml_text("inline.toml", "\n[cluster]\nmode = = 1\n").load::<ControlPlaneConfig>();
+    let Err(ConfigError::Parse { path, line, column, .. }) = &result else {
+        panic!("expected a Parse error, got {result:?}");
+    };
+    assert_eq!((path, *line, *column), (&PathBuf::from("inline.toml"), 3, 8));
+}
+
+#[test]
 fn env_vars_nest_on_double_underscore() {
     let config = load_env(&[
         ("MUSTER_DATA_DIR", "/var/lib/muster"),
