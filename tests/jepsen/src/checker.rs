@@ -323,8 +323,9 @@ fn hint(ops: &[&Op], blocked: &Op) -> Option<String> {
         .filter(|op| !matches!(op.outcome, Outcome::Ok(Reply::Write { succeeded: false, .. })))
         .max_by_key(|op| op.complete);
     if let Some(op) = missed {
+        let after = if seen.is_some() { ", begun after that write had completed," } else { "" };
         text.push_str(&format!(
-            "\n  but this write of another value came after that and was acknowledged at {}, before it was \
+            "\n  but this write of another value{after} was acknowledged at {}, before the operation above was \
              invoked at {}:\n    {op}",
             secs(op.complete),
             secs(blocked.invoke)

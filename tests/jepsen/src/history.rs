@@ -21,8 +21,11 @@ pub type Nanos = u64;
 /// What a client asked for, on one key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
-    /// A linearizable (or lease) get.
-    Read,
+    /// A get, linearizable (ReadIndex) or served under the leader's lease; both promise a
+    /// linearizable answer.
+    Read {
+        lease: bool,
+    },
     Put(Value),
     Delete,
     /// Set `new` if the key holds `expected` (`None`: if the key is absent).
@@ -34,7 +37,7 @@ pub enum Command {
 
 impl Command {
     pub fn is_write(&self) -> bool {
-        !matches!(self, Command::Read)
+        !matches!(self, Command::Read { .. })
     }
 }
 
@@ -97,7 +100,7 @@ impl History {
         let mut counts = Counts::default();
         for op in &self.ops {
             let row = match op.command {
-                Command::Read => &mut counts.reads,
+                Command::Read { .. } => &mut counts.reads,
                 Command::Put(_) => &mut counts.puts,
                 Command::Delete => &mut counts.deletes,
                 Command::Cas { .. } => &mut counts.cas,
@@ -173,7 +176,8 @@ pub fn show(value: Option<Value>) -> String {
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let what = match &self.command {
-            Command::Read => "get".to_string(),
+            Command::Read { lease: false } => "get".to_string(),
+            Command::Read { lease: true } => "lease get".to_string(),
             Command::Put(v) => format!("put {v}"),
             Command::Delete => "delete".to_string(),
             Command::Cas { expected, new } => format!("cas {} -> {new}", show(*expected)),

@@ -16,3 +16,7 @@ pub mod checker;
 pub mod history;
 pub mod model;
 pub mod mutate;
+pub mod nemesis;
+pub mod probe;
+pub mod run;
+pub mod workload;

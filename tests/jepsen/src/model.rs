@@ -12,7 +12,7 @@ pub type State = Option<Value>;
 /// specified. Failed operations never reach the model.
 pub fn step(state: State, command: &Command, outcome: &Outcome) -> Option<State> {
     let (next, expected_reply) = match *command {
-        Command::Read => (state, Reply::Read(state)),
+        Command::Read { .. } => (state, Reply::Read(state)),
         Command::Put(value) => (Some(value), Reply::Write { succeeded: true, previous: state }),
         Command::Delete => (None, Reply::Write { succeeded: state.is_some(), previous: state }),
         Command::Cas { expected, new } => {
@@ -37,9 +37,9 @@ mod tests {
 
     #[test]
     fn reads_must_see_the_state() {
-        assert_eq!(step(Some(1), &Command::Read, &Outcome::Ok(Reply::Read(Some(1)))), Some(Some(1)));
-        assert_eq!(step(Some(1), &Command::Read, &Outcome::Ok(Reply::Read(None))), None);
-        assert_eq!(step(None, &Command::Read, &Outcome::Ok(Reply::Read(None))), Some(None));
+        assert_eq!(step(Some(1), &Command::Read { lease: false }, &Outcome::Ok(Reply::Read(Some(1)))), Some(Some(1)));
+        assert_eq!(step(Some(1), &Command::Read { lease: false }, &Outcome::Ok(Reply::Read(None))), None);
+        assert_eq!(step(None, &Command::Read { lease: false }, &Outcome::Ok(Reply::Read(None))), Some(None));
     }
 
     #[test]

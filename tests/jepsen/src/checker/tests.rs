@@ -5,7 +5,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
-use crate::history::Command::{Cas, Delete, Put, Read};
+use crate::history::Command::{Cas, Delete, Put};
 use crate::model;
 use crate::mutate::plant_stale_read;
 
@@ -16,7 +16,7 @@ fn op(process: usize, command: Command, invoke: u64, complete: u64, outcome: Out
 }
 
 fn read(process: usize, span: (u64, u64), value: Option<Value>) -> Op {
-    op(process, Read, span.0, span.1, Outcome::Ok(Reply::Read(value)))
+    op(process, Command::Read { lease: false }, span.0, span.1, Outcome::Ok(Reply::Read(value)))
 }
 
 fn write(process: usize, command: Command, span: (u64, u64), succeeded: bool, previous: Option<Value>) -> Op {
@@ -182,7 +182,7 @@ fn random_history(seed: u64, processes: usize, per_process: usize) -> History {
         let mut now = rng.random_range(0..20);
         for _ in 0..per_process {
             let command = match rng.random_range(0..10) {
-                0..=3 => Read,
+                0..=3 => Command::Read { lease: rng.random_bool(0.2) },
                 4..=5 => Put(next_value),
                 6 => Delete,
                 _ => Cas {
@@ -207,7 +207,7 @@ fn random_history(seed: u64, processes: usize, per_process: usize) -> History {
     for i in order {
         let op = &mut planned[i].op;
         let reply = match op.command {
-            Read => Reply::Read(state),
+            Command::Read { .. } => Reply::Read(state),
             Put(_) => Reply::Write { succeeded: true, previous: state },
             Delete => Reply::Write { succeeded: state.is_some(), previous: state },
             Cas { expected, .. } => Reply::Write { succeeded: state == expected, previous: state },
