@@ -110,7 +110,8 @@ impl fmt::Display for Report {
             let Some(blocked) = &violation.blocked else { continue };
             let at = Duration::from_nanos(blocked.complete);
             if let Some(fault) = self.faults.iter().rev().find(|fault| fault.at <= at) {
-                writeln!(f, "  key {}: the last fault before the operation completed: {fault}", violation.key)?;
+                let fault = fault.to_string();
+                writeln!(f, "  key {}: the last fault before it completed: {}", violation.key, fault.trim_start())?;
             }
         }
         if !self.verdict.is_linearizable() {

@@ -76,7 +76,7 @@ fn a_stale_read_is_caught_and_explained() {
     assert!(text.contains("key k"), "{text}");
     assert!(text.contains("read 1"), "{text}");
     assert!(text.contains("put 2"), "{text}");
-    assert!(text.contains("before it was invoked"), "{text}");
+    assert!(text.contains("before the operation above was invoked"), "{text}");
 }
 
 #[test]
