@@ -57,7 +57,8 @@ impl Processes {
     /// Starts child `index` again with the same program and arguments, appending to its log.
     pub fn restart(&mut self, index: usize) -> anyhow::Result<()> {
         let proc = &mut self.procs[index];
-        let out = File::options().append(true).open(&proc.log).with_context(|| format!("opening {}", proc.log.display()))?;
+        let out =
+            File::options().append(true).open(&proc.log).with_context(|| format!("opening {}", proc.log.display()))?;
         let mut command = Command::new(&proc.program);
         command.args(&proc.args);
         proc.child = start(&proc.name, command, out, &proc.scrub_env_prefix)?;
