@@ -15,6 +15,9 @@ use tonic::{Code, Status};
 use crate::ClientError;
 use crate::channels::Channels;
 
+/// Longest pause between retries of one call.
+const MAX_RETRY_BACKOFF: Duration = Duration::from_millis(250);
+
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
     /// API addresses (`host:port`) of any control-plane nodes.
@@ -149,7 +152,9 @@ impl ControlPlaneClient {
             }
             tracing::debug!(%target, error = %status.message(), "retrying");
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(1));
+            // Capped low: a new leader is elected within about a second, and a client that
+            // slept a long backoff past that would add its own outage to the cluster's.
+            backoff = (backoff * 2).min(MAX_RETRY_BACKOFF);
         }
     }
 

@@ -154,10 +154,15 @@ pub struct RaftTuning {
     /// Leader heartbeat period. Default 100ms; must be below `election_timeout_min`.
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
-    /// Lower bound of the randomized election timeout. Default 500ms.
+    /// Lower bound of the randomized election timeout. Default 250ms.
+    ///
+    /// A follower campaigns only once the leader's lease has run out as well, and openraft
+    /// sets that lease to `election_timeout_max`: after the last heartbeat a follower waits
+    /// `election_timeout_max` plus a random `[min, max)`, 0.75–1 s with the defaults (7 to 10
+    /// missed heartbeats), before it asks for votes.
     #[serde(with = "humantime_serde")]
     pub election_timeout_min: Duration,
-    /// Upper bound of the randomized election timeout. Default 1000ms.
+    /// Upper bound of the randomized election timeout, and the leader lease. Default 500ms.
     #[serde(with = "humantime_serde")]
     pub election_timeout_max: Duration,
     /// Build a snapshot after this many log entries since the last one. Default 100000.
@@ -175,8 +180,8 @@ impl Default for RaftTuning {
     fn default() -> Self {
         Self {
             heartbeat_interval: Duration::from_millis(100),
-            election_timeout_min: Duration::from_millis(500),
-            election_timeout_max: Duration::from_millis(1000),
+            election_timeout_min: Duration::from_millis(250),
+            election_timeout_max: Duration::from_millis(500),
             snapshot_after_logs: 100_000,
             max_logs_to_keep: 1_000,
             snapshot_chunk_bytes: 1024 * 1024,

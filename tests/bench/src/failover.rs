@@ -61,17 +61,21 @@ trait Target {
     fn writer(&self, dead: usize) -> anyhow::Result<Writer>;
 }
 
-/// One write attempt's client.
+/// What a write attempt needs to reach the surviving members.
 #[derive(Clone)]
 enum Writer {
-    Muster(std::sync::Arc<ControlPlaneClient>),
+    /// Their API addresses: every attempt makes its own client (one client sends its writes in
+    /// order, so attempts through one client would queue behind each other's retries).
+    Muster(Vec<String>),
     Etcd(Vec<EtcdKv>),
 }
 
 impl Writer {
     async fn write(&self, attempt: usize, key: String) -> anyhow::Result<()> {
         match self {
-            Writer::Muster(client) => {
+            Writer::Muster(live) => {
+                let options = ClientOptions { timeout: ATTEMPT_TIMEOUT, ..ClientOptions::new(live.clone()) };
+                let client = ControlPlaneClient::new(options)?;
                 let result = client.put(&key, b"failover".to_vec()).await?;
                 anyhow::ensure!(result.succeeded, "put not applied");
             }
@@ -108,8 +112,7 @@ impl Target for MusterTarget {
     fn writer(&self, dead: usize) -> anyhow::Result<Writer> {
         let live: Vec<String> =
             self.nodes.iter().enumerate().filter(|(i, _)| *i != dead).map(|(_, n)| n.clone()).collect();
-        let options = ClientOptions { timeout: ATTEMPT_TIMEOUT, ..ClientOptions::new(live) };
-        Ok(Writer::Muster(std::sync::Arc::new(ControlPlaneClient::new(options)?)))
+        Ok(Writer::Muster(live))
     }
 }
 

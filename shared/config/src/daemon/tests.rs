@@ -41,8 +41,8 @@ fn empty_file_gives_every_default() {
             tls: TlsConfig { insecure: false, ca_file: None, cert_file: None, key_file: None },
             raft: RaftTuning {
                 heartbeat_interval: Duration::from_millis(100),
-                election_timeout_min: Duration::from_millis(500),
-                election_timeout_max: Duration::from_millis(1000),
+                election_timeout_min: Duration::from_millis(250),
+                election_timeout_max: Duration::from_millis(500),
                 snapshot_after_logs: 100_000,
                 max_logs_to_keep: 1_000,
                 snapshot_chunk_bytes: 1 << 20,
@@ -96,7 +96,7 @@ fn partial_sections_keep_their_other_defaults() {
     );
     assert_eq!(config.data_dir, PathBuf::from("/var/lib/muster"));
     assert_eq!(config.raft.election_timeout_max, Duration::from_secs(2));
-    assert_eq!(config.raft.election_timeout_min, Duration::from_millis(500));
+    assert_eq!(config.raft.election_timeout_min, Duration::from_millis(250));
     assert_eq!(config.limits.request_timeout, Duration::from_secs(60));
     assert_eq!(config.limits.max_message_bytes, 4 << 20);
     assert_eq!(config.telemetry.log_format, LogFormat::Json);
@@ -147,11 +147,11 @@ fn tls_requires_all_files_unless_insecure() {
 fn raft_timing_must_be_ordered() {
     assert_eq!(
         invalid(&format!("{TLS}[raft]\nelection_timeout_min = \"1s\"")),
-        "raft.election_timeout_min: 1s must be shorter than election_timeout_max (1s)"
+        "raft.election_timeout_min: 1s must be shorter than election_timeout_max (500ms)"
     );
     assert_eq!(
         invalid(&format!("{TLS}[raft]\nheartbeat_interval = \"600ms\"")),
-        "raft.heartbeat_interval: 600ms must be shorter than election_timeout_min (500ms)"
+        "raft.heartbeat_interval: 600ms must be shorter than election_timeout_min (250ms)"
     );
     assert_eq!(
         invalid(&format!("{TLS}[raft]\nsnapshot_chunk_bytes = 8388608")),
