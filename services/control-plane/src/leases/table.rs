@@ -257,14 +257,7 @@ impl LeaseTable {
         );
         let why = "replaced by this worker's renewed certificate";
         self.notices.push(serials::refusal(worker_id, previous, why));
-        let queued = self.pending.entry(worker_id).or_insert_with(|| v1::WorkerTransition {
-            worker_id,
-            to: state,
-            from: vec![state],
-            profile: None,
-            retire_serial: String::new(),
-        });
-        queued.retire_serial = previous.to_string();
+        self.queued_in_state(worker_id, state).retire_serial = previous.to_string();
     }
 
     /// A beat's effect on the lease and the state (its serial is accepted).
@@ -321,14 +314,14 @@ impl LeaseTable {
 
     /// Queues a profile update for a worker whose full report carried a changed profile.
     pub fn queue_profile(&mut self, worker_id: u64, state: i32, profile: v1::WorkerProfile) {
-        let entry = self.pending.entry(worker_id).or_insert_with(|| v1::WorkerTransition {
-            worker_id,
-            to: state,
-            from: vec![state],
-            profile: None,
-            retire_serial: String::new(),
-        });
-        entry.profile = Some(profile);
+        self.queued_in_state(worker_id, state).profile = Some(profile);
+    }
+
+    /// The worker's queued transition, or a new one that keeps it in `state` (for changes
+    /// that ride along with whatever else is queued: a profile, a retired certificate).
+    fn queued_in_state(&mut self, worker_id: u64, state: i32) -> &mut v1::WorkerTransition {
+        let state = WorkerState::try_from(state).unwrap_or_default();
+        self.pending.entry(worker_id).or_insert_with(|| transition(worker_id, state, &[state]))
     }
 
     /// Leased workers whose deadline passed and that have no transition queued.

@@ -145,45 +145,47 @@ pub(crate) fn transitions(
         if retired {
             worker.previous_cert_serial.clear();
         }
-        if !transition.from.contains(&worker.state) {
-            if retired {
-                workers.insert(worker.worker_id, worker.encode_to_vec().as_slice()).map_err(io_err)?;
-                applied += 1;
-            }
-            continue;
+        let moved = transition.from.contains(&worker.state) && apply_transition(&mut worker, transition, batch.now_unix);
+        if retired || moved {
+            workers.insert(worker.worker_id, worker.encode_to_vec().as_slice()).map_err(io_err)?;
+            applied += 1;
         }
-        let from = worker.state;
-        let next = match v1::WorkerState::try_from(transition.to).unwrap_or_default() {
-            v1::WorkerState::Unreachable if from != v1::WorkerState::Unreachable as i32 => {
-                worker.resume_state = from;
-                v1::WorkerState::Unreachable as i32
-            }
-            // Back from expiry: to whatever it expired from (a draining worker stays draining).
-            v1::WorkerState::Ready if from == v1::WorkerState::Unreachable as i32 => {
-                match std::mem::take(&mut worker.resume_state) {
-                    draining if draining == v1::WorkerState::Draining as i32 => draining,
-                    _ => v1::WorkerState::Ready as i32,
-                }
-            }
-            target @ (v1::WorkerState::Ready | v1::WorkerState::Left) => {
-                worker.resume_state = 0;
-                target as i32
-            }
-            // A profile update or a retirement keeps the state it was queued in.
-            _ if transition.to == from => from,
-            _ => continue,
-        };
-        if next != from {
-            worker.state = next;
-            worker.state_changed_at_unix = batch.now_unix;
-        }
-        if let Some(profile) = &transition.profile {
-            worker.profile = Some(profile.clone());
-        }
-        workers.insert(worker.worker_id, worker.encode_to_vec().as_slice()).map_err(io_err)?;
-        applied += 1;
     }
     Ok(v1::CommandResult { index, succeeded: true, transitions_applied: applied, ..Default::default() })
+}
+
+/// Applies one liveness transition to `worker`, which is in one of its `from` states; false
+/// when the target does not apply from there (nothing changed).
+fn apply_transition(worker: &mut v1::WorkerRecord, transition: &v1::WorkerTransition, now_unix: i64) -> bool {
+    let from = worker.state;
+    let next = match v1::WorkerState::try_from(transition.to).unwrap_or_default() {
+        v1::WorkerState::Unreachable if from != v1::WorkerState::Unreachable as i32 => {
+            worker.resume_state = from;
+            v1::WorkerState::Unreachable as i32
+        }
+        // Back from expiry: to whatever it expired from (a draining worker stays draining).
+        v1::WorkerState::Ready if from == v1::WorkerState::Unreachable as i32 => {
+            match std::mem::take(&mut worker.resume_state) {
+                draining if draining == v1::WorkerState::Draining as i32 => draining,
+                _ => v1::WorkerState::Ready as i32,
+            }
+        }
+        target @ (v1::WorkerState::Ready | v1::WorkerState::Left) => {
+            worker.resume_state = 0;
+            target as i32
+        }
+        // A profile update or a retirement keeps the state it was queued in.
+        _ if transition.to == from => from,
+        _ => return false,
+    };
+    if next != from {
+        worker.state = next;
+        worker.state_changed_at_unix = now_unix;
+    }
+    if let Some(profile) = &transition.profile {
+        worker.profile = Some(profile.clone());
+    }
+    true
 }
 
 /// Notes a worker's newly issued certificate.
