@@ -43,12 +43,15 @@ pub fn gateway_id_allowed(cert_name: &str, gateway_id: &str) -> bool {
     // The id goes into the gateway list every worker receives: short and printable.
     let printable =
         gateway_id.len() <= GATEWAY_ID_MAX_BYTES && !gateway_id.chars().any(|c| c.is_whitespace() || c.is_control());
-    let named = gateway_id == cert_name
-        || gateway_id
-            .strip_prefix(cert_name)
-            .and_then(|rest| rest.strip_prefix('/'))
-            .is_some_and(|instance| !instance.is_empty() && !instance.contains('/'));
+    let instance = gateway_id.split_once('/').map(|(_, instance)| instance);
+    let named = gateway_cert_name(gateway_id) == cert_name
+        && instance.is_none_or(|instance| !instance.is_empty() && !instance.contains('/'));
     printable && named
+}
+
+/// The certificate name a gateway id reports under: `<name>` of `<name>` or `<name>/<instance>`.
+pub fn gateway_cert_name(gateway_id: &str) -> &str {
+    gateway_id.split_once('/').map_or(gateway_id, |(name, _)| name)
 }
 
 /// The longest gateway id (as the gateway's own `gateway_id` setting allows).
@@ -75,6 +78,7 @@ mod tests {
         for other in ["evil-gw", "gw2", "gw/", "gw/a/b", "g", "", "gwx/1", "gw/a b", "gw/a\n", long.as_str()] {
             assert!(!gateway_id_allowed("gw", other), "{other}");
         }
+        assert_eq!((gateway_cert_name("gw"), gateway_cert_name("gw/10.0.0.7-3671")), ("gw", "gw"));
     }
 
     #[test]

@@ -393,14 +393,12 @@ impl LeaseTable {
     /// How many live gateways report under the certificate name of gateway `id` (`<name>` and
     /// every `<name>/<instance>`), not counting `id` itself.
     pub fn other_instances(&self, id: &str, now: Instant, gateway_lease: Duration) -> usize {
-        let name = id.split('/').next().unwrap_or(id);
-        let same_name =
-            |other: &str| other == name || other.strip_prefix(name).is_some_and(|rest| rest.starts_with('/'));
+        let name = muster_tls::gateway_cert_name(id);
         self.gateways
             .iter()
             .filter(|(other, seen)| {
                 other.as_str() != id
-                    && same_name(other)
+                    && muster_tls::gateway_cert_name(other) == name
                     && now.saturating_duration_since(seen.last_batch) <= gateway_lease
             })
             .count()
