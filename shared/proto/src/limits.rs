@@ -31,6 +31,10 @@ pub const MAX_CAPACITY_ENTRIES: usize = 32;
 /// so every valid report fits and an oversize one is cut before it is buffered.
 pub const MAX_STATUS_REPORT_BYTES: usize = 2 * MAX_PROFILE_BYTES;
 
+/// Longest certificate serial, in hex, a registrar may record or present: RFC 5280 serials are
+/// at most 20 octets. (The serials travel in Raft entries, so they are bounded too.)
+pub const MAX_CERT_SERIAL_HEX: usize = 40;
+
 /// Which limit an input broke; the message names the field and the limit.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LimitError {

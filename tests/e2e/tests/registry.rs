@@ -127,10 +127,30 @@ async fn tokens_register_workers_and_bad_tokens_are_refused() {
         .into_inner();
     assert_eq!(recorded.worker.map(|w| (w.cert_serial, w.cert_expires_at_unix)), Some(("01ab".into(), 42)));
     let status = registry
-        .record_worker_cert(v1::RecordWorkerCertRequest { worker_id: 999, ..Default::default() })
+        .record_worker_cert(v1::RecordWorkerCertRequest { worker_id: 999, serial: "02".into(), ..Default::default() })
         .await
         .expect_err("recorded a certificate for no worker");
     assert_eq!(status.code(), Code::NotFound);
+    // Serials go into Raft entries: an oversize one is refused before it is proposed.
+    for (serial, presented) in [("ab".repeat(21), "01ab".to_string()), ("03".into(), "cd".repeat(1_000_000))] {
+        let oversize = v1::RecordWorkerCertRequest {
+            worker_id: first.worker_id,
+            serial,
+            expires_at_unix: 43,
+            presented_serial: presented,
+        };
+        let status = registry.record_worker_cert(oversize).await.expect_err("an oversize serial was recorded");
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains("max_cert_serial_hex"), "{status:?}");
+    }
+    let unchanged = registry.record_worker_cert(v1::RecordWorkerCertRequest {
+        worker_id: first.worker_id,
+        serial: "01ab".into(),
+        expires_at_unix: 42,
+        presented_serial: String::new(),
+    });
+    let unchanged = unchanged.await.expect("a retried record").into_inner().worker.expect("worker");
+    assert_eq!((unchanged.cert_serial.as_str(), unchanged.previous_cert_serial.as_str()), ("01ab", ""));
 }
 
 #[tokio::test(flavor = "multi_thread")]

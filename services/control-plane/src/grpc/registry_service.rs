@@ -105,6 +105,13 @@ impl WorkerRegistryService for RegistryApi {
         request: Request<v1::RecordWorkerCertRequest>,
     ) -> Result<Response<v1::RecordWorkerCertResponse>, Status> {
         let request = request.into_inner();
+        let limit = muster_proto::limits::MAX_CERT_SERIAL_HEX;
+        if request.serial.is_empty() || request.serial.len() > limit || request.presented_serial.len() > limit {
+            return Err(ApiError::InvalidArgument(format!(
+                "serial must be 1 to {limit} hex digits and presented_serial at most {limit} (max_cert_serial_hex)"
+            ))
+            .into());
+        }
         let record = v1::RecordWorkerCert {
             worker_id: request.worker_id,
             serial: request.serial,

@@ -145,7 +145,8 @@ pub(crate) fn transitions(
         if retired {
             worker.previous_cert_serial.clear();
         }
-        let moved = transition.from.contains(&worker.state) && apply_transition(&mut worker, transition, batch.now_unix);
+        let moved =
+            transition.from.contains(&worker.state) && apply_transition(&mut worker, transition, batch.now_unix);
         if retired || moved {
             workers.insert(worker.worker_id, worker.encode_to_vec().as_slice()).map_err(io_err)?;
             applied += 1;
