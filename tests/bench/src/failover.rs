@@ -51,14 +51,51 @@ pub struct FailoverArgs {
     etcd_bin: PathBuf,
 }
 
-/// One cluster under test: which member leads, and one write through the others.
-trait Target {
-    fn name(&self) -> &'static str;
+/// A 3-member cluster as the benchmark drives it. Its `endpoints` are reordered (leader first)
+/// by `wait_ready`; [`Target`] keeps the process order.
+trait Members {
     fn procs(&mut self) -> &mut Processes;
-    /// Waits until every member agrees on a leader that takes a write; its process index.
-    async fn whole_again(&mut self, timeout: Duration) -> anyhow::Result<usize>;
-    /// A client for one write attempt through every member but `dead`.
-    fn writer(&self, dead: usize) -> anyhow::Result<Writer>;
+    fn endpoints(&mut self) -> &mut Vec<String>;
+    /// Waits until every member agrees on a leader that takes a write; puts it first.
+    async fn ready(&mut self, timeout: Duration) -> anyhow::Result<()>;
+    /// What a write attempt needs to reach the members at `live`.
+    fn writer(live: Vec<String>) -> anyhow::Result<Writer>;
+}
+
+impl Members for MusterCluster {
+    fn procs(&mut self) -> &mut Processes {
+        &mut self.procs
+    }
+
+    fn endpoints(&mut self) -> &mut Vec<String> {
+        &mut self.endpoints
+    }
+
+    async fn ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        self.wait_ready(timeout).await
+    }
+
+    fn writer(live: Vec<String>) -> anyhow::Result<Writer> {
+        Ok(Writer::Muster(live))
+    }
+}
+
+impl Members for EtcdCluster {
+    fn procs(&mut self) -> &mut Processes {
+        &mut self.procs
+    }
+
+    fn endpoints(&mut self) -> &mut Vec<String> {
+        &mut self.endpoints
+    }
+
+    async fn ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        self.wait_ready(timeout).await
+    }
+
+    fn writer(live: Vec<String>) -> anyhow::Result<Writer> {
+        Ok(Writer::Etcd(live.iter().map(|addr| EtcdKv::new(addr)).collect::<anyhow::Result<_>>()?))
+    }
 }
 
 /// What a write attempt needs to reach the surviving members.
@@ -87,78 +124,49 @@ impl Writer {
     }
 }
 
-struct MusterTarget {
-    cluster: MusterCluster,
-    /// API addresses in process order.
-    nodes: Vec<String>,
+/// One system under test, with its members' client addresses in process order.
+struct Target<C> {
+    name: &'static str,
+    cluster: C,
+    addrs: Vec<String>,
 }
 
-impl Target for MusterTarget {
-    fn name(&self) -> &'static str {
-        "muster"
+impl<C: Members> Target<C> {
+    fn new(name: &'static str, mut cluster: C) -> Self {
+        let addrs = cluster.endpoints().clone();
+        Self { name, cluster, addrs }
     }
 
-    fn procs(&mut self) -> &mut Processes {
-        &mut self.cluster.procs
-    }
-
+    /// Waits until every member agrees on a leader that takes a write; its process index.
     async fn whole_again(&mut self, timeout: Duration) -> anyhow::Result<usize> {
-        self.cluster.endpoints = self.nodes.clone();
-        self.cluster.wait_ready(timeout).await?;
-        let leader = &self.cluster.endpoints[0];
-        self.nodes.iter().position(|node| node == leader).context("the leader is not one of the nodes")
+        *self.cluster.endpoints() = self.addrs.clone();
+        self.cluster.ready(timeout).await?;
+        let leader = &self.cluster.endpoints()[0];
+        self.addrs.iter().position(|addr| addr == leader).context("the leader is not one of the members")
     }
 
+    /// A writer through every member but `dead`.
     fn writer(&self, dead: usize) -> anyhow::Result<Writer> {
-        let live: Vec<String> =
-            self.nodes.iter().enumerate().filter(|(i, _)| *i != dead).map(|(_, n)| n.clone()).collect();
-        Ok(Writer::Muster(live))
-    }
-}
-
-struct EtcdTarget {
-    cluster: EtcdCluster,
-    /// Client addresses in process order.
-    members: Vec<String>,
-}
-
-impl Target for EtcdTarget {
-    fn name(&self) -> &'static str {
-        "etcd"
-    }
-
-    fn procs(&mut self) -> &mut Processes {
-        &mut self.cluster.procs
-    }
-
-    async fn whole_again(&mut self, timeout: Duration) -> anyhow::Result<usize> {
-        self.cluster.endpoints = self.members.clone();
-        self.cluster.wait_ready(timeout).await?;
-        let leader = &self.cluster.endpoints[0];
-        self.members.iter().position(|member| member == leader).context("the leader is not one of the members")
-    }
-
-    fn writer(&self, dead: usize) -> anyhow::Result<Writer> {
-        let live = self.members.iter().enumerate().filter(|(i, _)| *i != dead);
-        Ok(Writer::Etcd(live.map(|(_, addr)| EtcdKv::new(addr)).collect::<anyhow::Result<_>>()?))
+        let live = self.addrs.iter().enumerate().filter(|(i, _)| *i != dead).map(|(_, addr)| addr.clone());
+        C::writer(live.collect())
     }
 }
 
 /// Kills the leader of `target` and times the first acknowledged write after it; restarts
 /// the killed member and waits until the cluster is whole again.
-async fn one_kill(target: &mut impl Target, round: usize, settle: Duration) -> anyhow::Result<Duration> {
+async fn one_kill<C: Members>(target: &mut Target<C>, round: usize, settle: Duration) -> anyhow::Result<Duration> {
     let leader = target.whole_again(Duration::from_secs(60)).await?;
     tokio::time::sleep(settle).await;
     let writer = target.writer(leader)?;
     let killed_at = Instant::now();
-    target.procs().kill(leader);
+    target.cluster.procs().kill(leader);
     let mut attempts = JoinSet::new();
     let mut next = tokio::time::Instant::now();
     let mut attempt = 0;
     let took = loop {
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {
-                let (writer, key) = (writer.clone(), format!("failover/{}/{round}/{attempt}", target.name()));
+                let (writer, key) = (writer.clone(), format!("failover/{}/{round}/{attempt}", target.name));
                 let index = attempt;
                 attempts.spawn(async move {
                     tokio::time::timeout(ATTEMPT_TIMEOUT, writer.write(index, key)).await.map_err(anyhow::Error::from)?
@@ -175,11 +183,11 @@ async fn one_kill(target: &mut impl Target, round: usize, settle: Duration) -> a
         anyhow::ensure!(
             killed_at.elapsed() < GIVE_UP_AFTER,
             "{}: no write acknowledged {GIVE_UP_AFTER:?} after killing the leader",
-            target.name()
+            target.name
         );
     };
     attempts.abort_all();
-    target.procs().restart(leader)?;
+    target.cluster.procs().restart(leader)?;
     Ok(took)
 }
 
@@ -203,12 +211,7 @@ pub async fn run(args: FailoverArgs) -> anyhow::Result<()> {
     if args.keep {
         dir.disable_cleanup(true);
     }
-    let command: Vec<String> = std::env::args().skip(1).collect();
-    println!("muster-bench failover");
-    println!("command: cargo run --release -p muster-bench -- {}", command.join(" "));
-    for line in machine::describe(dir.path()) {
-        println!("{line}");
-    }
+    machine::print_header("failover", dir.path());
     println!("etcd: {etcd_version} (default flags)");
     println!(
         "workload: {} leader kills (SIGKILL) per system, alternating; time from the kill to the first acknowledged \
@@ -217,15 +220,8 @@ pub async fn run(args: FailoverArgs) -> anyhow::Result<()> {
     );
     println!();
 
-    let mut muster = MusterCluster::start(&binary, dir.path(), "info")?;
-    let nodes = muster.endpoints.clone();
-    muster.wait_ready(Duration::from_secs(60)).await?;
-    let mut muster = MusterTarget { cluster: muster, nodes };
-    let mut etcd = EtcdCluster::start(&args.etcd_bin, dir.path(), None)?;
-    let members = etcd.endpoints.clone();
-    etcd.wait_ready(Duration::from_secs(60)).await?;
-    let mut etcd = EtcdTarget { cluster: etcd, members };
-
+    let mut muster = Target::new("muster", MusterCluster::start(&binary, dir.path(), "info")?);
+    let mut etcd = Target::new("etcd", EtcdCluster::start(&args.etcd_bin, dir.path(), None)?);
     let (mut muster_times, mut etcd_times) = (Vec::new(), Vec::new());
     for round in 0..args.kills {
         let took = one_kill(&mut muster, round, args.settle).await?;

@@ -3,6 +3,17 @@
 
 use std::path::Path;
 
+/// Prints what every benchmark's output starts with: its name, the command that reproduces
+/// it, and [`describe`]'s lines for the machine and `data_dir`.
+pub fn print_header(bench: &str, data_dir: &Path) {
+    let command: Vec<String> = std::env::args().skip(1).collect();
+    println!("muster-bench {bench}");
+    println!("command: cargo run --release -p muster-bench -- {}", command.join(" "));
+    for line in describe(data_dir) {
+        println!("{line}");
+    }
+}
+
 /// Logical cores available to this process (`nproc`).
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

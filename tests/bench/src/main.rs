@@ -204,12 +204,7 @@ async fn kv(args: KvArgs) -> anyhow::Result<()> {
     if args.keep {
         dir.disable_cleanup(true);
     }
-    let command: Vec<String> = std::env::args().skip(1).collect();
-    println!("muster-bench kv");
-    println!("command: cargo run --release -p muster-bench -- {}", command.join(" "));
-    for line in machine::describe(dir.path()) {
-        println!("{line}");
-    }
+    machine::print_header("kv", dir.path());
     if let Some(version) = &etcd_version {
         println!("etcd: {version} (default flags: fsync on every commit)");
     }

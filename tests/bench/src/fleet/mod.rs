@@ -117,12 +117,7 @@ pub async fn run(args: FleetArgs) -> anyhow::Result<()> {
     );
     let dir = tempfile::Builder::new().prefix("muster-bench-fleet-").tempdir()?;
 
-    let command: Vec<String> = std::env::args().skip(1).collect();
-    println!("muster-bench fleet");
-    println!("command: cargo run --release -p muster-bench -- {}", command.join(" "));
-    for line in machine::describe(dir.path()) {
-        println!("{line}");
-    }
+    machine::print_header("fleet", dir.path());
     if let Some(version) = &etcd_version {
         println!("etcd: {version} (3 members, client TLS with client certificates, default flags)");
     }
