@@ -174,18 +174,26 @@ impl Leases {
         let mut refused = Vec::new();
         for beat in &request.beats {
             let id = beat.worker_id;
-            // A serial the mirror does not know may be a renewal since the last refresh.
-            let stored =
-                if table.state(id).is_none() || beat.profile.is_some() || !table.knows_serial(id, &beat.cert_serial) {
-                    node.reader.worker(id).map_err(storage_error)?
-                } else {
-                    None
-                };
+            let mut stored = if table.state(id).is_none() || beat.profile.is_some() {
+                node.reader.worker(id).map_err(storage_error)?
+            } else {
+                None
+            };
             if let Some(record) = &stored {
                 table.learn_worker(id, record.state, Serials::of(record));
             }
             let received = now.checked_sub(Duration::from_millis(u64::from(beat.age_ms))).unwrap_or(now);
-            match table.record_beat(&gateway, beat, received, self.policy.grace) {
+            let mut refusal = table.record_beat(&gateway, beat, received, self.policy.grace);
+            // A refused certificate may be a renewal the mirror has not read yet: read the
+            // worker and judge once more (a refused beat changed nothing in the table).
+            if refusal.as_ref().is_some_and(|r| !r.cert_serial.is_empty()) && stored.is_none() {
+                stored = node.reader.worker(id).map_err(storage_error)?;
+                if let Some(record) = &stored {
+                    table.learn_worker(id, record.state, Serials::of(record));
+                    refusal = table.record_beat(&gateway, beat, received, self.policy.grace);
+                }
+            }
+            match refusal {
                 Some(refusal) => refused.push(refusal),
                 None => {
                     if let (Some(record), Some(profile)) = (stored, &beat.profile)
@@ -216,7 +224,8 @@ impl Leases {
             notices_through,
         };
         drop(table);
-        if seen > 0 {
+        // Only a RevokeWorker waiting for the gateways listens.
+        if seen > 0 && self.notices_applied.receiver_count() > 0 {
             self.notices_applied.send_modify(|count| *count += 1);
         }
         Ok(response)

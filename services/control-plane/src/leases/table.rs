@@ -171,12 +171,6 @@ impl LeaseTable {
         self.serials.insert(worker_id, serials);
     }
 
-    /// Whether the mirror accepts `serial` for the worker (when not, the caller re-reads the
-    /// worker: it may have renewed since the last refresh).
-    pub fn knows_serial(&self, worker_id: u64, serial: &str) -> bool {
-        self.serials.get(&worker_id).is_none_or(|serials| serials.judge(serial) != Standing::Refused)
-    }
-
     /// The operator revoked `worker_id` (committed): no lease, nothing queued, and every
     /// gateway is told. Returns the notice's sequence number.
     pub fn revoke(&mut self, worker_id: u64) -> u64 {
