@@ -13,6 +13,7 @@
 //!   the schedule of [`beat_clock`], on the runtimes of [`client_threads`];
 //! - [`flood`]: half-open, TLS-only and idle connection floods, and the server's `/proc`;
 //! - [`probe`]: metadata, `/readyz` and leader agreement, as tests wait on them;
+//! - [`worker_cert`]: a worker certificate's leaf, and `Renew` with it;
 //! - [`wait`]: [`eventually`], the only way tests wait for anything.
 //!
 //! Build the binaries first (`cargo build --workspace --bins`; `tests/run.sh` does it), then
@@ -37,6 +38,7 @@ pub mod process;
 pub mod prometheus;
 pub mod registrar;
 pub mod wait;
+pub mod worker_cert;
 
 pub use cluster::Cluster;
 pub use config::{HeartbeatPolicy, Options};

@@ -14,11 +14,10 @@ use muster_e2e::fleet::{SimIdentity, gateway_tls, register_all};
 use muster_e2e::gateway::Gateway;
 use muster_e2e::grpc_stream::BidiStream;
 use muster_e2e::registrar::Registrar;
+use muster_e2e::worker_cert::{self, WorkerLeaf, key_and_csr};
 use muster_e2e::{Cluster, HeartbeatPolicy, Options, WorkerAction, eventually_msg, v1};
-use muster_proto::v1::worker_registration_service_client::WorkerRegistrationServiceClient;
 use muster_tls::CertificateAuthority;
 use tonic::Code;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 const WAIT: Duration = Duration::from_secs(60);
 const REPORT_STATUS: &str = "/muster.v1.HeartbeatService/ReportStatus";
@@ -57,20 +56,9 @@ impl Tier {
 
     /// `Renew` as `identity`: the renewed identity, or the registrar's refusal.
     async fn renew(&self, identity: &SimIdentity) -> Result<SimIdentity, tonic::Status> {
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.ca_pem))
-            .identity(Identity::from_pem(&identity.chain_pem, &identity.key_pem))
-            .domain_name("localhost");
-        let endpoint = Endpoint::from_shared(format!("https://{}", self.registrar.addr)).unwrap().tls_config(tls);
-        let channel = endpoint.unwrap().connect().await.expect("connecting to the registrar");
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let csr_pem = muster_worker_agent::register::csr_pem(&key).unwrap();
-        let response = WorkerRegistrationServiceClient::new(channel).renew(v1::RenewRequest { csr_pem }).await?;
-        Ok(SimIdentity {
-            chain_pem: response.into_inner().certificate_chain_pem,
-            key_pem: key.serialize_pem(),
-            ..identity.clone()
-        })
+        let renewed = worker_cert::renew(&self.registrar.addr, &self.ca_pem, &identity.chain_pem, &identity.key_pem);
+        let (response, key) = renewed.await?;
+        Ok(SimIdentity { chain_pem: response.certificate_chain_pem, key_pem: key.serialize_pem(), ..identity.clone() })
     }
 
     async fn record(&self, id: u64) -> v1::WorkerRecord {
@@ -78,22 +66,9 @@ impl Tier {
     }
 }
 
-/// The leaf of a chain: its DER and its worker URI (`spiffe://<cluster>/worker/<id>`).
-fn leaf(chain_pem: &str) -> (Vec<u8>, String) {
-    let block = x509_parser::pem::Pem::iter_from_buffer(chain_pem.as_bytes()).next().unwrap().unwrap();
-    let cert = block.parse_x509().expect("a certificate");
-    let san = cert.subject_alternative_name().expect("SAN").expect("a SAN");
-    let [x509_parser::extensions::GeneralName::URI(uri)] = san.value.general_names.as_slice() else {
-        panic!("a worker certificate names one URI: {san:?}")
-    };
-    (block.contents.clone(), uri.to_string())
-}
-
 /// The hex serial of a chain's leaf, as the cluster records it.
 fn serial_of(chain_pem: &str) -> String {
-    let (der, uri) = leaf(chain_pem);
-    let cluster = uri.trim_start_matches("spiffe://").split('/').next().expect("a cluster id").to_string();
-    muster_tls::worker_cert(&der, &cluster).expect("a worker certificate").serial_hex
+    WorkerLeaf::of(chain_pem).serial_hex()
 }
 
 /// A certificate for the worker of `of` that the cluster never issued, signed with the worker
@@ -101,9 +76,8 @@ fn serial_of(chain_pem: &str) -> String {
 fn minted(tier: &Tier, of: &SimIdentity) -> SimIdentity {
     let pki = tier.cluster.pki().expect("pki").dir().to_path_buf();
     let worker_ca = CertificateAuthority::load(&pki.join("worker-ca.pem"), &pki.join("worker-ca-key.pem")).unwrap();
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let csr_pem = muster_worker_agent::register::csr_pem(&key).unwrap();
-    let (_, uri) = leaf(&of.chain_pem);
+    let (key, csr_pem) = key_and_csr();
+    let uri = WorkerLeaf::of(&of.chain_pem).uri;
     let name = format!("worker-{}", of.worker_id);
     let signed = worker_ca.sign_csr(&csr_pem, &name, &uri, Duration::from_secs(3600)).unwrap();
     SimIdentity {

@@ -8,13 +8,13 @@ use anyhow::ensure;
 use muster_e2e::cluster::channel;
 
 use muster_e2e::v1::worker_registration_service_client::WorkerRegistrationServiceClient;
+use muster_e2e::worker_cert::WorkerLeaf;
 use muster_e2e::{Cluster, Options, eventually_msg, v1};
 use rcgen::PublicKeyData;
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
-use x509_parser::extensions::GeneralName;
 
 /// The DER of every certificate in `pem`.
 fn pem_blocks(pem: &str) -> Vec<Vec<u8>> {
@@ -76,9 +76,8 @@ async fn a_worker_registers_through_a_real_registrar() {
     let (_, worker_ca) = x509_parser::parse_x509_certificate(&chain[1]).expect("worker CA");
     leaf.verify_signature(Some(worker_ca.public_key())).expect("the leaf is signed by the worker CA");
     assert_eq!(leaf.public_key().raw, key.subject_public_key_info(), "the worker's own key is certified");
-    let sans = leaf.subject_alternative_name().expect("SAN").expect("SAN").value.general_names.clone();
     let expected = format!("spiffe://{cluster_id}/worker/{}", response.worker_id);
-    assert!(matches!(sans.as_slice(), [GeneralName::URI(uri)] if *uri == expected), "SANs: {sans:?}");
+    assert_eq!(WorkerLeaf::of(&response.certificate_chain_pem).uri, expected, "the one URI SAN names the worker");
     let ca_pem = std::fs::read_to_string(cluster.pki().expect("pki").operator().ca).expect("CA");
     assert_eq!(response.ca_bundle_pem, ca_pem, "the bundle is the cluster CA");
 

@@ -10,19 +10,13 @@ use anyhow::ensure;
 use muster_e2e::cluster::channel;
 use muster_e2e::registrar::Registrar;
 use muster_e2e::v1::worker_registration_service_client::WorkerRegistrationServiceClient;
+use muster_e2e::worker_cert::{self, WorkerLeaf, key_and_csr};
 use muster_e2e::{Cluster, Options, WorkerAction, eventually_msg, v1};
 use rcgen::PublicKeyData;
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-use x509_parser::extensions::GeneralName;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn csr() -> (rcgen::KeyPair, String) {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
-    let csr = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params").serialize_request(&key);
-    (key, csr.expect("csr").pem().expect("pem"))
-}
 
 fn cluster_ca(cluster: &Cluster) -> String {
     std::fs::read_to_string(cluster.pki().expect("pki").operator().ca).expect("CA")
@@ -41,16 +35,6 @@ fn worker_client(
     WorkerRegistrationServiceClient::new(channel(&registrar.addr, Some(tls)))
 }
 
-/// The leaf of a chain: its worker-id URI, expiry (unix) and public key.
-fn leaf(chain_pem: &str) -> (String, i64, Vec<u8>) {
-    let block =
-        x509_parser::pem::Pem::iter_from_buffer(chain_pem.as_bytes()).next().expect("a PEM block").expect("PEM");
-    let cert = block.parse_x509().expect("a certificate");
-    let sans = cert.subject_alternative_name().expect("SAN").expect("SAN").value.general_names.clone();
-    let [GeneralName::URI(uri)] = sans.as_slice() else { panic!("SANs: {sans:?}") };
-    (uri.to_string(), cert.validity().not_after.timestamp(), cert.public_key().raw.to_vec())
-}
-
 fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64
 }
@@ -60,7 +44,7 @@ async fn register(cluster: &Cluster, registrar: &Registrar) -> (v1::RegisterResp
     let request = v1::CreateTokenRequest { ttl_seconds: 600, uses: 1, ..Default::default() };
     let token = cluster.client().create_token(request).await.expect("token").token;
     let client = worker_client(cluster, registrar, None);
-    let (key, csr_pem) = csr();
+    let (key, csr_pem) = key_and_csr();
     let profile = v1::WorkerProfile { hostname: "renewing-host".into(), ..Default::default() };
     let request = v1::RegisterRequest { token, csr_pem, profile: Some(profile) };
     // The registrar may still be starting: retry while it is unreachable, fail on a refusal.
@@ -85,10 +69,7 @@ async fn renew(
     chain: &str,
     key: &rcgen::KeyPair,
 ) -> Result<(v1::RenewResponse, rcgen::KeyPair), tonic::Status> {
-    let mut client = worker_client(cluster, registrar, Some((chain, &key.serialize_pem())));
-    let (next_key, csr_pem) = csr();
-    let response = client.renew(v1::RenewRequest { csr_pem }).await?.into_inner();
-    Ok((response, next_key))
+    worker_cert::renew(&registrar.addr, &cluster_ca(cluster), chain, &key.serialize_pem()).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -96,7 +77,7 @@ async fn a_registered_worker_renews_and_a_revoked_one_cannot() {
     let cluster = Cluster::start(1, Options::tls()).await;
     let registrar = Registrar::start(&cluster);
     let (registered, key) = register(&cluster, &registrar).await;
-    let (uri, expires, _) = leaf(&registered.certificate_chain_pem);
+    let WorkerLeaf { uri, not_after_unix: expires, .. } = WorkerLeaf::of(&registered.certificate_chain_pem);
     assert_eq!(uri, format!("spiffe://{}/worker/{}", registered.cluster_id, registered.worker_id));
 
     // Expiry has one-second resolution: let a second pass so "later" is observable.
@@ -107,7 +88,8 @@ async fn a_registered_worker_renews_and_a_revoked_one_cannot() {
     .await;
     let (renewed, next_key) =
         renew(&cluster, &registrar, &registered.certificate_chain_pem, &key).await.expect("Renew");
-    let (renewed_uri, renewed_expires, public_key) = leaf(&renewed.certificate_chain_pem);
+    let WorkerLeaf { uri: renewed_uri, not_after_unix: renewed_expires, public_key, .. } =
+        WorkerLeaf::of(&renewed.certificate_chain_pem);
     assert_eq!(renewed_uri, uri, "the same worker id");
     assert!(renewed_expires > expires, "expiry {renewed_expires} is not later than {expires}");
     assert_eq!(renewed.cert_expires_at_unix, renewed_expires);
@@ -135,7 +117,7 @@ async fn renew_needs_a_worker_certificate() {
     // Registering first also waits for the registrar to serve.
     register(&cluster, &registrar).await;
 
-    let (_, csr_pem) = csr();
+    let (_, csr_pem) = key_and_csr();
     let mut anonymous = worker_client(&cluster, &registrar, None);
     let status =
         anonymous.renew(v1::RenewRequest { csr_pem: csr_pem.clone() }).await.expect_err("Renew without a cert");
