@@ -10,6 +10,7 @@ use muster_client::{ClientOptions, ControlPlaneClient};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::config::{NodeAddrs, NodeConfig, Options};
+use crate::netns::NamespaceNetwork;
 use crate::pki::Pki;
 use crate::process::NodeProcess;
 
@@ -26,6 +27,8 @@ pub struct Cluster {
     pub options: Options,
     pki: Option<Pki>,
     nodes: BTreeMap<u64, NodeProcess>,
+    /// The nodes' namespaces when `options.isolated_network` (dropped after the nodes).
+    network: Option<NamespaceNetwork>,
     /// Operator channels by API address, reused by every probe (a channel reconnects by
     /// itself after its node restarts).
     api_channels: Mutex<HashMap<String, Channel>>,
@@ -57,25 +60,43 @@ impl Cluster {
     /// Writes the configs of nodes `1..=n` and starts them, without waiting for anything.
     pub fn spawn(n: u64, options: Options) -> Self {
         let pki = options.tls.then(Pki::new);
-        let peers: Vec<NodeAddrs> = (1..=n).map(NodeAddrs::free).collect();
-        let mut cluster = Self { options, pki, nodes: BTreeMap::new(), api_channels: Mutex::default() };
+        let network = options
+            .isolated_network
+            .then(|| NamespaceNetwork::new().unwrap_or_else(|err| panic!("building the test network: {err:#}")));
+        let mut cluster = Self { options, pki, nodes: BTreeMap::new(), network, api_channels: Mutex::default() };
+        let peers: Vec<NodeAddrs> = (1..=n).map(|id| cluster.new_addrs(id)).collect();
         for addrs in &peers {
             cluster.create_node(addrs.clone(), &peers, &[]);
         }
         cluster
     }
 
+    /// Addresses for a new node `id`: free loopback ports, or a namespace of its own.
+    fn new_addrs(&mut self, id: u64) -> NodeAddrs {
+        match &mut self.network {
+            None => NodeAddrs::free(id),
+            Some(network) => {
+                network.add_node(id).unwrap_or_else(|err| panic!("a namespace for node {id}: {err:#}"));
+                NodeAddrs::on_ip(id, &network.ip(id))
+            }
+        }
+    }
+
     fn create_node(&mut self, addrs: NodeAddrs, peers: &[NodeAddrs], join: &[String]) {
         let id = addrs.id;
         assert!(!self.nodes.contains_key(&id), "node {id} already exists");
         let dir = tempfile::Builder::new().prefix(&format!("muster-e2e-node{id}-")).tempdir().expect("node temp dir");
-        let tls = self.pki.as_ref().map(|pki| pki.node(id));
+        let tls = self.pki.as_ref().map(|pki| pki.node_on(id, addrs.host()));
         let data_dir = NodeProcess::data_dir(dir.path());
         let config =
             NodeConfig { node: &addrs, peers, data_dir: &data_dir, join, tls: tls.as_ref(), options: &self.options };
         let text = config.render();
         let mut node = NodeProcess::new(addrs, dir, &text);
-        node.set_env(self.options.env.clone());
+        let node_env = self.options.node_env.get(&id).into_iter().flatten().cloned();
+        node.set_env(self.options.env.iter().cloned().chain(node_env).collect());
+        if let Some(network) = &self.network {
+            node.set_prefix(network.exec_prefix(id));
+        }
         node.start();
         self.nodes.insert(id, node);
     }
@@ -84,7 +105,7 @@ impl Cluster {
     /// cluster to add it as a learner. Does not wait.
     pub fn add_node(&mut self, id: u64, join_via: u64) {
         let via = self.addrs(join_via).api.clone();
-        let addrs = NodeAddrs::free(id);
+        let addrs = self.new_addrs(id);
         self.create_node(addrs.clone(), std::slice::from_ref(&addrs), &[via]);
     }
 
@@ -142,6 +163,11 @@ impl Cluster {
             .collect();
         anyhow::ensure!(dead.is_empty(), "{}", dead.join("; "));
         Ok(())
+    }
+
+    /// The nodes' network namespaces, to cut and heal links (`options.isolated_network`).
+    pub fn network(&mut self) -> &mut NamespaceNetwork {
+        self.network.as_mut().expect("the cluster was started with options.isolated_network")
     }
 
     pub fn pki(&self) -> Option<&Pki> {

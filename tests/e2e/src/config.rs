@@ -1,6 +1,7 @@
 //! What a test cluster looks like on disk and on the network: free loopback ports, each
 //! node's three addresses, the cluster-wide [`Options`] and the TOML file a node starts from.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,11 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// TOML tables appended to every node's config (e.g. `[limits.listener]`).
     pub extra_toml: String,
+    /// Extra environment of one node's process, after `env` (e.g. a fake clock).
+    pub node_env: BTreeMap<u64, Vec<(String, String)>>,
+    /// Each node in its own network namespace (see [`crate::netns`]), so tests can cut
+    /// links between nodes; needs root.
+    pub isolated_network: bool,
 }
 
 /// The seed's worker-tier server fields, for tests that need short leases.
@@ -64,6 +70,8 @@ impl Default for Options {
             leases: "",
             env: Vec::new(),
             extra_toml: String::new(),
+            node_env: BTreeMap::new(),
+            isolated_network: false,
         }
     }
 }
@@ -75,7 +83,7 @@ impl Options {
     }
 }
 
-/// A node's addresses (all on 127.0.0.1).
+/// A node's addresses (on 127.0.0.1, or on its namespace's address).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeAddrs {
     pub id: u64,
@@ -90,6 +98,17 @@ impl NodeAddrs {
         let [raft, api, admin] = free_ports::<3>();
         let addr = |port: u16| format!("127.0.0.1:{port}");
         Self { id, raft: addr(raft), api: addr(api), admin: addr(admin) }
+    }
+
+    /// Fixed ports on `ip`, for a node alone in its network namespace.
+    pub fn on_ip(id: u64, ip: &str) -> Self {
+        let addr = |port: u16| format!("{ip}:{port}");
+        Self { id, raft: addr(7000), api: addr(7001), admin: addr(7002) }
+    }
+
+    /// The host part of the addresses.
+    pub fn host(&self) -> &str {
+        self.api.rsplit_once(':').map_or(self.api.as_str(), |(host, _)| host)
     }
 }
 

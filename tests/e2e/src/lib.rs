@@ -6,6 +6,7 @@
 //! - [`kv`]: numbered keys and batch put / check helpers;
 //! - [`pki`]: a throwaway CA with node and operator certificates;
 //! - [`process`]: one node's child process and its log file;
+//! - [`netns`]: each node in its own network namespace, for partitions;
 //! - [`cluster`]: [`Cluster`], the handle tests use (start, kill, restart, join, clients);
 //! - [`compose`]: the `compose.yaml` stack under its own project, removed on drop;
 //! - [`gateway`]: a real `heartbeat-gateway` process in front of a cluster;
@@ -31,6 +32,7 @@ pub mod flood;
 pub mod gateway;
 pub mod grpc_stream;
 pub mod kv;
+pub mod netns;
 pub mod otlp;
 pub mod pki;
 pub mod probe;

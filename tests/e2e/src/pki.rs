@@ -52,10 +52,17 @@ impl Pki {
     }
 
     pub fn node(&self, id: u64) -> TlsPaths {
+        self.node_on(id, "127.0.0.1")
+    }
+
+    /// [`node`](Self::node), also valid for `host` (a node in its own network namespace).
+    pub fn node_on(&self, id: u64, host: &str) -> TlsPaths {
         let name = format!("node-{id}");
         let mut hosts = default_node_hosts(&name);
-        if !hosts.iter().any(|h| h == "127.0.0.1") {
-            hosts.push("127.0.0.1".to_string());
+        for extra in ["127.0.0.1", host] {
+            if !hosts.iter().any(|h| h == extra) {
+                hosts.push(extra.to_string());
+            }
         }
         let spec = CertSpec { hosts, ..CertSpec::node(&name, Role::ControlPlane, VALIDITY) };
         init(self.dir.path(), "e2e", vec![spec], false);

@@ -19,12 +19,28 @@ pub struct NodeProcess {
     starts: u32,
     /// Extra environment for the process (after the `MUSTER_*` variables are removed).
     env: Vec<(String, String)>,
+    /// A command the process is started under (e.g. `ip netns exec <ns>`), which must exec
+    /// it so the pid the harness holds is the node's.
+    prefix: Vec<String>,
 }
 
 /// A `control-plane` command with no `MUSTER_*` variables inherited (the daemon would read
 /// them as configuration, e.g. `MUSTER_BIN_DIR` as an unknown field).
 pub fn control_plane_command(config: &Path) -> Command {
-    let mut command = Command::new(crate::binaries::control_plane());
+    prefixed_control_plane_command(&[], config)
+}
+
+/// [`control_plane_command`] run under `prefix` (a program that execs its arguments).
+fn prefixed_control_plane_command(prefix: &[String], config: &Path) -> Command {
+    let binary = crate::binaries::control_plane();
+    let mut command = match prefix.split_first() {
+        None => Command::new(binary),
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(binary);
+            command
+        }
+    };
     command.arg("--config").arg(config).stdin(Stdio::null());
     without_muster_env(&mut command);
     command
@@ -59,7 +75,7 @@ impl EnvRemove for tokio::process::Command {
 impl NodeProcess {
     /// A node directory holding `config` (TOML text) as `node.toml`; not started yet.
     pub fn new(addrs: NodeAddrs, dir: TempDir, config: &str) -> Self {
-        let node = Self { addrs, dir, child: Mutex::new(None), starts: 0, env: Vec::new() };
+        let node = Self { addrs, dir, child: Mutex::new(None), starts: 0, env: Vec::new(), prefix: Vec::new() };
         std::fs::write(node.config_path(), config).expect("writing the node config");
         node
     }
@@ -67,6 +83,11 @@ impl NodeProcess {
     /// Sets the extra environment of every later start.
     pub fn set_env(&mut self, env: Vec<(String, String)>) {
         self.env = env;
+    }
+
+    /// Sets the command every later start runs under (see the `prefix` field).
+    pub fn set_prefix(&mut self, prefix: Vec<String>) {
+        self.prefix = prefix;
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -94,7 +115,7 @@ impl NodeProcess {
         let mut log = OpenOptions::new().create(true).append(true).open(self.log_path()).expect("opening the node log");
         let _ = writeln!(log, "===== e2e: start #{} of node {} =====", self.starts, self.addrs.id);
         let stderr: File = log.try_clone().expect("cloning the log handle");
-        let child = control_plane_command(&self.config_path())
+        let child = prefixed_control_plane_command(&self.prefix, &self.config_path())
             .envs(self.env.iter().map(|(name, value)| (name, value)))
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(stderr))
