@@ -25,11 +25,21 @@ use std::time::Duration;
 
 use http::{HeaderValue, Request, Response};
 use http_body_util::{BodyExt as _, Full, Limited};
-use muster_middleware::{FORWARDED_PEER_HEADER, GrpcClientTraceLayer, LEADER_ADDR_HEADER, Peer, TracedChannel};
+use muster_middleware::{ChannelOptions, FORWARDED_PEER_HEADER, LEADER_ADDR_HEADER, Peer, TracedChannel, lazy_channel};
 use muster_tls::ClientTls;
 use tonic::body::Body;
-use tonic::transport::Endpoint;
 use tower::{Layer, Service, ServiceExt as _};
+
+/// Bounds on reaching the leader. The leader is on the cluster's own network, so a connect
+/// or a ping that takes a second means it is cut off; and a forwarded call that the leader
+/// has not answered in [`FORWARD_TIMEOUT`] gets the local "not the leader" answer, whose hint
+/// lets the caller go to the leader itself. (The longest call forwarded, `RevokeWorker`,
+/// waits at most 3 s for the gateways.) A forwarded write that timed out may still be
+/// applied: the answer is `UNAVAILABLE`, which promises nothing, and Muster's clients retry
+/// with the same session and sequence, which the leader deduplicates.
+const FORWARD_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const FORWARD_KEEPALIVE: Duration = Duration::from_secs(1);
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Set on a forwarded call (the forwarding node's id); such a call is never forwarded again.
 pub const FORWARDED_BY_HEADER: &str = "x-muster-forwarded-by";
@@ -86,17 +96,15 @@ impl Forwarder {
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
-        // `http`: with TLS, the handshake (and the leader's role check) is ClientTls's.
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|err| format!("bad leader address {addr:?}: {err}"))?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true);
-        let channel = match &self.tls {
-            Some(tls) => tls.connect_lazy(endpoint),
-            None => endpoint.connect_lazy(),
+        // With TLS, the handshake (and the leader's role check) is ClientTls's. Traced, so
+        // the leader's server span is a child of this hop, not a sibling.
+        let options = ChannelOptions {
+            connect_timeout: FORWARD_CONNECT_TIMEOUT,
+            keepalive: FORWARD_KEEPALIVE,
+            quiet_paths: &["/muster.v1.RaftClientService/"],
         };
-        // Traced, so the leader's server span is a child of this hop, not a sibling.
-        let channel = GrpcClientTraceLayer::new().with_quiet_paths(&["/muster.v1.RaftClientService/"]).channel(channel);
+        let channel = lazy_channel(addr, self.tls.as_ref(), options)
+            .map_err(|err| format!("bad leader address {addr:?}: {err}"))?;
         channels.insert(addr.to_owned(), channel.clone());
         Ok(channel)
     }
@@ -113,7 +121,10 @@ impl Forwarder {
             headers.insert(FORWARDED_PEER_HEADER, peer);
         }
         let request = request.body(Body::new(Full::new(call.body))).map_err(|err| err.to_string())?;
-        let response = channel.oneshot(request).await.map_err(|err| format!("leader {addr}: {err}"))?;
+        let response = tokio::time::timeout(FORWARD_TIMEOUT, channel.oneshot(request))
+            .await
+            .map_err(|_| format!("leader {addr} did not answer within {FORWARD_TIMEOUT:?}"))?
+            .map_err(|err| format!("leader {addr}: {err}"))?;
         Ok(response.map(Body::new))
     }
 }

@@ -8,11 +8,14 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use muster_middleware::{GrpcClientTraceLayer, TracedChannel};
+use muster_middleware::{ChannelOptions, TracedChannel, lazy_channel};
 use muster_tls::ClientTls;
-use tonic::transport::Endpoint;
 
 use crate::ClientError;
+
+/// Keepalive ping period and timeout: a connection into a network cut is dropped within
+/// twice this, and the call on it is retried on another node.
+const KEEPALIVE: Duration = Duration::from_secs(2);
 
 /// Calls traced at DEBUG: a gateway sends one every `batch_interval`.
 const QUIET_PATHS: &[&str] = &["/muster.v1.LivenessService/ReportLiveness"];
@@ -33,18 +36,10 @@ impl Channels {
         if let Some(channel) = by_addr.get(addr) {
             return Ok(channel.clone());
         }
-        let invalid = |message: String| ClientError::InvalidEndpoint { endpoint: addr.to_string(), message };
-        let host_port = addr.trim_start_matches("http://").trim_start_matches("https://");
-        // `http`: with TLS, the handshake (and the server's role check) is ClientTls's.
-        let endpoint = Endpoint::from_shared(format!("http://{host_port}"))
-            .map_err(|e| invalid(e.to_string()))?
-            .connect_timeout(self.connect_timeout)
-            .tcp_nodelay(true);
-        let channel = match &self.tls {
-            Some(tls) => tls.connect_lazy(endpoint),
-            None => endpoint.connect_lazy(),
-        };
-        let channel = GrpcClientTraceLayer::new().with_quiet_paths(QUIET_PATHS).channel(channel);
+        let options =
+            ChannelOptions { connect_timeout: self.connect_timeout, keepalive: KEEPALIVE, quiet_paths: QUIET_PATHS };
+        let channel = lazy_channel(addr, self.tls.as_ref(), options)
+            .map_err(|err| ClientError::InvalidEndpoint { endpoint: addr.to_string(), message: err.to_string() })?;
         by_addr.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }

@@ -12,6 +12,8 @@
 //! - [`overload`]: a process-wide in-flight limit that sheds excess calls as
 //!   `RESOURCE_EXHAUSTED`.
 //! - [`limits`]: [`ServerLimits`] and the `tonic` server builder that applies them.
+//! - [`channel`]: the one way outbound channels are built (keepalive pings, so a call on a
+//!   connection into a network cut fails instead of hanging).
 //!
 //! A server stacks them outermost first: trace, overload, auth, then the router. Muster's
 //! servers then serve from `muster_listener::tls` (or `plain`) with
@@ -40,12 +42,14 @@
 
 pub mod auth;
 pub mod authz;
+pub mod channel;
 pub mod error;
 pub mod limits;
 pub mod overload;
 pub mod trace;
 
 pub use auth::{AuthorizeLayer, FORWARDED_PEER_HEADER, Peer};
+pub use channel::{ChannelOptions, lazy_channel};
 pub use error::{ApiError, LEADER_ADDR_HEADER, LEADER_ID_HEADER, LeaderHint, leader_hint};
 pub use limits::{ServerLimits, overload_layer, server_builder};
 pub use overload::OverloadLayer;

@@ -1,7 +1,13 @@
 //! Key-value helpers shared by the tests: numbered keys, writing a batch, checking values.
 
+use std::time::Duration;
+
 use anyhow::{Context, ensure};
 use muster_client::{ControlPlaneClient, ReadConsistency};
+use muster_proto::v1;
+use muster_proto::v1::raft_client_service_client::RaftClientServiceClient;
+
+use crate::Cluster;
 
 /// `prefix-0007`: numbered keys sort in write order.
 pub fn key(prefix: &str, i: usize) -> String {
@@ -62,4 +68,41 @@ pub async fn expect_all(
         expect_value(client, &key, &value_of(&key), consistency).await?;
     }
     Ok(())
+}
+
+/// A read of `key` answered by node `id` itself (no following of leader hints): the value,
+/// or `None` when the node refuses, hints elsewhere, or does not answer `within`.
+pub async fn read_at_node(
+    cluster: &Cluster,
+    id: u64,
+    key: &str,
+    consistency: ReadConsistency,
+    within: Duration,
+) -> Option<Option<String>> {
+    let mut client = RaftClientServiceClient::new(cluster.api_channel(id));
+    let request = v1::ClientReadRequest {
+        consistency: consistency as i32,
+        query: Some(v1::client_read_request::Query::Get(v1::KvGet { key: key.to_string() })),
+    };
+    let response = tokio::time::timeout(within, client.handle_client_read(request)).await.ok()?.ok()?.into_inner();
+    Some(match response.result {
+        Some(v1::client_response::Result::Value(kv)) if response.found => {
+            Some(String::from_utf8_lossy(&kv.value).into_owned())
+        }
+        _ => None,
+    })
+}
+
+/// A put of `key` sent to node `id` itself, bounded by `within`: whether it was acknowledged.
+pub async fn write_acked_at_node(cluster: &Cluster, id: u64, key: &str, value: &str, within: Duration) -> bool {
+    let mut client = RaftClientServiceClient::new(cluster.api_channel(id));
+    let request = v1::ClientWriteRequest {
+        op: Some(v1::client_write_request::Op::Put(v1::KvPut {
+            key: key.to_string(),
+            value: value.as_bytes().to_vec(),
+        })),
+        ..Default::default()
+    };
+    let answer = tokio::time::timeout(within, client.handle_client_write(request)).await;
+    matches!(answer, Ok(Ok(response)) if response.get_ref().result.is_some())
 }

@@ -56,7 +56,8 @@ fn subnet_in_use(a: u8, b: u8) -> bool {
 impl NamespaceNetwork {
     /// Whether this machine can build one: root, with `ip` and `nft` installed.
     pub fn available() -> bool {
-        let works = |program: &str, args: &[&str]| Command::new(program).args(args).output().is_ok_and(|o| o.status.success());
+        let works =
+            |program: &str, args: &[&str]| Command::new(program).args(args).output().is_ok_and(|o| o.status.success());
         rustix::process::geteuid().is_root() && works("ip", &["-V"]) && works("nft", &["--version"])
     }
 
@@ -184,11 +185,13 @@ impl NamespaceNetwork {
 
     /// Deletes every namespace (their veths go with them) and the host's veth end.
     fn remove(&self) {
-        for id in &self.nodes {
-            let _ = run("ip", &["netns", "del", &self.namespace(*id)]);
+        let namespaces = self.nodes.iter().map(|id| self.namespace(*id)).chain([self.hub()]);
+        let results = namespaces
+            .map(|ns| run("ip", &["netns", "del", &ns]))
+            .chain([run("ip", &["link", "del", &self.host_link()])]);
+        for err in results.filter_map(Result::err) {
+            eprintln!("e2e: removing the test network: {err:#}");
         }
-        let _ = run("ip", &["link", "del", &self.host_link()]);
-        let _ = run("ip", &["netns", "del", &self.hub()]);
     }
 }
 

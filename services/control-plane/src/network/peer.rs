@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use muster_middleware::{GrpcClientTraceLayer, TracedChannel};
+use muster_middleware::{ChannelOptions, TracedChannel, lazy_channel};
 use muster_proto::v1::raft_election_service_client::RaftElectionServiceClient;
 use muster_proto::v1::raft_replication_service_client::RaftReplicationServiceClient;
 use muster_tls::ClientTls;
@@ -13,7 +13,6 @@ use openraft::RaftNetworkFactory;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkV2};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
-use tonic::transport::Endpoint;
 
 use super::snapshot_push::SnapshotSender;
 use crate::convert::{append_request_to_pb, append_response_from_pb, vote_request_to_pb, vote_response_from_pb};
@@ -23,6 +22,11 @@ use crate::types::{NodeAddr, NodeId, Snapshot, TypeConfig, Vote};
 /// Peer calls traced at DEBUG: replication and elections run many times a second (and
 /// the start-up health checks poll), so at `info` they are neither logged nor exported.
 /// Snapshots and joins stay at INFO.
+/// Connect bound and keepalive of the channels to peers: a peer behind a network cut is
+/// noticed within two keepalives and reconnected to when it is back.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const KEEPALIVE: Duration = Duration::from_secs(2);
+
 const QUIET_PATHS: &[&str] =
     &["/muster.v1.RaftReplicationService/", "/muster.v1.RaftElectionService/", "/grpc.health.v1.Health/"];
 
@@ -47,17 +51,10 @@ impl PeerChannels {
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
-        // `http`: with TLS, the handshake (and the peer's role check) is ClientTls's.
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_while_idle(true);
-        let channel = match &self.tls {
-            Some(tls) => tls.connect_lazy(endpoint),
-            None => endpoint.connect_lazy(),
-        };
-        let channel = GrpcClientTraceLayer::new().with_quiet_paths(QUIET_PATHS).channel(channel);
+        // With TLS, the handshake (and the peer's role check) is ClientTls's.
+        let options =
+            ChannelOptions { connect_timeout: CONNECT_TIMEOUT, keepalive: KEEPALIVE, quiet_paths: QUIET_PATHS };
+        let channel = lazy_channel(addr, self.tls.as_ref(), options)?;
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }
