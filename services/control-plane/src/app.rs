@@ -26,7 +26,7 @@ use crate::grpc::{
 };
 use crate::lifecycle::{self, Membership};
 use crate::network::PeerChannels;
-use crate::node::NodeHandle;
+use crate::node::{NodeHandle, Restored};
 use crate::raft_config;
 use crate::server::{GrpcServer, Port};
 use crate::store::{LogStore, StateMachineStore, open_database};
@@ -95,7 +95,7 @@ impl ControlPlane {
         crate::store::scrub_worker_ca_key(&config.data_dir).context("removing a stored worker CA key")?;
         let log_meta = open_database(&config.data_dir.join("raft-meta.redb"))?;
         let log_store = LogStore::open(&config.data_dir.join("raft-log"), log_meta)?;
-        let last_log_index = log_store.last_index();
+        let restored = Restored { last_log_index: log_store.last_index(), had_vote: log_store.has_saved_vote()? };
         let fsm_db = open_database(&config.data_dir.join("fsm.redb"))?;
         let state_machine = StateMachineStore::new(fsm_db, config.data_dir.join("snapshots"))?;
         let channels =
@@ -103,7 +103,7 @@ impl ControlPlane {
         let raft = Raft::new(id, Arc::new(raft_config(&config)?), channels.clone(), log_store, state_machine.clone())
             .await
             .context("starting the Raft node")?;
-        let node = NodeHandle::new(id, addr, raft, state_machine, channels, config.clone(), last_log_index);
+        let node = NodeHandle::new(id, addr, raft, state_machine, channels, config.clone(), restored);
         tracing::info!(node = id, raft = %node.addr.raft_addr, api = %node.addr.api_addr, mode = config.cluster.name(), "control-plane node starting");
 
         let (shutdown, shutdown_rx) = watch::channel(false);

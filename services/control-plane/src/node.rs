@@ -4,13 +4,16 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use muster_config::ControlPlaneConfig;
 use muster_middleware::{ApiError, LeaderHint};
 use muster_proto::v1;
 use openraft::async_runtime::WatchReceiver;
+use openraft::error::{LinearizableReadError, RaftError};
 use openraft::raft::ClientWriteResponse;
-use openraft::{ReadPolicy, ServerState};
+use openraft::raft::linearizable_read::ReadLogId;
+use openraft::{LinearizerOption, ReadPolicy, ServerState};
 use tokio::sync::watch;
 use tracing::field::Empty;
 use tracing::{Instrument as _, Span};
@@ -19,6 +22,14 @@ use crate::grpc::errors::read_error;
 use crate::network::PeerChannels;
 use crate::store::{FsmReader, StateMachineStore};
 use crate::types::{NodeAddr, NodeId, Raft, RaftMetrics, TypeConfig};
+
+/// What the node found on disk when it started, before Raft ran.
+pub struct Restored {
+    /// The last log index (see [`NodeHandle::linearize`]).
+    pub last_log_index: u64,
+    /// Whether it had a saved vote (see [`NodeHandle::refuse_votes_while_held`]).
+    pub had_vote: bool,
+}
 
 /// Everything the gRPC handlers and the lifecycle tasks share about this node.
 pub struct NodeHandle {
@@ -38,10 +49,12 @@ pub struct NodeHandle {
     /// The last log index this node held when it started; reads are never served at a lower
     /// index (see [`NodeHandle::linearize`]). 0 once a read has been served past it.
     read_floor: AtomicU64,
+    /// Until when this node refuses votes after a restart (see
+    /// [`NodeHandle::refuse_votes_while_held`]); `None` for a node that never voted.
+    votes_held_until: Option<Instant>,
 }
 
 impl NodeHandle {
-    /// `last_log_index` is the last index in the log when the node started (before Raft ran).
     pub fn new(
         id: NodeId,
         addr: NodeAddr,
@@ -49,7 +62,7 @@ impl NodeHandle {
         state_machine: StateMachineStore,
         channels: PeerChannels,
         config: Arc<ControlPlaneConfig>,
-        last_log_index: u64,
+        restored: Restored,
     ) -> Arc<Self> {
         let (ready_tx, _) = watch::channel(false);
         let reader = state_machine.reader();
@@ -63,10 +76,11 @@ impl NodeHandle {
             channels,
             leases: crate::leases::Leases::new(&config),
             worker_states: Default::default(),
-            config,
             ready: AtomicBool::new(false),
             ready_tx,
-            read_floor: AtomicU64::new(last_log_index),
+            read_floor: AtomicU64::new(restored.last_log_index),
+            votes_held_until: restored.had_vote.then(|| Instant::now() + config.raft.election_timeout_max),
+            config,
         })
     }
 
@@ -82,7 +96,7 @@ impl NodeHandle {
     /// index reaches the last entry the node held at start-up, the leader first commits a
     /// no-op of its own past all of them, and then takes the read index again.
     pub async fn linearize(&self, policy: ReadPolicy) -> Result<(), ApiError> {
-        let read = self.raft.ensure_linearizable(policy.clone()).await.map_err(read_error)?;
+        let read = self.read_index(&policy).await?;
         let floor = self.read_floor.load(Ordering::Acquire);
         if read.log_id().index >= floor {
             self.read_floor.store(0, Ordering::Release);
@@ -94,7 +108,7 @@ impl NodeHandle {
             "restored as leader with entries past the saved commit index: committing a no-op before serving reads"
         );
         let barrier = self.client_write(v1::Command::default()).await?;
-        let read = self.raft.ensure_linearizable(policy).await.map_err(read_error)?;
+        let read = self.read_index(&policy).await?;
         if read.log_id().index < barrier.log_id.index {
             return Err(ApiError::Unavailable(format!(
                 "read index {} is behind the no-op committed at {}; leadership changed, retry",
@@ -104,6 +118,44 @@ impl NodeHandle {
         }
         self.read_floor.store(0, Ordering::Release);
         Ok(())
+    }
+
+    /// The read index under `policy`. A lease read trusts a quorum's acknowledgement only
+    /// while it is younger than [`RaftTuning::lease_read_max_age`] (openraft's own lease is
+    /// `election_timeout_max`, with no allowance for clocks running at different rates); an
+    /// older one makes the read fall back to a read index, a quorum round trip, rather than
+    /// fail.
+    ///
+    /// [`RaftTuning::lease_read_max_age`]: muster_config::RaftTuning::lease_read_max_age
+    async fn read_index(&self, policy: &ReadPolicy) -> Result<ReadLogId<TypeConfig>, ApiError> {
+        if let ReadPolicy::LeaseRead = policy {
+            let lease = LinearizerOption::new(Some(self.config.raft.lease_read_max_age()), false)
+                .with_wait_timeout(Duration::ZERO);
+            match self.raft.ensure_linearizable(lease).await {
+                Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => {}
+                read => return read.map_err(read_error),
+            }
+        }
+        self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await.map_err(read_error)
+    }
+
+    /// Refuses a vote or pre-vote request for `election_timeout_max` after a restart.
+    ///
+    /// A follower promises a leader not to vote for anyone else for `election_timeout_max`
+    /// after each heartbeat, and the leader's lease reads rely on that promise; but openraft
+    /// keeps the promise in memory only, so a follower restarted within it would grant a vote
+    /// at once, and a new leader could commit while the old one still serves lease reads.
+    /// Holding votes for one whole lease on this node's own clock from start-up keeps every
+    /// promise made before the crash. Nodes that never voted have promised nothing.
+    pub fn refuse_votes_while_held(&self) -> Result<(), ApiError> {
+        match self.votes_held_until {
+            Some(until) if Instant::now() < until => Err(ApiError::Unavailable(format!(
+                "node {} restarted less than raft.election_timeout_max ({:?}) ago and votes for no one \
+                 until leases it may have granted before have run out",
+                self.id, self.config.raft.election_timeout_max
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Marks the node ready (or not) to serve; health and `/readyz` follow it.

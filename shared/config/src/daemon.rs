@@ -147,6 +147,9 @@ impl TlsConfig {
     }
 }
 
+/// The largest `raft.max_clock_drift_percent` accepted.
+pub const MAX_CLOCK_DRIFT_PERCENT: u32 = 50;
+
 /// Raft timing and log compaction. Durations are humantime strings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -165,6 +168,17 @@ pub struct RaftTuning {
     /// Upper bound of the randomized election timeout, and the leader lease. Default 500ms.
     #[serde(with = "humantime_serde")]
     pub election_timeout_max: Duration,
+    /// How far apart, in percent, the clock rates of two nodes may be and lease reads stay
+    /// linearizable. Default 5; at most 50.
+    ///
+    /// A follower refuses to vote for `election_timeout_max` on its own clock after a
+    /// heartbeat, and a leader serves lease reads while a quorum acknowledged a heartbeat it
+    /// sent less than `election_timeout_max × (100 − p) / (100 + p)` ago on *its* clock; so a
+    /// leader whose clock runs slow (or a follower's fast) by up to `p` percent never serves a
+    /// lease read after another node may have been elected. Past that the lease read falls
+    /// back to a read index (one quorum round trip). Drift beyond the bound can return stale
+    /// lease reads; linearizable (read-index) reads do not depend on clocks at all.
+    pub max_clock_drift_percent: u32,
     /// Build a snapshot after this many log entries since the last one. Default 100000.
     pub snapshot_after_logs: u64,
     /// Log entries kept behind the last snapshot for slow followers. Default 1000.
@@ -182,6 +196,7 @@ impl Default for RaftTuning {
             heartbeat_interval: Duration::from_millis(100),
             election_timeout_min: Duration::from_millis(250),
             election_timeout_max: Duration::from_millis(500),
+            max_clock_drift_percent: 5,
             snapshot_after_logs: 100_000,
             max_logs_to_keep: 1_000,
             snapshot_chunk_bytes: 1024 * 1024,
@@ -191,8 +206,8 @@ impl Default for RaftTuning {
 }
 
 impl RaftTuning {
-    /// `0 < heartbeat_interval < election_timeout_min < election_timeout_max`; chunk size and
-    /// snapshot timeout positive.
+    /// `0 < heartbeat_interval < election_timeout_min < election_timeout_max`; clock drift at
+    /// most [`MAX_CLOCK_DRIFT_PERCENT`]; chunk size and snapshot timeout positive.
     pub fn validate(&self) -> Result<(), ConfigError> {
         positive("raft.heartbeat_interval", self.heartbeat_interval)?;
         if self.election_timeout_min >= self.election_timeout_max {
@@ -215,10 +230,29 @@ impl RaftTuning {
                 ),
             ));
         }
+        if self.max_clock_drift_percent > MAX_CLOCK_DRIFT_PERCENT {
+            return Err(ConfigError::invalid(
+                "raft.max_clock_drift_percent",
+                format!(
+                    "{} is more than {MAX_CLOCK_DRIFT_PERCENT}: clocks that far apart leave no lease worth having \
+                     (linearizable reads do not need one)",
+                    self.max_clock_drift_percent
+                ),
+            ));
+        }
         if self.snapshot_chunk_bytes == 0 {
             return Err(ConfigError::invalid("raft.snapshot_chunk_bytes", "must be greater than zero"));
         }
         positive("raft.install_snapshot_timeout", self.install_snapshot_timeout)
+    }
+
+    /// How old a quorum's acknowledgement may be (on this node's clock, from when the
+    /// acknowledged heartbeat was sent) for a lease read: the lease `election_timeout_max`
+    /// shrunk so that it ends before any follower's vote lease, with clock rates up to
+    /// `max_clock_drift_percent` apart.
+    pub fn lease_read_max_age(&self) -> Duration {
+        let p = self.max_clock_drift_percent.min(MAX_CLOCK_DRIFT_PERCENT);
+        self.election_timeout_max * (100 - p) / (100 + p)
     }
 }
 

@@ -92,8 +92,7 @@ impl Cluster {
             NodeConfig { node: &addrs, peers, data_dir: &data_dir, join, tls: tls.as_ref(), options: &self.options };
         let text = config.render();
         let mut node = NodeProcess::new(addrs, dir, &text);
-        let node_env = self.options.node_env.get(&id).into_iter().flatten().cloned();
-        node.set_env(self.options.env.iter().cloned().chain(node_env).collect());
+        node.set_env(self.process_env(id));
         if let Some(network) = &self.network {
             node.set_prefix(network.exec_prefix(id));
         }
@@ -144,6 +143,20 @@ impl Cluster {
     /// Starts a killed node again from the same config and data directory. Does not wait.
     pub fn restart(&mut self, id: u64) {
         self.node_mut(id).start();
+    }
+
+    /// Replaces node `id`'s own environment (`options.node_env`) from its next start on,
+    /// e.g. to restart it with another clock rate.
+    pub fn set_node_env(&mut self, id: u64, env: Vec<(String, String)>) {
+        self.options.node_env.insert(id, env);
+        let env = self.process_env(id);
+        self.node_mut(id).set_env(env);
+    }
+
+    /// The extra environment of node `id`'s process: the cluster's, then the node's own.
+    fn process_env(&self, id: u64) -> Vec<(String, String)> {
+        let node_env = self.options.node_env.get(&id).into_iter().flatten();
+        self.options.env.iter().chain(node_env).cloned().collect()
     }
 
     /// Whether node `id`'s process is alive (false after a kill or a crash).

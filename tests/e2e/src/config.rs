@@ -21,6 +21,8 @@ pub struct Options {
     pub snapshot_chunk_bytes: Option<usize>,
     /// `raft.heartbeat_interval`, `election_timeout_min` and `election_timeout_max`.
     pub raft_timing: [&'static str; 3],
+    /// Extra lines for the `[raft]` table (e.g. `max_clock_drift_percent = 0`).
+    pub raft_extra: &'static str,
     /// `telemetry.log_level`.
     pub log_level: &'static str,
     /// Run in `worker-tier` mode (role `server`) with this heartbeat policy, instead of `raft`.
@@ -65,6 +67,7 @@ impl Default for Options {
             max_message_bytes: None,
             snapshot_chunk_bytes: None,
             raft_timing: ["50ms", "300ms", "600ms"],
+            raft_extra: "",
             log_level: "info",
             heartbeat: None,
             leases: "",
@@ -208,10 +211,11 @@ impl NodeConfig<'_> {
             out,
             "\n[raft]\nheartbeat_interval = \"{heartbeat}\"\nelection_timeout_min = \"{election_min}\"\n\
              election_timeout_max = \"{election_max}\"\nsnapshot_after_logs = {}\nmax_logs_to_keep = {}\n\
-             snapshot_chunk_bytes = {}",
+             snapshot_chunk_bytes = {}\n{}",
             o.snapshot_after_logs,
             o.max_logs_to_keep,
-            o.snapshot_chunk_bytes.unwrap_or(64 * 1024)
+            o.snapshot_chunk_bytes.unwrap_or(64 * 1024),
+            o.raft_extra
         );
         if let Some(bytes) = o.max_message_bytes {
             let _ = writeln!(out, "\n[limits]\nmax_message_bytes = {bytes}");

@@ -42,12 +42,14 @@ impl RaftReplicationService for RaftPeerApi {
 impl RaftElectionService for RaftPeerApi {
     async fn request_vote(&self, request: Request<v1::VoteRequest>) -> Result<Response<v1::VoteResponse>, Status> {
         let rpc = vote_request_from_pb(request.into_inner())?;
+        self.node.refuse_votes_while_held()?;
         let response = self.node.raft.vote(rpc).await.map_err(fatal)?;
         Ok(Response::new(vote_response_to_pb(&response)))
     }
 
     async fn pre_vote(&self, request: Request<v1::VoteRequest>) -> Result<Response<v1::VoteResponse>, Status> {
         let rpc = vote_request_from_pb(request.into_inner())?;
+        self.node.refuse_votes_while_held()?;
         let response = self.node.raft.pre_vote(rpc).await.map_err(fatal)?;
         Ok(Response::new(vote_response_to_pb(&response)))
     }

@@ -88,6 +88,12 @@ impl LogStore {
         self.wal.read().unwrap_or_else(|p| p.into_inner()).last_index().unwrap_or(0)
     }
 
+    /// Whether a vote was ever saved: this node has taken part in an election or followed a
+    /// leader, so it may have promised that leader a lease before it stopped.
+    pub fn has_saved_vote(&self) -> io::Result<bool> {
+        Ok(self.read_meta::<v1::Vote>(META_VOTE)?.is_some())
+    }
+
     fn read_meta<M: Message + Default>(&self, key: &'static str) -> io::Result<Option<M>> {
         let txn = self.meta.begin_read().map_err(io_err)?;
         let table = txn.open_table(RAFT_META).map_err(io_err)?;

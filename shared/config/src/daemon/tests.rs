@@ -43,6 +43,7 @@ fn empty_file_gives_every_default() {
                 heartbeat_interval: Duration::from_millis(100),
                 election_timeout_min: Duration::from_millis(250),
                 election_timeout_max: Duration::from_millis(500),
+                max_clock_drift_percent: 5,
                 snapshot_after_logs: 100_000,
                 max_logs_to_keep: 1_000,
                 snapshot_chunk_bytes: 1 << 20,
@@ -141,6 +142,20 @@ fn tls_requires_all_files_unless_insecure() {
         );
     }
     config("[tls]\ninsecure = true").validate().unwrap();
+}
+
+#[test]
+fn clock_drift_is_bounded_and_shrinks_the_lease() {
+    assert_eq!(
+        invalid(&format!("{TLS}[raft]\nmax_clock_drift_percent = 51")),
+        "raft.max_clock_drift_percent: 51 is more than 50: clocks that far apart leave no lease worth \
+         having (linearizable reads do not need one)"
+    );
+    let tuning = |p| RaftTuning { max_clock_drift_percent: p, ..RaftTuning::default() };
+    // 500 ms × 95 / 105, so a leader 5% slow still stops before a follower 5% fast votes.
+    assert_eq!(tuning(5).lease_read_max_age(), Duration::from_nanos(452_380_952));
+    assert_eq!(tuning(0).lease_read_max_age(), Duration::from_millis(500));
+    assert_eq!(tuning(50).lease_read_max_age(), Duration::from_nanos(166_666_666));
 }
 
 #[test]
