@@ -18,7 +18,10 @@ use muster_jepsen::run::{RunConfig, Schedule, run};
 use muster_jepsen::workload::Workload;
 
 #[derive(Parser, Debug)]
-#[command(name = "muster-jepsen", about = "Checks Muster's KV API for linearizability under kill -9 and SIGSTOP")]
+#[command(
+    name = "muster-jepsen",
+    about = "Checks Muster's KV API for linearizability under kill -9, SIGSTOP and partitions"
+)]
 struct Cli {
     /// How long the clients work, in minutes.
     #[arg(long, default_value_t = 1.0)]
@@ -27,7 +30,9 @@ struct Cli {
     #[arg(long, default_value_t = 3)]
     nodes: u64,
     /// Faults: kill-leader-fast, kill-leader, kill-random, kill-all, pause-leader,
-    /// pause-random; `kill`, `pause`, `all` or `none`.
+    /// pause-random, partition-leader, partition-halves, partition-bridge; `kill`, `pause`,
+    /// `partition`, `all` or `none`. Partitions put each node in a network namespace of its
+    /// own, which needs root and the ip and nft commands.
     #[arg(long, default_value = "all")]
     nemesis: String,
     /// Shortest and longest pause between two faults.

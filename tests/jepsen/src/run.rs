@@ -35,6 +35,16 @@ pub enum Schedule {
     Random { kinds: Vec<FaultKind>, pause: (Duration, Duration) },
 }
 
+impl Schedule {
+    /// Whether some fault cuts the network, so the nodes must run in namespaces of their own.
+    pub fn partitions(&self) -> bool {
+        match self {
+            Schedule::Script(script) => script.iter().any(|(_, fault)| fault.partitions()),
+            Schedule::Random { kinds, .. } => kinds.iter().any(|kind| kind.partitions()),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct RunConfig {
     pub nodes: u64,
@@ -138,7 +148,7 @@ fn client(cluster: &Cluster) -> anyhow::Result<ControlPlaneClient> {
 }
 
 pub async fn run(config: RunConfig) -> anyhow::Result<Finished> {
-    let options = if config.tls { Options::tls() } else { Options::default() };
+    let options = Options { tls: config.tls, isolated_network: config.schedule.partitions(), ..Options::default() };
     let cluster = Cluster::start(config.nodes, options).await;
     let mut rng = StdRng::seed_from_u64(config.seed);
     let prefix = format!("jepsen-{:08x}", rng.random::<u32>());

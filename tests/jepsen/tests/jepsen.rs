@@ -1,8 +1,10 @@
 //! The short Jepsen run of the suite: a 3-node mTLS cluster under clients doing put, delete,
 //! compare-and-swap and linearizable and lease gets, while the leader is killed and restarted
-//! (before and after a new election), paused, a random node killed, and the whole cluster
-//! killed with -9 and restarted. The history must be linearizable, every retried write
-//! applied once, and the checker must reject the same history with a stale read planted.
+//! (before and after a new election), paused, a random node killed, the whole cluster killed
+//! with -9 and restarted, the leader cut off by a network partition and the nodes split into
+//! a bridge (each node in its own network namespace). The history must be linearizable,
+//! every retried write applied once, and the checker must reject the same history with a
+//! stale read planted.
 
 use std::time::Duration;
 
@@ -18,7 +20,7 @@ fn ms(ms: u64) -> Duration {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_tls_cluster_stays_linearizable_through_kills_and_pauses() {
+async fn a_tls_cluster_stays_linearizable_through_kills_pauses_and_partitions() {
     let pause = ms(2500);
     let script = vec![
         // Back within the election timeout (300–600 ms): the restored-leader case.
@@ -28,12 +30,14 @@ async fn a_tls_cluster_stays_linearizable_through_kills_and_pauses() {
         (pause, Fault::KillAll { restart_after: ms(300) }),
         (pause, Fault::KillLeader { restart_after: ms(100) }),
         (pause, Fault::KillRandom { restart_after: ms(500) }),
+        (pause, Fault::PartitionLeader { heal_after: ms(2000) }),
+        (pause, Fault::PartitionBridge { heal_after: ms(1500) }),
     ];
     let faults = script.len();
     let config = RunConfig {
         nodes: 3,
         tls: true,
-        duration: Duration::from_secs(30),
+        duration: Duration::from_secs(40),
         workload: Workload { clients: CLIENTS, ..Workload::default() },
         schedule: Schedule::Script(script),
         seed: 11,
