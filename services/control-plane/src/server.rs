@@ -142,19 +142,7 @@ impl GrpcServer {
 
     /// Reflection (v1 and v1alpha) listing exactly the services this port serves.
     fn add_reflection(&mut self) -> anyhow::Result<()> {
-        let reflection = || {
-            let mut builder = tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(muster_proto::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-                .with_service_name("grpc.health.v1.Health")
-                .with_service_name("grpc.reflection.v1.ServerReflection")
-                .with_service_name("grpc.reflection.v1alpha.ServerReflection");
-            for name in &self.service_names {
-                builder = builder.with_service_name(*name);
-            }
-            builder
-        };
-        let (v1, v1alpha) = (reflection().build_v1()?, reflection().build_v1alpha()?);
+        let (v1, v1alpha) = muster_middleware::reflection_services(&self.service_names)?;
         self.routes.add_service(v1);
         self.routes.add_service(v1alpha);
         Ok(())

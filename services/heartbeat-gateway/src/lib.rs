@@ -141,15 +141,7 @@ async fn serve(
     let (stop_batches, batches_stopped) = watch::channel(false);
     let batch_task = tokio::spawn(batcher.run(batches_stopped, Some(health.clone())));
 
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(muster_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name(SERVICE_NAME)
-            .with_service_name("grpc.health.v1.Health")
-            .with_service_name("grpc.reflection.v1.ServerReflection")
-            .with_service_name("grpc.reflection.v1alpha.ServerReflection")
-    };
+    let (reflection_v1, reflection_v1alpha) = muster_middleware::reflection_services(&[SERVICE_NAME])?;
     // `server_builder`'s request timeout covers a handler until its response headers, not the
     // body: ReportStatus returns its stream at once, so long-lived streams are not cut.
     let limits = muster_middleware::ServerLimits::default();
@@ -184,8 +176,8 @@ async fn serve(
         .layer(muster_middleware::overload_layer(&limits))
         .layer(tower::util::option_layer(authorize))
         .add_service(health_service)
-        .add_service(reflection().build_v1()?)
-        .add_service(reflection().build_v1alpha()?)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(HeartbeatServiceServer::new(heartbeats).max_decoding_message_size(MAX_REPORT_BYTES));
     // The listener sets TCP_NODELAY and keepalive and bounds handshakes, the preface and
     // connections; past the preface its reads cost one branch (see muster-listener).

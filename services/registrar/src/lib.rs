@@ -81,15 +81,9 @@ pub async fn run(
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<WorkerRegistrationServiceServer<Registrar>>().await;
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(muster_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name("muster.v1.WorkerRegistrationService")
-            .with_service_name("grpc.health.v1.Health")
-            .with_service_name("grpc.reflection.v1.ServerReflection")
-            .with_service_name("grpc.reflection.v1alpha.ServerReflection")
-    };
+    let (reflection_v1, reflection_v1alpha) = muster_middleware::reflection_services(&[
+        <WorkerRegistrationServiceServer<Registrar> as tonic::server::NamedService>::NAME,
+    ])?;
     let limits = muster_middleware::ServerLimits::default();
     let tls = match &files {
         Some(files) => {
@@ -117,8 +111,8 @@ pub async fn run(
         .layer(muster_middleware::overload_layer(&limits))
         .layer(tower::util::option_layer(authorize))
         .add_service(health_service)
-        .add_service(reflection().build_v1()?)
-        .add_service(reflection().build_v1alpha()?)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(WorkerRegistrationServiceServer::from_arc(registrar));
     // The listener bounds handshakes, the HTTP/2 preface and connections (see muster-listener).
     let listener_limits = &config.listener_limits;

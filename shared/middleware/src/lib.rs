@@ -12,6 +12,7 @@
 //! - [`overload`]: a process-wide in-flight limit that sheds excess calls as
 //!   `RESOURCE_EXHAUSTED`.
 //! - [`limits`]: [`ServerLimits`] and the `tonic` server builder that applies them.
+//! - [`reflection`]: server reflection listing a port's services, every one of which resolves.
 //! - [`channel`]: the one way outbound channels are built (keepalive pings, so a call on a
 //!   connection into a network cut fails instead of hanging).
 //!
@@ -46,6 +47,7 @@ pub mod channel;
 pub mod error;
 pub mod limits;
 pub mod overload;
+pub mod reflection;
 pub mod trace;
 
 pub use auth::{AuthorizeLayer, FORWARDED_PEER_HEADER, Peer};
@@ -53,4 +55,5 @@ pub use channel::{ChannelOptions, lazy_channel};
 pub use error::{ApiError, LEADER_ADDR_HEADER, LEADER_ID_HEADER, LeaderHint, leader_hint};
 pub use limits::{ServerLimits, overload_layer, server_builder};
 pub use overload::OverloadLayer;
+pub use reflection::reflection_services;
 pub use trace::{GrpcClientTraceLayer, GrpcTraceLayer, TracedChannel};

