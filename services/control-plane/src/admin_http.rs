@@ -19,7 +19,7 @@ impl NodeHandle {
         let (gateways, workers, leased) = self.leases.gauges();
         let gauges = [
             ("muster_leases_live_gateways", "Heartbeat gateways heard from within their lease.", gateways as u64),
-            ("muster_leases_worker_count", "N: workers that count toward the heartbeat budget.", workers),
+            ("muster_leases_workers", "N: workers that count toward the heartbeat budget.", workers),
             ("muster_leases_leased_workers", "Workers holding a lease that can expire.", leased as u64),
         ];
         for (name, help, value) in gauges {

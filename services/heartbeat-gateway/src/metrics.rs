@@ -105,17 +105,14 @@ impl Metrics {
         let gauges = [
             ("muster_gateway_connected_workers", "Workers with a ReportStatus stream open.", connected),
             ("muster_gateway_pending_beats", "Beats waiting for the next batch.", pending),
-            ("muster_gateway_ttl_ms", "The base TTL (before stagger) last computed.", load(&self.ttl_ms)),
-            (
-                "muster_gateway_worker_count",
-                "N: workers counting toward the heartbeat budget.",
-                load(&self.worker_count),
-            ),
+            ("muster_gateway_workers", "N: workers counting toward the heartbeat budget.", load(&self.worker_count)),
             ("muster_gateway_live_gateways", "G: live gateways.", load(&self.live_gateways)),
         ];
         for (name, help, value) in gauges {
             gauge(&mut out, name, help, "", value);
         }
+        let ttl_seconds = load(&self.ttl_ms) as f64 / 1000.0;
+        gauge(&mut out, "muster_gateway_ttl_seconds", "The base TTL (before stagger) last computed.", "", ttl_seconds);
         histogram(
             &mut out,
             "muster_gateway_ttl_issued_seconds",
@@ -160,8 +157,8 @@ mod tests {
             "heartbeats_throttled_total",
             "batches_total",
             "batch_failures_total",
-            "ttl_ms",
-            "worker_count",
+            "ttl_seconds",
+            "workers",
             "live_gateways",
             "refused_total",
             "reports_refused_total",

@@ -108,8 +108,7 @@ impl muster_admin::AdminSource for AgentStatus {
             counter(&mut out, name, help, "", value.load(Ordering::Relaxed));
         }
         let lease = self.lease.borrow().clone();
-        let ttl_ms = u64::try_from(lease.ttl.as_millis()).unwrap_or(u64::MAX);
-        gauge(&mut out, "muster_worker_ttl_ms", "The TTL of the last ack, in milliseconds.", "", ttl_ms);
+        gauge(&mut out, "muster_worker_ttl_seconds", "The TTL of the last ack.", "", lease.ttl.as_secs_f64());
         if let Some(gateway) = &lease.gateway_id {
             let labels = label("gateway_id", gateway);
             gauge(&mut out, "muster_worker_gateway_info", "The gateway this worker beats to.", &labels, 1);

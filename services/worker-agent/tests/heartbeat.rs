@@ -67,7 +67,7 @@ async fn beats_full_first_then_plain_and_leaves_on_shutdown() {
     assert!(agent.status.is_ready(), "{}", agent.status.not_ready_reason());
     let metrics = agent.status.render_metrics();
     assert!(metrics.contains("muster_worker_gateway_info{gateway_id=\"gw-a\"} 1"), "{metrics}");
-    assert!(metrics.contains("muster_worker_ttl_ms{} 100"), "the TTL floor applies: {metrics}");
+    assert!(metrics.contains("muster_worker_ttl_seconds{} 0.1"), "the TTL floor applies: {metrics}");
 
     agent.stop.send_replace(true);
     let left = loop {

@@ -43,7 +43,7 @@ pub fn sample(out: &mut String, name: &str, labels: &str, value: impl Into<Value
 }
 
 /// A gauge family with one series.
-pub fn gauge(out: &mut String, name: &str, help: &str, labels: &str, value: u64) {
+pub fn gauge(out: &mut String, name: &str, help: &str, labels: &str, value: impl Into<Value>) {
     header(out, name, help, Kind::Gauge);
     sample(out, name, labels, value);
 }

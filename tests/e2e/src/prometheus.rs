@@ -98,6 +98,25 @@ pub fn render_config(targets: &[Target]) -> String {
     config
 }
 
+/// `promtool check metrics` (shipped with Prometheus) on one `/metrics` body: the naming and
+/// format problems it reports (units not in base units, `_count` on a gauge, a counter
+/// without `_total`, …), or `Ok`.
+pub fn promtool_check(body: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running promtool (it ships with Prometheus: apt-get install prometheus)")?;
+    child.stdin.take().context("promtool's stdin")?.write_all(body.as_bytes())?;
+    let output = child.wait_with_output()?;
+    let report = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    ensure!(output.status.success() && report.trim().is_empty(), "promtool check metrics: {}", report.trim());
+    Ok(())
+}
+
 fn binary() -> PathBuf {
     std::env::var_os("MUSTER_PROMETHEUS").map_or_else(|| PathBuf::from("prometheus"), PathBuf::from)
 }

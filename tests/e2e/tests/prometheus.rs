@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use muster_e2e::agent::Agent;
 use muster_e2e::gateway::Gateway;
-use muster_e2e::prometheus::{Prometheus, Sample, Target};
+use muster_e2e::probe::admin_get;
+use muster_e2e::prometheus::{Prometheus, Sample, Target, promtool_check};
 use muster_e2e::registrar::Registrar;
 use muster_e2e::{Cluster, HeartbeatPolicy, Options, v1};
 
@@ -56,6 +57,7 @@ async fn prometheus_scrapes_every_deployable_and_finds_the_required_families() {
     targets.push(Target::new("heartbeat-gateway", &gateway.admin));
     targets.extend(agents.iter().map(|agent| Target::new("worker-agent", &agent.admin)));
     let total = targets.len();
+    let target_list = targets.clone();
     let prometheus = Prometheus::start(targets).await;
 
     // Every target scraped, and every exposition parsed.
@@ -65,6 +67,12 @@ async fn prometheus_scrapes_every_deployable_and_finds_the_required_families() {
         .expect("every target is up");
     for job in ["control-plane", "registrar", "heartbeat-gateway", "worker-agent"] {
         assert!(up.iter().any(|s| s.label("job") == job), "no {job} target in {up:?}");
+    }
+    // And every exposition follows Prometheus' naming conventions.
+    for target in &target_list {
+        let response = admin_get(&target.addr, "/metrics").await.expect("scraping /metrics");
+        let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+        promtool_check(body).unwrap_or_else(|err| panic!("{} at {}: {err:#}", target.job, target.addr));
     }
 
     // Raft: exactly one leader, and each node in exactly one state.
