@@ -67,7 +67,7 @@ elif ((${#missing[@]})); then
 fi
 
 echo "==> ${compose[*]} up -d ${up_args[*]}"
-"${compose[@]}" up -d --remove-orphans "${up_args[@]}"
+"${compose[@]}" up -d --no-build --remove-orphans "${up_args[@]}"
 
 # `up --wait` exists only in v2; this works with both. Long-running containers must be
 # healthy, the one-shots (pki, token) exited 0.
