@@ -17,8 +17,8 @@ pub enum TokenCommand {
         /// Lifetime.
         #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
         ttl: Duration,
-        /// How many workers may register with it.
-        #[arg(long, default_value_t = 1)]
+        /// How many workers may register with it (at least 1).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         uses: u32,
         /// Label given to every worker registered with it: KEY=VALUE (repeatable).
         #[arg(long = "label", value_parser = parse_label)]

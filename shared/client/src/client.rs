@@ -148,7 +148,8 @@ impl ControlPlaneClient {
                 _ => self.remember_leader(None),
             }
             if started.elapsed() >= self.options.timeout {
-                return Err(ClientError::Exhausted { elapsed: started.elapsed(), last: status.message().to_string() });
+                let (elapsed, last) = (started.elapsed(), status.message().to_string());
+                return Err(ClientError::Exhausted { elapsed, target, last });
             }
             tracing::debug!(%target, error = %status.message(), "retrying");
             tokio::time::sleep(backoff).await;

@@ -11,8 +11,9 @@ pub enum ClientError {
     /// The server answered with an error that retrying will not fix.
     #[error("{} ({:?})", .0.message(), .0.code())]
     Status(tonic::Status),
-    #[error("gave up after {elapsed:?}: {last}")]
-    Exhausted { elapsed: Duration, last: String },
+    /// Every node tried until the timeout; `target` is the last one asked.
+    #[error("gave up after {elapsed:?}; the last node tried, {target}, answered: {last}")]
+    Exhausted { elapsed: Duration, target: String, last: String },
 }
 
 impl ClientError {

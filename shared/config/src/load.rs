@@ -16,8 +16,27 @@ use crate::mode::TAG;
 
 /// Environment variables starting with this are configuration.
 const ENV_PREFIX: &str = "MUSTER_";
-/// `MUSTER_*` variables the binaries use for other purposes (log filter, config file path).
-const ENV_NOT_CONFIG: [&str; 2] = ["MUSTER_LOG", "MUSTER_CONFIG"];
+/// `MUSTER_*` variables that are not configuration of a daemon: the daemons' log filter and
+/// config file path, `musterctl`'s connection flags (an operator's shell often exports them),
+/// and the settings of the deploy scripts and the test harness. A daemon started from such a
+/// shell ignores them rather than refusing an unknown field.
+const ENV_NOT_CONFIG: [&str; 15] = [
+    "MUSTER_LOG",
+    "MUSTER_CONFIG",
+    "MUSTER_ENDPOINTS",
+    "MUSTER_TLS_DIR",
+    "MUSTER_CA",
+    "MUSTER_CERT",
+    "MUSTER_KEY",
+    "MUSTER_INSECURE",
+    "MUSTER_LOCAL_DIR",
+    "MUSTER_TAG",
+    "MUSTER_API_PORT_1",
+    "MUSTER_API_PORT_2",
+    "MUSTER_API_PORT_3",
+    "MUSTER_BIN_DIR",
+    "MUSTER_PROMETHEUS",
+];
 
 /// Builds a configuration from layers, later layers winning:
 ///
@@ -70,7 +89,8 @@ impl ConfigLoader {
     }
 
     /// Use these environment variables (callers pass `std::env::vars()`; by default none are
-    /// read). Only `MUSTER_*` names count, except `MUSTER_LOG` and `MUSTER_CONFIG`. The prefix is
+    /// read). Only `MUSTER_*` names count, except those in `ENV_NOT_CONFIG` (`MUSTER_LOG`,
+    /// `MUSTER_CONFIG`, `musterctl`'s and the scripts' variables). The prefix is
     /// stripped, the rest lowercased, and `__` separates nesting levels:
     /// `MUSTER_CLUSTER__NODE_ID` sets `cluster.node_id`, `MUSTER_DATA_DIR` sets `data_dir`.
     ///
@@ -117,6 +137,8 @@ impl ConfigLoader {
                 Ok((keys, name, parse_env_value(raw)))
             })
             .collect::<Result<Vec<_>, ConfigError>>()?;
+        let from_env: Vec<(String, String)> =
+            env.iter().map(|(keys, name, _)| (keys.join("."), name.clone())).collect();
         // Parents before children, so `MUSTER_CLUSTER={...}` never clobbers
         // `MUSTER_CLUSTER__NODE_ID`, whatever order the environment lists them in.
         env.sort_by(|a, b| a.0.cmp(&b.0));
@@ -139,7 +161,11 @@ impl ConfigLoader {
                 root if root == "." => "config".to_owned(),
                 path => path,
             };
-            ConfigError::Deserialize { path, message: err.into_inner().message().to_owned() }
+            let mut message = err.into_inner().message().to_owned();
+            if let Some(name) = env_source(&from_env, &path, &message) {
+                message.push_str(&format!(" (set by the environment variable {name})"));
+            }
+            ConfigError::Deserialize { path, message }
         })
     }
 }
@@ -164,6 +190,17 @@ fn parse_toml(path: &Path, text: &str) -> Result<Table, ConfigError> {
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
         ConfigError::Parse { path: path.to_owned(), line, column, message: err.message().trim().to_owned() }
+    })
+}
+
+/// The environment variable behind a deserialize error at `path`, if one set that field, a
+/// field inside it, or (for an unknown field, reported at its parent) the unknown field itself.
+fn env_source<'a>(from_env: &'a [(String, String)], path: &str, message: &str) -> Option<&'a str> {
+    from_env.iter().find_map(|(key, name)| {
+        let inside = path == key || path.starts_with(&format!("{key}.")) || path.starts_with(&format!("{key}["));
+        let (parent, field) = key.rsplit_once('.').unwrap_or(("config", key));
+        let unknown_here = parent == path && message.contains(&format!("`{field}`"));
+        (inside || unknown_here).then_some(name.as_str())
     })
 }
 

@@ -1,4 +1,5 @@
-//! The operator CLI against a real cluster: `kv put/get` and `cluster status -o json`.
+//! The operator CLI against a real cluster: `kv put/get` and `cluster status -o json`; and
+//! what it says when there is no cluster, or an argument makes no sense.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -8,8 +9,13 @@ use muster_e2e::{Cluster, Options};
 /// Runs `musterctl --insecure --endpoints <every node> ARGS`; returns (success, stdout, stderr).
 async fn musterctl(cluster: &Cluster, args: &[&str]) -> (bool, String, String) {
     let endpoints: Vec<String> = cluster.ids().into_iter().map(|id| cluster.addrs(id).api.clone()).collect();
+    musterctl_at(&endpoints.join(","), "20s", args).await
+}
+
+/// Runs `musterctl --insecure --timeout TIMEOUT --endpoints ENDPOINTS ARGS`.
+async fn musterctl_at(endpoints: &str, timeout: &str, args: &[&str]) -> (bool, String, String) {
     let mut command = tokio::process::Command::new(muster_e2e::binaries::musterctl());
-    command.args(["--insecure", "--timeout", "20s", "--endpoints", &endpoints.join(",")]).args(args);
+    command.args(["--insecure", "--timeout", timeout, "--endpoints", endpoints]).args(args);
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("MUSTER_") {
             command.env_remove(name);
@@ -51,4 +57,21 @@ async fn musterctl_puts_gets_and_reports_status() {
     assert_eq!(workers.as_array().map(Vec::len), Some(0), "a new cluster has no workers: {workers}");
     let (ok, _, stderr) = musterctl(&cluster, &["workers", "drain", "42"]).await;
     assert!(!ok && stderr.contains("no worker 42"), "draining an unknown worker: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_no_cluster_the_error_names_the_address_it_tried() {
+    let [port] = muster_e2e::config::free_ports::<1>();
+    let endpoint = format!("127.0.0.1:{port}");
+    let (ok, _, stderr) = musterctl_at(&endpoint, "1s", &["cluster", "status"]).await;
+    assert!(!ok, "cluster status with nothing listening succeeded");
+    assert!(stderr.contains(&endpoint), "the error does not name {endpoint}: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_for_no_worker_is_refused_before_anything_is_sent() {
+    let (ok, _, stderr) = musterctl_at("127.0.0.1:1", "1s", &["token", "create", "--uses", "0"]).await;
+    assert!(!ok, "token create --uses 0 succeeded");
+    assert!(stderr.contains("--uses") && stderr.contains("0"), "the error does not name --uses: {stderr}");
+    assert!(!stderr.contains("127.0.0.1:1"), "it tried to connect before checking its arguments: {stderr}");
 }

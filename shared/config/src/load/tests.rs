@@ -174,13 +174,31 @@ fn unknown_env_key_is_an_unknown_field() {
     assert_eq!(
         message,
         "cluster.peers[0].raft_adr: unknown field `raft_adr`, expected one of `id`, `raft_addr`, \
-         `api_addr`"
+         `api_addr` (set by the environment variable MUSTER_CLUSTER__PEERS)"
     );
     assert_eq!(
         err(load_env(&[("MUSTER_CLUSTER__MODE", "rafty")])),
         "cluster.mode: unknown variant `rafty`, expected one of `single-node`, `raft`, `static`, \
-         `worker-tier`"
+         `worker-tier` (set by the environment variable MUSTER_CLUSTER__MODE)"
     );
+    let message = err(load_env(&[("MUSTER_DATADIR", "/x")]));
+    assert!(message.ends_with("(set by the environment variable MUSTER_DATADIR)"), "{message}");
+}
+
+#[test]
+fn the_variables_of_musterctl_and_the_scripts_are_not_configuration() {
+    // An operator's shell exports musterctl's connection settings; the scripts have their own.
+    let config = load_env(&[
+        ("MUSTER_TLS_DIR", "/tls"),
+        ("MUSTER_ENDPOINTS", "a:1,b:2"),
+        ("MUSTER_INSECURE", "true"),
+        ("MUSTER_CA", "/ca.pem"),
+        ("MUSTER_LOCAL_DIR", "/local"),
+        ("MUSTER_TAG", "dev"),
+        ("MUSTER_DATA_DIR", "/from-env"),
+    ])
+    .expect("a daemon ignores musterctl's and the scripts' variables");
+    assert_eq!(config.data_dir, PathBuf::from("/from-env"));
 }
 
 #[test]
