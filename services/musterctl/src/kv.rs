@@ -7,10 +7,14 @@ use muster_proto::v1;
 use crate::connect::ConnectArgs;
 use crate::output::{Format, print_json, print_table, show_bytes};
 
+/// How up to date a read must be.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Consistency {
+    /// Confirmed with a quorum by the leader, then read: never stale.
     Linearizable,
+    /// Read by the leader while its lease holds, no quorum round trip; assumes bounded clock drift.
     Lease,
+    /// Whatever the answering node has applied; any node serves it, may be stale.
     Stale,
 }
 
@@ -26,32 +30,48 @@ impl From<Consistency> for ReadConsistency {
 
 #[derive(Subcommand, Debug)]
 pub enum KvCommand {
+    /// Store VALUE under KEY, replacing any value it holds.
     Put {
+        /// The key to write.
         key: String,
+        /// The value to store (as UTF-8 text).
         value: String,
     },
+    /// Print the value stored under KEY (fails if there is none).
     Get {
+        /// The key to read.
         key: String,
+        /// How up to date the read must be.
         #[arg(long, default_value = "linearizable")]
         consistency: Consistency,
     },
+    /// Delete KEY.
     Delete {
+        /// The key to delete.
         key: String,
     },
     /// Set KEY to NEW only if it currently holds --expected (or, with --absent, does not exist).
     Cas {
+        /// The key to compare and set.
         key: String,
+        /// The value to store if the comparison holds.
         new: String,
+        /// The value KEY must hold for the swap to happen.
         #[arg(long, conflicts_with = "absent", required_unless_present = "absent")]
         expected: Option<String>,
+        /// Swap only if KEY does not exist.
         #[arg(long)]
         absent: bool,
     },
+    /// List keys starting with PREFIX (every key by default) with their values, in key order.
     List {
+        /// Only keys starting with this (empty: every key).
         #[arg(default_value = "")]
         prefix: String,
+        /// At most this many keys (0: no limit).
         #[arg(long, default_value_t = 0)]
         limit: u32,
+        /// How up to date the read must be.
         #[arg(long, default_value = "linearizable")]
         consistency: Consistency,
     },

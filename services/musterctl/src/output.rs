@@ -7,9 +7,12 @@
 use clap::ValueEnum;
 use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
+/// How results are printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
+    /// Aligned columns for people; long values are cut.
     Table,
+    /// Pretty-printed JSON for scripts; values are whole.
     Json,
 }
 

@@ -14,7 +14,7 @@ use crate::output::{Format, print_json, print_table};
 pub enum TokenCommand {
     /// Create a token; prints it (or writes it to --out, mode 0600). It is shown only once.
     Create {
-        /// Lifetime.
+        /// How long the token stays valid, e.g. 1h or 30days.
         #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
         ttl: Duration,
         /// How many workers may register with it (at least 1).
@@ -23,6 +23,7 @@ pub enum TokenCommand {
         /// Label given to every worker registered with it: KEY=VALUE (repeatable).
         #[arg(long = "label", value_parser = parse_label)]
         labels: Vec<(String, String)>,
+        /// A note for operators, shown by `token list`.
         #[arg(long, default_value = "")]
         description: String,
         /// Write the token to this file (0600) instead of printing it.
@@ -31,11 +32,15 @@ pub enum TokenCommand {
     },
     /// List tokens (active ones; --all includes expired, used-up and revoked).
     List {
+        /// Include expired, used-up and revoked tokens.
         #[arg(long)]
         all: bool,
     },
     /// Revoke a token by id.
-    Revoke { token_id: String },
+    Revoke {
+        /// The token's id (the ID column of `token list`).
+        token_id: String,
+    },
 }
 
 pub fn parse_label(text: &str) -> Result<(String, String), String> {
