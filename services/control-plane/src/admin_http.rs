@@ -80,7 +80,7 @@ impl AdminSource for NodeHandle {
     }
 
     fn not_ready_reason(&self) -> String {
-        "not ready: not yet joined or catching up".into()
+        format!("not ready: {}", NodeHandle::not_ready_reason(self))
     }
 
     fn render_metrics(&self) -> String {

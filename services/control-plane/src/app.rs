@@ -41,11 +41,11 @@ pub struct Listeners {
 
 impl Listeners {
     pub async fn bind(config: &ControlPlaneConfig) -> anyhow::Result<Self> {
-        let bind = |addr| async move { TcpListener::bind(addr).await.with_context(|| format!("binding {addr}")) };
+        use muster_listener::bind;
         Ok(Self {
-            raft: bind(config.listen.raft_addr).await?,
-            api: bind(config.listen.api_addr).await?,
-            admin: bind(config.listen.admin_addr).await?,
+            raft: bind("listen.raft_addr", config.listen.raft_addr).await?,
+            api: bind("listen.api_addr", config.listen.api_addr).await?,
+            admin: bind("listen.admin_addr", config.listen.admin_addr).await?,
         })
     }
 }

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::node::{NodeHandle, is_caught_up, is_serving_member};
+use crate::node::{NodeHandle, is_caught_up, is_serving_member, waiting_for};
 use crate::types::{NodeAddr, NodeId};
 
 /// How a node becomes a member.
@@ -47,6 +47,9 @@ pub async fn run(node: Arc<NodeHandle>, membership: Membership, mut shutdown: wa
         let ready =
             if node.server_is_ready() { is_serving_member(node.id, &current) } else { is_caught_up(node.id, &current) };
         node.set_ready(ready);
+        if !ready {
+            node.set_not_ready_reason(waiting_for(node.id, &current));
+        }
         tokio::select! {
             changed = metrics.changed() => if changed.is_err() { return },
             _ = shutdown.wait_for(|stop| *stop) => {
@@ -76,6 +79,17 @@ async fn become_member(node: &Arc<NodeHandle>, membership: Membership) -> anyhow
 /// majority is enough to elect.
 async fn wait_for_peers(node: &Arc<NodeHandle>, members: &BTreeMap<NodeId, NodeAddr>) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let peers: Vec<String> = members
+        .iter()
+        .filter(|(id, _)| **id != node.id)
+        .map(|(id, addr)| format!("{id} ({})", addr.raft_addr))
+        .collect();
+    if !peers.is_empty() {
+        node.set_not_ready_reason(format!(
+            "waiting up to 10 s for peers {} to answer before the first election",
+            peers.join(", ")
+        ));
+    }
     for (id, addr) in members.iter().filter(|(id, _)| **id != node.id) {
         loop {
             let healthy = match node.channels.channel(&addr.raft_addr) {

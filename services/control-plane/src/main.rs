@@ -49,32 +49,20 @@ enum Command {
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<ControlPlaneConfig> {
-    let mut loader = ConfigLoader::new().env_vars(std::env::vars());
-    if let Some(path) = &cli.config {
-        loader = loader.file(path);
-    }
-    if let Some(id) = cli.node_id {
-        loader = loader.set("cluster.node_id", toml::Value::Integer(id as i64));
-    }
-    if let Some(dir) = &cli.data_dir {
-        loader = loader.set("data_dir", toml::Value::String(dir.display().to_string()));
-    }
-    for (key, value) in [
-        ("listen.raft_addr", &cli.raft_addr),
-        ("listen.api_addr", &cli.api_addr),
-        ("listen.admin_addr", &cli.admin_addr),
-    ] {
-        if let Some(value) = value {
-            loader = loader.set(key, toml::Value::String(value.clone()));
-        }
-    }
-    if !cli.join.is_empty() {
-        loader = loader.set("join", toml::Value::Array(cli.join.iter().cloned().map(toml::Value::String).collect()));
-    }
-    if cli.insecure {
-        loader = loader.set("tls.insecure", toml::Value::Boolean(true));
-    }
-    let config: ControlPlaneConfig = loader.load()?;
+    // TOML integers are i64.
+    let node_id = cli.node_id.map(i64::try_from).transpose();
+    let node_id = anyhow::Context::context(node_id, "--node-id must be below 2^63")?;
+    let config: ControlPlaneConfig = ConfigLoader::new()
+        .env_vars(std::env::vars())
+        .file_if(cli.config.as_deref())
+        .set_if("cluster.node_id", node_id)
+        .set_if("data_dir", cli.data_dir.as_ref().map(|dir| dir.display().to_string()))
+        .set_if("listen.raft_addr", cli.raft_addr.clone())
+        .set_if("listen.api_addr", cli.api_addr.clone())
+        .set_if("listen.admin_addr", cli.admin_addr.clone())
+        .set_list("join", &cli.join)
+        .set_switch("tls.insecure", cli.insecure)
+        .load()?;
     config.validate()?;
     Ok(config)
 }

@@ -46,6 +46,8 @@ pub struct NodeHandle {
     pub worker_states: crate::store::WorkerStateCache,
     ready: AtomicBool,
     ready_tx: watch::Sender<bool>,
+    /// What the node waits for while not ready (`/readyz`, `GetClusterMetadata`, the log).
+    not_ready_reason: std::sync::Mutex<String>,
     /// The last log index this node held when it started; reads are never served at a lower
     /// index (see [`NodeHandle::linearize`]). 0 once a read has been served past it.
     read_floor: AtomicU64,
@@ -78,6 +80,7 @@ impl NodeHandle {
             worker_states: Default::default(),
             ready: AtomicBool::new(false),
             ready_tx,
+            not_ready_reason: std::sync::Mutex::new("starting".to_owned()),
             read_floor: AtomicU64::new(restored.last_log_index),
             votes_held_until: restored.had_vote.then(|| Instant::now() + config.raft.election_timeout_max),
             config,
@@ -165,6 +168,23 @@ impl NodeHandle {
             tracing::info!(node = self.id, ready = is_ready, "readiness changed");
             self.ready_tx.send_replace(is_ready);
         }
+    }
+
+    /// Records what the node waits for while not ready; a new reason is logged once.
+    pub fn set_not_ready_reason(&self, reason: String) {
+        let mut current = self.not_ready_reason.lock().unwrap_or_else(|p| p.into_inner());
+        if *current != reason {
+            tracing::info!(node = self.id, "not ready: {reason}");
+            *current = reason;
+        }
+    }
+
+    /// What the node waits for, or `""` when it is ready.
+    pub fn not_ready_reason(&self) -> String {
+        if self.server_is_ready() {
+            return String::new();
+        }
+        self.not_ready_reason.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn server_is_ready(&self) -> bool {
@@ -281,6 +301,7 @@ impl NodeHandle {
             joint: membership.get_joint_config().len() > 1,
             members,
             ready: self.server_is_ready(),
+            not_ready_reason: self.not_ready_reason(),
         }
     }
 }
@@ -301,6 +322,42 @@ pub fn is_caught_up(id: NodeId, metrics: &RaftMetrics) -> bool {
     let applied = metrics.last_applied.as_ref().map(|l| l.index);
     let committed = metrics.cluster_committed.as_ref().map(|l| l.index);
     is_serving_member(id, metrics) && applied.is_some() && applied >= committed
+}
+
+/// What a node that is not ready waits for, from its Raft metrics.
+pub fn waiting_for(id: NodeId, metrics: &RaftMetrics) -> String {
+    let membership = metrics.membership_config.membership();
+    let voters: Vec<NodeId> = membership.voter_ids().collect();
+    if membership.get_node(&id).is_none() {
+        return if voters.is_empty() {
+            "not a member yet: waiting for the initial peers to answer, or for a join to be accepted".to_owned()
+        } else {
+            format!("not a member of the cluster (voters {})", list(&voters))
+        };
+    }
+    if metrics.current_leader.is_none() {
+        let others: Vec<String> = voters
+            .iter()
+            .filter(|voter| **voter != id)
+            .map(|voter| match membership.get_node(voter) {
+                Some(addr) => format!("{voter} ({})", addr.raft_addr),
+                None => voter.to_string(),
+            })
+            .collect();
+        return format!(
+            "no leader: a leader needs {} of the voters {}; waiting for peers {}",
+            voters.len() / 2 + 1,
+            list(&voters),
+            others.join(", ")
+        );
+    }
+    let applied = metrics.last_applied.as_ref().map_or(0, |l| l.index);
+    let committed = metrics.cluster_committed.as_ref().map_or(0, |l| l.index);
+    format!("catching up: applied {applied} of {committed} committed entries")
+}
+
+fn list(ids: &[NodeId]) -> String {
+    ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// Whether a node that has caught up once can still serve: it is a member and knows a leader.

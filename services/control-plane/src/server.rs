@@ -44,17 +44,12 @@ pub struct TlsSetup {
 
 impl TlsSetup {
     pub fn from_config(config: &ControlPlaneConfig) -> anyhow::Result<Self> {
-        if config.tls.insecure {
+        let Some(files) = muster_tls::TlsFiles::from_config(&config.tls) else {
             tracing::warn!(
                 "INSECURE MODE: TLS is off; peer and client traffic is plaintext and unauthenticated. \
                  Use only on a trusted local machine; run `musterctl tls init` for real deployments."
             );
             return Ok(Self { server: None, client: None });
-        }
-        let files = muster_tls::TlsFiles {
-            ca: config.tls.ca_file.clone().unwrap_or_default(),
-            cert: config.tls.cert_file.clone().unwrap_or_default(),
-            key: config.tls.key_file.clone().unwrap_or_default(),
         };
         let client = files.client_for(ServerCheck::RoleAndHost(Role::ControlPlane))?;
         Ok(Self { server: Some(files.server_config()?), client: Some(client) })

@@ -128,7 +128,11 @@ impl GatewayConfig {
         if let Some(addr) = &self.advertise_addr {
             return addr.clone();
         }
-        if bound.ip().is_unspecified() { format!("{}:{}", hostname(), bound.port()) } else { bound.to_string() }
+        if bound.ip().is_unspecified() {
+            format!("{}:{}", muster_config::hostname().as_deref().unwrap_or("localhost"), bound.port())
+        } else {
+            bound.to_string()
+        }
     }
 
     /// The configured id, or one derived from the advertised address (stable across restarts).
@@ -161,16 +165,6 @@ impl muster_telemetry::HasTelemetry for GatewayConfig {
     fn telemetry(&self) -> &TelemetryConfig {
         &self.telemetry
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|name| name.trim().to_string())
-        .ok()
-        .filter(|name| !name.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok().filter(|name| !name.is_empty()))
-        .unwrap_or_else(|| "localhost".to_string())
 }
 
 #[cfg(test)]

@@ -63,7 +63,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     config.validate()?;
     let advertise = config.advertise_addr_for(listener.local_addr()?);
-    let cert_name = match tls::tls_files(&config.tls) {
+    let cert_name = match muster_tls::TlsFiles::from_config(&config.tls) {
         Some(files) => Some(files.own_identity()?.name),
         None => None,
     };
@@ -93,7 +93,7 @@ async fn serve(
     state: Arc<GatewayState>,
     mut stopped: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let files = tls::tls_files(&config.tls);
+    let files = muster_tls::TlsFiles::from_config(&config.tls);
     let mut options = ClientOptions::new(config.control_plane.clone());
     options.timeout = BATCH_CALL_TIMEOUT;
     if let Some(files) = &files {

@@ -42,25 +42,15 @@ enum Command {
 }
 
 fn load(cli: &Cli) -> anyhow::Result<GatewayConfig> {
-    let mut loader = ConfigLoader::new().env_vars(std::env::vars());
-    if let Some(path) = &cli.config {
-        loader = loader.file(path);
-    }
-    for (key, value) in
-        [("listen_addr", &cli.listen_addr), ("advertise_addr", &cli.advertise_addr), ("admin_addr", &cli.admin_addr)]
-    {
-        if let Some(value) = value {
-            loader = loader.set(key, toml::Value::String(value.clone()));
-        }
-    }
-    if !cli.control_plane.is_empty() {
-        let endpoints = cli.control_plane.iter().cloned().map(toml::Value::String).collect();
-        loader = loader.set("control_plane", toml::Value::Array(endpoints));
-    }
-    if cli.insecure {
-        loader = loader.set("tls.insecure", toml::Value::Boolean(true));
-    }
-    let config: GatewayConfig = loader.load()?;
+    let config: GatewayConfig = ConfigLoader::new()
+        .env_vars(std::env::vars())
+        .file_if(cli.config.as_deref())
+        .set_if("listen_addr", cli.listen_addr.clone())
+        .set_if("advertise_addr", cli.advertise_addr.clone())
+        .set_if("admin_addr", cli.admin_addr.clone())
+        .set_list("control_plane", &cli.control_plane)
+        .set_switch("tls.insecure", cli.insecure)
+        .load()?;
     config.validate()?;
     Ok(config)
 }
@@ -69,19 +59,9 @@ fn load(cli: &Cli) -> anyhow::Result<GatewayConfig> {
 /// reconnect at once, and the default (1024) drops SYNs that then retry only after seconds.
 const HEARTBEAT_BACKLOG: u32 = 8192;
 
-fn bind_heartbeats(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(HEARTBEAT_BACKLOG)
-}
-
 async fn bind(config: &GatewayConfig) -> anyhow::Result<(tokio::net::TcpListener, tokio::net::TcpListener)> {
-    use anyhow::Context;
-    let grpc = bind_heartbeats(config.listen_addr);
-    let grpc = grpc.with_context(|| format!("binding listen_addr {}", config.listen_addr))?;
-    let admin = tokio::net::TcpListener::bind(config.admin_addr).await;
-    Ok((grpc, admin.with_context(|| format!("binding admin_addr {}", config.admin_addr))?))
+    let grpc = muster_listener::bind_with_backlog("listen_addr", config.listen_addr, HEARTBEAT_BACKLOG)?;
+    Ok((grpc, muster_listener::bind("admin_addr", config.admin_addr).await?))
 }
 
 fn main() -> std::process::ExitCode {

@@ -14,17 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use muster_client::ControlPlaneClient;
-use muster_config::TlsConfig;
 use muster_tls::{ClientAuth, TlsFiles};
-
-/// The gateway's certificate files, or `None` in insecure mode.
-pub fn tls_files(config: &TlsConfig) -> Option<TlsFiles> {
-    (!config.insecure).then(|| TlsFiles {
-        ca: config.ca_file.clone().unwrap_or_default(),
-        cert: config.cert_file.clone().unwrap_or_default(),
-        key: config.key_file.clone().unwrap_or_default(),
-    })
-}
 
 /// The worker CA and the cluster id, as the control plane knows them.
 #[derive(Clone, Debug)]

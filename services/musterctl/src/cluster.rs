@@ -16,10 +16,13 @@ pub enum ClusterCommand {
     Leader,
     /// Add a node as a learner (it then catches up from the leader).
     Join {
+        /// The new node's id (its `node_id` setting), unique in the cluster.
         #[arg(long)]
         node_id: u64,
+        /// Where the other members reach the new node's Raft port (host:port).
         #[arg(long)]
         raft_addr: String,
+        /// Where clients reach the new node's API port (host:port).
         #[arg(long)]
         api_addr: String,
         /// Wait until the learner has caught up.
@@ -27,11 +30,20 @@ pub enum ClusterCommand {
         wait: bool,
     },
     /// Make learners voters (joint consensus).
-    Promote { node_ids: Vec<u64> },
+    Promote {
+        /// Ids of the learners to promote.
+        node_ids: Vec<u64>,
+    },
     /// Make voters learners.
-    Demote { node_ids: Vec<u64> },
+    Demote {
+        /// Ids of the voters to demote.
+        node_ids: Vec<u64>,
+    },
     /// Remove members from the cluster.
-    Remove { node_ids: Vec<u64> },
+    Remove {
+        /// Ids of the members to remove.
+        node_ids: Vec<u64>,
+    },
 }
 
 fn role_name(role: i32) -> &'static str {
@@ -61,6 +73,7 @@ fn status_json(meta: &v1::ClusterMembership) -> serde_json::Value {
         "commit_index": meta.commit_index, "applied_index": meta.applied_index,
         "last_log_index": meta.last_log_index, "snapshot_index": meta.snapshot_index,
         "purged_index": meta.purged_index, "joint": meta.joint, "ready": meta.ready,
+        "not_ready_reason": meta.not_ready_reason,
         "members": members_json(meta),
     })
 }
@@ -103,7 +116,9 @@ pub async fn run(command: ClusterCommand, connect: &ConnectArgs, format: Format)
                         format!("{} ({})", meta.leader_id, meta.leader_api_addr)
                     };
                     println!("cluster id:  {}", meta.cluster_id);
-                    println!("answered by: node {} ({}, ready: {})", meta.node_id, meta.state, meta.ready);
+                    let readiness =
+                        if meta.ready { "ready".to_owned() } else { format!("not ready: {}", meta.not_ready_reason) };
+                    println!("answered by: node {} ({}, {readiness})", meta.node_id, meta.state);
                     println!("leader:      {leader}");
                     println!("term:        {}", meta.term);
                     println!(

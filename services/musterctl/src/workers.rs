@@ -10,12 +10,18 @@ use muster_proto::v1;
 use crate::connect::ConnectArgs;
 use crate::output::{Format, print_json, print_table};
 
+/// Lifecycle state of a worker.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum State {
+    /// Registered and heartbeating within its lease.
     Ready,
+    /// Its lease expired: no heartbeat within TTL + grace.
     Unreachable,
+    /// Drained by an operator: alive, takes no new work.
     Draining,
+    /// Left gracefully (stopped with SIGTERM).
     Left,
+    /// Identity revoked by an operator; refused everywhere.
     Revoked,
 }
 
@@ -35,28 +41,36 @@ impl From<State> for v1::WorkerState {
 pub enum WorkersCommand {
     /// List workers, optionally filtered by state and labels.
     List {
+        /// Only workers in this state.
         #[arg(long)]
         state: Option<State>,
         /// Only workers with this label: KEY=VALUE (repeatable; all must match).
         #[arg(long = "label", value_parser = crate::token::parse_label)]
         labels: Vec<(String, String)>,
     },
+    /// Show one worker: state, labels, certificate and current lease.
     Get {
+        /// The worker's id (the ID column of `workers list`).
         worker_id: u64,
     },
     /// Mark a worker draining (alive, no new work).
     Drain {
+        /// The worker's id (the ID column of `workers list`).
         worker_id: u64,
     },
     /// Revoke a worker's identity for good.
     Revoke {
+        /// The worker's id (the ID column of `workers list`).
         worker_id: u64,
     },
     /// Set (KEY=VALUE) or remove (--remove KEY) labels.
     Label {
+        /// The worker's id (the ID column of `workers list`).
         worker_id: u64,
+        /// Labels to set, each KEY=VALUE.
         #[arg(value_parser = crate::token::parse_label)]
         set: Vec<(String, String)>,
+        /// Label key to remove (repeatable).
         #[arg(long)]
         remove: Vec<String>,
     },
@@ -152,19 +166,17 @@ pub async fn run(command: WorkersCommand, connect: &ConnectArgs, format: Format)
             print_workers(&listed.workers, &listed.leases, format);
             return Ok(());
         }
-        WorkersCommand::Get { worker_id } => {
-            let response = client.worker_call(WorkerAction::Get, worker_id).await?;
-            let leases = response.lease.into_iter().map(|lease| (worker_id, lease)).collect();
-            print_workers(&[response.worker.unwrap_or_default()], &leases, format);
-            return Ok(());
-        }
-        WorkersCommand::Drain { worker_id } => client.worker_action(WorkerAction::Drain, worker_id).await?,
-        WorkersCommand::Revoke { worker_id } => client.worker_action(WorkerAction::Revoke, worker_id).await?,
+        WorkersCommand::Get { worker_id } => (worker_id, client.worker_call(WorkerAction::Get, worker_id).await?),
+        WorkersCommand::Drain { worker_id } => (worker_id, client.worker_call(WorkerAction::Drain, worker_id).await?),
+        WorkersCommand::Revoke { worker_id } => (worker_id, client.worker_call(WorkerAction::Revoke, worker_id).await?),
         WorkersCommand::Label { worker_id, set, remove } => {
             let change = v1::LabelChange { set: set.into_iter().collect(), remove };
-            client.label_worker(worker_id, change).await?
+            (worker_id, client.label_worker_call(worker_id, change).await?)
         }
     };
-    print_workers(std::slice::from_ref(&worker), &HashMap::new(), format);
+    let (worker_id, response) = worker;
+    // Every answer carries the lease as the leader holds it (a drained worker keeps beating).
+    let leases = response.lease.into_iter().map(|lease| (worker_id, lease)).collect();
+    print_workers(&[response.worker.unwrap_or_default()], &leases, format);
     Ok(())
 }

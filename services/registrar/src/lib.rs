@@ -32,14 +32,6 @@ use rate_limit::RateLimiter;
 use service::Registrar;
 use signing::Signer;
 
-fn tls_files(config: &RegistrarConfig) -> Option<TlsFiles> {
-    (!config.tls.insecure).then(|| TlsFiles {
-        ca: config.tls.ca_file.clone().unwrap_or_default(),
-        cert: config.tls.cert_file.clone().unwrap_or_default(),
-        key: config.tls.key_file.clone().unwrap_or_default(),
-    })
-}
-
 /// Serves Register and Renew on `listener` (and the admin endpoints on `admin`) until
 /// `shutdown` resolves.
 pub async fn run(
@@ -49,7 +41,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
-    let files = tls_files(&config);
+    let files = TlsFiles::from_config(&config.tls);
     let mut options = ClientOptions::new(config.control_plane.clone());
     if let Some(files) = &files {
         options.tls = Some(files.client_for(muster_tls::ServerCheck::RoleAndHost(muster_tls::Role::ControlPlane))?);
@@ -66,7 +58,7 @@ pub async fn run(
         Some(files) => std::fs::read_to_string(&files.ca).with_context(|| format!("reading {}", files.ca.display()))?,
         None => String::new(),
     };
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+    let now = muster_proto::clock::unix_now();
     let worker_ca_pem = worker_ca::client_trust(&recorded, now);
     let registrar = Arc::new(Registrar {
         client,

@@ -35,31 +35,20 @@ enum Command {
 }
 
 fn load(cli: &Cli) -> anyhow::Result<RegistrarConfig> {
-    let mut loader = ConfigLoader::new().env_vars(std::env::vars());
-    if let Some(path) = &cli.config {
-        loader = loader.file(path);
-    }
-    if let Some(addr) = &cli.worker_grpc_addr {
-        loader = loader.set("worker_grpc_addr", toml::Value::String(addr.clone()));
-    }
-    if !cli.control_plane.is_empty() {
-        let endpoints = cli.control_plane.iter().cloned().map(toml::Value::String).collect();
-        loader = loader.set("control_plane", toml::Value::Array(endpoints));
-    }
-    if cli.insecure {
-        loader = loader.set("tls.insecure", toml::Value::Boolean(true));
-    }
-    let config: RegistrarConfig = loader.load()?;
+    let config: RegistrarConfig = ConfigLoader::new()
+        .env_vars(std::env::vars())
+        .file_if(cli.config.as_deref())
+        .set_if("worker_grpc_addr", cli.worker_grpc_addr.clone())
+        .set_list("control_plane", &cli.control_plane)
+        .set_switch("tls.insecure", cli.insecure)
+        .load()?;
     config.validate()?;
     Ok(config)
 }
 
 async fn bind(config: &RegistrarConfig) -> anyhow::Result<(tokio::net::TcpListener, tokio::net::TcpListener)> {
-    use anyhow::Context;
-    let grpc = tokio::net::TcpListener::bind(config.worker_grpc_addr).await;
-    let grpc = grpc.with_context(|| format!("binding {}", config.worker_grpc_addr))?;
-    let admin = tokio::net::TcpListener::bind(config.admin_addr).await;
-    Ok((grpc, admin.with_context(|| format!("binding {}", config.admin_addr))?))
+    let grpc = muster_listener::bind("worker_grpc_addr", config.worker_grpc_addr).await?;
+    Ok((grpc, muster_listener::bind("admin_addr", config.admin_addr).await?))
 }
 
 fn main() -> std::process::ExitCode {

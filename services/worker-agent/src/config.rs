@@ -29,6 +29,9 @@ pub struct AgentConfig {
     /// (the Register response and every ack that differs carry one; it is kept in the
     /// identity dir). Default empty: rely on the learned list.
     pub gateways: Vec<String>,
+    /// The name this worker reports in its profile. Default: the host's name. Set it where
+    /// several agents share a host (as `musterctl dev`'s do), so operators can tell them apart.
+    pub hostname: Option<String>,
     pub telemetry: TelemetryConfig,
 }
 
@@ -40,6 +43,7 @@ impl Default for AgentConfig {
             admin_addr: SocketAddr::from(([127, 0, 0, 1], DEFAULT_ADMIN_PORT)),
             admin_limits: AdminLimits::default(),
             gateways: Vec::new(),
+            hostname: None,
             telemetry: TelemetryConfig::default(),
         }
     }
@@ -53,6 +57,8 @@ pub struct WorkerSettings {
     pub identity_dir: PathBuf,
     pub labels: std::collections::HashMap<String, String>,
     pub gateways: Vec<String>,
+    /// `hostname`, else the host's name.
+    pub hostname: String,
 }
 
 impl AgentConfig {
@@ -76,6 +82,12 @@ impl AgentConfig {
             });
         }
         self.admin_limits.validate("admin_limits")?;
+        if self.hostname.as_ref().is_some_and(|name| name.trim().is_empty()) {
+            return Err(ConfigError::Invalid {
+                field: "hostname".into(),
+                message: "must not be empty (leave it out to use the host's name)".into(),
+            });
+        }
         // The registrar would refuse them anyway; say so at start-up, naming the field.
         muster_proto::limits::validate_labels("cluster.labels", labels)
             .map_err(|err| ConfigError::Invalid { field: "cluster.labels".into(), message: err.to_string() })?;
@@ -87,6 +99,11 @@ impl AgentConfig {
                 .map_or_else(|| self.data_dir.join("worker").join("identity"), PathBuf::from),
             labels: labels.clone(),
             gateways: self.gateways.clone(),
+            hostname: self
+                .hostname
+                .clone()
+                .or_else(muster_config::hostname)
+                .unwrap_or_else(|| "unknown-host".to_owned()),
         })
     }
 }
@@ -114,6 +131,11 @@ mod tests {
         assert_eq!(settings.identity_dir, PathBuf::from("/var/lib/muster/worker/identity"));
         assert_eq!(settings.servers, ["reg:3670"]);
         assert!(settings.gateways.is_empty());
+        assert_eq!(Some(settings.hostname), muster_config::hostname().or(Some("unknown-host".into())));
+        let named: AgentConfig = toml::from_str(&format!("hostname = \"rack7-a\"\n{toml}")).unwrap();
+        assert_eq!(named.validate().unwrap().hostname, "rack7-a");
+        let blank: AgentConfig = toml::from_str(&format!("hostname = \" \"\n{toml}")).unwrap();
+        assert!(blank.validate().unwrap_err().to_string().starts_with("hostname:"));
         let with_gateways: AgentConfig = toml::from_str(&format!("gateways = [\"gw:3671\"]\n{toml}")).unwrap();
         assert_eq!(with_gateways.validate().unwrap().gateways, ["gw:3671"]);
         let no_port: AgentConfig = toml::from_str(&format!("gateways = [\"gw\"]\n{toml}")).unwrap();

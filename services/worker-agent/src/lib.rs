@@ -25,7 +25,7 @@ pub mod stream;
 pub mod tls;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 pub use config::AgentConfig;
@@ -52,12 +52,8 @@ impl Revoked {
     }
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-}
-
 /// The grace assumed until the first ack (the seed's `heartbeat_grace`).
-const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+const DEFAULT_GRACE: Duration = muster_config::DEFAULT_HEARTBEAT_GRACE;
 
 /// What the agent starts with.
 #[derive(Debug)]
@@ -72,7 +68,7 @@ pub struct Start {
 pub async fn obtain_identity(settings: &WorkerSettings) -> anyhow::Result<Start> {
     let dir = &settings.identity_dir;
     if let Some(identity) = Identity::load(dir)? {
-        identity.check_not_expired(dir, unix_now())?;
+        identity.check_not_expired(dir, muster_proto::clock::unix_now())?;
         tracing::info!(
             worker_id = identity.meta.worker_id,
             cluster_id = %identity.meta.cluster_id,
@@ -88,7 +84,8 @@ pub async fn obtain_identity(settings: &WorkerSettings) -> anyhow::Result<Start>
             dir.display()
         )
     })?;
-    let registered = register::register(&settings.servers, token_file, profile::local(&settings.labels)).await?;
+    let registered =
+        register::register(&settings.servers, token_file, profile::local(&settings.hostname, &settings.labels)).await?;
     // The gateways first: a complete identity always has the list it came with next to it.
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     registered.gateways.save(dir)?;
@@ -125,7 +122,7 @@ pub async fn run(
         worker_id,
         identity: identity_rx,
         book: GatewayBook::new(settings.identity_dir.clone(), start.gateways, &settings.gateways),
-        profile: profile::local(&settings.labels),
+        profile: profile::local(&settings.hostname, &settings.labels),
         status: status.clone(),
         grace: start.grace,
     };

@@ -34,21 +34,23 @@ enum Command {
     },
 }
 
+/// What an agent started with flags only (`--server`, `--token-file`) runs as: the seed's
+/// `worker-tier` mode with `role = "worker"`, the only one an agent can be. A config file
+/// says its mode itself, so this applies only when there is none.
+const FLAGS_ONLY_CLUSTER: &str = "[cluster]\nmode = \"worker-tier\"\nrole = \"worker\"\n";
+
 fn load(cli: &Cli) -> anyhow::Result<AgentConfig> {
-    let mut loader = ConfigLoader::new().env_vars(std::env::vars());
-    if let Some(path) = &cli.config {
-        loader = loader.file(path);
-    }
-    if !cli.servers.is_empty() {
-        loader = loader
-            .set("cluster.servers", toml::Value::Array(cli.servers.iter().cloned().map(toml::Value::String).collect()));
-    }
-    for (key, value) in [("cluster.token_file", &cli.token_file), ("cluster.identity_dir", &cli.identity_dir)] {
-        if let Some(value) = value {
-            loader = loader.set(key, toml::Value::String(value.clone()));
-        }
-    }
-    let config: AgentConfig = loader.load()?;
+    let mut loader = ConfigLoader::new();
+    loader = match &cli.config {
+        Some(path) => loader.file(path),
+        None => loader.toml_text("(worker-agent defaults)", FLAGS_ONLY_CLUSTER),
+    };
+    let config: AgentConfig = loader
+        .env_vars(std::env::vars())
+        .set_list("cluster.servers", &cli.servers)
+        .set_if("cluster.token_file", cli.token_file.clone())
+        .set_if("cluster.identity_dir", cli.identity_dir.clone())
+        .load()?;
     config.validate()?;
     Ok(config)
 }
@@ -59,9 +61,7 @@ fn main() -> std::process::ExitCode {
         return muster_admin::health_probe(admin_addr);
     }
     muster_telemetry::run_service("worker-agent", load(&cli), |config| async move {
-        use anyhow::Context;
-        let admin = tokio::net::TcpListener::bind(config.admin_addr).await;
-        let admin = admin.with_context(|| format!("binding {}", config.admin_addr))?;
+        let admin = muster_listener::bind("admin_addr", config.admin_addr).await?;
         muster_worker_agent::run(config, admin, muster_telemetry::shutdown_signal()).await
     })
 }

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use muster_proto::v1;
 
-/// Hostname, OS/arch, configured labels, CPU and memory capacity, agent version.
-pub fn local(labels: &HashMap<String, String>) -> v1::WorkerProfile {
+/// `hostname`, OS/arch, configured labels, CPU and memory capacity, agent version.
+pub fn local(hostname: &str, labels: &HashMap<String, String>) -> v1::WorkerProfile {
     let mut capacity = HashMap::new();
     if let Ok(cpus) = std::thread::available_parallelism() {
         capacity.insert("cpu_millis".to_string(), cpus.get() as u64 * 1000);
@@ -14,23 +14,13 @@ pub fn local(labels: &HashMap<String, String>) -> v1::WorkerProfile {
         capacity.insert("memory_bytes".to_string(), bytes);
     }
     v1::WorkerProfile {
-        hostname: hostname(),
+        hostname: hostname.to_owned(),
         os: std::env::consts::OS.to_string(),
         arch: std::env::consts::ARCH.to_string(),
         labels: labels.clone(),
         capacity,
         version: env!("CARGO_PKG_VERSION").to_string(),
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|name| name.trim().to_string())
-        .ok()
-        .filter(|name| !name.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown-host".to_string())
 }
 
 fn memory_bytes() -> Option<u64> {
@@ -43,9 +33,9 @@ fn memory_bytes() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_profile_names_this_host() {
-        let profile = super::local(&[("rack".to_string(), "r1".to_string())].into());
-        assert!(!profile.hostname.is_empty());
+    fn the_profile_carries_the_name_labels_and_capacity() {
+        let profile = super::local("rack7-a", &[("rack".to_string(), "r1".to_string())].into());
+        assert_eq!(profile.hostname, "rack7-a");
         assert_eq!(profile.labels.get("rack").map(String::as_str), Some("r1"));
         assert!(profile.capacity.get("cpu_millis").is_some_and(|c| *c >= 1000));
     }

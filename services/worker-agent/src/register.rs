@@ -97,7 +97,7 @@ fn attempt_span(server: &str, attempt: u32, token_id: &str) -> tracing::Span {
 }
 
 fn registered(response: v1::RegisterResponse, key: &rcgen::KeyPair) -> Registered {
-    let issued_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let issued_at = muster_proto::clock::since_epoch().as_secs();
     let meta = IdentityMeta {
         worker_id: response.worker_id,
         cluster_id: response.cluster_id,

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use muster_proto::v1;
@@ -73,10 +73,6 @@ fn not_before(chain_pem: &str) -> anyhow::Result<i64> {
     Ok(cert.validity().not_before.timestamp())
 }
 
-fn unix_now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
-}
-
 pub struct Renewal {
     pub servers: Vec<String>,
     pub identity_dir: PathBuf,
@@ -114,7 +110,9 @@ impl Renewal {
         loop {
             let current = self.identity.borrow().clone();
             let lifetime = Lifetime::of(&current)?;
-            let wait = Duration::from_secs_f64((lifetime.renewal_point() - unix_now()).max(0.0));
+            let wait = Duration::from_secs_f64(
+                (lifetime.renewal_point() - muster_proto::clock::since_epoch().as_secs_f64()).max(0.0),
+            );
             let renew_in = Duration::from_secs(wait.as_secs());
             tracing::info!(
                 ?renew_in,
@@ -151,7 +149,7 @@ impl Renewal {
         let cap = Duration::from_secs_f64(((lifetime.end - lifetime.start) / 20.0).clamp(1.0, 60.0));
         let mut backoff = Backoff::new(Duration::from_secs(1).min(cap), cap);
         for server in self.servers.iter().cycle() {
-            current.check_not_expired(&self.identity_dir, unix_now() as i64)?;
+            current.check_not_expired(&self.identity_dir, muster_proto::clock::unix_now())?;
             let err = match renew_with(server, current, &csr).await {
                 Ok(response) => {
                     self.note_gateways(&response);
@@ -160,7 +158,7 @@ impl Renewal {
                 Err(Attempt::Fatal(err)) => return Err(err),
                 Err(Attempt::Retry(err)) => err,
             };
-            let now = unix_now();
+            let now = muster_proto::clock::since_epoch().as_secs_f64();
             let wait = backoff.next_pause().min(Duration::from_secs_f64((lifetime.end - now).max(0.0)));
             let (left, error) = (lifetime.left_at(now), format!("{err:#}"));
             if left < URGENT {
@@ -192,7 +190,7 @@ fn renewed(current: &Identity, key: &rcgen::KeyPair, response: v1::RenewResponse
     Ok(Identity {
         meta: IdentityMeta {
             cert_expires_at_unix: response.cert_expires_at_unix,
-            cert_issued_at_unix: unix_now() as i64,
+            cert_issued_at_unix: muster_proto::clock::unix_now(),
             ..current.meta.clone()
         },
         cert_chain_pem: response.certificate_chain_pem,

@@ -12,8 +12,8 @@ use muster_proto::v1::raft_client_service_client::RaftClientServiceClient;
 use muster_tls::ClientTls;
 use tonic::{Code, Status};
 
-use crate::ClientError;
 use crate::channels::Channels;
+use crate::{ClientError, TransportMismatch};
 
 /// Longest pause between retries of one call.
 const MAX_RETRY_BACKOFF: Duration = Duration::from_millis(250);
@@ -135,6 +135,9 @@ impl ControlPlaneClient {
                 }
                 Err(status) => status,
             };
+            if let Some(mismatch) = TransportMismatch::of(&status, self.options.tls.is_some()) {
+                return Err(ClientError::Transport { target, detail: status.message().to_string(), mismatch });
+            }
             if !retryable(&status) {
                 return Err(ClientError::Status(status));
             }

@@ -15,6 +15,6 @@ mod tokens;
 mod workers;
 
 pub use client::{ClientOptions, ControlPlaneClient};
-pub use error::ClientError;
+pub use error::{ClientError, TransportMismatch};
 pub use muster_proto::v1::ReadConsistency;
 pub use workers::WorkerAction;

@@ -65,16 +65,23 @@ impl ControlPlaneClient {
     }
 
     pub async fn label_worker(&self, worker_id: u64, change: v1::LabelChange) -> Result<v1::WorkerRecord, ClientError> {
+        Ok(self.label_worker_call(worker_id, change).await?.worker.unwrap_or_default())
+    }
+
+    /// [`label_worker`](Self::label_worker) with the whole answer (the lease).
+    pub async fn label_worker_call(
+        &self,
+        worker_id: u64,
+        change: v1::LabelChange,
+    ) -> Result<v1::WorkerResponse, ClientError> {
         let request = v1::LabelWorkerRequest { worker_id, change: Some(change) };
-        let response = self
-            .on_leader(|channel| {
-                let request = request.clone();
-                async move {
-                    WorkerAdminServiceClient::new(channel).label_worker(request).await.map(tonic::Response::into_inner)
-                }
-            })
-            .await?;
-        Ok(response.worker.unwrap_or_default())
+        self.on_leader(|channel| {
+            let request = request.clone();
+            async move {
+                WorkerAdminServiceClient::new(channel).label_worker(request).await.map(tonic::Response::into_inner)
+            }
+        })
+        .await
     }
 }
 

@@ -312,13 +312,21 @@ impl Limits {
 pub struct TelemetryConfig {
     /// Log line format. Default `pretty`.
     pub log_format: LogFormat,
-    /// `tracing` filter directive, e.g. `info` or `muster=debug,openraft=info`. Default `info`.
+    /// `tracing` filter directive, e.g. `info` or `muster=debug,openraft=info`. Default
+    /// [`DEFAULT_LOG_LEVEL`].
     pub log_level: String,
 }
 
+/// Muster's own events at `info`; openraft's at `error` only: its `info` lines print its
+/// internal state structures at every start and stop, and its `warn` lines repeat every
+/// failed vote request several times a second while peers are down, which the node's own
+/// "not ready: no leader ... waiting for peers" line already says once (`openraft=info`
+/// brings them all back).
+pub const DEFAULT_LOG_LEVEL: &str = "info,openraft=error";
+
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self { log_format: LogFormat::default(), log_level: "info".to_owned() }
+        Self { log_format: LogFormat::default(), log_level: DEFAULT_LOG_LEVEL.to_owned() }
     }
 }
 

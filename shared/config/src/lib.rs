@@ -17,6 +17,7 @@
 
 pub mod daemon;
 pub mod error;
+pub mod host;
 pub mod leases;
 pub mod listener;
 pub mod load;
@@ -29,10 +30,11 @@ pub use daemon::{
     AdvertiseConfig, ControlPlaneConfig, Limits, ListenConfig, LogFormat, RaftTuning, TelemetryConfig, TlsConfig,
 };
 pub use error::ConfigError;
+pub use host::hostname;
 pub use leases::LeaseTuning;
 pub use listener::{AdminLimits, ListenerLimits};
 pub use load::ConfigLoader;
-pub use mode::{AdaptiveTtlConfig, ClusterMode, RaftPeer, StaticPeer, WorkerTierRole};
+pub use mode::{AdaptiveTtlConfig, ClusterMode, DEFAULT_HEARTBEAT_GRACE, RaftPeer, StaticPeer, WorkerTierRole};
 
 /// Default port of the Raft peer listener (`listen.raft_addr`).
 pub const DEFAULT_RAFT_PORT: u16 = 3668;

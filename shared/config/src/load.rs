@@ -116,6 +116,35 @@ impl ConfigLoader {
         self
     }
 
+    /// The file a `--config` flag named, if it named one.
+    pub fn file_if(self, path: Option<&Path>) -> Self {
+        match path {
+            Some(path) => self.file(path),
+            None => self,
+        }
+    }
+
+    /// [`set`](Self::set) from a flag that may be absent: `--admin-addr` to `admin_addr`.
+    pub fn set_if(self, dotted_key: &str, value: Option<impl Into<Value>>) -> Self {
+        match value {
+            Some(value) => self.set(dotted_key, value.into()),
+            None => self,
+        }
+    }
+
+    /// [`set`](Self::set) from a repeatable flag, only when it was given at least once.
+    pub fn set_list(self, dotted_key: &str, values: &[String]) -> Self {
+        if values.is_empty() {
+            return self;
+        }
+        self.set(dotted_key, Value::Array(values.iter().cloned().map(Value::String).collect()))
+    }
+
+    /// [`set`](Self::set) `true` from a switch (`--insecure`), only when it is on.
+    pub fn set_switch(self, dotted_key: &str, on: bool) -> Self {
+        if on { self.set(dotted_key, Value::Boolean(true)) } else { self }
+    }
+
     /// Merge the layers and deserialize them into `T`. Errors name the file and line (TOML
     /// syntax) or the dotted path of the field (unknown field or mode, wrong type, bad
     /// duration). Semantic checks are the caller's next step (`T::validate()`).

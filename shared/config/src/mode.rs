@@ -46,6 +46,10 @@ pub(crate) use validate::{check_host_port, human, positive};
 ///
 /// Serialization is serde's internally tagged form (`tag = "mode"`); deserialization is the same
 /// format, implemented in `mode/tagged.rs` so that errors keep their full field path.
+/// The seed's default `heartbeat_grace`: slack beyond a TTL before a lease expires. A worker
+/// agent assumes it until its first ack says otherwise.
+pub const DEFAULT_HEARTBEAT_GRACE: Duration = Duration::from_secs(10);
+
 #[derive(Clone, Debug, PartialEq, Eq, Default, Serialize)]
 #[serde(tag = "mode", rename_all = "kebab-case")]
 pub enum ClusterMode {
@@ -272,7 +276,7 @@ pub(crate) mod defaults {
     }
 
     pub(crate) fn heartbeat_grace() -> Duration {
-        Duration::from_secs(10)
+        crate::DEFAULT_HEARTBEAT_GRACE
     }
 
     pub(crate) fn max_heartbeats_per_second() -> u32 {

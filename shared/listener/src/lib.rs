@@ -11,6 +11,7 @@
 //!   preface) do not arrive in time and costs one branch per read afterwards;
 //! - [`incoming`]: the stream tonic serves from, doing TLS itself (tokio-rustls) with a
 //!   handshake deadline, concurrently, so slow handshakes never hold up accept;
+//! - [`bind`]: binding a configured address, with an error naming the setting;
 //! - [`metrics`]: the `muster_listener_*` counters of every listener in the process.
 //!
 //! tonic's own `TlsConnectInfo<TcpConnectInfo>` still reaches the request extensions, so
@@ -19,12 +20,14 @@
 #![forbid(unsafe_code)]
 
 pub mod backoff;
+pub mod bind;
 pub mod caps;
 pub mod incoming;
 pub mod metrics;
 pub mod preface;
 
 pub use backoff::AcceptBackoff;
+pub use bind::{BindError, bind, bind_with_backlog};
 pub use caps::{ConnectionCaps, Permit};
 pub use incoming::{Guarded, Incoming, ListenerStats, plain, tls};
 pub use muster_config::ListenerLimits;

@@ -7,6 +7,7 @@
 
 use std::fmt;
 
+pub mod clock;
 pub mod limits;
 
 pub mod v1 {

@@ -44,6 +44,7 @@ where
         }
     };
     let telemetry = config.telemetry().clone();
+    let log_format = LogFormat::from(telemetry.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -56,8 +57,12 @@ where
         match service(config).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
-                tracing::error!("{name} failed: {err:#}");
-                eprintln!("{name}: {err:#}");
+                // Once, on stderr: a JSON line for a log collector, else a plain line for the
+                // person at the terminal.
+                match log_format {
+                    LogFormat::Json => tracing::error!("{name} failed: {err:#}"),
+                    LogFormat::Pretty => eprintln!("{name}: {err:#}"),
+                }
                 ExitCode::FAILURE
             }
         }

@@ -30,6 +30,19 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+impl TlsFiles {
+    /// The files a `[tls]` section names, or `None` when it says `insecure = true`. A file it
+    /// leaves out is an empty path, refused when loading it (`TlsConfig::validate` has already
+    /// named the missing key by then).
+    pub fn from_config(config: &muster_config::TlsConfig) -> Option<Self> {
+        (!config.insecure).then(|| Self {
+            ca: config.ca_file.clone().unwrap_or_default(),
+            cert: config.cert_file.clone().unwrap_or_default(),
+            key: config.key_file.clone().unwrap_or_default(),
+        })
+    }
+}
+
 /// The validated contents of a [`TlsFiles`].
 pub(crate) struct Loaded {
     pub(crate) ca: Vec<u8>,

@@ -163,6 +163,22 @@ async fn dev_mode_runs_everything_in_one_process_and_resumes_from_its_data_dir()
     }
     let (ok, out) = run_line(&ctl_line).await.expect("the printed musterctl runs");
     assert!(ok && out.lines().filter(|line| line.contains("ready")).count() == 3, "{ctl_line}:\n{out}");
+    // A relabel's reply shows the lease of a worker that keeps beating, and the agents on
+    // this one host report names that tell them apart.
+    let label_line = ctl_line.replace(" workers list", &format!(" workers label {} tier=gpu -o json", first_ids[0]));
+    let (ok, out) = run_line(&label_line).await.expect("the musterctl label runs");
+    assert!(ok, "{label_line}: {out}");
+    let reply: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|err| panic!("not JSON ({err}): {out}"));
+    assert!(reply[0]["lease"]["gateway"].as_str().is_some_and(|g| !g.is_empty()), "no lease in the reply: {reply}");
+    let names: std::collections::BTreeSet<String> = client
+        .list_workers(v1::ListWorkersRequest::default())
+        .await
+        .expect("listing workers")
+        .into_iter()
+        .filter_map(|w| w.profile.map(|p| p.hostname))
+        .collect();
+    let expected: std::collections::BTreeSet<String> = (1..=3).map(|n| format!("dev-agent-{n}")).collect();
+    assert_eq!(names, expected, "the dev agents' reported names");
 
     let status = dev.terminate().await;
     assert!(status.success(), "musterctl dev exited with {status}");

@@ -75,3 +75,39 @@ async fn a_token_for_no_worker_is_refused_before_anything_is_sent() {
     assert!(stderr.contains("--uses") && stderr.contains("0"), "the error does not name --uses: {stderr}");
     assert!(!stderr.contains("127.0.0.1:1"), "it tried to connect before checking its arguments: {stderr}");
 }
+
+/// `musterctl` with TLS material from a PKI, no `--insecure`.
+async fn musterctl_tls(pki_dir: (&str, &str, &str), endpoint: &str, args: &[&str]) -> (bool, String, String) {
+    let (ca, cert, key) = pki_dir;
+    let mut command = tokio::process::Command::new(muster_e2e::binaries::musterctl());
+    command.args(["--timeout", "1s", "--ca", ca, "--cert", cert, "--key", key, "--endpoints", endpoint]).args(args);
+    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(30), command.output())
+        .await
+        .unwrap_or_else(|_| panic!("musterctl {args:?} did not finish in 30 s"))
+        .expect("running musterctl");
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status.success(), text(&output.stdout), text(&output.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plaintext_against_tls_and_tls_against_plaintext_say_which_flag_to_change() {
+    let tls_cluster = Cluster::start(1, Options::tls()).await;
+    let plain_cluster = Cluster::start(1, Options::default()).await;
+
+    let (ok, _, stderr) = musterctl_at(&tls_cluster.addrs(1).api, "1s", &["cluster", "status"]).await;
+    assert!(!ok, "--insecure against a TLS node succeeded");
+    assert!(
+        stderr.contains("expects TLS") && stderr.contains("--insecure"),
+        "the error does not say the node wants TLS: {stderr}"
+    );
+
+    let operator = tls_cluster.pki().expect("a TLS cluster has a PKI").operator();
+    let files = (operator.ca.to_str().unwrap(), operator.cert.to_str().unwrap(), operator.key.to_str().unwrap());
+    let (ok, _, stderr) = musterctl_tls(files, &plain_cluster.addrs(1).api, &["cluster", "status"]).await;
+    assert!(!ok, "TLS against a plaintext node succeeded");
+    assert!(
+        stderr.contains("speaks plaintext") && stderr.contains("--insecure"),
+        "the error does not say the node is plaintext: {stderr}"
+    );
+}

@@ -95,7 +95,8 @@ pub fn definitely_refused(err: &ClientError) -> bool {
         ClientError::Status(status) => {
             matches!(status.code(), Code::InvalidArgument | Code::PermissionDenied | Code::Unauthenticated)
         }
-        ClientError::Exhausted { .. } => false,
+        // A transport mismatch never carried a request, but nothing here needs to know that.
+        ClientError::Exhausted { .. } | ClientError::Transport { .. } => false,
     }
 }
 

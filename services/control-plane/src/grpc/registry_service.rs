@@ -10,9 +10,9 @@ use muster_token::TokenError;
 use tonic::{Request, Response, Status};
 
 use super::errors::storage_error;
-use super::token_service::unix_now;
 use crate::node::NodeHandle;
 use crate::store::worker_ca;
+use muster_proto::clock::unix_now;
 
 #[derive(Clone)]
 pub struct RegistryApi {

@@ -1,8 +1,8 @@
 //! `TokenService`: bootstrap tokens. The leader generates the secret (randomness never enters
 //! the FSM), stores only its hash through the log, and returns the token string once.
 
+use muster_proto::clock::unix_now;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use muster_middleware::ApiError;
 use muster_proto::v1;
@@ -34,10 +34,6 @@ impl TokenApi {
     pub fn new(node: Arc<NodeHandle>, ca_pin: Vec<u8>) -> Self {
         Self { node, ca_pin }
     }
-}
-
-pub fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 fn check_spec(request: &v1::CreateTokenRequest) -> Result<(), ApiError> {

@@ -10,9 +10,9 @@ use tonic::{Request, Response, Status};
 
 use super::errors::page_error;
 use super::errors::storage_error;
-use super::token_service::unix_now;
 use crate::node::NodeHandle;
 use crate::store::page_size;
+use muster_proto::clock::unix_now;
 
 #[derive(Clone)]
 pub struct WorkerAdminApi {
@@ -32,7 +32,12 @@ impl WorkerAdminApi {
         let update = v1::UpdateWorker { worker_id, change: Some(change), now_unix: unix_now() };
         let result = self.node.propose(v1::command::Op::UpdateWorker(update)).await?;
         match result.error_code.as_str() {
-            "" => Ok(Response::new(v1::WorkerResponse { worker: result.worker, lease: None })),
+            "" => {
+                // The lease as the leader holds it, as `get_worker` shows it: a worker that is
+                // drained or relabelled keeps beating.
+                let lease = self.node.leases.views(&self.node, [worker_id]).remove(&worker_id);
+                Ok(Response::new(v1::WorkerResponse { worker: result.worker, lease }))
+            }
             "unknown_worker" => Err(ApiError::NotFound(result.error).into()),
             _ => Err(ApiError::FailedPrecondition(result.error).into()),
         }

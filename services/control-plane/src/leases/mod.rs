@@ -21,7 +21,7 @@ pub mod table;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use muster_config::{AdaptiveTtlConfig, ControlPlaneConfig, LeaseTuning};
 use muster_middleware::ApiError;
@@ -285,7 +285,7 @@ impl Leases {
             return HashMap::new();
         }
         let now = Instant::now();
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let now_ms = muster_proto::clock::since_epoch().as_millis() as i64;
         let unix_ms = |at: Instant| -> i64 {
             if at >= now {
                 now_ms + at.duration_since(now).as_millis() as i64

@@ -12,8 +12,8 @@ use openraft::{ReadPolicy, ServerState};
 use tokio::sync::watch;
 
 use super::expiry::Verdict;
-use crate::grpc::token_service::unix_now;
 use crate::node::NodeHandle;
+use muster_proto::clock::unix_now;
 
 /// Gateways silent this many gateway leases are forgotten altogether.
 const FORGET_GATEWAY_AFTER_LEASES: u32 = 20;

@@ -8,7 +8,6 @@
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use muster_proto::v1;
 use prost::Message;
@@ -47,7 +46,7 @@ pub(crate) fn write_snapshot(db: &Database, dir: &Path) -> io::Result<(SnapshotM
     let membership = stored_membership_from_pb(membership.transpose()?, "membership").map_err(io::Error::other)?;
     let meta = SnapshotMeta { last_log_id: applied, last_membership: membership };
 
-    let millis = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let millis = muster_proto::clock::since_epoch().as_millis();
     let id = match &meta.last_log_id {
         Some(log_id) => format!("{}-{}-{}-{millis}", log_id.leader_id.term, log_id.leader_id.node_id, log_id.index),
         None => format!("0-0-0-{millis}"),

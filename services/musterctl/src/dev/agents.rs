@@ -5,7 +5,6 @@
 //! an operator revoked is removed too: that agent registers as a new worker.
 
 use std::collections::HashSet;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use muster_worker_agent::identity::Identity;
@@ -21,7 +20,7 @@ const EXPIRY_MARGIN_SECONDS: i64 = 60;
 /// Prepares agents `1..=agents` (`revoked`: the worker ids the cluster has revoked); returns
 /// how many must register (and so need a token use).
 pub fn prepare(dir: &DevDir, agents: usize, revoked: &HashSet<u64>) -> anyhow::Result<u32> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let now = muster_proto::clock::unix_now();
     let mut to_register = 0;
     for n in 1..=agents {
         let identity_dir = identity_dir(dir, n);

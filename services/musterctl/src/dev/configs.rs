@@ -109,6 +109,7 @@ pub fn agent(dir: &DevDir, n: usize, addrs: &Addrs) -> anyhow::Result<AgentConfi
         data_dir: dir.agent(n),
         admin_addr,
         gateways: vec![addrs.gateway.to_string()],
+        hostname: Some(format!("{AGENT_LABEL}-{n}")),
         ..AgentConfig::default()
     })
 }
@@ -152,6 +153,7 @@ mod tests {
             assert_eq!(settings.servers, ["127.0.0.1:3670"]);
             assert_eq!(settings.labels, [(AGENT_LABEL.to_string(), n.to_string())].into());
             assert_eq!(settings.identity_dir, identity_dir(&dir, n));
+            assert_eq!(settings.hostname, format!("dev-agent-{n}"), "agents on one host tell themselves apart");
         }
     }
 }

@@ -47,7 +47,9 @@ impl Summary<'_> {
         row("control-plane API", format!("{api}  (Raft peers: {})", a.raft));
         row("registrar", a.registrar.to_string());
         row("heartbeat gateway", a.gateway.to_string());
-        let workers: Vec<String> = self.workers.iter().map(|w| w.worker_id.to_string()).collect();
+        // Worker ids are the cluster's to give, so agent n need not be worker n: say which is which.
+        let workers: Vec<String> =
+            self.workers.iter().enumerate().map(|(i, w)| format!("{} (agent {})", w.worker_id, i + 1)).collect();
         row("workers", format!("{} Ready: ids {}", self.workers.len(), workers.join(", ")));
         row("admin HTTP", format!("control plane http://{}/  (/healthz, /readyz, /metrics)", a.control_plane_admin));
         row("", format!("registrar http://{}/  gateway http://{}/", a.registrar_admin, a.gateway_admin));
@@ -128,7 +130,7 @@ mod tests {
         assert!(text.lines().any(|line| line == list), "{text}");
         let ctl = format!("  musterctl --endpoints 127.0.0.1:3669 --ca {ca} --cert {cert} --key {key} workers list");
         assert!(text.lines().any(|line| line == ctl), "{text}");
-        assert!(text.contains("1 Ready: ids 7"), "{text}");
+        assert!(text.contains("1 Ready: ids 7 (agent 1)"), "{text}");
         assert_eq!(text.lines().last(), Some(READY_LINE));
     }
 }

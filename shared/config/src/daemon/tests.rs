@@ -70,7 +70,10 @@ fn empty_file_gives_every_default() {
                 },
                 admin: crate::AdminLimits { header_read_timeout: Duration::from_secs(10), max_connections: 1024 },
             },
-            telemetry: TelemetryConfig { log_format: LogFormat::Pretty, log_level: "info".into() },
+            telemetry: TelemetryConfig {
+                log_format: LogFormat::Pretty,
+                log_level: crate::daemon::DEFAULT_LOG_LEVEL.into()
+            },
             join: vec![],
         }
     );
@@ -101,7 +104,7 @@ fn partial_sections_keep_their_other_defaults() {
     assert_eq!(config.limits.request_timeout, Duration::from_secs(60));
     assert_eq!(config.limits.max_message_bytes, 4 << 20);
     assert_eq!(config.telemetry.log_format, LogFormat::Json);
-    assert_eq!(config.telemetry.log_level, "info");
+    assert_eq!(config.telemetry.log_level, "info,openraft=error");
     assert_eq!(config.join, ["10.0.0.1:3669"]);
     assert_eq!(
         err(config.validate()),
