@@ -20,7 +20,7 @@ const ENV_PREFIX: &str = "MUSTER_";
 /// config file path, `musterctl`'s connection flags (an operator's shell often exports them),
 /// and the settings of the deploy scripts and the test harness. A daemon started from such a
 /// shell ignores them rather than refusing an unknown field.
-const ENV_NOT_CONFIG: [&str; 15] = [
+const ENV_NOT_CONFIG: [&str; 16] = [
     "MUSTER_LOG",
     "MUSTER_CONFIG",
     "MUSTER_ENDPOINTS",
@@ -30,6 +30,7 @@ const ENV_NOT_CONFIG: [&str; 15] = [
     "MUSTER_KEY",
     "MUSTER_INSECURE",
     "MUSTER_LOCAL_DIR",
+    "MUSTER_LOCAL_BASE_PORT",
     "MUSTER_TAG",
     "MUSTER_API_PORT_1",
     "MUSTER_API_PORT_2",
