@@ -70,6 +70,19 @@ impl FleetStats {
     }
 }
 
+/// One worker registered through `registrar` with a fresh one-use token of `cluster` (a TLS
+/// cluster): what a test needs to call the gateway as a worker.
+pub async fn register_one(cluster: &crate::Cluster, registrar: &crate::registrar::Registrar) -> SimIdentity {
+    let pki = cluster.pki().expect("registering a worker needs a TLS cluster");
+    let token = cluster
+        .client()
+        .create_token(v1::CreateTokenRequest { ttl_seconds: 600, uses: 1, ..Default::default() })
+        .await
+        .expect("a token")
+        .token;
+    register_all(&registrar.addr, &pki.ca_pem(), &token, 1, 1).await.expect("a worker").remove(0)
+}
+
 /// Registers `count` workers through the registrar at `registrar` with one multi-use token,
 /// at most `parallel` at a time. `ca_pem` is the cluster CA (the registrar's chain ends there).
 pub async fn register_all(

@@ -177,3 +177,17 @@ impl Drop for NodeProcess {
         self.kill();
     }
 }
+
+/// Runs `musterctl ARGS` (without the test's `MUSTER_*` variables) until it exits, at most
+/// `timeout`; returns (success, stdout, stderr).
+pub async fn run_musterctl<I, S>(args: I, timeout: std::time::Duration) -> (bool, String, String)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut command = tokio::process::Command::new(crate::binaries::musterctl());
+    command.args(args);
+    without_muster_env(&mut command);
+    let outcome = crate::compose::run(command, timeout).await.unwrap_or_else(|err| panic!("musterctl: {err:#}"));
+    (outcome.ok, outcome.stdout, outcome.stderr)
+}

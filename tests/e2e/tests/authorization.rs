@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use muster_e2e::fleet::register_all;
+use muster_e2e::fleet::register_one;
 use muster_e2e::gateway::Gateway;
 use muster_e2e::registrar::Registrar;
 use muster_e2e::{Cluster, Options, v1};
@@ -118,14 +118,8 @@ async fn every_method_of_every_port_admits_exactly_the_roles_in_the_table() {
     let registrar = Registrar::start(&cluster);
     let gateway = Gateway::start(&cluster);
     gateway.wait_ready().await;
-    let token = cluster
-        .client()
-        .create_token(v1::CreateTokenRequest { ttl_seconds: 600, uses: 1, ..Default::default() })
-        .await
-        .expect("token")
-        .token;
     let ca_pem = pki.ca_pem();
-    let worker = register_all(&registrar.addr, &ca_pem, &token, 1, 1).await.expect("a worker").remove(0);
+    let worker = register_one(&cluster, &registrar).await;
 
     let anonymous = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca_pem)).domain_name("localhost");
     let tls_of = |caller: Caller| -> ClientTlsConfig {

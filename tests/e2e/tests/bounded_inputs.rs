@@ -5,7 +5,7 @@
 //! succeeding and no worker expires; lists page; and `musterctl` copes with a 70,000-character
 //! value and pages `workers list`.
 
-use std::process::Stdio;
+use std::ffi::OsString;
 use std::time::{Duration, Instant};
 
 use anyhow::ensure;
@@ -220,24 +220,12 @@ async fn oversize_inputs_are_refused_and_a_report_flood_costs_no_lease() {
 /// `musterctl --tls files --endpoints <node 1> ARGS`; returns (success, stdout, stderr).
 async fn musterctl(cluster: &Cluster, args: &[&str]) -> (bool, String, String) {
     let files = cluster.pki().expect("pki").operator();
-    let mut command = tokio::process::Command::new(muster_e2e::binaries::musterctl());
-    command
-        .args(["--timeout", "20s", "--endpoints", &cluster.addrs(1).api])
-        .arg("--ca")
-        .arg(&files.ca)
-        .arg("--cert")
-        .arg(&files.cert)
-        .arg("--key")
-        .arg(&files.key)
-        .args(args);
-    muster_e2e::process::without_muster_env(&mut command);
-    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
-        .await
-        .unwrap_or_else(|_| panic!("musterctl {args:?} did not finish in 60 s"))
-        .expect("running musterctl");
-    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    (output.status.success(), text(&output.stdout), text(&output.stderr))
+    let mut all: Vec<OsString> = ["--timeout", "20s", "--endpoints", &cluster.addrs(1).api].map(OsString::from).into();
+    for (flag, file) in [("--ca", &files.ca), ("--cert", &files.cert), ("--key", &files.key)] {
+        all.extend([OsString::from(flag), file.into()]);
+    }
+    all.extend(args.iter().map(OsString::from));
+    muster_e2e::process::run_musterctl(all, Duration::from_secs(60)).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

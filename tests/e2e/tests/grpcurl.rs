@@ -7,10 +7,10 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use muster_e2e::fleet::register_all;
+use muster_e2e::fleet::register_one;
 use muster_e2e::gateway::Gateway;
 use muster_e2e::registrar::Registrar;
-use muster_e2e::{Cluster, Options, v1};
+use muster_e2e::{Cluster, Options};
 
 /// Runs `grpcurl ARGS`; returns (success, stdout + stderr).
 async fn grpcurl(args: &[&str]) -> (bool, String) {
@@ -73,13 +73,7 @@ async fn every_listed_service_on_every_port_resolves() {
     let registrar = Registrar::start(&cluster);
     let gateway = Gateway::start(&cluster);
     gateway.wait_ready().await;
-    let token = cluster
-        .client()
-        .create_token(v1::CreateTokenRequest { ttl_seconds: 600, uses: 1, ..Default::default() })
-        .await
-        .expect("a token")
-        .token;
-    let worker = register_all(&registrar.addr, &pki.ca_pem(), &token, 1, 1).await.expect("a worker").remove(0);
+    let worker = register_one(&cluster, &registrar).await;
     // The gateway admits only workers of this cluster, at the TLS handshake.
     let dir = tempfile::tempdir().expect("a temp dir");
     let (cert, key) = (dir.path().join("worker.pem"), dir.path().join("worker-key.pem"));

@@ -1,9 +1,9 @@
 //! The operator CLI against a real cluster: `kv put/get` and `cluster status -o json`; and
 //! what it says when there is no cluster, or an argument makes no sense.
 
-use std::process::Stdio;
 use std::time::Duration;
 
+use muster_e2e::process::run_musterctl;
 use muster_e2e::{Cluster, Options};
 
 /// Runs `musterctl --insecure --endpoints <every node> ARGS`; returns (success, stdout, stderr).
@@ -14,20 +14,8 @@ async fn musterctl(cluster: &Cluster, args: &[&str]) -> (bool, String, String) {
 
 /// Runs `musterctl --insecure --timeout TIMEOUT --endpoints ENDPOINTS ARGS`.
 async fn musterctl_at(endpoints: &str, timeout: &str, args: &[&str]) -> (bool, String, String) {
-    let mut command = tokio::process::Command::new(muster_e2e::binaries::musterctl());
-    command.args(["--insecure", "--timeout", timeout, "--endpoints", endpoints]).args(args);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("MUSTER_") {
-            command.env_remove(name);
-        }
-    }
-    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-    let output = tokio::time::timeout(Duration::from_secs(30), command.output())
-        .await
-        .unwrap_or_else(|_| panic!("musterctl {args:?} did not finish in 30 s"))
-        .expect("running musterctl");
-    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    (output.status.success(), text(&output.stdout), text(&output.stderr))
+    let flags = ["--insecure", "--timeout", timeout, "--endpoints", endpoints];
+    run_musterctl(flags.iter().chain(args), Duration::from_secs(30)).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -79,15 +67,8 @@ async fn a_token_for_no_worker_is_refused_before_anything_is_sent() {
 /// `musterctl` with TLS material from a PKI, no `--insecure`.
 async fn musterctl_tls(pki_dir: (&str, &str, &str), endpoint: &str, args: &[&str]) -> (bool, String, String) {
     let (ca, cert, key) = pki_dir;
-    let mut command = tokio::process::Command::new(muster_e2e::binaries::musterctl());
-    command.args(["--timeout", "1s", "--ca", ca, "--cert", cert, "--key", key, "--endpoints", endpoint]).args(args);
-    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-    let output = tokio::time::timeout(Duration::from_secs(30), command.output())
-        .await
-        .unwrap_or_else(|_| panic!("musterctl {args:?} did not finish in 30 s"))
-        .expect("running musterctl");
-    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    (output.status.success(), text(&output.stdout), text(&output.stderr))
+    let flags = ["--timeout", "1s", "--ca", ca, "--cert", cert, "--key", key, "--endpoints", endpoint];
+    run_musterctl(flags.iter().chain(args), Duration::from_secs(30)).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
