@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use muster_config::{ConfigLoader, ControlPlaneConfig};
 
@@ -50,8 +51,7 @@ enum Command {
 
 fn load_config(cli: &Cli) -> anyhow::Result<ControlPlaneConfig> {
     // TOML integers are i64.
-    let node_id = cli.node_id.map(i64::try_from).transpose();
-    let node_id = anyhow::Context::context(node_id, "--node-id must be below 2^63")?;
+    let node_id = cli.node_id.map(i64::try_from).transpose().context("--node-id must be below 2^63")?;
     let config: ControlPlaneConfig = ConfigLoader::new()
         .env_vars(std::env::vars())
         .file_if(cli.config.as_deref())

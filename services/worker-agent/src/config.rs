@@ -82,10 +82,17 @@ impl AgentConfig {
             });
         }
         self.admin_limits.validate("admin_limits")?;
-        if self.hostname.as_ref().is_some_and(|name| name.trim().is_empty()) {
+        let limit = muster_proto::limits::MAX_HOSTNAME_BYTES;
+        if let Some(name) = &self.hostname
+            && (name.trim().is_empty() || name.len() > limit)
+        {
+            // The registrar would refuse it in the profile; say so at start-up.
             return Err(ConfigError::Invalid {
                 field: "hostname".into(),
-                message: "must not be empty (leave it out to use the host's name)".into(),
+                message: format!(
+                    "{} bytes; it must be 1 to {limit} (max_hostname_bytes), or left out to use the host's name",
+                    name.trim().len()
+                ),
             });
         }
         // The registrar would refuse them anyway; say so at start-up, naming the field.
@@ -136,6 +143,9 @@ mod tests {
         assert_eq!(named.validate().unwrap().hostname, "rack7-a");
         let blank: AgentConfig = toml::from_str(&format!("hostname = \" \"\n{toml}")).unwrap();
         assert!(blank.validate().unwrap_err().to_string().starts_with("hostname:"));
+        let long: AgentConfig = toml::from_str(&format!("hostname = \"{}\"\n{toml}", "h".repeat(254))).unwrap();
+        let err = long.validate().unwrap_err().to_string();
+        assert!(err.starts_with("hostname: 254 bytes") && err.contains("max_hostname_bytes"), "{err}");
         let with_gateways: AgentConfig = toml::from_str(&format!("gateways = [\"gw:3671\"]\n{toml}")).unwrap();
         assert_eq!(with_gateways.validate().unwrap().gateways, ["gw:3671"]);
         let no_port: AgentConfig = toml::from_str(&format!("gateways = [\"gw\"]\n{toml}")).unwrap();

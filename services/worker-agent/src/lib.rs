@@ -52,9 +52,6 @@ impl Revoked {
     }
 }
 
-/// The grace assumed until the first ack (the seed's `heartbeat_grace`).
-const DEFAULT_GRACE: Duration = muster_config::DEFAULT_HEARTBEAT_GRACE;
-
 /// What the agent starts with.
 #[derive(Debug)]
 pub struct Start {
@@ -75,7 +72,11 @@ pub async fn obtain_identity(settings: &WorkerSettings) -> anyhow::Result<Start>
             dir = %dir.display(),
             "reusing the saved identity; no token needed"
         );
-        return Ok(Start { identity, gateways: GatewayList::load(dir)?, grace: DEFAULT_GRACE });
+        return Ok(Start {
+            identity,
+            gateways: GatewayList::load(dir)?,
+            grace: muster_config::DEFAULT_HEARTBEAT_GRACE,
+        });
     }
     let token_file = settings.token_file.as_ref().with_context(|| {
         format!(
