@@ -21,4 +21,10 @@ trap remove_test_stacks EXIT
 
 cargo build --workspace --bins
 deploy/scripts/build-images.sh
+# PRUNE_IMAGE_BUILD=1 (what .ci/run sets): the images hold their binaries, so the static release
+# build and the staging dir are dropped before the test binaries are compiled, on a small disk.
+# (Not when CARGO_TARGET_DIR is set: the static build then shares that dir with everything else.)
+if [[ ${PRUNE_IMAGE_BUILD:-0} == 1 && -z ${CARGO_TARGET_DIR:-} ]]; then
+  rm -rf target/static target/docker-context
+fi
 cargo nextest run --workspace --no-fail-fast "$@"

@@ -38,8 +38,9 @@ for bin in "${bins[@]}"; do packages+=(-p "$(package "$bin")"); done
 
 if [[ ${SKIP_CARGO:-0} != 1 ]]; then
   echo "==> cargo build (static glibc, $triple) -> $target_dir"
+  # No debug info at all: the staged copies are stripped anyway, and it is most of the size.
   RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" CARGO_TARGET_DIR=$target_dir \
-    cargo build --release --locked --target "$triple" --bins "${packages[@]}"
+    CARGO_PROFILE_RELEASE_DEBUG=false cargo build --release --locked --target "$triple" --bins "${packages[@]}"
 fi
 
 echo "==> staging $context"
