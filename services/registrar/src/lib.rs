@@ -6,17 +6,19 @@
 //! with that certificate: the TLS server asks for a client certificate from the worker CA but
 //! does not require one, so Register keeps working for workers that have none yet.
 //!
-//! - [`config`]: settings; [`service`]: the gRPC service; [`metrics`]: its counters;
-//! - [`register`] and [`renew`]: the two calls; [`signing`]: certifying a worker's key, shared
-//!   by both; [`rate_limit`]: per-IP buckets.
+//! - [`config`]: settings; [`registrar`]: the Register and Renew flows, free of transport,
+//!   against the control plane of [`upstream`]; [`signing`]: certifying a worker's key, shared
+//!   by both;
+//! - [`service`]: the gRPC service (per-IP limits from [`rate_limit`], counters of
+//!   [`metrics`], the wording of errors on the wire).
 
 pub mod config;
 pub mod metrics;
 pub mod rate_limit;
-pub mod register;
-pub mod renew;
+pub mod registrar;
 pub mod service;
 pub mod signing;
+pub mod upstream;
 pub mod worker_ca;
 
 use std::sync::Arc;
@@ -29,7 +31,8 @@ use tokio::net::TcpListener;
 
 pub use config::RegistrarConfig;
 use rate_limit::RateLimiter;
-use service::Registrar;
+use registrar::Registrar;
+use service::RegistrationService;
 use signing::Signer;
 
 /// Serves Register and Renew on `listener` (and the admin endpoints on `admin`) until
@@ -60,21 +63,23 @@ pub async fn run(
     };
     let now = muster_proto::clock::unix_now();
     let worker_ca_pem = worker_ca::client_trust(&recorded, now);
-    let registrar = Arc::new(Registrar {
-        client,
-        signer: Signer { worker_ca, cluster_id, validity: config.worker_cert_validity },
-        ca_bundle_pem: ca_bundle_pem.clone(),
+    let service = Arc::new(RegistrationService {
+        registrar: Registrar {
+            control_plane: client,
+            signer: Signer { worker_ca, cluster_id, validity: config.worker_cert_validity },
+            ca_bundle_pem: ca_bundle_pem.clone(),
+        },
         limiter: RateLimiter::new(config.register_per_second, config.register_burst),
         stats: Default::default(),
     });
     let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);
     let admin_task =
-        tokio::spawn(muster_admin::serve(admin, registrar.clone(), config.admin_limits.clone(), admin_stopped));
+        tokio::spawn(muster_admin::serve(admin, service.clone(), config.admin_limits.clone(), admin_stopped));
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<WorkerRegistrationServiceServer<Registrar>>().await;
+    health.set_serving::<WorkerRegistrationServiceServer<RegistrationService>>().await;
     let (reflection_v1, reflection_v1alpha) = muster_middleware::reflection_services(&[
-        <WorkerRegistrationServiceServer<Registrar> as tonic::server::NamedService>::NAME,
+        <WorkerRegistrationServiceServer<RegistrationService> as tonic::server::NamedService>::NAME,
     ])?;
     let limits = muster_middleware::ServerLimits::default();
     let tls = match &files {
@@ -95,7 +100,7 @@ pub async fn run(
     // Who may call what is the cluster's one table: Register is open (the token is the
     // credential), Renew needs a worker certificate of this cluster.
     let authorize = files.is_some().then(|| {
-        let cluster_id = registrar.signer.cluster_id.clone();
+        let cluster_id = service.registrar.signer.cluster_id.clone();
         muster_middleware::AuthorizeLayer::new(move |der: &[u8]| muster_tls::worker_identity(der, &cluster_id))
     });
     let router = muster_middleware::server_builder(&limits)
@@ -105,7 +110,7 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(WorkerRegistrationServiceServer::from_arc(registrar));
+        .add_service(WorkerRegistrationServiceServer::from_arc(service));
     // The listener bounds handshakes, the HTTP/2 preface and connections (see muster-listener).
     let listener_limits = &config.listener_limits;
     match tls {

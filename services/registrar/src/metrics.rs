@@ -1,14 +1,16 @@
 //! The registrar's `/metrics`: outcome counters, Register latency by outcome, and token
 //! refusals by reason. The reason comes back from the control plane (token checks and
-//! consumption are one Raft command there) in the refusal's message; it is read at the one
-//! place the registrar turns the control plane's answer into its own.
+//! consumption are one Raft command there) as a typed refusal, counted before the service
+//! words its answer to the worker (which hides whether a token exists).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use muster_admin::metrics::{Histogram, LATENCY_BUCKETS, histogram, label};
 use muster_admin::{counter, metrics};
-use tonic::{Code, Status};
+use muster_middleware::{ApiError, Refused};
+use muster_proto::v1;
+use tonic::Code;
 
 /// How a call ended, as the `outcome` label says it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,10 +25,10 @@ pub enum Outcome {
 impl Outcome {
     const ALL: [Outcome; 3] = [Outcome::Ok, Outcome::Refused, Outcome::Error];
 
-    pub fn of<T>(result: &Result<T, Status>) -> Self {
+    pub fn of<T>(result: &Result<T, ApiError>) -> Self {
         match result {
             Ok(_) => Outcome::Ok,
-            Err(status) => match status.code() {
+            Err(err) => match err.code() {
                 Code::InvalidArgument
                 | Code::NotFound
                 | Code::AlreadyExists
@@ -59,8 +61,8 @@ pub struct Stats {
     pub renewals_refused: AtomicU64,
     /// Register latency, one per [`Outcome`] (in `Outcome::ALL` order).
     register_duration: [Histogram; 3],
-    /// One per [`muster_token::REASONS`] entry.
-    token_failures: [AtomicU64; muster_token::REASONS.len()],
+    /// One per [`v1::Refusal::TOKEN`] entry.
+    token_failures: [AtomicU64; v1::Refusal::TOKEN.len()],
 }
 
 impl Default for Stats {
@@ -78,18 +80,15 @@ impl Default for Stats {
 }
 
 impl Stats {
-    /// Counts one finished Register call.
-    pub fn register_done<T>(&self, result: &Result<T, Status>, took: Duration) {
+    /// Counts one finished Register call, and the token refusal it was, if it was one.
+    pub fn register_done<T>(&self, result: &Result<T, ApiError>, took: Duration) {
         let outcome = Outcome::of(result);
         let counter = if outcome == Outcome::Ok { &self.registered } else { &self.refused };
         counter.fetch_add(1, Ordering::Relaxed);
         self.register_duration[outcome as usize].observe_duration(took);
-    }
-
-    /// Counts the control plane's refusal of a token, if `status` is one.
-    pub fn token_refused(&self, status: &Status) {
-        let Some(reason) = muster_token::refusal_reason(status.message()) else { return };
-        if let Some(index) = muster_token::REASONS.iter().position(|known| *known == reason) {
+        if let Err(ApiError::Refused(Refused { reason, .. })) = result
+            && let Some(index) = v1::Refusal::TOKEN.iter().position(|token| token == reason)
+        {
             self.token_failures[index].fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -123,10 +122,10 @@ impl Stats {
             "muster_registrar_token_failures_total",
             "Bootstrap tokens the control plane refused at Register, by reason.",
             metrics::Kind::Counter,
-            muster_token::REASONS
+            v1::Refusal::TOKEN
                 .iter()
                 .zip(&self.token_failures)
-                .map(|(reason, count)| (label("reason", reason), count.load(Ordering::Relaxed))),
+                .map(|(reason, count)| (label("reason", reason.label()), count.load(Ordering::Relaxed))),
         );
         let outcomes = Outcome::ALL.map(|outcome| label("outcome", outcome.as_str()));
         histogram(
@@ -147,11 +146,9 @@ mod tests {
     fn outcomes_latency_and_token_reasons_are_counted() {
         let stats = Stats::default();
         stats.register_done(&Ok(()), Duration::from_millis(30));
-        let used_up = Status::permission_denied("registration refused (used_up): token t has been used up");
-        stats.token_refused(&used_up);
-        stats.register_done::<()>(&Err(used_up), Duration::from_millis(3));
-        let down = Status::unavailable("control plane unreachable");
-        stats.token_refused(&down);
+        let used_up = Refused::new(v1::Refusal::TokenUsedUp, "token t has been used up");
+        stats.register_done::<()>(&Err(used_up.into()), Duration::from_millis(3));
+        let down = ApiError::Unavailable("control plane unreachable".into());
         stats.register_done::<()>(&Err(down), Duration::from_secs(20));
 
         let text = stats.render();
@@ -159,7 +156,7 @@ mod tests {
         assert!(text.contains("muster_registrar_refusals_total{} 2\n"), "{text}");
         assert!(text.contains("# TYPE muster_registrar_token_failures_total counter\n"), "{text}");
         assert!(text.contains("muster_registrar_token_failures_total{reason=\"used_up\"} 1\n"), "{text}");
-        for reason in muster_token::REASONS.iter().filter(|r| **r != "used_up") {
+        for reason in v1::Refusal::TOKEN.iter().map(|r| r.label()).filter(|r| *r != "used_up") {
             assert!(text.contains(&format!("muster_registrar_token_failures_total{{reason=\"{reason}\"}} 0\n")));
         }
         let name = "muster_registrar_register_duration_seconds";

@@ -1,12 +1,10 @@
 //! Certifying a worker's key, the one piece Register and Renew share: check the CSR, sign it
 //! with the cluster's worker CA as `spiffe://<cluster>/worker/<id>` (whatever names it asked
-//! for), and tell the control plane which certificate is now the worker's.
+//! for).
 
 use std::time::Duration;
 
-use muster_client::{ClientError, ControlPlaneClient};
 use muster_middleware::ApiError;
-use muster_proto::v1;
 use muster_tls::{CertificateAuthority, SignedCert};
 
 pub struct Signer {
@@ -37,25 +35,6 @@ impl Signer {
     pub fn chain(&self, signed: &SignedCert) -> String {
         format!("{}{}", signed.cert_pem, self.worker_ca.cert_pem())
     }
-}
-
-/// Notes `signed` as worker `id`'s current certificate, issued in exchange for the certificate
-/// with serial `presented` (empty at registration). The control plane refuses this for a
-/// revoked worker and for a presented certificate that is not the worker's current or previous
-/// one, which makes it the revocation and replacement check of Renew.
-pub async fn record(
-    client: &ControlPlaneClient,
-    id: u64,
-    signed: &SignedCert,
-    presented: &str,
-) -> Result<(), ClientError> {
-    let record = v1::RecordWorkerCertRequest {
-        worker_id: id,
-        serial: signed.serial_hex.clone(),
-        expires_at_unix: signed.not_after_unix,
-        presented_serial: presented.to_string(),
-    };
-    client.record_worker_cert(record).await.map(drop)
 }
 
 #[cfg(test)]

@@ -3,12 +3,15 @@
 //! Handlers return [`ApiError`] and convert with `?`/`into()`; nothing else in Muster picks
 //! gRPC codes. A follower answers with [`ApiError::NotLeader`], which travels as
 //! `UNAVAILABLE` plus the leader's id and address in metadata so clients can follow it
-//! ([`leader_hint`] reads it back).
+//! ([`leader_hint`] reads it back). A refusal with a typed reason is [`ApiError::Refused`]:
+//! the reason picks the code and travels in metadata too ([`refusal`](crate::refusal)).
 
 use std::fmt;
 
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
+
+use crate::refusal::{Refused, insert_refusal};
 
 /// Metadata key carrying the current leader's node id (decimal).
 pub const LEADER_ID_HEADER: &str = "x-muster-leader-id";
@@ -57,6 +60,10 @@ pub enum ApiError {
     Unauthenticated(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A refusal whose reason callers act on (a spent token, a revoked worker): the code is
+    /// the reason's ([`Refused::code`]), the reason rides along in metadata.
+    #[error("{0}")]
+    Refused(Refused),
 }
 
 impl ApiError {
@@ -78,6 +85,32 @@ impl ApiError {
             Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::Unauthenticated(_) => Code::Unauthenticated,
             Self::Internal(_) => Code::Internal,
+            Self::Refused(refused) => refused.code(),
+        }
+    }
+}
+
+impl ApiError {
+    /// An upstream Muster server's error as this server's own: the same code and words, a
+    /// typed refusal kept typed (a registrar relays the control plane's refusals this way).
+    pub fn relayed(status: &Status) -> Self {
+        let message = status.message().to_owned();
+        if let Some(reason) = crate::refusal::refusal(status) {
+            return Refused::new(reason, message).into();
+        }
+        match status.code() {
+            Code::InvalidArgument | Code::OutOfRange => Self::InvalidArgument(message),
+            Code::NotFound => Self::NotFound(message),
+            Code::AlreadyExists => Self::AlreadyExists(message),
+            Code::FailedPrecondition | Code::Aborted => Self::FailedPrecondition(message),
+            Code::Unavailable | Code::Cancelled => Self::Unavailable(message),
+            Code::DeadlineExceeded => Self::DeadlineExceeded(message),
+            Code::ResourceExhausted => Self::ResourceExhausted(message),
+            Code::PermissionDenied => Self::PermissionDenied(message),
+            Code::Unauthenticated => Self::Unauthenticated(message),
+            Code::Ok | Code::Unknown | Code::Unimplemented | Code::Internal | Code::DataLoss => {
+                Self::Internal(format!("upstream {:?}: {message}", status.code()))
+            }
         }
     }
 }
@@ -111,6 +144,11 @@ impl From<ApiError> for Status {
                 // Internal errors are bugs or broken storage: always leave a trace server-side.
                 tracing::error!(error = %message, "internal error returned to client");
                 Status::new(code, message)
+            }
+            ApiError::Refused(Refused { reason, message }) => {
+                let mut metadata = MetadataMap::new();
+                insert_refusal(&mut metadata, reason);
+                Status::with_metadata(code, message, metadata)
             }
             ApiError::InvalidArgument(message)
             | ApiError::NotFound(message)
@@ -211,6 +249,18 @@ mod tests {
         let mut metadata = MetadataMap::new();
         metadata.insert(LEADER_ID_HEADER, MetadataValue::from_static("3"));
         assert_eq!(leader_hint(&Status::with_metadata(Code::Unavailable, "", metadata)), None);
+    }
+
+    #[test]
+    fn a_relayed_status_keeps_its_code_words_and_refusal() {
+        for code in [Code::NotFound, Code::PermissionDenied, Code::Unavailable, Code::InvalidArgument] {
+            let relayed = Status::from(ApiError::relayed(&Status::new(code, "why")));
+            assert_eq!((relayed.code(), relayed.message()), (code, "why"));
+        }
+        let refused = Status::from(ApiError::from(Refused::new(muster_proto::v1::Refusal::WorkerRevoked, "revoked")));
+        let relayed = Status::from(ApiError::relayed(&refused));
+        assert_eq!(crate::refusal(&relayed), Some(muster_proto::v1::Refusal::WorkerRevoked));
+        assert_eq!(Status::from(ApiError::relayed(&Status::unimplemented("no"))).code(), Code::Internal);
     }
 
     #[test]

@@ -48,6 +48,7 @@ pub mod error;
 pub mod limits;
 pub mod overload;
 pub mod reflection;
+pub mod refusal;
 pub mod trace;
 
 pub use auth::{AuthorizeLayer, FORWARDED_PEER_HEADER, Peer};
@@ -56,4 +57,5 @@ pub use error::{ApiError, LEADER_ADDR_HEADER, LEADER_ID_HEADER, LeaderHint, lead
 pub use limits::{ServerLimits, overload_layer, server_builder};
 pub use overload::OverloadLayer;
 pub use reflection::reflection_services;
+pub use refusal::{REFUSAL_HEADER, Refused, refusal};
 pub use trace::{GrpcClientTraceLayer, GrpcTraceLayer, TracedChannel};

@@ -9,6 +9,7 @@ use std::fmt;
 
 pub mod clock;
 pub mod limits;
+mod refusal;
 
 pub mod v1 {
     tonic::include_proto!("muster.v1");

@@ -40,32 +40,19 @@ pub enum TokenError {
     Revoked(String),
 }
 
-/// Every name [`TokenError::reason`] can return, for metrics that show each reason from the
-/// start.
-pub const REASONS: [&str; 8] =
-    ["malformed", "unsupported_version", "wrong_cluster", "unknown", "forged", "expired", "used_up", "revoked"];
-
-/// The reason a control plane's refusal message names: it reads
-/// `registration refused (<reason>): <detail>` (after any status prefix). `None` when the
-/// message names no known reason (the refusal was not about the token).
-pub fn refusal_reason(message: &str) -> Option<&'static str> {
-    let (_, rest) = message.split_once("registration refused (")?;
-    let (reason, _) = rest.split_once(')')?;
-    REASONS.into_iter().find(|known| *known == reason)
-}
-
 impl TokenError {
-    /// A short stable name for metrics and logs ("expired", "used_up", ...).
-    pub fn reason(&self) -> &'static str {
+    /// The typed reason, for the refusal a caller sees (see [`v1::Refusal::TOKEN`]; its
+    /// [`label`](v1::Refusal::label) names it in metrics and logs).
+    pub fn reason(&self) -> v1::Refusal {
         match self {
-            TokenError::Malformed(_) => "malformed",
-            TokenError::UnsupportedVersion(_) => "unsupported_version",
-            TokenError::WrongCluster { .. } => "wrong_cluster",
-            TokenError::Unknown(_) => "unknown",
-            TokenError::Forged(_) => "forged",
-            TokenError::Expired { .. } => "expired",
-            TokenError::UsedUp(_) => "used_up",
-            TokenError::Revoked(_) => "revoked",
+            TokenError::Malformed(_) => v1::Refusal::TokenMalformed,
+            TokenError::UnsupportedVersion(_) => v1::Refusal::TokenUnsupportedVersion,
+            TokenError::WrongCluster { .. } => v1::Refusal::TokenWrongCluster,
+            TokenError::Unknown(_) => v1::Refusal::TokenUnknown,
+            TokenError::Forged(_) => v1::Refusal::TokenForged,
+            TokenError::Expired { .. } => v1::Refusal::TokenExpired,
+            TokenError::UsedUp(_) => v1::Refusal::TokenUsedUp,
+            TokenError::Revoked(_) => v1::Refusal::TokenRevoked,
         }
     }
 }
@@ -221,7 +208,7 @@ mod tests {
     const NOW: i64 = 1_800_000_000;
 
     #[test]
-    fn every_reason_is_listed_and_read_back_from_a_refusal() {
+    fn every_error_has_its_own_token_refusal() {
         let errors = [
             TokenError::Malformed(String::new()),
             TokenError::UnsupportedVersion(9),
@@ -232,14 +219,7 @@ mod tests {
             TokenError::UsedUp("t".into()),
             TokenError::Revoked("t".into()),
         ];
-        assert_eq!(errors.each_ref().map(TokenError::reason), REASONS);
-        for err in errors {
-            // The control plane's wording, behind the status code's prefix.
-            let message = format!("permission denied: registration refused ({}): {err}", err.reason());
-            assert_eq!(refusal_reason(&message), Some(err.reason()), "{message}");
-        }
-        assert_eq!(refusal_reason("registration refused (sunspots): no"), None);
-        assert_eq!(refusal_reason("profile.hostname must be 1 to 253 bytes"), None);
+        assert_eq!(errors.each_ref().map(TokenError::reason), v1::Refusal::TOKEN);
     }
 
     fn issued() -> IssuedToken {
@@ -264,27 +244,27 @@ mod tests {
         let token = decode(&issued.token).unwrap();
         let check = |record: &v1::TokenRecord, cluster: &str, now: i64| verify(&token, Some(record), cluster, now);
 
-        assert_eq!(check(&issued.record, "c2", NOW).unwrap_err().reason(), "wrong_cluster");
-        assert_eq!(verify(&token, None, "c1", NOW).unwrap_err().reason(), "unknown");
-        assert_eq!(check(&issued.record, "c1", NOW + 60).unwrap_err().reason(), "expired");
+        assert_eq!(check(&issued.record, "c2", NOW).unwrap_err().reason(), v1::Refusal::TokenWrongCluster);
+        assert_eq!(verify(&token, None, "c1", NOW).unwrap_err().reason(), v1::Refusal::TokenUnknown);
+        assert_eq!(check(&issued.record, "c1", NOW + 60).unwrap_err().reason(), v1::Refusal::TokenExpired);
         let used = v1::TokenRecord { remaining_uses: 0, ..issued.record.clone() };
-        assert_eq!(check(&used, "c1", NOW).unwrap_err().reason(), "used_up");
+        assert_eq!(check(&used, "c1", NOW).unwrap_err().reason(), v1::Refusal::TokenUsedUp);
         let revoked = v1::TokenRecord { revoked: true, ..issued.record.clone() };
-        assert_eq!(check(&revoked, "c1", NOW).unwrap_err().reason(), "revoked");
+        assert_eq!(check(&revoked, "c1", NOW).unwrap_err().reason(), v1::Refusal::TokenRevoked);
 
         let mut forged = token.clone();
         forged.secret[0] ^= 1;
-        assert_eq!(verify(&forged, Some(&issued.record), "c1", NOW).unwrap_err().reason(), "forged");
+        assert_eq!(verify(&forged, Some(&issued.record), "c1", NOW).unwrap_err().reason(), v1::Refusal::TokenForged);
     }
 
     #[test]
     fn malformed_strings_are_named() {
-        assert_eq!(decode("").unwrap_err().reason(), "malformed");
+        assert_eq!(decode("").unwrap_err().reason(), v1::Refusal::TokenMalformed);
         assert!(decode("not base64!").unwrap_err().to_string().contains("base64"));
         let old = v1::BootstrapToken { version: 9, token_id: "x".into(), secret: vec![1; 32], ..Default::default() };
         assert_eq!(decode(&encode(&old)).unwrap_err(), TokenError::UnsupportedVersion(9));
         let short = v1::BootstrapToken { version: 1, token_id: "x".into(), secret: vec![1; 4], ..Default::default() };
-        assert_eq!(decode(&encode(&short)).unwrap_err().reason(), "malformed");
+        assert_eq!(decode(&encode(&short)).unwrap_err().reason(), v1::Refusal::TokenMalformed);
     }
 
     #[test]

@@ -83,6 +83,7 @@ async fn a_worker_registers_through_a_real_registrar() {
 
     let status = register(&mut workers, &one_use, &csr_pem).await.expect_err("a spent token registered again");
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(muster_middleware::refusal(&status), Some(v1::Refusal::TokenUsedUp), "{status:?}");
     assert!(status.message().contains("used_up"), "{status:?}");
 
     let fresh = token(&client).await;

@@ -31,10 +31,13 @@ async fn register(
     Ok(registry.register_worker(request).await?.into_inner().worker.expect("a worker"))
 }
 
-fn refused(result: Result<v1::WorkerRecord, tonic::Status>, code: Code, reason: &str) {
-    let status = result.expect_err(&format!("a {reason} token registered a worker"));
-    assert_eq!(status.code(), code, "{reason}: {status:?}");
-    assert!(status.message().contains(&format!("({reason})")), "{reason}: unclear message {:?}", status.message());
+/// Refused with `code`, the typed `reason` beside it, and words that name the reason.
+fn refused(result: Result<v1::WorkerRecord, tonic::Status>, code: Code, reason: v1::Refusal) {
+    let label = reason.label();
+    let status = result.expect_err(&format!("a {label} token registered a worker"));
+    assert_eq!(status.code(), code, "{label}: {status:?}");
+    assert_eq!(muster_middleware::refusal(&status), Some(reason), "{label}: {status:?}");
+    assert!(status.message().contains(&format!("({label})")), "{label}: unclear message {:?}", status.message());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -59,27 +62,35 @@ async fn tokens_register_workers_and_bad_tokens_are_refused() {
     assert!(second.worker_id > first.worker_id, "ids come from the log: {} then {}", first.worker_id, second.worker_id);
     assert_eq!(first.labels.get("rack").map(String::as_str), Some("r1"));
     assert_eq!(first.labels.get("zone").map(String::as_str), Some("a"));
-    refused(register(&mut registry, &two_uses).await, Code::PermissionDenied, "used_up");
+    refused(register(&mut registry, &two_uses).await, Code::PermissionDenied, v1::Refusal::TokenUsedUp);
 
     let revoked = client.create_token(create(1)).await.expect("token");
     client.revoke_token(&revoked.record.expect("record").token_id).await.expect("revoke");
-    refused(register(&mut registry, &revoked.token).await, Code::PermissionDenied, "revoked");
+    refused(register(&mut registry, &revoked.token).await, Code::PermissionDenied, v1::Refusal::TokenRevoked);
 
     let genuine = muster_token::decode(&client.create_token(create(1)).await.expect("token").token).expect("decode");
     let mut forged = genuine.clone();
     forged.secret[0] ^= 0xff;
-    refused(register(&mut registry, &muster_token::encode(&forged)).await, Code::Unauthenticated, "forged");
+    refused(
+        register(&mut registry, &muster_token::encode(&forged)).await,
+        Code::Unauthenticated,
+        v1::Refusal::TokenForged,
+    );
     let mut elsewhere = genuine.clone();
     elsewhere.cluster_id = "another-cluster".into();
     refused(
         register(&mut registry, &muster_token::encode(&elsewhere)).await,
         Code::FailedPrecondition,
-        "wrong_cluster",
+        v1::Refusal::TokenWrongCluster,
     );
     let mut unknown = genuine.clone();
     unknown.token_id = "0000000000000000".into();
-    refused(register(&mut registry, &muster_token::encode(&unknown)).await, Code::Unauthenticated, "unknown");
-    refused(register(&mut registry, "not-a-token").await, Code::InvalidArgument, "malformed");
+    refused(
+        register(&mut registry, &muster_token::encode(&unknown)).await,
+        Code::Unauthenticated,
+        v1::Refusal::TokenUnknown,
+    );
+    refused(register(&mut registry, "not-a-token").await, Code::InvalidArgument, v1::Refusal::TokenMalformed);
     // None of that consumed the genuine token.
     register(&mut registry, &muster_token::encode(&genuine)).await.expect("the genuine token still registers");
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use muster_middleware::ApiError;
+use muster_middleware::{ApiError, Refused};
 use muster_proto::v1;
 use muster_proto::v1::worker_registry_service_server::WorkerRegistryService;
 use muster_token::TokenError;
@@ -33,15 +33,10 @@ impl RegistryApi {
     }
 }
 
-/// One gRPC code per kind of token refusal; the message says which refusal it was.
-pub fn token_refusal(code: &str, message: String) -> ApiError {
-    let message = format!("registration refused ({code}): {message}");
-    match code {
-        "malformed" | "unsupported_version" => ApiError::InvalidArgument(message),
-        "unknown" | "forged" => ApiError::Unauthenticated(message),
-        "wrong_cluster" => ApiError::FailedPrecondition(message),
-        _ => ApiError::PermissionDenied(message),
-    }
+/// A token refusal as the caller sees it: the reason is typed ([`Refused`] picks the code and
+/// sends it along); the words say which refusal it was, for a human.
+fn token_refusal(reason: v1::Refusal, message: &str) -> ApiError {
+    Refused::new(reason, format!("registration refused ({}): {message}", reason.label())).into()
 }
 
 fn check_profile(profile: &v1::WorkerProfile) -> Result<(), ApiError> {
@@ -56,7 +51,7 @@ impl WorkerRegistryService for RegistryApi {
     ) -> Result<Response<v1::RegisterWorkerResponse>, Status> {
         let request = request.into_inner();
         let token = muster_token::decode(&request.token)
-            .map_err(|err: TokenError| token_refusal(err.reason(), err.to_string()))?;
+            .map_err(|err: TokenError| token_refusal(err.reason(), &err.to_string()))?;
         let profile = request.profile.unwrap_or_default();
         check_profile(&profile)?;
         let register = v1::RegisterWorker {
@@ -67,9 +62,9 @@ impl WorkerRegistryService for RegistryApi {
             profile: Some(profile),
         };
         let result = self.node.propose(v1::command::Op::RegisterWorker(register)).await?;
-        if !result.succeeded {
-            tracing::warn!(token_id = %token.token_id, reason = %result.error_code, "registration refused");
-            return Err(token_refusal(&result.error_code, result.error).into());
+        if let Some(reason) = result.refused() {
+            tracing::warn!(token_id = %token.token_id, reason = reason.label(), "registration refused");
+            return Err(token_refusal(reason, &result.error).into());
         }
         let worker = result.worker.ok_or_else(|| ApiError::Internal("registration stored no worker".into()))?;
         tracing::info!(worker_id = worker.worker_id, name = %worker.name, token_id = %token.token_id, "worker registered");
@@ -118,12 +113,7 @@ impl WorkerRegistryService for RegistryApi {
             expires_at_unix: request.expires_at_unix,
             presented_serial: request.presented_serial,
         };
-        let result = self.node.propose(v1::command::Op::RecordWorkerCert(record)).await?;
-        match result.error_code.as_str() {
-            "" => {}
-            "revoked" | "unknown_certificate" => return Err(ApiError::PermissionDenied(result.error).into()),
-            _ => return Err(ApiError::NotFound(result.error).into()),
-        }
+        let result = Refused::check(self.node.propose(v1::command::Op::RecordWorkerCert(record)).await?)?;
         Ok(Response::new(v1::RecordWorkerCertResponse { worker: result.worker }))
     }
 }

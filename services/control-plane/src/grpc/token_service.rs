@@ -4,7 +4,7 @@
 use muster_proto::clock::unix_now;
 use std::sync::Arc;
 
-use muster_middleware::ApiError;
+use muster_middleware::{ApiError, Refused};
 use muster_proto::v1;
 use muster_proto::v1::token_service_server::TokenService;
 use openraft::ReadPolicy;
@@ -81,11 +81,8 @@ impl TokenService for TokenApi {
             description: request.description,
         };
         let issued = muster_token::generate(&spec, &cluster_id, &self.ca_pin, unix_now());
-        let result =
-            self.node.propose(v1::command::Op::CreateToken(v1::CreateToken { record: Some(issued.record) })).await?;
-        if !result.succeeded {
-            return Err(ApiError::AlreadyExists(result.error).into());
-        }
+        let create = v1::CreateToken { record: Some(issued.record) };
+        let result = Refused::check(self.node.propose(v1::command::Op::CreateToken(create)).await?)?;
         tracing::info!(token_id = %result.token.as_ref().map_or("", |t| t.token_id.as_str()), "created bootstrap token");
         Ok(Response::new(v1::CreateTokenResponse { token: issued.token, record: result.token }))
     }
@@ -117,10 +114,7 @@ impl TokenService for TokenApi {
             return Err(ApiError::InvalidArgument("token_id is required".into()).into());
         }
         let revoke = v1::RevokeToken { token_id, revoked_at_unix: unix_now() };
-        let result = self.node.propose(v1::command::Op::RevokeToken(revoke)).await?;
-        if !result.succeeded {
-            return Err(ApiError::NotFound(result.error).into());
-        }
+        let result = Refused::check(self.node.propose(v1::command::Op::RevokeToken(revoke)).await?)?;
         Ok(Response::new(v1::RevokeTokenResponse { record: result.token }))
     }
 }

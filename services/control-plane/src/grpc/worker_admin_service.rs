@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use muster_middleware::ApiError;
+use muster_middleware::{ApiError, Refused};
 use muster_proto::v1;
 use muster_proto::v1::worker_admin_service_server::WorkerAdminService;
 use openraft::ReadPolicy;
@@ -30,17 +30,11 @@ impl WorkerAdminApi {
         change: v1::update_worker::Change,
     ) -> Result<Response<v1::WorkerResponse>, Status> {
         let update = v1::UpdateWorker { worker_id, change: Some(change), now_unix: unix_now() };
-        let result = self.node.propose(v1::command::Op::UpdateWorker(update)).await?;
-        match result.error_code.as_str() {
-            "" => {
-                // The lease as the leader holds it, as `get_worker` shows it: a worker that is
-                // drained or relabelled keeps beating.
-                let lease = self.node.leases.views(&self.node, [worker_id]).remove(&worker_id);
-                Ok(Response::new(v1::WorkerResponse { worker: result.worker, lease }))
-            }
-            "unknown_worker" => Err(ApiError::NotFound(result.error).into()),
-            _ => Err(ApiError::FailedPrecondition(result.error).into()),
-        }
+        let result = Refused::check(self.node.propose(v1::command::Op::UpdateWorker(update)).await?)?;
+        // The lease as the leader holds it, as `get_worker` shows it: a worker that is drained
+        // or relabelled keeps beating.
+        let lease = self.node.leases.views(&self.node, [worker_id]).remove(&worker_id);
+        Ok(Response::new(v1::WorkerResponse { worker: result.worker, lease }))
     }
 
     /// Refuses a relabel whose labels, or the set it would leave, break the label limits.

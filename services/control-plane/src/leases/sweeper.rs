@@ -83,7 +83,7 @@ async fn sweep(node: &NodeHandle) {
     }
     let batch = v1::WorkerTransitions { term, now_unix: unix_now(), transitions: pending.clone() };
     match node.propose(v1::command::Op::WorkerTransitions(batch)).await {
-        Ok(result) if result.error_code.is_empty() => {
+        Ok(result) if result.refused().is_none() => {
             log_transitions(node, &pending);
             leases.table().applied(&pending, Instant::now());
         }

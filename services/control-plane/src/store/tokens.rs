@@ -9,15 +9,17 @@ use redb::{ReadableTable, WriteTransaction};
 
 use super::db::{TOKENS, decode, io_err};
 
-fn refused(index: u64, error: String) -> v1::CommandResult {
-    v1::CommandResult { index, error, ..Default::default() }
-}
-
 pub(crate) fn create(txn: &WriteTransaction, index: u64, create: &v1::CreateToken) -> io::Result<v1::CommandResult> {
-    let Some(record) = &create.record else { return Ok(refused(index, "create-token without a record".into())) };
+    let Some(record) = &create.record else {
+        return Ok(v1::CommandResult::refusing(index, v1::Refusal::IncompleteCommand, "create-token without a record"));
+    };
     let mut tokens = txn.open_table(TOKENS).map_err(io_err)?;
     if tokens.get(record.token_id.as_str()).map_err(io_err)?.is_some() {
-        return Ok(refused(index, format!("token {} already exists", record.token_id)));
+        return Ok(v1::CommandResult::refusing(
+            index,
+            v1::Refusal::TokenExists,
+            format!("token {} already exists", record.token_id),
+        ));
     }
     tokens.insert(record.token_id.as_str(), record.encode_to_vec().as_slice()).map_err(io_err)?;
     Ok(v1::CommandResult { index, succeeded: true, token: Some(record.clone()), ..Default::default() })
@@ -27,7 +29,11 @@ pub(crate) fn revoke(txn: &WriteTransaction, index: u64, revoke: &v1::RevokeToke
     let mut tokens = txn.open_table(TOKENS).map_err(io_err)?;
     let current = tokens.get(revoke.token_id.as_str()).map_err(io_err)?.map(|v| decode(v.value(), "token"));
     let Some(mut record): Option<v1::TokenRecord> = current.transpose()? else {
-        return Ok(refused(index, format!("no token {}", revoke.token_id)));
+        return Ok(v1::CommandResult::refusing(
+            index,
+            v1::Refusal::TokenNotFound,
+            format!("no token {}", revoke.token_id),
+        ));
     };
     if !record.revoked {
         record.revoked = true;

@@ -14,7 +14,6 @@ use prost::Message;
 use redb::{ReadableTable, WriteTransaction};
 
 use super::db::{FSM_META, META_WORKER_CA, WORKERS, decode, io_err};
-use super::workers::refused;
 
 /// `ca` as the state machine may store it: no key (one that was there marks the CA
 /// `key_exposed`) and its fingerprint filled in. Deterministic, so every replica agrees.
@@ -102,7 +101,11 @@ pub(crate) fn init(txn: &WriteTransaction, index: u64, init: &v1::InitWorkerCa) 
         return Ok(answer(index, false, existing));
     }
     if init.cert_pem.is_empty() {
-        return Ok(refused(index, "invalid", "a worker CA needs a certificate".into()));
+        return Ok(v1::CommandResult::refusing(
+            index,
+            v1::Refusal::IncompleteCommand,
+            "a worker CA needs a certificate",
+        ));
     }
     let ca = v1::InitWorkerCa {
         cert_pem: init.cert_pem.clone(),
@@ -124,7 +127,11 @@ pub(crate) fn retire(
     retire: &v1::RetireLegacyWorkerCa,
 ) -> io::Result<v1::CommandResult> {
     let Some(existing) = current(txn)? else {
-        return Ok(refused(index, "no_worker_ca", "the cluster has no worker CA to retire".into()));
+        return Ok(v1::CommandResult::refusing(
+            index,
+            v1::Refusal::NoWorkerCa,
+            "the cluster has no worker CA to retire",
+        ));
     };
     if !existing.key_exposed || existing.sha256 != retire.legacy_sha256 || retire.cert_pem.is_empty() {
         return Ok(answer(index, false, existing));

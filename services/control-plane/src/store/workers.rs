@@ -10,10 +10,6 @@ use redb::{ReadableTable, WriteTransaction};
 
 use super::db::{FSM_META, META_CLUSTER_ID, META_NEXT_WORKER_ID, TOKENS, WORKERS, decode, io_err};
 
-pub(crate) fn refused(index: u64, code: &str, error: String) -> v1::CommandResult {
-    v1::CommandResult { index, error, error_code: code.to_string(), ..Default::default() }
-}
-
 /// Checks the presented token, takes one use of it and stores a new worker under the next id,
 /// all in the caller's transaction: either everything happens or nothing does.
 pub(crate) fn register(
@@ -38,9 +34,11 @@ pub(crate) fn register(
         cluster_id.as_deref().unwrap_or(""),
         command.now_unix,
     ) {
-        return Ok(refused(index, err.reason(), err.to_string()));
+        return Ok(v1::CommandResult::refusing(index, err.reason(), err.to_string()));
     }
-    let Some(token) = token.as_mut() else { return Ok(refused(index, "unknown", "no such token".into())) };
+    let Some(token) = token.as_mut() else {
+        return Ok(v1::CommandResult::refusing(index, v1::Refusal::TokenUnknown, "no such token"));
+    };
     token.remaining_uses -= 1;
     tokens.insert(token.token_id.as_str(), token.encode_to_vec().as_slice()).map_err(io_err)?;
 
@@ -76,7 +74,11 @@ pub(crate) fn update(txn: &WriteTransaction, index: u64, update: &v1::UpdateWork
     let mut workers = txn.open_table(WORKERS).map_err(io_err)?;
     let current = workers.get(update.worker_id).map_err(io_err)?.map(|v| decode(v.value(), "worker"));
     let Some(mut worker): Option<v1::WorkerRecord> = current.transpose()? else {
-        return Ok(refused(index, "unknown_worker", format!("no worker {}", update.worker_id)));
+        return Ok(v1::CommandResult::refusing(
+            index,
+            v1::Refusal::UnknownWorker,
+            format!("no worker {}", update.worker_id),
+        ));
     };
     let revoked = worker.state == v1::WorkerState::Revoked as i32;
     match &update.change {
@@ -97,7 +99,7 @@ pub(crate) fn update(txn: &WriteTransaction, index: u64, update: &v1::UpdateWork
                     from.as_str_name(),
                     target.as_str_name()
                 );
-                return Ok(refused(index, "invalid_transition", message));
+                return Ok(v1::CommandResult::refusing(index, v1::Refusal::InvalidTransition, message));
             }
             if worker.state != *state {
                 worker.state = *state;
@@ -111,9 +113,13 @@ pub(crate) fn update(txn: &WriteTransaction, index: u64, update: &v1::UpdateWork
             worker.labels.extend(change.set.clone());
         }
         Some(Change::Labels(_)) => {
-            return Ok(refused(index, "invalid_transition", format!("worker {} is revoked", worker.worker_id)));
+            return Ok(v1::CommandResult::refusing(
+                index,
+                v1::Refusal::InvalidTransition,
+                format!("worker {} is revoked", worker.worker_id),
+            ));
         }
-        None => return Ok(refused(index, "invalid", "no change given".into())),
+        None => return Ok(v1::CommandResult::refusing(index, v1::Refusal::IncompleteCommand, "no change given")),
     }
     workers.insert(worker.worker_id, worker.encode_to_vec().as_slice()).map_err(io_err)?;
     Ok(v1::CommandResult { index, succeeded: true, worker: Some(worker), ..Default::default() })
@@ -130,7 +136,7 @@ pub(crate) fn transitions(
 ) -> io::Result<v1::CommandResult> {
     if batch.term != entry_term {
         let message = format!("transitions of term {} in an entry of term {entry_term}", batch.term);
-        return Ok(refused(index, "stale_term", message));
+        return Ok(v1::CommandResult::refusing(index, v1::Refusal::StaleTerm, message));
     }
     let mut workers = txn.open_table(WORKERS).map_err(io_err)?;
     let mut applied = 0u32;
@@ -198,10 +204,18 @@ pub(crate) fn record_cert(
     let mut workers = txn.open_table(WORKERS).map_err(io_err)?;
     let current = workers.get(record.worker_id).map_err(io_err)?.map(|v| decode(v.value(), "worker"));
     let Some(mut worker): Option<v1::WorkerRecord> = current.transpose()? else {
-        return Ok(refused(index, "unknown_worker", format!("no worker {}", record.worker_id)));
+        return Ok(v1::CommandResult::refusing(
+            index,
+            v1::Refusal::UnknownWorker,
+            format!("no worker {}", record.worker_id),
+        ));
     };
     if worker.state == v1::WorkerState::Revoked as i32 {
-        return Ok(refused(index, "revoked", format!("worker {} is revoked", record.worker_id)));
+        return Ok(v1::CommandResult::refusing(
+            index,
+            v1::Refusal::WorkerRevoked,
+            format!("worker {} is revoked", record.worker_id),
+        ));
     }
     if record.serial == worker.cert_serial {
         // A retry of a record already applied.
@@ -216,7 +230,11 @@ pub(crate) fn record_cert(
         SerialStanding::Unpinned => worker.previous_cert_serial.clear(),
         SerialStanding::Refused(why) => {
             let id = record.worker_id;
-            return Ok(refused(index, "unknown_certificate", format!("worker {id}: {why}")));
+            return Ok(v1::CommandResult::refusing(
+                index,
+                v1::Refusal::UnknownCertificate,
+                format!("worker {id}: {why}"),
+            ));
         }
     }
     worker.cert_serial = record.serial.clone();
@@ -321,20 +339,20 @@ mod tests {
         assert_eq!(worker.labels.get("rack").map(String::as_str), Some("r1"), "token labels apply");
         assert_eq!(worker.labels.get("zone").map(String::as_str), Some("a"), "the worker's own labels apply");
         assert_eq!(worker.state, v1::WorkerState::Ready as i32);
-        assert_eq!((third.succeeded, third.error_code.as_str()), (false, "used_up"));
+        assert_eq!((third.succeeded, third.refused()), (false, Some(v1::Refusal::TokenUsedUp)));
         assert_eq!(FsmReader::new(db).token(&token.token_id).unwrap().unwrap().remaining_uses, 0);
     }
 
     #[test]
     fn refusals_consume_nothing() {
         let (_dir, db, token) = setup(1);
-        assert_eq!(register_with(&db, 2, &token, NOW + 60).error_code, "expired");
+        assert_eq!(register_with(&db, 2, &token, NOW + 60).refused(), Some(v1::Refusal::TokenExpired));
         let mut forged = token.clone();
         forged.secret[0] ^= 1;
-        assert_eq!(register_with(&db, 3, &forged, NOW).error_code, "forged");
+        assert_eq!(register_with(&db, 3, &forged, NOW).refused(), Some(v1::Refusal::TokenForged));
         let mut elsewhere = token.clone();
         elsewhere.cluster_id = "c2".into();
-        assert_eq!(register_with(&db, 4, &elsewhere, NOW).error_code, "wrong_cluster");
+        assert_eq!(register_with(&db, 4, &elsewhere, NOW).refused(), Some(v1::Refusal::TokenWrongCluster));
         let result = register_with(&db, 5, &token, NOW);
         assert!(result.succeeded, "{result:?}");
         assert_eq!(result.worker.unwrap().worker_id, 1, "refused attempts allocated no id");
@@ -355,9 +373,9 @@ mod tests {
         assert!(change_state(&db, 3, id, v1::WorkerState::Draining).succeeded);
         assert!(change_state(&db, 4, id, v1::WorkerState::Revoked).succeeded);
         let back = change_state(&db, 5, id, v1::WorkerState::Draining);
-        assert_eq!((back.succeeded, back.error_code.as_str()), (false, "invalid_transition"));
+        assert_eq!((back.succeeded, back.refused()), (false, Some(v1::Refusal::InvalidTransition)));
         assert!(!change_state(&db, 6, id, v1::WorkerState::Ready).succeeded, "operators cannot mark a worker ready");
-        assert_eq!(change_state(&db, 7, 99, v1::WorkerState::Draining).error_code, "unknown_worker");
+        assert_eq!(change_state(&db, 7, 99, v1::WorkerState::Draining).refused(), Some(v1::Refusal::UnknownWorker));
 
         let txn = db.begin_write().unwrap();
         let labels = v1::LabelChange { set: [("a".to_string(), "1".to_string())].into(), remove: vec![] };
@@ -437,10 +455,10 @@ mod tests {
         assert!(record(&db, 3, 1, "0a", "").succeeded, "registration");
         assert_eq!(serials_of(&db, 1), pair("0a", ""));
         // Another registration-style record would replace the certificate without showing it.
-        assert_eq!(record(&db, 4, 1, "ee", "").error_code, "unknown_certificate");
+        assert_eq!(record(&db, 4, 1, "ee", "").refused(), Some(v1::Refusal::UnknownCertificate));
         // A certificate the cluster never issued cannot be renewed into a recorded one.
         let minted = record(&db, 5, 1, "ee", "ff");
-        assert_eq!(minted.error_code, "unknown_certificate");
+        assert_eq!(minted.refused(), Some(v1::Refusal::UnknownCertificate));
         assert!(minted.error.contains("certificate serial ff is not its current certificate"), "{}", minted.error);
         assert_eq!(serials_of(&db, 1), pair("0a", ""));
 
@@ -452,7 +470,7 @@ mod tests {
         assert!(record(&db, 8, 1, "0c", "0a").succeeded);
         assert_eq!(serials_of(&db, 1), pair("0c", "0a"));
         // Renewed twice over: 0b is nobody's now.
-        assert_eq!(record(&db, 9, 1, "0d", "0b").error_code, "unknown_certificate");
+        assert_eq!(record(&db, 9, 1, "0d", "0b").refused(), Some(v1::Refusal::UnknownCertificate));
     }
 
     #[test]
@@ -524,7 +542,7 @@ mod tests {
         let (_dir, db, token) = setup(1);
         register_with(&db, 2, &token, NOW);
         let result = transition(&db, 3, 2, 1, v1::WorkerState::Unreachable);
-        assert_eq!(result.error_code, "stale_term");
+        assert_eq!(result.refused(), Some(v1::Refusal::StaleTerm));
         assert_eq!(state_of(&db, 1), v1::WorkerState::Ready);
     }
 }
