@@ -25,7 +25,9 @@ use std::time::Duration;
 
 use http::{HeaderValue, Request, Response};
 use http_body_util::{BodyExt as _, Full, Limited};
-use muster_middleware::{ChannelOptions, FORWARDED_PEER_HEADER, LEADER_ADDR_HEADER, Peer, TracedChannel, lazy_channel};
+use muster_middleware::{
+    ApiError, ChannelOptions, FORWARDED_PEER_HEADER, LEADER_ADDR_HEADER, Peer, TracedChannel, lazy_channel,
+};
 use muster_tls::ClientTls;
 use tonic::body::Body;
 use tower::{Layer, Service, ServiceExt as _};
@@ -175,15 +177,15 @@ where
             let body = match Limited::new(body, forwarder.max_body).collect().await {
                 Ok(collected) => collected.to_bytes(),
                 Err(err) => {
-                    let status = if err.is::<http_body_util::LengthLimitError>() {
-                        tonic::Status::resource_exhausted(format!(
+                    let err = if err.is::<http_body_util::LengthLimitError>() {
+                        ApiError::ResourceExhausted(format!(
                             "request too large: over {} bytes (limits.max_message_bytes plus the frame header)",
                             forwarder.max_body
                         ))
                     } else {
-                        tonic::Status::invalid_argument(format!("cannot read the request: {err}"))
+                        ApiError::InvalidArgument(format!("cannot read the request: {err}"))
                     };
-                    return Ok(status.into_http());
+                    return Ok(tonic::Status::from(err).into_http());
                 }
             };
             let call = BufferedCall {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::Stream;
+use muster_middleware::{ApiError, Refused};
 use muster_proto::v1;
 use muster_proto::v1::heartbeat_service_server::HeartbeatService;
 use tokio::sync::watch;
@@ -46,50 +47,63 @@ pub struct Heartbeats {
 
 type AckStream = Pin<Box<dyn Stream<Item = Result<v1::StatusAck, Status>> + Send + 'static>>;
 
+/// How the gateway ends a stream, as an [`ApiError`] (which picks the code): a revoked or
+/// unknown worker is a typed refusal the agent acts on; a certificate that is no longer the
+/// worker's is a credential that does not authenticate.
 fn end_status(worker: u64, reason: &EndReason) -> Status {
-    match reason {
-        EndReason::Refused(Refusal::Revoked) => Status::permission_denied(format!("worker {worker} is revoked")),
+    let err = match reason {
+        EndReason::Refused(Refusal::Revoked) => {
+            Refused::new(v1::Refusal::WorkerRevoked, format!("worker {worker} is revoked")).into()
+        }
         EndReason::Refused(Refusal::Unknown(reason)) if reason.is_empty() => {
-            Status::not_found(format!("worker {worker} is not known to the cluster"))
+            Refused::new(v1::Refusal::UnknownWorker, format!("worker {worker} is not known to the cluster")).into()
         }
         EndReason::Refused(Refusal::Unknown(reason)) => {
-            Status::not_found(format!("worker {worker} is not known to the cluster: {reason}"))
+            Refused::new(v1::Refusal::UnknownWorker, format!("worker {worker} is not known to the cluster: {reason}"))
+                .into()
         }
         EndReason::Refused(Refusal::Certificate(reason)) => {
-            Status::unauthenticated(format!("worker {worker}: {reason}"))
+            ApiError::Unauthenticated(format!("worker {worker}: {reason}"))
         }
         EndReason::Replaced => {
-            Status::aborted(format!("worker {worker} opened a newer ReportStatus stream on this gateway"))
+            ApiError::Aborted(format!("worker {worker} opened a newer ReportStatus stream on this gateway"))
         }
-        EndReason::ShuttingDown => Status::unavailable("the heartbeat gateway is shutting down; report to another one"),
-    }
+        EndReason::ShuttingDown => {
+            ApiError::Unavailable("the heartbeat gateway is shutting down; report to another one".into())
+        }
+    };
+    err.into()
 }
 
 /// A report over the decoding limit: `INVALID_ARGUMENT` naming the limit, with tonic's detail.
 fn oversize_status(decoding: &Status) -> Status {
-    Status::invalid_argument(format!(
+    ApiError::InvalidArgument(format!(
         "report refused: a StatusReport may be at most {} bytes (max_status_report_bytes; a profile at most {} bytes, \
          max_profile_bytes): {}",
         muster_proto::limits::MAX_STATUS_REPORT_BYTES,
         muster_proto::limits::MAX_PROFILE_BYTES,
         decoding.message()
     ))
+    .into()
 }
 
 impl Heartbeats {
-    fn identify<T>(&self, request: &Request<T>) -> Result<WorkerIdentity, Status> {
+    fn identify<T>(&self, request: &Request<T>) -> Result<WorkerIdentity, ApiError> {
         match &self.auth {
             Authentication::Certificate { cluster_id } => {
                 let certs = request.peer_certs().ok_or_else(|| {
-                    Status::unauthenticated("a worker certificate signed by the cluster's worker CA is required")
+                    ApiError::Unauthenticated(
+                        "a worker certificate signed by the cluster's worker CA is required".into(),
+                    )
                 })?;
-                let leaf = certs.first().ok_or_else(|| Status::unauthenticated("no client certificate presented"))?;
-                identity::worker_from_cert(leaf, cluster_id).map_err(|err| Status::permission_denied(err.to_string()))
+                let leaf =
+                    certs.first().ok_or_else(|| ApiError::Unauthenticated("no client certificate presented".into()))?;
+                identity::worker_from_cert(leaf, cluster_id).map_err(|err| ApiError::PermissionDenied(err.to_string()))
             }
             Authentication::InsecureHeader => {
                 let header = request.metadata().get(INSECURE_WORKER_HEADER).and_then(|value| value.to_str().ok());
                 identity::worker_from_header(header).ok_or_else(|| {
-                    Status::unauthenticated(format!(
+                    ApiError::Unauthenticated(format!(
                         "this gateway runs insecure (no TLS): name the worker with {INSECURE_WORKER_HEADER} metadata"
                     ))
                 })
@@ -200,7 +214,7 @@ fn acks(
                     span.record("otel.status_code", "error");
                     span.record("error", tracing::field::display(&err));
                     drop(span);
-                    yield Err(Status::invalid_argument(err.to_string()));
+                    yield Err(ApiError::InvalidArgument(err.to_string()).into());
                     break;
                 }
             };

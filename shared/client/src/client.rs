@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use muster_middleware::{TracedChannel, leader_hint};
+use muster_middleware::{ApiError, TracedChannel, leader_hint};
 use muster_proto::v1;
 use muster_proto::v1::cluster_management_service_client::ClusterManagementServiceClient;
 use muster_proto::v1::raft_client_service_client::RaftClientServiceClient;
@@ -183,7 +183,7 @@ impl ControlPlaneClient {
             .await?;
         match response.result {
             Some(v1::client_response::Result::Write(result)) => Ok(result),
-            _ => Err(ClientError::Status(Status::internal("write answered without a write result"))),
+            _ => Err(ClientError::Status(ApiError::Internal("write answered without a write result".into()).into())),
         }
     }
 
@@ -294,7 +294,7 @@ impl ControlPlaneClient {
                 .discover_leader(v1::LeaderDiscoveryRequest {})
                 .await?
                 .into_inner();
-            if response.known { Ok(response) } else { Err(Status::unavailable("no leader known yet")) }
+            if response.known { Ok(response) } else { Err(ApiError::Unavailable("no leader known yet".into()).into()) }
         })
         .await
     }

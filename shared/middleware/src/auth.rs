@@ -34,6 +34,7 @@ use tonic::transport::CertificateDer;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 
+use crate::ApiError;
 use crate::authz::{self, Rule};
 
 /// The original caller of a call a control-plane node relays (`spiffe://muster/<role>/<name>`).
@@ -92,7 +93,9 @@ impl AuthorizeLayer {
     /// The decision for one call: `Ok(caller)` to admit it, or the status to answer with.
     fn check(&self, path: &str, leaf: Option<&[u8]>, forwarded: Option<&str>) -> Result<Option<PeerIdentity>, Status> {
         let Some(rule) = self.rules.iter().find(|rule| rule.path == path) else {
-            return Err(Status::permission_denied(format!("{path} has no authorization entry; nobody may call it")));
+            return Err(
+                ApiError::PermissionDenied(format!("{path} has no authorization entry; nobody may call it")).into()
+            );
         };
         let peer = leaf.map(|leaf| (self.identity_of)(leaf));
         let (peer, unusable) = match peer {
@@ -103,7 +106,7 @@ impl AuthorizeLayer {
         let caller = match (&peer, forwarded) {
             (Some(node), Some(forwarded)) if node.role == Role::ControlPlane => {
                 Some(PeerIdentity::from_spiffe_id(forwarded).ok_or_else(|| {
-                    Status::invalid_argument(format!("{FORWARDED_PEER_HEADER} is not a Muster identity"))
+                    ApiError::InvalidArgument(format!("{FORWARDED_PEER_HEADER} is not a Muster identity"))
                 })?)
             }
             _ => peer,
@@ -114,15 +117,19 @@ impl AuthorizeLayer {
         let authz::Access::Roles(roles) = rule.access else { unreachable!("open methods allow everyone") };
         let allowed = roles.iter().map(|role| role.as_str()).collect::<Vec<_>>().join(", ");
         match (leaf, caller) {
-            (None, _) => Err(Status::unauthenticated(format!("{CERT_REQUIRED} to call {path} (allowed: {allowed})"))),
-            (Some(_), Some(caller)) => Err(Status::permission_denied(format!(
+            (None, _) => {
+                Err(ApiError::Unauthenticated(format!("{CERT_REQUIRED} to call {path} (allowed: {allowed})")).into())
+            }
+            (Some(_), Some(caller)) => Err(ApiError::PermissionDenied(format!(
                 "role {:?} may not call {path} (allowed: {allowed})",
                 caller.role.as_str()
-            ))),
-            (Some(_), None) => Err(Status::permission_denied(format!(
+            ))
+            .into()),
+            (Some(_), None) => Err(ApiError::PermissionDenied(format!(
                 "{}: no Muster identity allowed to call {path} (allowed: {allowed})",
                 unusable.unwrap_or_else(|| "the client certificate names no role".into())
-            ))),
+            ))
+            .into()),
         }
     }
 }

@@ -58,6 +58,15 @@ pub enum ApiError {
     PermissionDenied(String),
     #[error("unauthenticated: {0}")]
     Unauthenticated(String),
+    /// The operation was overtaken by another (a newer stream from the same worker).
+    #[error("aborted: {0}")]
+    Aborted(String),
+    /// A value past the range this server accepts (a snapshot chunk past the end).
+    #[error("out of range: {0}")]
+    OutOfRange(String),
+    /// Data arrived corrupted (a checksum that does not match).
+    #[error("data loss: {0}")]
+    DataLoss(String),
     #[error("internal error: {0}")]
     Internal(String),
     /// A refusal whose reason callers act on (a spent token, a revoked worker): the code is
@@ -84,6 +93,9 @@ impl ApiError {
             Self::ResourceExhausted(_) => Code::ResourceExhausted,
             Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::Unauthenticated(_) => Code::Unauthenticated,
+            Self::Aborted(_) => Code::Aborted,
+            Self::OutOfRange(_) => Code::OutOfRange,
+            Self::DataLoss(_) => Code::DataLoss,
             Self::Internal(_) => Code::Internal,
             Self::Refused(refused) => refused.code(),
         }
@@ -99,16 +111,19 @@ impl ApiError {
             return Refused::new(reason, message).into();
         }
         match status.code() {
-            Code::InvalidArgument | Code::OutOfRange => Self::InvalidArgument(message),
+            Code::InvalidArgument => Self::InvalidArgument(message),
+            Code::OutOfRange => Self::OutOfRange(message),
             Code::NotFound => Self::NotFound(message),
             Code::AlreadyExists => Self::AlreadyExists(message),
-            Code::FailedPrecondition | Code::Aborted => Self::FailedPrecondition(message),
+            Code::FailedPrecondition => Self::FailedPrecondition(message),
+            Code::Aborted => Self::Aborted(message),
             Code::Unavailable | Code::Cancelled => Self::Unavailable(message),
             Code::DeadlineExceeded => Self::DeadlineExceeded(message),
             Code::ResourceExhausted => Self::ResourceExhausted(message),
             Code::PermissionDenied => Self::PermissionDenied(message),
             Code::Unauthenticated => Self::Unauthenticated(message),
-            Code::Ok | Code::Unknown | Code::Unimplemented | Code::Internal | Code::DataLoss => {
+            Code::DataLoss => Self::DataLoss(message),
+            Code::Ok | Code::Unknown | Code::Unimplemented | Code::Internal => {
                 Self::Internal(format!("upstream {:?}: {message}", status.code()))
             }
         }
@@ -158,7 +173,10 @@ impl From<ApiError> for Status {
             | ApiError::DeadlineExceeded(message)
             | ApiError::ResourceExhausted(message)
             | ApiError::PermissionDenied(message)
-            | ApiError::Unauthenticated(message) => Status::new(code, message),
+            | ApiError::Unauthenticated(message)
+            | ApiError::Aborted(message)
+            | ApiError::OutOfRange(message)
+            | ApiError::DataLoss(message) => Status::new(code, message),
         }
     }
 }
@@ -202,6 +220,9 @@ mod tests {
             (ApiError::ResourceExhausted("x".into()), Code::ResourceExhausted),
             (ApiError::PermissionDenied("x".into()), Code::PermissionDenied),
             (ApiError::Unauthenticated("x".into()), Code::Unauthenticated),
+            (ApiError::Aborted("x".into()), Code::Aborted),
+            (ApiError::OutOfRange("x".into()), Code::OutOfRange),
+            (ApiError::DataLoss("x".into()), Code::DataLoss),
             (ApiError::Internal("x".into()), Code::Internal),
         ];
         for (err, code) in cases {

@@ -94,7 +94,7 @@ where
         match ready!(this.inner.poll(cx)).map_err(Into::into) {
             Err(err) if err.is::<Overloaded>() => {
                 let message = format!("server overloaded: {} requests in flight", this.max_in_flight);
-                Poll::Ready(Ok(Status::resource_exhausted(message).into_http()))
+                Poll::Ready(Ok(Status::from(crate::ApiError::ResourceExhausted(message)).into_http()))
             }
             other => Poll::Ready(other),
         }

@@ -36,6 +36,6 @@ impl ConvertError {
 
 impl From<ConvertError> for tonic::Status {
     fn from(err: ConvertError) -> Self {
-        tonic::Status::invalid_argument(err.to_string())
+        muster_middleware::ApiError::InvalidArgument(err.to_string()).into()
     }
 }

@@ -32,7 +32,11 @@ impl SnapshotApi {
 
 fn corrupt(message: String) -> Status {
     tracing::warn!(%message, "rejected incoming snapshot");
-    Status::data_loss(message)
+    ApiError::DataLoss(message).into()
+}
+
+fn invalid(message: impl Into<String>) -> Status {
+    ApiError::InvalidArgument(message.into()).into()
 }
 
 /// Assembles pushed chunks into a file, checking order, per-chunk CRC32 and the final SHA-256.
@@ -40,11 +44,11 @@ async fn receive_chunks(
     mut stream: Streaming<v1::SnapshotChunk>,
     dir: &std::path::Path,
 ) -> Result<(v1::Vote, v1::SnapshotMeta, SnapshotFile), Status> {
-    let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
-    let meta = first.meta.clone().ok_or_else(|| Status::invalid_argument("first snapshot chunk lacks `meta`"))?;
-    let vote = first.vote.ok_or_else(|| Status::invalid_argument("first snapshot chunk lacks `vote`"))?;
+    let first = stream.message().await?.ok_or_else(|| invalid("empty snapshot stream"))?;
+    let meta = first.meta.clone().ok_or_else(|| invalid("first snapshot chunk lacks `meta`"))?;
+    let vote = first.vote.ok_or_else(|| invalid("first snapshot chunk lacks `vote`"))?;
     if meta.snapshot_id.is_empty() || meta.snapshot_id.contains(['/', '\\']) || meta.snapshot_id.starts_with('.') {
-        return Err(Status::invalid_argument(format!("invalid snapshot id {:?}", meta.snapshot_id)));
+        return Err(invalid(format!("invalid snapshot id {:?}", meta.snapshot_id)));
     }
     crate::data_dir::create_private_dir(dir).map_err(|e| ApiError::Internal(e.to_string()))?;
     let file = SnapshotFile::in_dir(dir, &meta.snapshot_id);
@@ -124,11 +128,11 @@ impl SnapshotService for SnapshotApi {
                     Err(status) => return tx.send(Err(status)).await.unwrap_or(()),
                 };
                 if ack.next_offset != expected {
-                    let status = Status::out_of_range(format!(
+                    let status = ApiError::OutOfRange(format!(
                         "acknowledged offset {} but the next chunk starts at {expected}; restart the transfer",
                         ack.next_offset
                     ));
-                    return tx.send(Err(status)).await.unwrap_or(());
+                    return tx.send(Err(status.into())).await.unwrap_or(());
                 }
                 match chunks.next().await {
                     Some(Ok(chunk)) => {
@@ -138,7 +142,9 @@ impl SnapshotService for SnapshotApi {
                             return;
                         }
                     }
-                    Some(Err(err)) => return tx.send(Err(Status::internal(err.to_string()))).await.unwrap_or(()),
+                    Some(Err(err)) => {
+                        return tx.send(Err(ApiError::Internal(err.to_string()).into())).await.unwrap_or(());
+                    }
                     None => return,
                 }
             }
