@@ -179,7 +179,7 @@ impl<U: Upstream> Batcher<U> {
         }
         Metrics::count(&state.metrics.batches);
         state.metrics.beats_forwarded.fetch_add(beats.len() as u64, Ordering::Relaxed);
-        state.batch_succeeded(now);
+        state.readiness.batch_succeeded(now);
     }
 
     /// Retries until the leader accepts one batch (start-up: the gateway learns its policy).

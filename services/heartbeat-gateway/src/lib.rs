@@ -9,12 +9,14 @@
 //!
 //! - [`config`]: settings; [`tls`]: both TLS sides and the worker CA;
 //! - [`identity`]: worker id from the certificate; [`service`]: the tonic stream handler;
-//! - [`session`]: one stream's reports → beats and acks, and which are traced;
-//!   [`admission`]: admitted, refused and connected workers (one stream each);
+//! - [`session`]: one stream's reports → beats and replies, and which are traced; [`ack`]: a
+//!   reply as the worker hears it; [`admission`]: admitted, refused and connected workers
+//!   (one stream each);
 //! - [`ttl`]: the adaptive TTL formula; [`budget`]: the token bucket;
 //! - [`beats`]: pending beats; [`batch`]: the batching task; [`view`]: the last batch answer;
-//! - [`state`]: what all of these share; [`metrics`]: `/metrics`.
+//! - [`state`]: what all of these share; [`readiness`]: `/readyz`; [`metrics`]: `/metrics`.
 
+pub mod ack;
 pub mod admission;
 pub mod batch;
 pub mod beats;
@@ -22,6 +24,7 @@ pub mod budget;
 pub mod config;
 pub mod identity;
 pub mod metrics;
+pub mod readiness;
 pub mod service;
 pub mod session;
 pub mod split;
@@ -110,7 +113,7 @@ async fn serve(
     let startup = async {
         let auth_and_tls = match &files {
             Some(files) => {
-                state.set_phase("waiting for a registrar to create the worker CA");
+                state.readiness.set_phase("waiting for a registrar to create the worker CA");
                 let trust = tls::fetch_worker_ca(&client).await;
                 tracing::info!(cluster_id = %trust.cluster_id, "worker CA loaded");
                 let server_tls = tls::server_tls(files, &trust.cert_pem)?;
@@ -118,7 +121,7 @@ async fn serve(
             }
             None => (Authentication::InsecureHeader, None),
         };
-        state.set_phase("waiting for the control-plane leader to accept this gateway's first liveness batch");
+        state.readiness.set_phase("waiting for the control-plane leader to accept this gateway's first liveness batch");
         let mut batcher = batch::Batcher::new(state.clone(), client.clone(), config.batch_interval);
         batcher.until_first_success().await;
         anyhow::Ok((auth_and_tls, batcher))
@@ -170,7 +173,7 @@ async fn serve(
             state.begin_close();
         }
     };
-    state.set_serving();
+    state.readiness.set_serving();
     let router = builder
         .layer(muster_middleware::GrpcTraceLayer::new().with_quiet_paths(QUIET_PATHS))
         .layer(muster_middleware::overload_layer(&limits))

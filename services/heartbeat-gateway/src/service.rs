@@ -122,7 +122,7 @@ impl HeartbeatService for Heartbeats {
     ) -> Result<Response<Self::ReportStatusStream>, Status> {
         let identity = self.identify(&request)?;
         let worker = identity.worker_id;
-        if self.state.is_closing() {
+        if self.state.readiness.is_closing() {
             return Err(end_status(worker, &EndReason::ShuttingDown));
         }
         let opened =

@@ -18,6 +18,7 @@ use muster_proto::v1::WorkerState;
 use tracing::Span;
 use tracing::field::Empty;
 
+use crate::ack::Reply;
 use crate::beats::Beat;
 use crate::budget::Take;
 use crate::identity::WorkerIdentity;
@@ -55,16 +56,6 @@ impl TraceSampler {
             error = Empty,
         )
     }
-}
-
-/// The numbers of one ack (the rest comes from the view when it is sent).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Reply {
-    pub sequence: u64,
-    /// The gateway-list epoch the worker holds.
-    pub reported_epoch: u64,
-    pub ttl_ms: u32,
-    pub throttled: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -358,19 +349,5 @@ mod tests {
                 exporter.reset();
             }
         });
-    }
-
-    #[test]
-    fn acks_carry_the_view_and_the_gateway_list_only_when_stale() {
-        let t0 = Instant::now();
-        let state = gateway(50, t0);
-        let reply = Reply { sequence: 9, reported_epoch: 3, ttl_ms: 12_345, throttled: true };
-        let ack = state.ack(&reply);
-        assert_eq!((ack.sequence, ack.ttl_ms, ack.grace_ms, ack.throttled), (9, 12_345, 10_000, true));
-        assert_eq!((ack.gateways_epoch, ack.worker_count, ack.live_gateways), (3, 1_000, 1));
-        assert_eq!(ack.gateway_id, "gw-1");
-        assert!(ack.gateways.is_empty());
-        let stale = state.ack(&Reply { reported_epoch: 0, ..reply });
-        assert_eq!(stale.gateways.len(), 1);
     }
 }
