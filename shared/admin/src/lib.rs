@@ -8,18 +8,23 @@
 //! 405), binds 127.0.0.1 unless a deployment says otherwise, closes connections that do not
 //! send a request's headers within `header_read_timeout`, caps open connections, and backs
 //! off on accept errors (see `muster-listener`): a flood of idle sockets must not take the
-//! health checks, or the process, down with it.
+//! health checks, or the process, down with it. The handler runs behind tower-http: request
+//! ids and sensitive headers (as on every listener), a DEBUG span per request, a body limit
+//! (413), a response timeout (408), and a panic in a component's renderer answered with 500
+//! instead of a dropped connection.
 
 pub mod metrics;
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use muster_config::AdminLimits;
 use muster_listener::{AcceptBackoff, ConnectionCaps, ListenerStats};
 use tokio::net::TcpListener;
@@ -27,6 +32,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 pub use metrics::{Histogram, Kind, counter, gauge};
+
+/// The largest request body the admin endpoints accept (they read none: GET only).
+pub const MAX_REQUEST_BODY_BYTES: usize = 4096;
+/// How long one admin response may take before the caller gets 408.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the admin listener asks the component.
 pub trait AdminSource: Send + Sync + 'static {
@@ -64,14 +74,10 @@ pub async fn serve(
             }
             continue;
         };
-        let source = source.clone();
+        let service = TowerToHyperService::new(admin_service(source.clone()));
         let header_read_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
             let _permit = permit;
-            let service = hyper::service::service_fn(move |request| {
-                let source = source.clone();
-                async move { Ok::<_, Infallible>(route(source.as_ref(), &request)) }
-            });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_read_timeout)
@@ -81,7 +87,36 @@ pub async fn serve(
     }
 }
 
-fn route(source: &dyn AdminSource, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+/// The admin endpoints behind their tower-http layers.
+fn admin_service<B>(
+    source: Arc<dyn AdminSource>,
+) -> impl tower::Service<
+    Request<B>,
+    Response = Response<impl http_body::Body<Data = Bytes, Error = impl Into<tower::BoxError>> + Send + 'static>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone
++ Send
++ 'static
+where
+    B: http_body::Body + Send + 'static,
+{
+    tower::ServiceBuilder::new()
+        .layer(muster_middleware::request_layers())
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_panic| {
+            tracing::error!("the admin handler panicked; answered 500");
+            text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n".into())
+        }))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_REQUEST_BODY_BYTES))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, RESPONSE_TIMEOUT))
+        .service(tower::service_fn(move |request: Request<_>| {
+            let source = source.clone();
+            async move { Ok::<_, Infallible>(route(source.as_ref(), &request)) }
+        }))
+}
+
+fn route<B>(source: &dyn AdminSource, request: &Request<B>) -> Response<Full<Bytes>> {
     if request.method() != http::Method::GET {
         let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "read-only: GET only\n".into());
         response.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static("GET"));
@@ -141,6 +176,26 @@ mod tests {
 
     struct Fixed(bool);
 
+    /// A component whose metrics renderer has a bug.
+    struct Panicking;
+
+    impl AdminSource for Panicking {
+        fn is_ready(&self) -> bool {
+            true
+        }
+        fn render_metrics(&self) -> String {
+            panic!("a renderer bug")
+        }
+    }
+
+    fn send(addr: std::net::SocketAddr, request: &str) -> String {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    }
+
     impl AdminSource for Fixed {
         fn is_ready(&self) -> bool {
             self.0
@@ -156,11 +211,7 @@ mod tests {
     }
 
     fn get(addr: std::net::SocketAddr, path: &str) -> String {
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        response
+        send(addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -184,5 +235,32 @@ mod tests {
             stop.send_replace(true);
             server.await.unwrap();
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_panic_is_a_500_a_big_body_a_413_and_every_answer_has_a_request_id() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = watch::channel(false);
+        let server = tokio::spawn(serve(listener, Arc::new(Panicking), AdminLimits::default(), stopped));
+        let (metrics, healthz, big, echoed) = tokio::task::spawn_blocking(move || {
+            let big = format!(
+                "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                MAX_REQUEST_BODY_BYTES + 1
+            );
+            let echoed = "GET /healthz HTTP/1.1\r\nHost: x\r\nx-request-id: ticket-4711\r\nConnection: close\r\n\r\n";
+            (get(addr, "/metrics"), get(addr, "/healthz"), send(addr, &big), send(addr, echoed))
+        })
+        .await
+        .unwrap();
+        assert!(metrics.starts_with("HTTP/1.1 500"), "{metrics}");
+        assert!(healthz.starts_with("HTTP/1.1 200"), "the listener survives the panic: {healthz}");
+        assert!(big.starts_with("HTTP/1.1 413"), "{big}");
+        for response in [&metrics, &healthz, &big] {
+            assert!(response.to_ascii_lowercase().contains("x-request-id: "), "{response}");
+        }
+        assert!(echoed.contains("x-request-id: ticket-4711"), "{echoed}");
+        stop.send_replace(true);
+        server.await.unwrap();
     }
 }

@@ -49,6 +49,7 @@ pub mod limits;
 pub mod overload;
 pub mod reflection;
 pub mod refusal;
+pub mod request_layers;
 pub mod trace;
 
 pub use auth::{AuthorizeLayer, FORWARDED_PEER_HEADER, Peer};
@@ -58,4 +59,5 @@ pub use limits::{ServerLimits, overload_layer, server_builder};
 pub use overload::OverloadLayer;
 pub use reflection::reflection_services;
 pub use refusal::{REFUSAL_HEADER, Refused, refusal};
+pub use request_layers::{REQUEST_ID_HEADER, request_layers};
 pub use trace::{GrpcClientTraceLayer, GrpcTraceLayer, TracedChannel};

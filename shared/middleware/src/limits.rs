@@ -7,8 +7,10 @@
 use std::time::Duration;
 
 use tonic::transport::Server;
+use tower::layer::util::{Identity, Stack};
 
 use crate::overload::OverloadLayer;
+use crate::request_layers::{RequestLayers, request_layers};
 
 /// How often an idle HTTP/2 connection is pinged, so dead peers are noticed.
 pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
@@ -42,8 +44,9 @@ impl Default for ServerLimits {
     }
 }
 
-/// A tonic server builder with `limits`, keepalives and `TCP_NODELAY` applied.
-pub fn server_builder(limits: &ServerLimits) -> Server {
+/// A tonic server builder with `limits`, keepalives and `TCP_NODELAY` applied, and the
+/// [request layers](crate::request_layers) (request ids, sensitive headers) outermost.
+pub fn server_builder(limits: &ServerLimits) -> Server<Stack<RequestLayers, Identity>> {
     Server::builder()
         .timeout(limits.request_timeout)
         .concurrency_limit_per_connection(limits.max_concurrent_requests)
@@ -52,6 +55,7 @@ pub fn server_builder(limits: &ServerLimits) -> Server {
         .tcp_keepalive(Some(TCP_KEEPALIVE))
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+        .layer(request_layers())
 }
 
 /// The server-wide in-flight cap for `limits`: install with `Server::layer` (inside the trace

@@ -9,9 +9,10 @@
 //! Work that leaves the request's task (a Raft apply) carries the context as a string:
 //! [`traceparent`] and [`set_remote_parent`].
 //!
-//! Layout: `server` and `client` hold the two middlewares, `body` the response wrapper that
-//! records the final `grpc-status` (streams end in trailers), `propagation` the header carriers,
-//! `context` the string form.
+//! Layout: `layer` builds both middlewares from tower-http's `TraceLayer` (span, gRPC failure
+//! classification), `completion` is the hand-written inner part tower-http cannot do (the
+//! final `grpc-status` and latency of every call, dropped streams, injecting `traceparent`),
+//! `propagation` the header carriers, `context` the string form.
 
 /// Opens the span for one call at `$level` (INFO or DEBUG; spans need a static level).
 macro_rules! rpc_span {
@@ -29,6 +30,7 @@ macro_rules! rpc_span {
                 rpc.service = service,
                 rpc.method = method,
                 grpc.status_code = ::tracing::field::Empty,
+                request.id = ::tracing::field::Empty,
             )
         } else {
             ::tracing::info_span!(
@@ -40,21 +42,39 @@ macro_rules! rpc_span {
                 rpc.service = service,
                 rpc.method = method,
                 grpc.status_code = ::tracing::field::Empty,
+                request.id = ::tracing::field::Empty,
             )
         }
     }};
 }
 
-mod body;
-mod client;
+mod completion;
 mod context;
+mod layer;
 mod propagation;
-mod server;
 
-pub use body::{TracedBody, TracedFuture};
-pub use client::{GrpcClientTrace, GrpcClientTraceLayer, TracedChannel};
+pub use completion::{Completed, CompletedBody, CompletedFuture};
 pub use context::{set_remote_parent, traceparent};
-pub use server::{GrpcTrace, GrpcTraceLayer};
+pub use layer::{
+    GrpcClientTrace, GrpcClientTraceLayer, GrpcTrace, GrpcTraceLayer, MakeRpcSpan, MarkFailure, RpcTrace, TracedChannel,
+};
+
+/// Which end of the call a span describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    Server,
+    Client,
+}
+
+impl Side {
+    /// The span's name: `grpc.server` or `grpc.client`.
+    pub(crate) fn span_name(self) -> &'static str {
+        match self {
+            Side::Server => "grpc.server",
+            Side::Client => "grpc.client",
+        }
+    }
+}
 
 /// Splits a gRPC path `/pkg.Service/Method` into `("pkg.Service", "Method")`.
 ///

@@ -117,3 +117,38 @@ async fn protected_methods_need_a_certificate_with_an_allowed_role() {
 
     check(&pki, addr, Some(client_identity(&ca, "operator"))).await.unwrap();
 }
+
+#[tokio::test]
+async fn every_answer_carries_a_request_id_and_a_callers_id_is_kept() {
+    let (pki, _ca) = Pki::new();
+    let (addr, _stop) = serve(&pki, AuthorizeLayer::new(identity_of)).await;
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&pki.ca_pem)).domain_name("localhost");
+    let channel =
+        Channel::from_shared(format!("https://{addr}")).unwrap().tls_config(tls).unwrap().connect().await.unwrap();
+    let mut client = HealthClient::new(GrpcClientTraceLayer::new().layer(channel));
+
+    let answer = client.check(HealthCheckRequest::default()).await.unwrap();
+    let id = answer.metadata().get(muster_middleware::REQUEST_ID_HEADER).expect("a request id").to_str().unwrap();
+    assert_eq!((id.len(), id.matches('-').count()), (36, 4), "a UUID: {id}");
+    let again = client.check(HealthCheckRequest::default()).await.unwrap();
+    assert_ne!(
+        again.metadata().get(muster_middleware::REQUEST_ID_HEADER).unwrap().to_str().unwrap(),
+        id,
+        "one per call"
+    );
+
+    let mut request = tonic::Request::new(HealthCheckRequest::default());
+    request.metadata_mut().insert(muster_middleware::REQUEST_ID_HEADER, "ticket-4711".parse().unwrap());
+    let answer = client.check(request).await.unwrap();
+    assert_eq!(answer.metadata().get(muster_middleware::REQUEST_ID_HEADER).unwrap(), "ticket-4711");
+
+    // A refused call carries one too, so the refusal can be found in the server's log.
+    let auth = AuthorizeLayer::new(identity_of).with_rules(OPERATOR_ONLY_HEALTH);
+    let (addr, _stop) = serve(&pki, auth).await;
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&pki.ca_pem)).domain_name("localhost");
+    let channel =
+        Channel::from_shared(format!("https://{addr}")).unwrap().tls_config(tls).unwrap().connect().await.unwrap();
+    let refused = HealthClient::new(channel).check(HealthCheckRequest::default()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert!(refused.metadata().get(muster_middleware::REQUEST_ID_HEADER).is_some(), "{refused:?}");
+}

@@ -20,6 +20,9 @@ use tracing_subscriber::layer::SubscriberExt as _;
 
 use super::{GrpcClientTraceLayer, GrpcTraceLayer};
 
+/// A request body, as gRPC requests have one (tower-http's trace layer asks for a `Body`).
+type NoBody = http_body_util::Empty<&'static [u8]>;
+
 const PATH: &str = "/muster.v1.WorkerService/Register";
 const HEARTBEAT: &str = "/muster.v1.HeartbeatService/ReportStatus";
 const QUIET: &[&str] = &["/muster.v1.HeartbeatService/"];
@@ -75,8 +78,8 @@ impl Body for Trailers {
     }
 }
 
-fn request(path: &str) -> Request<()> {
-    Request::builder().uri(path).body(()).unwrap()
+fn request(path: &str) -> Request<NoBody> {
+    Request::builder().uri(path).body(NoBody::new()).unwrap()
 }
 
 fn attribute(span: &SpanData, key: &str) -> Option<Value> {
@@ -88,9 +91,9 @@ fn server_with_status(
     code: u8,
     seen: Arc<Mutex<Option<TraceId>>>,
 ) -> super::GrpcTrace<
-    impl tower::Service<Request<()>, Response = Response<Trailers>, Error = Infallible, Future = impl Send> + Clone,
+    impl tower::Service<Request<NoBody>, Response = Response<Trailers>, Error = Infallible, Future = impl Send> + Clone,
 > {
-    GrpcTraceLayer::new().with_quiet_paths(QUIET).layer(service_fn(move |_req: Request<()>| {
+    GrpcTraceLayer::new().with_quiet_paths(QUIET).layer(service_fn(move |_req: Request<NoBody>| {
         let trace_id = tracing::Span::current().context().span().span_context().trace_id();
         *seen.lock().unwrap() = Some(trace_id);
         async move { Ok::<_, Infallible>(Response::new(Trailers::status(code))) }
@@ -104,7 +107,7 @@ async fn client_injects_traceparent_and_server_span_adopts_the_trace() {
     let seen_header = Arc::new(Mutex::new(None));
     let server = server_with_status(0, seen_trace.clone());
     let header = seen_header.clone();
-    let client = GrpcClientTraceLayer::new().layer(service_fn(move |req: Request<()>| {
+    let client = GrpcClientTraceLayer::new().layer(service_fn(move |req: Request<NoBody>| {
         *header.lock().unwrap() = req.headers().get("traceparent").cloned();
         server.clone().oneshot(req)
     }));
@@ -168,7 +171,7 @@ async fn status_from_trailers_marks_only_the_client_as_failed_for_caller_errors(
 #[tokio::test]
 async fn trailers_only_error_is_read_from_the_headers() {
     let harness = Harness::new();
-    let server = GrpcTraceLayer::new().layer(service_fn(|_req: Request<()>| async {
+    let server = GrpcTraceLayer::new().layer(service_fn(|_req: Request<NoBody>| async {
         Ok::<_, Infallible>(tonic::Status::internal("boom").into_http::<tonic::body::Body>())
     }));
     let response = server.oneshot(request(PATH)).await.unwrap();
@@ -177,6 +180,16 @@ async fn trailers_only_error_is_read_from_the_headers() {
     let span = harness.span(SpanKind::Server);
     assert_eq!(attribute(&span, "grpc.status_code"), Some(Value::I64(13)));
     assert!(matches!(span.status, Status::Error { .. }));
+}
+
+#[tokio::test]
+async fn the_server_span_records_the_request_id() {
+    let harness = Harness::new();
+    let mut req = request(PATH);
+    req.headers_mut().insert(crate::REQUEST_ID_HEADER, HeaderValue::from_static("ticket-4711"));
+    let response = server_with_status(0, Arc::default()).oneshot(req).await.unwrap();
+    response.into_body().collect().await.unwrap();
+    assert_eq!(attribute(&harness.span(SpanKind::Server), "request.id"), Some("ticket-4711".into()));
 }
 
 #[tokio::test]
@@ -213,7 +226,7 @@ async fn quiet_paths_are_not_exported_at_info_but_still_propagate() {
 async fn without_an_opentelemetry_layer_nothing_is_injected() {
     global::set_text_map_propagator(TraceContextPropagator::new());
     let _default = tracing::subscriber::set_default(tracing_subscriber::registry());
-    let client = GrpcClientTraceLayer::new().layer(service_fn(|req: Request<()>| async move {
+    let client = GrpcClientTraceLayer::new().layer(service_fn(|req: Request<NoBody>| async move {
         assert!(req.headers().get("traceparent").is_none());
         Ok::<_, Infallible>(Response::new(Trailers::status(0)))
     }));

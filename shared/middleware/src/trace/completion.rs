@@ -1,9 +1,17 @@
-//! Records how a call ended, wherever the `grpc-status` turns up.
+//! How a call ended, recorded on its span and logged once: the part of tracing tower-http's
+//! `TraceLayer` cannot do, so it is written here, as the inner half of the same stack.
 //!
-//! Errors usually come back trailers-only (`grpc-status` in the response headers), but a
-//! normal unary call and every stream end with trailers, so the response body is wrapped and
-//! the call is finished when the trailers (or the end, or a drop) arrive. That also makes a
-//! streaming RPC's span cover the whole stream, not just its first headers.
+//! - A call whose response body is dropped before the end (a worker that goes away mid
+//!   stream, a timeout) is CANCELLED: tower-http's hooks are never called for it, so only a
+//!   wrapper that sees the drop can say so.
+//! - The `rpc finished` line carries the whole call's latency: tower-http's end-of-stream hook
+//!   sees only the time since the response headers.
+//! - A client sends its span's context as `traceparent`: the request is mutable only here
+//!   (tower-http's span hook sees it read-only), and the span is the current one because
+//!   tower-http enters it around this call.
+//!
+//! The code comes from the headers of a trailers-only answer (errors, usually), else from the
+//! trailers that end every normal call and stream.
 
 use std::fmt::Display;
 use std::future::Future;
@@ -12,33 +20,18 @@ use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use http::uri::PathAndQuery;
-use http::{HeaderMap, Response};
+use http::{HeaderMap, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use pin_project::pin_project;
+use tower::{Layer, Service};
 use tracing::{Level, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use super::{Side, level_for, propagation};
 
 const OK: i32 = 0;
 const CANCELLED: i32 = 1;
 const UNKNOWN: i32 = 2;
-
-/// Which end of the call the span describes; decides what counts as a failure.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Side {
-    Server,
-    Client,
-}
-
-impl Side {
-    /// OpenTelemetry's rule: clients mark every non-OK code as an error, servers only the
-    /// codes that mean the server failed (UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED,
-    /// INTERNAL, UNAVAILABLE, DATA_LOSS).
-    fn is_error(self, code: i32) -> bool {
-        match self {
-            Side::Client => code != OK,
-            Side::Server => matches!(code, 2 | 4 | 12 | 13 | 14 | 15),
-        }
-    }
-}
 
 /// Whether a server-side code is worth a warning whatever the method's usual level.
 fn is_server_fault(code: i32) -> bool {
@@ -48,6 +41,61 @@ fn is_server_fault(code: i32) -> bool {
 /// Reads `grpc-status` from headers or trailers.
 fn grpc_status(headers: &HeaderMap) -> Option<i32> {
     headers.get("grpc-status")?.to_str().ok()?.trim().parse().ok()
+}
+
+/// Installs [`Completed`]; only [`super::layer`] builds it, inside tower-http's trace layer.
+#[derive(Clone, Copy, Debug)]
+pub struct CompletionLayer {
+    pub(super) side: Side,
+    pub(super) quiet: &'static [&'static str],
+}
+
+impl<S> Layer<S> for CompletionLayer {
+    type Service = Completed<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Completed { inner, side: self.side, quiet: self.quiet }
+    }
+}
+
+/// The service built by [`CompletionLayer`].
+#[derive(Clone, Debug)]
+pub struct Completed<S> {
+    inner: S,
+    side: Side,
+    quiet: &'static [&'static str],
+}
+
+impl<S, B, ResBody> Service<Request<B>> for Completed<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    S::Error: Display,
+{
+    type Response = Response<CompletedBody<ResBody>>;
+    type Error = S::Error;
+    type Future = CompletedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let path = request.uri().path();
+        let level = level_for(self.quiet, path);
+        // tower-http entered the call's span around this call; a quiet span that is
+        // disabled leaves the caller's span current, which is what then travels on.
+        let current = Span::current();
+        if self.side == Side::Client {
+            propagation::inject(&current.context(), request.headers_mut());
+        }
+        let span = if current.metadata().is_some_and(|meta| meta.name() == self.side.span_name()) {
+            current
+        } else {
+            Span::none()
+        };
+        let completion = Completion::new(span, level, self.side, request.uri().path_and_query());
+        CompletedFuture { inner: self.inner.call(request), completion: Some(completion) }
+    }
 }
 
 /// The pending end of one call: records the code on the span and logs one line, exactly once.
@@ -62,7 +110,7 @@ pub(crate) struct Completion {
 }
 
 impl Completion {
-    pub(crate) fn new(span: Span, level: Level, side: Side, path: Option<&PathAndQuery>) -> Self {
+    fn new(span: Span, level: Level, side: Side, path: Option<&PathAndQuery>) -> Self {
         let path = span.is_disabled().then(|| path.cloned()).flatten();
         Self { span, level, side, start: Instant::now(), path, done: false }
     }
@@ -72,9 +120,6 @@ impl Completion {
             return;
         }
         self.span.record("grpc.status_code", code);
-        if self.side.is_error(code) {
-            self.span.record("otel.status_code", "error");
-        }
         let elapsed_ms = self.start.elapsed().as_secs_f64() * 1000.0;
         let error = error.map(ToString::to_string);
         let error = error.as_deref();
@@ -93,36 +138,32 @@ impl Completion {
 
 impl Drop for Completion {
     fn drop(&mut self) {
-        // Dropped without an outcome: the peer went away or a timeout dropped the call.
+        // Dropped without an outcome: the peer went away or a timeout dropped the call. No
+        // classifier sees that; by the same rule, only the client counts it as a failure.
+        if !self.done && self.side == Side::Client {
+            self.span.record("otel.status_code", "error");
+        }
         self.finish(CANCELLED, Some(&"dropped before the call completed"));
     }
 }
 
-/// The response future of both trace middlewares: polls the call inside its span.
+/// The response future of [`Completed`].
 #[pin_project]
-pub struct TracedFuture<F> {
+pub struct CompletedFuture<F> {
     #[pin]
     inner: F,
-    span: Span,
     completion: Option<Completion>,
 }
 
-impl<F> TracedFuture<F> {
-    pub(crate) fn new(inner: F, span: Span, completion: Completion) -> Self {
-        Self { inner, span, completion: Some(completion) }
-    }
-}
-
-impl<F, B, E> Future for TracedFuture<F>
+impl<F, B, E> Future for CompletedFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
     E: Display,
 {
-    type Output = Result<Response<TracedBody<B>>, E>;
+    type Output = Result<Response<CompletedBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let _entered = this.span.enter();
         let result = ready!(this.inner.poll(cx));
         let mut completion = this.completion.take();
         match result {
@@ -132,8 +173,7 @@ where
                     done.finish(code, None);
                     completion = None;
                 }
-                let span = this.span.clone();
-                Poll::Ready(Ok(response.map(|inner| TracedBody { inner, span, completion })))
+                Poll::Ready(Ok(response.map(|inner| CompletedBody { inner, completion })))
             }
             Err(err) => {
                 if let Some(done) = &mut completion {
@@ -145,16 +185,16 @@ where
     }
 }
 
-/// A response body that finishes its call's span when the trailers or the end go by.
+/// A response body that finishes its call when the trailers or the end go by, or when it is
+/// dropped before either.
 #[pin_project]
-pub struct TracedBody<B> {
+pub struct CompletedBody<B> {
     #[pin]
     inner: B,
-    span: Span,
     completion: Option<Completion>,
 }
 
-impl<B> Body for TracedBody<B>
+impl<B> Body for CompletedBody<B>
 where
     B: Body,
     B::Error: Display,
@@ -164,7 +204,6 @@ where
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
-        let _entered = this.span.enter();
         let polled = ready!(this.inner.poll_frame(cx));
         if let Some(completion) = this.completion {
             match &polled {
