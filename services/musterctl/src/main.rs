@@ -75,18 +75,35 @@ const LOCAL_COMMANDS: [(&str, &str); 3] = [
     ("completions", "completions only print a script"),
 ];
 
-/// The command line. The connection flags are global, so they go before or after the
-/// subcommand, but the commands in [`LOCAL_COMMANDS`] get hidden copies of them: clap does not
-/// propagate a global flag to a command that already has one of that id, so they stay out of
-/// those commands' help while every command line parses as before (and typed there, they are
-/// refused by [`refuse_connection_flags`]).
+/// The commands that print nothing in a chosen format, for which `--output` means nothing.
+const UNFORMATTED_COMMANDS: [&str; 2] = ["dev", "completions"];
+
+/// The global flags that mean nothing to command `name`: the connection flags for the
+/// [`LOCAL_COMMANDS`], `--output` for the [`UNFORMATTED_COMMANDS`].
+fn meaningless_flags(name: &str) -> Vec<clap::Id> {
+    let mut ids = Vec::new();
+    if LOCAL_COMMANDS.iter().any(|(local, _)| *local == name) {
+        ids.extend(connect::arg_ids());
+    }
+    if UNFORMATTED_COMMANDS.contains(&name) {
+        ids.push(clap::Id::from("output"));
+    }
+    ids
+}
+
+/// The command line. The connection flags and `--output` are global, so they go before or
+/// after the subcommand, but a command they mean nothing to ([`meaningless_flags`]) gets
+/// hidden copies of them: clap does not propagate a global flag to a command that already has
+/// one of that id, so they stay out of that command's help while every command line parses as
+/// before (and typed there, they are refused by [`refuse_connection_flags`]).
 fn cli_command() -> clap::Command {
     let command = Cli::command();
-    let ids = connect::arg_ids();
-    let hidden: Vec<clap::Arg> =
-        command.get_arguments().filter(|arg| ids.contains(arg.get_id())).map(|arg| arg.clone().hide(true)).collect();
+    let globals: Vec<clap::Arg> = command.get_arguments().cloned().collect();
     command.mut_subcommands(|sub| {
-        if LOCAL_COMMANDS.iter().any(|(name, _)| sub.get_name() == *name) { sub.args(hidden.clone()) } else { sub }
+        let ids = meaningless_flags(sub.get_name());
+        let hidden = globals.iter().filter(|arg| ids.contains(arg.get_id())).map(|arg| arg.clone().hide(true));
+        let hidden: Vec<clap::Arg> = hidden.collect();
+        sub.args(hidden)
     })
 }
 
@@ -121,7 +138,10 @@ where
 /// are not: they are set for the networked commands and must not break the others.
 fn refuse_connection_flags(command: &mut clap::Command, matches: &ArgMatches) -> Result<(), clap::Error> {
     let Some((name, _)) = matches.subcommand() else { return Ok(()) };
-    let Some((_, why)) = LOCAL_COMMANDS.iter().find(|(local, _)| *local == name) else { return Ok(()) };
+    let why = |id: &clap::Id| match LOCAL_COMMANDS.iter().find(|(local, _)| *local == name) {
+        Some((_, why)) if *id != "output" => *why,
+        _ => "it prints no table or JSON",
+    };
     // The matches of every level, root first, and the command the line ended in.
     let mut levels = vec![matches];
     let mut path = vec![command.get_name().to_string()];
@@ -133,7 +153,7 @@ fn refuse_connection_flags(command: &mut clap::Command, matches: &ArgMatches) ->
         leaf = leaf.find_subcommand_mut(name).expect("matched subcommands exist");
         current = sub;
     }
-    for id in connect::arg_ids() {
+    for id in meaningless_flags(name) {
         let typed = levels.iter().any(|m| m.value_source(id.as_str()) == Some(ValueSource::CommandLine));
         if typed {
             let flag = leaf
@@ -141,7 +161,7 @@ fn refuse_connection_flags(command: &mut clap::Command, matches: &ArgMatches) ->
                 .find(|arg| *arg.get_id() == id)
                 .and_then(|arg| arg.get_long())
                 .map_or_else(|| id.to_string(), |long| format!("--{long}"));
-            let message = format!("{flag} has no meaning for `{}`: {why}", path.join(" "));
+            let message = format!("{flag} has no meaning for `{}`: {}", path.join(" "), why(&id));
             return Err(leaf.error(ErrorKind::ArgumentConflict, message));
         }
     }

@@ -117,6 +117,25 @@ fn connection_flags_still_work_before_and_after_the_subcommand() {
 }
 
 #[test]
+fn output_is_offered_only_where_something_is_formatted() {
+    for args in [&["dev"][..], &["completions"]] {
+        let help = help(args);
+        assert!(!help.contains("--output"), "musterctl {args:?} --help offers --output:\n{help}");
+    }
+    for args in [&["tls", "init"][..], &["workers", "list"], &["cluster", "status"]] {
+        let help = help(args);
+        assert!(help.contains("-o, --output"), "musterctl {args:?} --help lacks --output:\n{help}");
+    }
+    for args in [&["dev", "-o", "json"][..], &["-o", "json", "completions", "bash"]] {
+        let output = musterctl(args);
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(USAGE_ERROR), "musterctl {args:?}: {stderr}");
+        assert!(stderr.contains("--output has no meaning for `musterctl"), "{stderr}");
+        assert!(stderr.contains("it prints no table or JSON"), "{stderr}");
+    }
+}
+
+#[test]
 fn connection_flags_typed_for_tls_are_refused_but_the_environment_is_not() {
     let dir = tempfile::tempdir().unwrap();
     let tls = dir.path().join("tls");
