@@ -7,6 +7,8 @@
 //! - [`grpc`]: inbound services: peer RPCs on the Raft port, KV and membership on the API port;
 //! - [`convert`]: protobuf ↔ openraft conversions; [`data_dir`]: 0700/0600 on disk;
 //! - [`node`], [`lifecycle`]: the running node, its readiness and its join sequence;
+//! - [`leadership`]: the seam the rest asks who leads (openraft fills it, through [`node`]);
+//!   [`leases`]: worker leases on the leader; [`errors`]: domain errors → `ApiError`;
 //! - [`server`], [`admin_http`], [`app`]: listeners, middleware and wiring;
 //! - [`leader_forward`]: followers relay operator calls to the leader.
 
@@ -14,8 +16,10 @@ pub mod admin_http;
 pub mod app;
 pub mod convert;
 pub mod data_dir;
+pub mod errors;
 pub mod grpc;
 pub mod leader_forward;
+pub mod leadership;
 pub mod leases;
 pub mod lifecycle;
 pub mod network;

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tracing::field::Empty;
 use tracing::{Instrument as _, Span};
 
-use crate::grpc::errors::read_error;
+use crate::errors::read_error;
 use crate::network::PeerChannels;
 use crate::store::{FsmReader, StateMachineStore};
 use crate::types::{NodeAddr, NodeId, Raft, RaftMetrics, TypeConfig};
@@ -253,7 +253,7 @@ impl NodeHandle {
                 Ok(written)
             }
             Err(err) => {
-                let err = crate::grpc::errors::write_error(err);
+                let err = crate::errors::write_error(err);
                 span.record("otel.status_code", "error");
                 span.record("error", tracing::field::display(&err));
                 Err(err)
@@ -303,6 +303,12 @@ impl NodeHandle {
             ready: self.server_is_ready(),
             not_ready_reason: self.not_ready_reason(),
         }
+    }
+}
+
+impl AsRef<crate::leases::Leases> for NodeHandle {
+    fn as_ref(&self) -> &crate::leases::Leases {
+        &self.leases
     }
 }
 

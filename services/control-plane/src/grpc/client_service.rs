@@ -6,11 +6,10 @@ use std::sync::Arc;
 use muster_middleware::ApiError;
 use muster_proto::v1;
 use muster_proto::v1::raft_client_service_server::RaftClientService;
-use openraft::ReadPolicy;
-use openraft::async_runtime::WatchReceiver;
 use tonic::{Request, Response, Status};
 
-use super::errors::storage_error;
+use crate::errors::storage_error;
+use crate::leadership::{Confirmation, Leadership as _};
 use crate::node::NodeHandle;
 
 /// Longest key accepted, in bytes.
@@ -29,7 +28,7 @@ impl ClientApi {
     fn response(&self, result: v1::client_response::Result, found: bool) -> v1::ClientResponse {
         v1::ClientResponse {
             // From Raft's metrics watch: no storage read on the request path.
-            applied_index: self.node.raft.metrics().borrow_watched().last_applied.map_or(0, |l| l.index),
+            applied_index: self.node.standing().applied_index,
             node_id: self.node.id,
             result: Some(result),
             found,
@@ -96,8 +95,8 @@ impl RaftClientService for ClientApi {
         let consistency = v1::ReadConsistency::try_from(request.consistency)
             .map_err(|_| ApiError::InvalidArgument(format!("unknown read consistency {}", request.consistency)))?;
         let policy = match consistency {
-            v1::ReadConsistency::Unspecified | v1::ReadConsistency::Linearizable => Some(ReadPolicy::ReadIndex),
-            v1::ReadConsistency::Lease => Some(ReadPolicy::LeaseRead),
+            v1::ReadConsistency::Unspecified | v1::ReadConsistency::Linearizable => Some(Confirmation::Quorum),
+            v1::ReadConsistency::Lease => Some(Confirmation::Lease),
             v1::ReadConsistency::Stale => None,
         };
         let query =
@@ -107,7 +106,7 @@ impl RaftClientService for ClientApi {
         }
         if let Some(policy) = policy {
             // Waits until this node's state machine has applied the confirmed read index.
-            self.node.linearize(policy).await?;
+            self.node.confirm(policy).await?;
         }
         let reply = match query {
             v1::client_read_request::Query::Get(get) => match self.node.reader.get(&get.key).map_err(storage_error)? {

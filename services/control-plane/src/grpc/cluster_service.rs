@@ -10,7 +10,7 @@ use muster_proto::v1::cluster_management_service_server::ClusterManagementServic
 use openraft::ChangeMembers;
 use tonic::{Request, Response, Status};
 
-use super::errors::write_error;
+use crate::errors::write_error;
 use crate::node::NodeHandle;
 use crate::types::NodeAddr;
 

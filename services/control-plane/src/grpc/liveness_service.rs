@@ -9,7 +9,7 @@ use muster_proto::v1;
 use muster_proto::v1::liveness_service_server::LivenessService;
 use tonic::{Request, Response, Status};
 
-use super::errors::storage_error;
+use crate::errors::storage_error;
 use crate::node::NodeHandle;
 
 #[derive(Clone)]
@@ -42,14 +42,14 @@ impl LivenessService for LivenessApi {
             ))
             .into());
         }
-        Ok(Response::new(self.node.leases.report(&self.node, request.into_inner())?))
+        Ok(Response::new(self.node.leases.report(&*self.node, request.into_inner())?))
     }
 
     async fn list_gateways(
         &self,
         _request: Request<v1::ListGatewaysRequest>,
     ) -> Result<Response<v1::ListGatewaysResponse>, Status> {
-        Ok(Response::new(self.node.leases.list_gateways(&self.node)?))
+        Ok(Response::new(self.node.leases.list_gateways(&*self.node)?))
     }
 
     async fn get_worker_ca_cert(

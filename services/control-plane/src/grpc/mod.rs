@@ -3,7 +3,6 @@
 
 mod client_service;
 mod cluster_service;
-pub mod errors;
 mod liveness_service;
 mod raft_service;
 mod registry_service;

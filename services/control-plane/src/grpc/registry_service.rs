@@ -9,7 +9,7 @@ use muster_proto::v1::worker_registry_service_server::WorkerRegistryService;
 use muster_token::TokenError;
 use tonic::{Request, Response, Status};
 
-use super::errors::storage_error;
+use crate::errors::storage_error;
 use crate::node::NodeHandle;
 use crate::store::worker_ca;
 use muster_proto::clock::unix_now;

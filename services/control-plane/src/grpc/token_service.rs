@@ -7,11 +7,11 @@ use std::sync::Arc;
 use muster_middleware::{ApiError, Refused};
 use muster_proto::v1;
 use muster_proto::v1::token_service_server::TokenService;
-use openraft::ReadPolicy;
 use tonic::{Request, Response, Status};
 
-use super::errors::page_error;
-use super::errors::storage_error;
+use crate::errors::page_error;
+use crate::errors::storage_error;
+use crate::leadership::{Confirmation, Leadership as _};
 use crate::node::NodeHandle;
 use crate::store::page_size;
 
@@ -65,7 +65,7 @@ impl TokenService for TokenApi {
     ) -> Result<Response<v1::CreateTokenResponse>, Status> {
         let request = request.into_inner();
         check_spec(&request)?;
-        if !self.node.raft.is_leader() {
+        if !self.node.standing().leading {
             return Err(self.node.not_leader().into());
         }
         let cluster_id = self
@@ -91,7 +91,7 @@ impl TokenService for TokenApi {
         &self,
         request: Request<v1::ListTokensRequest>,
     ) -> Result<Response<v1::ListTokensResponse>, Status> {
-        self.node.linearize(ReadPolicy::ReadIndex).await?;
+        self.node.confirm(Confirmation::Quorum).await?;
         let now = unix_now();
         let request = request.into_inner();
         let all = request.all;

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use muster_middleware::{ApiError, Refused};
 use muster_proto::v1;
 use muster_proto::v1::worker_admin_service_server::WorkerAdminService;
-use openraft::ReadPolicy;
 use tonic::{Request, Response, Status};
 
-use super::errors::page_error;
-use super::errors::storage_error;
+use crate::errors::page_error;
+use crate::errors::storage_error;
+use crate::leadership::{Confirmation, Leadership as _};
 use crate::node::NodeHandle;
 use crate::store::page_size;
 use muster_proto::clock::unix_now;
@@ -33,7 +33,7 @@ impl WorkerAdminApi {
         let result = Refused::check(self.node.propose(v1::command::Op::UpdateWorker(update)).await?)?;
         // The lease as the leader holds it, as `get_worker` shows it: a worker that is drained
         // or relabelled keeps beating.
-        let lease = self.node.leases.views(&self.node, [worker_id]).remove(&worker_id);
+        let lease = self.node.leases.views(&*self.node, [worker_id]).remove(&worker_id);
         Ok(Response::new(v1::WorkerResponse { worker: result.worker, lease }))
     }
 
@@ -54,7 +54,7 @@ impl WorkerAdminApi {
     }
 
     async fn linearize(&self) -> Result<(), ApiError> {
-        self.node.linearize(ReadPolicy::ReadIndex).await
+        self.node.confirm(Confirmation::Quorum).await
     }
 }
 
@@ -76,7 +76,7 @@ impl WorkerAdminService for WorkerAdminApi {
         let page =
             self.node.reader.workers_page(&filter.page_token, size, |w| matches(w, &filter)).map_err(page_error)?;
         let workers = page.items;
-        let leases = self.node.leases.views(&self.node, workers.iter().map(|w| w.worker_id));
+        let leases = self.node.leases.views(&*self.node, workers.iter().map(|w| w.worker_id));
         Ok(Response::new(v1::ListWorkersResponse { workers, leases, next_page_token: page.next_page_token }))
     }
 
@@ -85,7 +85,7 @@ impl WorkerAdminService for WorkerAdminApi {
         let id = request.into_inner().worker_id;
         let worker = self.node.reader.worker(id).map_err(storage_error)?;
         let worker = worker.ok_or_else(|| ApiError::NotFound(format!("no worker {id}")))?;
-        let lease = self.node.leases.views(&self.node, [id]).remove(&id);
+        let lease = self.node.leases.views(&*self.node, [id]).remove(&id);
         Ok(Response::new(v1::WorkerResponse { worker: Some(worker), lease }))
     }
 
@@ -99,7 +99,7 @@ impl WorkerAdminService for WorkerAdminApi {
         tracing::warn!(worker_id = id, "revoking worker identity");
         let response = self.change(id, v1::update_worker::Change::State(v1::WorkerState::Revoked as i32)).await?;
         // Answer once every gateway refuses the worker, so its next report gets no ack.
-        let behind = self.node.leases.revoke(&self.node, id).await;
+        let behind = self.node.leases.revoke(&*self.node, id).await;
         if !behind.is_empty() {
             tracing::warn!(
                 worker_id = id,

@@ -26,11 +26,10 @@ use std::time::{Duration, Instant};
 use muster_config::{AdaptiveTtlConfig, ControlPlaneConfig, LeaseTuning};
 use muster_middleware::ApiError;
 use muster_proto::v1;
-use openraft::ServerState;
 use tokio::sync::watch;
 
-use crate::grpc::errors::storage_error;
-use crate::node::NodeHandle;
+use crate::errors::storage_error;
+use crate::leadership::Leadership;
 use expiry::ExpiryGate;
 use serials::Serials;
 use table::{FleetRead, LeaseTable};
@@ -112,13 +111,16 @@ impl Leases {
 
     /// The lease table for the current term, started if this node just became leader. Errors
     /// with a leader hint on a follower.
-    fn leading_table(&self, node: &NodeHandle, now: Instant) -> Result<(MutexGuard<'_, LeaseTable>, u64), ApiError> {
-        let metrics = node.metrics();
-        if metrics.state != ServerState::Leader {
+    fn leading_table(
+        &self,
+        node: &impl Leadership,
+        now: Instant,
+    ) -> Result<(MutexGuard<'_, LeaseTable>, u64), ApiError> {
+        let standing = node.standing();
+        if !standing.leading {
             return Err(node.not_leader());
         }
-        let term = metrics.current_term;
-        let applied = metrics.last_applied.as_ref().map_or(0, |log_id| log_id.index);
+        let (term, applied) = (standing.term, standing.applied_index);
         let mut table = self.table();
         if table.term() != term {
             let fleet = read_fleet(node)?;
@@ -146,7 +148,7 @@ impl Leases {
     /// live gateways and the workers to disconnect.
     pub fn report(
         &self,
-        node: &NodeHandle,
+        node: &impl Leadership,
         request: v1::ReportLivenessRequest,
     ) -> Result<v1::ReportLivenessResponse, ApiError> {
         if request.gateway_id.is_empty() || request.gateway_addr.is_empty() {
@@ -175,7 +177,7 @@ impl Leases {
         for beat in &request.beats {
             let id = beat.worker_id;
             let mut stored = if table.state(id).is_none() || beat.profile.is_some() {
-                node.reader.worker(id).map_err(storage_error)?
+                node.applied().worker(id).map_err(storage_error)?
             } else {
                 None
             };
@@ -187,7 +189,7 @@ impl Leases {
             // A refused certificate may be a renewal the mirror has not read yet: read the
             // worker and judge once more (a refused beat changed nothing in the table).
             if refusal.as_ref().is_some_and(|r| !r.cert_serial.is_empty()) && stored.is_none() {
-                stored = node.reader.worker(id).map_err(storage_error)?;
+                stored = node.applied().worker(id).map_err(storage_error)?;
                 if let Some(record) = &stored {
                     table.learn_worker(id, record.state, Serials::of(record));
                     refusal = table.record_beat(&gateway, beat, received, self.policy.grace);
@@ -236,7 +238,7 @@ impl Leases {
     /// the worker gets no ack after `RevokeWorker` answers. Gateways that did not confirm in
     /// time are returned (they refuse the worker on its next batch instead); on a follower
     /// there is nothing to do.
-    pub async fn revoke(&self, node: &NodeHandle, worker_id: u64) -> Vec<String> {
+    pub async fn revoke(&self, node: &impl Leadership, worker_id: u64) -> Vec<String> {
         let Some((term, seq)) = self.push_revocation(node, worker_id) else { return Vec::new() };
         let mut applied = self.notices_applied.subscribe();
         let deadline = tokio::time::Instant::now() + REVOCATION_WAIT;
@@ -254,7 +256,7 @@ impl Leases {
     }
 
     /// Queues the revocation notice: (term, its sequence number), or None when not leading.
-    fn push_revocation(&self, node: &NodeHandle, worker_id: u64) -> Option<(u64, u64)> {
+    fn push_revocation(&self, node: &impl Leadership, worker_id: u64) -> Option<(u64, u64)> {
         let (mut table, term) = self.leading_table(node, Instant::now()).ok()?;
         Some((term, table.revoke(worker_id)))
     }
@@ -265,7 +267,7 @@ impl Leases {
         (table.term() == term).then(|| table.gateways_behind(seq, Instant::now(), self.tuning.gateway_lease))
     }
 
-    pub fn list_gateways(&self, node: &NodeHandle) -> Result<v1::ListGatewaysResponse, ApiError> {
+    pub fn list_gateways(&self, node: &impl Leadership) -> Result<v1::ListGatewaysResponse, ApiError> {
         let now = Instant::now();
         let (table, _) = self.leading_table(node, now)?;
         let gateways = table.live_gateways(now, self.tuning.gateway_lease);
@@ -278,10 +280,10 @@ impl Leases {
     }
 
     /// The leases of `ids` as operators see them (empty on a follower).
-    pub fn views(&self, node: &NodeHandle, ids: impl IntoIterator<Item = u64>) -> HashMap<u64, v1::WorkerLease> {
-        let metrics = node.metrics();
+    pub fn views(&self, node: &impl Leadership, ids: impl IntoIterator<Item = u64>) -> HashMap<u64, v1::WorkerLease> {
+        let standing = node.standing();
         let table = self.table();
-        if metrics.state != ServerState::Leader || table.term() != metrics.current_term {
+        if !standing.leading || table.term() != standing.term {
             return HashMap::new();
         }
         let now = Instant::now();
@@ -319,6 +321,9 @@ impl Leases {
 }
 
 /// Every worker's state and certificate serials, read from the FSM.
-fn read_fleet(node: &NodeHandle) -> Result<FleetRead, ApiError> {
-    Ok(FleetRead::from_records(node.reader.workers().map_err(storage_error)?))
+fn read_fleet(node: &impl Leadership) -> Result<FleetRead, ApiError> {
+    Ok(FleetRead::from_records(node.applied().workers().map_err(storage_error)?))
 }
+
+#[cfg(test)]
+mod seam_tests;

@@ -8,31 +8,34 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use muster_proto::v1;
-use openraft::{ReadPolicy, ServerState};
 use tokio::sync::watch;
 
+use super::Leases;
 use super::expiry::Verdict;
-use crate::node::NodeHandle;
+use crate::leadership::{Confirmation, Leadership};
 use muster_proto::clock::unix_now;
 
 /// Gateways silent this many gateway leases are forgotten altogether.
 const FORGET_GATEWAY_AFTER_LEASES: u32 = 20;
 
-pub async fn run(node: Arc<NodeHandle>, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(node.leases.tuning.sweep_interval);
+/// Sweeps `node`'s leases until `shutdown` changes.
+pub async fn run<N>(node: Arc<N>, mut shutdown: watch::Receiver<bool>)
+where
+    N: Leadership + AsRef<Leases>,
+{
+    let mut tick = tokio::time::interval(node.as_ref().as_ref().tuning.sweep_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
-        sweep(&node).await;
+        sweep(node.as_ref(), node.as_ref().as_ref()).await;
     }
 }
 
-async fn sweep(node: &NodeHandle) {
-    let leases = &node.leases;
-    if node.metrics().state != ServerState::Leader {
+async fn sweep(node: &impl Leadership, leases: &Leases) {
+    if !node.standing().leading {
         let mut table = leases.table();
         if table.term() != 0 {
             tracing::info!(term = table.term(), "no longer leading: dropping the lease table");
@@ -73,18 +76,18 @@ async fn sweep(node: &NodeHandle) {
         return;
     }
     // Confirm leadership with a quorum before acting on this node's view of the leases.
-    if let Err(err) = node.linearize(ReadPolicy::ReadIndex).await {
+    if let Err(err) = node.confirm(Confirmation::Quorum).await {
         tracing::warn!(error = %err, "cannot confirm leadership; worker state changes wait");
         leases.table().requeue(pending);
         return;
     }
-    if node.metrics().current_term != term {
+    if node.standing().term != term {
         return;
     }
     let batch = v1::WorkerTransitions { term, now_unix: unix_now(), transitions: pending.clone() };
     match node.propose(v1::command::Op::WorkerTransitions(batch)).await {
         Ok(result) if result.refused().is_none() => {
-            log_transitions(node, &pending);
+            log_transitions(leases, &pending);
             leases.table().applied(&pending, Instant::now());
         }
         Ok(result) => tracing::warn!(error = %result.error, "worker state changes refused"),
@@ -95,10 +98,10 @@ async fn sweep(node: &NodeHandle) {
     }
 }
 
-fn log_transitions(node: &NodeHandle, transitions: &[v1::WorkerTransition]) {
+fn log_transitions(leases: &Leases, transitions: &[v1::WorkerTransition]) {
     for transition in transitions {
         let to = v1::WorkerState::try_from(transition.to).unwrap_or_default();
-        let stats = &node.leases.stats;
+        let stats = &leases.stats;
         match to {
             v1::WorkerState::Unreachable => {
                 stats.expiries.fetch_add(1, Ordering::Relaxed);

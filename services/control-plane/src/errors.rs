@@ -1,5 +1,6 @@
-//! openraft errors → Muster's [`ApiError`], which the middleware crate turns into gRPC
-//! statuses (leader hints included). Handlers call these and never build statuses by hand.
+//! Storage, paging and openraft errors → Muster's [`ApiError`], which the middleware crate
+//! turns into gRPC statuses (leader hints included). Shared by the gRPC handlers and the
+//! domain code (leases, the leadership seam), so it lives beside them, not under `grpc/`.
 
 use muster_middleware::{ApiError, LeaderHint};
 use openraft::errors::{ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError};
