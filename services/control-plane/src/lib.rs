@@ -10,7 +10,8 @@
 //! - [`leadership`]: the seam the rest asks who leads (openraft fills it, through [`node`]);
 //!   [`leases`]: worker leases on the leader; [`errors`]: domain errors → `ApiError`;
 //! - [`server`], [`admin_http`], [`app`]: listeners, middleware and wiring;
-//! - [`leader_forward`]: followers relay operator calls to the leader.
+//! - [`leader_forward`]: followers relay operator calls to the leader;
+//! - [`static_mode`]: the seed's `static` mode (peer health and leader so far).
 
 pub mod admin_http;
 pub mod app;
@@ -25,6 +26,7 @@ pub mod lifecycle;
 pub mod network;
 pub mod node;
 pub mod server;
+pub mod static_mode;
 pub mod store;
 pub mod types;
 pub mod worker_ca_export;
