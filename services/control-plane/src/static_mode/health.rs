@@ -212,28 +212,29 @@ mod tests {
         assert_eq!(view.answered(9, t0), None, "not a peer");
     }
 
-    #[test]
-    fn without_require_majority_both_sides_of_a_partition_lead() {
+    /// Nodes 1 and 2 of three after node 1 was cut off from the others from the start: (node
+    /// 1's view, node 2's view, the start).
+    fn partitioned(require_majority: bool) -> (PeerView, PeerView, Instant) {
         let t0 = Instant::now();
         let all = peers(&[1, 2, 3]);
-        let mut minority = PeerView::new(1, &all, THRESHOLD, false, t0);
-        let mut majority = PeerView::new(2, &all, THRESHOLD, false, t0);
+        let mut minority = PeerView::new(1, &all, THRESHOLD, require_majority, t0);
+        let mut majority = PeerView::new(2, &all, THRESHOLD, require_majority, t0);
         majority.answered(3, t0 + secs(10));
         minority.expire(t0 + secs(16));
         majority.expire(t0 + secs(16));
+        (minority, majority, t0)
+    }
+
+    #[test]
+    fn without_require_majority_both_sides_of_a_partition_lead() {
+        let (minority, majority, _) = partitioned(false);
         assert!(minority.is_leader(), "node 1 alone leads its side");
         assert!(majority.is_leader(), "node 2 leads the other side");
     }
 
     #[test]
     fn with_require_majority_the_minority_side_has_no_leader() {
-        let t0 = Instant::now();
-        let all = peers(&[1, 2, 3]);
-        let mut minority = PeerView::new(1, &all, THRESHOLD, true, t0);
-        let mut majority = PeerView::new(2, &all, THRESHOLD, true, t0);
-        majority.answered(3, t0 + secs(10));
-        minority.expire(t0 + secs(16));
-        majority.expire(t0 + secs(16));
+        let (mut minority, mut majority, t0) = partitioned(true);
         assert_eq!((minority.healthy_count(), minority.has_majority()), (1, false));
         assert_eq!(minority.leader(), None, "refuses writes instead of splitting the brain");
         assert_eq!(majority.leader(), Some(2));
