@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::backoff::{Backoff, before_deadline};
+use crate::ending::Ending;
 use crate::gateways::{Gateway, GatewayBook};
 use crate::identity::Identity;
 use crate::status::{AgentStatus, Lease};
@@ -208,22 +209,28 @@ impl Heartbeats {
         }
         let id = self.worker_id;
         let dir = "the identity dir (cluster.identity_dir)";
-        End::Fatal(match &error {
-            StreamError::Status(status) if status.code() == tonic::Code::Unauthenticated => anyhow::anyhow!(
+        let ending = match &error {
+            StreamError::Status(status) => Ending::of(status, |code| match code {
+                tonic::Code::Unauthenticated => Some(Ending::CertificateNotCurrent),
+                tonic::Code::PermissionDenied => Some(Ending::Revoked),
+                _ => None,
+            }),
+            _ => None,
+        };
+        End::Fatal(match ending {
+            Some(Ending::CertificateNotCurrent) => anyhow::anyhow!(
                 "the cluster no longer accepts this worker's certificate ({error}); it was replaced by a renewal \
                  this agent did not keep, or was never issued by this cluster. Delete {dir} and register with a \
                  fresh bootstrap token"
             ),
-            StreamError::Status(status) if status.code() == tonic::Code::PermissionDenied => {
-                anyhow::Error::new(crate::Revoked {
-                    worker_id: id,
-                    message: format!(
-                        "worker {id} was revoked ({error}); it can never heartbeat again. To bring this node back, \
-                         delete {dir} and register it as a new worker with a fresh bootstrap token"
-                    ),
-                })
-            }
-            _ => anyhow::anyhow!(
+            Some(Ending::Revoked) => anyhow::Error::new(crate::Revoked {
+                worker_id: id,
+                message: format!(
+                    "worker {id} was revoked ({error}); it can never heartbeat again. To bring this node back, \
+                     delete {dir} and register it as a new worker with a fresh bootstrap token"
+                ),
+            }),
+            Some(Ending::UnknownWorker) | None => anyhow::anyhow!(
                 "the cluster does not know worker {id} ({error}); was this identity made for another cluster? \
                  Delete {dir} and register with a fresh bootstrap token"
             ),

@@ -13,6 +13,7 @@
 
 pub mod backoff;
 pub mod config;
+pub mod ending;
 pub mod gateways;
 pub mod heartbeat;
 pub mod identity;

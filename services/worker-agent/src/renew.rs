@@ -18,6 +18,7 @@ use rcgen::PublicKeyData;
 use tokio::sync::watch;
 
 use crate::backoff::Backoff;
+use crate::ending::Ending;
 use crate::gateways::GatewayList;
 use crate::heartbeat::stopped_during;
 use crate::identity::{Identity, IdentityMeta};
@@ -212,20 +213,30 @@ async fn renew_with(server: &str, identity: &Identity, csr_pem: &str) -> Result<
     };
     let id = identity.meta.worker_id;
     let refusal = format!("{} ({:?})", status.message(), status.code());
-    Err(match status.code() {
-        tonic::Code::PermissionDenied => Attempt::Fatal(anyhow::Error::new(crate::Revoked {
+    let ending = Ending::of(&status, |code| match code {
+        tonic::Code::PermissionDenied => Some(Ending::Revoked),
+        tonic::Code::NotFound => Some(Ending::UnknownWorker),
+        _ => None,
+    });
+    let dir = "the identity dir (cluster.identity_dir)";
+    Err(match ending {
+        Some(Ending::Revoked) => Attempt::Fatal(anyhow::Error::new(crate::Revoked {
             worker_id: id,
             message: format!(
                 "worker {id} was revoked: registrar {server} refused to renew its certificate ({refusal}). To bring \
-                 this node back, delete the identity dir (cluster.identity_dir) and register it with a fresh \
-                 bootstrap token"
+                 this node back, delete {dir} and register it with a fresh bootstrap token"
             ),
         })),
-        tonic::Code::NotFound => Attempt::Fatal(anyhow::anyhow!(
-            "the cluster does not know worker {id} ({refusal}); delete the identity dir (cluster.identity_dir) and \
+        Some(Ending::CertificateNotCurrent) => Attempt::Fatal(anyhow::anyhow!(
+            "registrar {server} refused to renew: the certificate this agent holds is no longer worker {id}'s \
+             current one ({refusal}); it was replaced by a renewal this agent did not keep. Delete {dir} and \
              register with a fresh bootstrap token"
         )),
-        _ => Attempt::Retry(anyhow::anyhow!("registrar {server}: {refusal}")),
+        Some(Ending::UnknownWorker) => Attempt::Fatal(anyhow::anyhow!(
+            "the cluster does not know worker {id} ({refusal}); delete {dir} and register with a fresh bootstrap \
+             token"
+        )),
+        None => Attempt::Retry(anyhow::anyhow!("registrar {server}: {refusal}")),
     })
 }
 
