@@ -1,6 +1,7 @@
 //! The leadership seam: the few questions the rest of the control plane asks about who leads,
 //! so leases, the sweeper and the worker-tier handlers never reach into openraft. openraft
-//! answers them for `raft` and `worker-tier` ([`NodeHandle`]); a backend without a consensus
+//! answers them for `raft` and `worker-tier` (`NodeHandle`, in `node.rs`, so this module
+//! depends on nothing that depends on it); a backend without a consensus
 //! log (the seed's `static` mode) answers the same questions its own way.
 //!
 //! - [`Leadership::standing`]: where this node believes it stands now (cheap, unconfirmed);
@@ -15,7 +16,6 @@ use std::future::Future;
 use muster_middleware::ApiError;
 use muster_proto::v1;
 
-use crate::node::NodeHandle;
 use crate::store::FsmReader;
 
 /// Where a node believes it stands, without asking anyone.
@@ -52,35 +52,4 @@ pub trait Leadership: Send + Sync + 'static {
 
     /// The error a node that does not lead answers a leader-only request with.
     fn not_leader(&self) -> ApiError;
-}
-
-impl Leadership for NodeHandle {
-    fn standing(&self) -> Standing {
-        let metrics = self.metrics();
-        Standing {
-            term: metrics.current_term,
-            leading: metrics.state == openraft::ServerState::Leader,
-            applied_index: metrics.last_applied.as_ref().map_or(0, |log_id| log_id.index),
-        }
-    }
-
-    async fn confirm(&self, how: Confirmation) -> Result<(), ApiError> {
-        let policy = match how {
-            Confirmation::Quorum => openraft::ReadPolicy::ReadIndex,
-            Confirmation::Lease => openraft::ReadPolicy::LeaseRead,
-        };
-        self.linearize(policy).await
-    }
-
-    async fn propose(&self, op: v1::command::Op) -> Result<v1::CommandResult, ApiError> {
-        NodeHandle::propose(self, op).await
-    }
-
-    fn applied(&self) -> &FsmReader {
-        &self.reader
-    }
-
-    fn not_leader(&self) -> ApiError {
-        NodeHandle::not_leader(self)
-    }
 }

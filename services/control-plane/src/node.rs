@@ -19,6 +19,7 @@ use tracing::field::Empty;
 use tracing::{Instrument as _, Span};
 
 use crate::errors::read_error;
+use crate::leadership::{Confirmation, Leadership, Standing};
 use crate::network::PeerChannels;
 use crate::store::{FsmReader, StateMachineStore};
 use crate::types::{NodeAddr, NodeId, Raft, RaftMetrics, TypeConfig};
@@ -303,6 +304,40 @@ impl NodeHandle {
             ready: self.server_is_ready(),
             not_ready_reason: self.not_ready_reason(),
         }
+    }
+}
+
+/// openraft's answers to the leadership seam.
+impl Leadership for NodeHandle {
+    fn standing(&self) -> Standing {
+        // Borrowed from the metrics watch, not cloned: KV answers ask on every call.
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        Standing {
+            term: metrics.current_term,
+            leading: metrics.state == ServerState::Leader,
+            applied_index: metrics.last_applied.as_ref().map_or(0, |log_id| log_id.index),
+        }
+    }
+
+    async fn confirm(&self, how: Confirmation) -> Result<(), ApiError> {
+        let policy = match how {
+            Confirmation::Quorum => ReadPolicy::ReadIndex,
+            Confirmation::Lease => ReadPolicy::LeaseRead,
+        };
+        self.linearize(policy).await
+    }
+
+    async fn propose(&self, op: v1::command::Op) -> Result<v1::CommandResult, ApiError> {
+        NodeHandle::propose(self, op).await
+    }
+
+    fn applied(&self) -> &FsmReader {
+        &self.reader
+    }
+
+    fn not_leader(&self) -> ApiError {
+        NodeHandle::not_leader(self)
     }
 }
 

@@ -23,14 +23,15 @@ pub async fn run<N>(node: Arc<N>, mut shutdown: watch::Receiver<bool>)
 where
     N: Leadership + AsRef<Leases>,
 {
-    let mut tick = tokio::time::interval(node.as_ref().as_ref().tuning.sweep_interval);
+    let leases: &Leases = (*node).as_ref();
+    let mut tick = tokio::time::interval(leases.tuning.sweep_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
-        sweep(node.as_ref(), node.as_ref().as_ref()).await;
+        sweep(&*node, leases).await;
     }
 }
 
