@@ -60,6 +60,8 @@ pub async fn serve(
     let caps = ConnectionCaps::new(limits.max_connections, limits.max_connections);
     let stats = ListenerStats::register("admin", caps.clone());
     let mut backoff = AcceptBackoff::new("admin");
+    // The tower-http stack is built once; each connection gets a clone.
+    let service = TowerToHyperService::new(admin_service(source));
     let mut last_refusal_log: Option<Instant> = None;
     loop {
         let (stream, peer) = tokio::select! {
@@ -74,7 +76,7 @@ pub async fn serve(
             }
             continue;
         };
-        let service = TowerToHyperService::new(admin_service(source.clone()));
+        let service = service.clone();
         let header_read_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
             let _permit = permit;

@@ -43,9 +43,8 @@ pub struct Change {
 #[derive(Clone, Debug)]
 struct Peer {
     addr: String,
-    /// The last answer, or this node's start before the first one.
-    last_answer: Instant,
-    answered_ever: bool,
+    /// The last answer; `None` before the first.
+    last_answer: Option<Instant>,
     health: Health,
 }
 
@@ -62,6 +61,8 @@ pub struct PeerStatus {
 #[derive(Clone, Debug)]
 pub struct PeerView {
     self_id: u64,
+    /// Silence is counted from here for a peer that has not answered yet.
+    started: Instant,
     peers: BTreeMap<u64, Peer>,
     failure_threshold: Duration,
     require_majority: bool,
@@ -78,13 +79,9 @@ impl PeerView {
     ) -> Self {
         let peers = peers
             .iter()
-            .map(|peer| {
-                let state =
-                    Peer { addr: peer.addr.clone(), last_answer: now, answered_ever: false, health: Health::Healthy };
-                (peer.id, state)
-            })
+            .map(|peer| (peer.id, Peer { addr: peer.addr.clone(), last_answer: None, health: Health::Healthy }))
             .collect();
-        Self { self_id, peers, failure_threshold, require_majority }
+        Self { self_id, started: now, peers, failure_threshold, require_majority }
     }
 
     /// The peers to probe: every one but this node, as (id, addr).
@@ -95,8 +92,7 @@ impl PeerView {
     /// `peer` answered a probe at `now`; a change if it was Unreachable.
     pub fn answered(&mut self, peer: u64, now: Instant) -> Option<Change> {
         let state = self.peers.get_mut(&peer)?;
-        state.last_answer = state.last_answer.max(now);
-        state.answered_ever = true;
+        state.last_answer = state.last_answer.max(Some(now));
         (state.health == Health::Unreachable).then(|| {
             state.health = Health::Healthy;
             Change { peer, now: Health::Healthy }
@@ -105,13 +101,12 @@ impl PeerView {
 
     /// Marks every peer silent for longer than `failure_threshold` at `now` Unreachable.
     pub fn expire(&mut self, now: Instant) -> Vec<Change> {
-        let (self_id, threshold) = (self.self_id, self.failure_threshold);
+        let (self_id, started, threshold) = (self.self_id, self.started, self.failure_threshold);
         self.peers
             .iter_mut()
             .filter(|(id, peer)| {
-                **id != self_id
-                    && peer.health == Health::Healthy
-                    && now.saturating_duration_since(peer.last_answer) > threshold
+                let heard = peer.last_answer.unwrap_or(started);
+                **id != self_id && peer.health == Health::Healthy && now.saturating_duration_since(heard) > threshold
             })
             .map(|(id, peer)| {
                 peer.health = Health::Unreachable;
@@ -151,7 +146,7 @@ impl PeerView {
                 id: *id,
                 addr: peer.addr.clone(),
                 health: peer.health,
-                last_answer: (peer.answered_ever && *id != self.self_id).then_some(peer.last_answer),
+                last_answer: peer.last_answer,
             })
             .collect()
     }
