@@ -19,6 +19,10 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 /// The header a request's id travels in, both ways.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// The longest caller-chosen request id a span records (a UUID is 36 bytes); a longer one is
+/// still echoed to its caller but kept out of spans and exported traces.
+pub const MAX_REQUEST_ID_BYTES: usize = 128;
+
 /// Headers whose values are never logged or shown in a debug dump.
 pub const SENSITIVE_HEADERS: [HeaderName; 3] = [AUTHORIZATION, PROXY_AUTHORIZATION, COOKIE];
 

@@ -16,6 +16,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use super::completion::{Completed, CompletionLayer};
 use super::{Side, level_for, propagation};
+use crate::request_layers::MAX_REQUEST_ID_BYTES;
 
 /// The tower-http trace service both sides use, around the [`Completed`] inner service.
 pub type RpcTrace<S> =
@@ -79,7 +80,8 @@ impl<B> MakeSpan<B> for MakeRpcSpan {
             Side::Client => rpc_span!(level, "grpc.client", "client", path),
             Side::Server => {
                 let span = rpc_span!(level, "grpc.server", "server", path);
-                if let Some(id) = request.headers().get(crate::REQUEST_ID_HEADER).and_then(|id| id.to_str().ok()) {
+                let id = request.headers().get(crate::REQUEST_ID_HEADER).and_then(|id| id.to_str().ok());
+                if let Some(id) = id.filter(|id| id.len() <= MAX_REQUEST_ID_BYTES) {
                     span.record("request.id", id);
                 }
                 if !span.is_disabled() {

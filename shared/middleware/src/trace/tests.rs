@@ -193,6 +193,19 @@ async fn the_server_span_records_the_request_id() {
 }
 
 #[tokio::test]
+async fn an_oversize_request_id_stays_out_of_the_span() {
+    let harness = Harness::new();
+    let mut req = request(PATH);
+    let huge = "x".repeat(crate::request_layers::MAX_REQUEST_ID_BYTES + 1);
+    req.headers_mut().insert(crate::REQUEST_ID_HEADER, HeaderValue::from_str(&huge).unwrap());
+    let response = server_with_status(0, Arc::default()).oneshot(req).await.unwrap();
+    response.into_body().collect().await.unwrap();
+    let span = harness.span(SpanKind::Server);
+    assert_eq!(attribute(&span, "request.id"), None);
+    assert_eq!(attribute(&span, "grpc.status_code"), Some(Value::I64(0)), "the call itself is traced");
+}
+
+#[tokio::test]
 async fn body_dropped_before_the_end_is_recorded_as_cancelled() {
     let harness = Harness::new();
     let response = server_with_status(0, Arc::default()).oneshot(request(PATH)).await.unwrap();
