@@ -160,7 +160,8 @@ fn worker_record() -> v1::WorkerRecord {
 fn snapshot_seeds() {
     use v1::snapshot_record::Record;
     let mut body = b"MUSTER-SNAPSHOT 1\n".to_vec();
-    let kv = v1::KeyValue { key: "k".into(), value: b"v".to_vec(), create_revision: 3, mod_revision: 5 };
+    let kv =
+        v1::KeyValue { key: "k".into(), value: b"v".to_vec(), create_revision: 3, mod_revision: 5, written_by: None };
     let session = v1::ClientSession {
         client_id: 9,
         sequence: 4,

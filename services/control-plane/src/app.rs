@@ -10,7 +10,6 @@ use anyhow::Context;
 use muster_config::{ClusterMode, ControlPlaneConfig, WorkerTierRole};
 use muster_proto::v1::cluster_management_service_server::ClusterManagementServiceServer;
 use muster_proto::v1::liveness_service_server::LivenessServiceServer;
-use muster_proto::v1::raft_client_service_server::RaftClientServiceServer;
 use muster_proto::v1::raft_election_service_server::RaftElectionServiceServer;
 use muster_proto::v1::raft_replication_service_server::RaftReplicationServiceServer;
 use muster_proto::v1::snapshot_service_server::SnapshotServiceServer;
@@ -22,7 +21,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::grpc::{
-    ClientApi, ClusterApi, LivenessApi, RaftPeerApi, RegistryApi, SnapshotApi, TokenApi, WorkerAdminApi,
+    ClusterApi, LivenessApi, RaftPeerApi, RegistryApi, SnapshotApi, TokenApi, WorkerAdminApi, kv_server,
 };
 use crate::lifecycle::{self, Membership};
 use crate::network::PeerChannels;
@@ -76,10 +75,12 @@ fn identity(config: &ControlPlaneConfig) -> anyhow::Result<(NodeId, NodeAddr, Me
             };
             Ok((*node_id, own, membership))
         }
-        other => anyhow::bail!(
-            "cluster mode `{}` is not yet supported by control-plane; supported modes: `single-node`, `raft`, \
-             `worker-tier` (role = \"server\")",
-            other.name()
+        ClusterMode::Static { .. } => {
+            anyhow::bail!("mode = \"static\" runs without Raft: start it with `static_mode::StaticControlPlane`")
+        }
+        ClusterMode::WorkerTier { .. } => anyhow::bail!(
+            "a control-plane node runs mode = \"worker-tier\" with role = \"server\" and a node_id; \
+             role = \"worker\" is the worker agent's"
         ),
     }
 }
@@ -92,6 +93,7 @@ impl ControlPlane {
         let config = Arc::new(config);
 
         crate::data_dir::secure(&config.data_dir)?;
+        crate::data_dir::refuse_other_mode(&config.data_dir, config.cluster.name())?;
         crate::store::scrub_worker_ca_key(&config.data_dir).context("removing a stored worker CA key")?;
         let log_meta = open_database(&config.data_dir.join("raft-meta.redb"))?;
         let log_store = LogStore::open(&config.data_dir.join("raft-log"), log_meta)?;
@@ -124,11 +126,7 @@ impl ControlPlane {
 
         let api_server = GrpcServer::new(Port::Api, limits, &tls, node.subscribe_ready())?
             .forwarding_to_leader(id, &tls)
-            .with_service(
-                RaftClientServiceServer::new(ClientApi::new(node.clone()))
-                    .max_decoding_message_size(limits.max_message_bytes)
-                    .max_encoding_message_size(limits.max_message_bytes),
-            )
+            .with_service(kv_server(node.clone(), limits))
             .with_service(ClusterManagementServiceServer::new(ClusterApi::new(node.clone())))
             .with_service(TokenServiceServer::new(TokenApi::new(node.clone(), ca_pin(&config)?)))
             .with_service(WorkerRegistryServiceServer::new(RegistryApi::new(node.clone())))
@@ -167,9 +165,16 @@ fn ca_pin(config: &ControlPlaneConfig) -> anyhow::Result<Vec<u8>> {
     Ok(muster_tls::public_key_pin(&pem, &ca_file.display().to_string())?.to_vec())
 }
 
-/// Runs a node until `signal` resolves.
+/// Runs a node of the configured mode until `signal` resolves.
 pub async fn run(config: ControlPlaneConfig, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
     let listeners = Listeners::bind(&config).await?;
+    if matches!(config.cluster, ClusterMode::Static { .. }) {
+        let node = crate::static_mode::StaticControlPlane::start(config, listeners).await?;
+        signal.await;
+        tracing::info!("shutting down");
+        node.shutdown().await;
+        return Ok(());
+    }
     let node = ControlPlane::start(config, listeners).await?;
     signal.await;
     tracing::info!("shutting down");

@@ -28,6 +28,27 @@ pub enum DataDirError {
     TooOpen { path: PathBuf, mode: u32, want: u32, reason: String },
 }
 
+/// What each kind of node keeps in its data directory: a Raft node's log and FSM, or a static
+/// node's tagged KV. The two never share a directory.
+const RAFT_FILES: &[&str] = &["raft-log", "raft-meta.redb", "fsm.redb"];
+const STATIC_FILES: &[&str] = &["static-kv.redb"];
+
+/// Refuses to start a node of `mode` ("static", or any Raft mode) on a data directory that
+/// holds the other kind's state: switching modes would silently start from nothing.
+pub fn refuse_other_mode(dir: &Path, mode: &str) -> anyhow::Result<()> {
+    let (others, kind) =
+        if mode == "static" { (RAFT_FILES, "a Raft node's") } else { (STATIC_FILES, "a static node's") };
+    if let Some(found) = others.iter().map(|name| dir.join(name)).find(|path| path.exists()) {
+        anyhow::bail!(
+            "data_dir {} holds {kind} state ({}), but this node runs mode = \"{mode}\"; a node's data does not carry \
+             over between static and Raft modes: use another data_dir, or move the old one away",
+            dir.display(),
+            found.display()
+        );
+    }
+    Ok(())
+}
+
 /// Creates `dir` (and missing parents) with mode 0700, and makes `dir` itself 0700.
 pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)?;
@@ -84,6 +105,20 @@ fn tighten(path: &Path, want: u32) -> Result<(), DataDirError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_data_dir_serves_one_kind_of_node() {
+        let dir = tempfile::tempdir().unwrap();
+        refuse_other_mode(dir.path(), "static").unwrap();
+        refuse_other_mode(dir.path(), "raft").unwrap();
+        fs::create_dir(dir.path().join("raft-log")).unwrap();
+        let err = refuse_other_mode(dir.path(), "static").unwrap_err().to_string();
+        assert!(err.contains("a Raft node's state") && err.contains("raft-log"), "{err}");
+        refuse_other_mode(dir.path(), "worker-tier").unwrap();
+        fs::write(dir.path().join("static-kv.redb"), b"").unwrap();
+        let err = refuse_other_mode(dir.path(), "raft").unwrap_err().to_string();
+        assert!(err.contains("a static node's state") && err.contains("mode = \"raft\""), "{err}");
+    }
 
     fn mode(path: &Path) -> u32 {
         fs::metadata(path).unwrap().permissions().mode() & 0o777

@@ -7,11 +7,13 @@
 //! - [`grpc`]: inbound services: peer RPCs on the Raft port, KV and membership on the API port;
 //! - [`convert`]: protobuf ↔ openraft conversions; [`data_dir`]: 0700/0600 on disk;
 //! - [`node`], [`lifecycle`]: the running node, its readiness and its join sequence;
-//! - [`leadership`]: the seam the rest asks who leads (openraft fills it, through [`node`]);
+//! - [`leadership`]: the seam the rest asks who leads (openraft fills it through [`node`],
+//!   static mode through [`static_mode::node`]);
 //!   [`leases`]: worker leases on the leader; [`errors`]: domain errors → `ApiError`;
 //! - [`server`], [`admin_http`], [`app`]: listeners, middleware and wiring;
 //! - [`leader_forward`]: followers relay operator calls to the leader;
-//! - [`static_mode`]: the seed's `static` mode (peer health and leader so far).
+//! - [`static_mode`]: the seed's `static` mode: peer heartbeats, the lowest healthy id leads,
+//!   a tagged KV replicated without a consensus log.
 
 pub mod admin_http;
 pub mod app;

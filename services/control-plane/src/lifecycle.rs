@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
+use crate::leadership::Leadership as _;
 use crate::node::{NodeHandle, is_caught_up, is_serving_member, waiting_for};
 use crate::types::{NodeAddr, NodeId};
 

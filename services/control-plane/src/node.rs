@@ -219,12 +219,6 @@ impl NodeHandle {
         ApiError::NotLeader { leader, message }
     }
 
-    /// Proposes one FSM command (no client session) and returns what applying it produced.
-    pub async fn propose(&self, op: v1::command::Op) -> Result<v1::CommandResult, ApiError> {
-        let command = v1::Command { op: Some(op), ..Default::default() };
-        Ok(self.client_write(command).await?.data)
-    }
-
     /// Proposes `command`; returns once it is committed and applied here (the leader). Runs in
     /// a `raft.client_write` span whose context rides in the command, so each node's apply
     /// joins the proposer's trace (see [`crate::store::StateMachineStore`]).
@@ -281,6 +275,7 @@ impl NodeHandle {
                 role: if voters.contains(id) { v1::MemberRole::Voter } else { v1::MemberRole::Learner } as i32,
                 is_leader: metrics.current_leader == Some(*id),
                 matched_index: matched.get(id).copied().unwrap_or(0),
+                ..Default::default()
             })
             .collect();
         let leader_api_addr = metrics
@@ -303,18 +298,26 @@ impl NodeHandle {
             members,
             ready: self.server_is_ready(),
             not_ready_reason: self.not_ready_reason(),
+            mode: self.config.cluster.name().to_string(),
         }
     }
 }
 
 /// openraft's answers to the leadership seam.
 impl Leadership for NodeHandle {
+    type Applied = FsmReader;
+
+    fn id(&self) -> u64 {
+        self.id
+    }
+
     fn standing(&self) -> Standing {
         // Borrowed from the metrics watch, not cloned: KV answers ask on every call.
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow_watched();
         Standing {
             term: metrics.current_term,
+            leader: metrics.current_leader,
             leading: metrics.state == ServerState::Leader,
             applied_index: metrics.last_applied.as_ref().map_or(0, |log_id| log_id.index),
         }
@@ -328,8 +331,8 @@ impl Leadership for NodeHandle {
         self.linearize(policy).await
     }
 
-    async fn propose(&self, op: v1::command::Op) -> Result<v1::CommandResult, ApiError> {
-        NodeHandle::propose(self, op).await
+    async fn propose_command(&self, command: v1::Command) -> Result<v1::CommandResult, ApiError> {
+        Ok(self.client_write(command).await?.data)
     }
 
     fn applied(&self) -> &FsmReader {
@@ -338,6 +341,10 @@ impl Leadership for NodeHandle {
 
     fn not_leader(&self) -> ApiError {
         NodeHandle::not_leader(self)
+    }
+
+    fn membership(&self) -> v1::ClusterMembership {
+        self.cluster_metadata()
     }
 }
 

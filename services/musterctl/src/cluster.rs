@@ -54,14 +54,41 @@ fn role_name(role: i32) -> &'static str {
     }
 }
 
+/// A member's health in the answering node's view: static mode tracks it, Raft does not.
+fn health_name(health: i32) -> Option<&'static str> {
+    match v1::PeerHealth::try_from(health) {
+        Ok(v1::PeerHealth::Healthy) => Some("healthy"),
+        Ok(v1::PeerHealth::Unreachable) => Some("unreachable"),
+        _ => None,
+    }
+}
+
+fn is_static(meta: &v1::ClusterMembership) -> bool {
+    meta.mode == "static"
+}
+
+/// How long ago a Unix-millisecond instant was, for people ("1.2s ago"; "-" for never).
+fn ago(unix_ms: u64) -> String {
+    if unix_ms == 0 {
+        return "-".into();
+    }
+    let now = muster_proto::clock::since_epoch().as_millis() as u64;
+    format!("{:.1}s ago", now.saturating_sub(unix_ms) as f64 / 1000.0)
+}
+
 fn members_json(meta: &v1::ClusterMembership) -> serde_json::Value {
     meta.members
         .iter()
         .map(|m| {
-            serde_json::json!({
+            let mut member = serde_json::json!({
                 "node_id": m.node_id, "role": role_name(m.role), "raft_addr": m.raft_addr,
                 "api_addr": m.api_addr, "leader": m.is_leader, "matched_index": m.matched_index,
-            })
+            });
+            if let Some(health) = health_name(m.health) {
+                member["health"] = health.into();
+                member["last_heartbeat_unix_ms"] = m.last_heartbeat_unix_ms.into();
+            }
+            member
         })
         .collect()
 }
@@ -73,7 +100,7 @@ fn status_json(meta: &v1::ClusterMembership) -> serde_json::Value {
         "commit_index": meta.commit_index, "applied_index": meta.applied_index,
         "last_log_index": meta.last_log_index, "snapshot_index": meta.snapshot_index,
         "purged_index": meta.purged_index, "joint": meta.joint, "ready": meta.ready,
-        "not_ready_reason": meta.not_ready_reason,
+        "not_ready_reason": meta.not_ready_reason, "mode": meta.mode,
         "members": members_json(meta),
     })
 }
@@ -81,6 +108,24 @@ fn status_json(meta: &v1::ClusterMembership) -> serde_json::Value {
 fn print_members(meta: &v1::ClusterMembership, format: Format) {
     match format {
         Format::Json => print_json(&members_json(meta)),
+        Format::Table if is_static(meta) => {
+            let rows: Vec<Vec<String>> = meta
+                .members
+                .iter()
+                .map(|m| {
+                    let own = m.node_id == meta.node_id;
+                    vec![
+                        m.node_id.to_string(),
+                        health_name(m.health).unwrap_or("unknown").to_string(),
+                        if m.is_leader { "yes".into() } else { String::new() },
+                        m.raft_addr.clone(),
+                        m.api_addr.clone(),
+                        if own { "(this node)".into() } else { ago(m.last_heartbeat_unix_ms) },
+                    ]
+                })
+                .collect();
+            print_table(&["ID", "HEALTH", "LEADER", "PEER ADDR", "API ADDR", "LAST HEARTBEAT"], &rows);
+        }
         Format::Table => {
             let rows: Vec<Vec<String>> = meta
                 .members
@@ -115,9 +160,19 @@ pub async fn run(command: ClusterCommand, connect: &ConnectArgs, format: Format)
                     } else {
                         format!("{} ({})", meta.leader_id, meta.leader_api_addr)
                     };
-                    println!("cluster id:  {}", meta.cluster_id);
                     let readiness =
                         if meta.ready { "ready".to_owned() } else { format!("not ready: {}", meta.not_ready_reason) };
+                    if is_static(&meta) {
+                        println!("mode:        static (no consensus log; see docs/architecture.md)");
+                        println!("answered by: node {} ({}, {readiness})", meta.node_id, meta.state);
+                        println!("leader:      {leader} (lowest healthy id in this node's view)");
+                        println!("epoch:       {}", meta.term);
+                        println!("revision:    {} (this node's KV)", meta.applied_index);
+                        println!();
+                        print_members(&meta, Format::Table);
+                        return Ok(());
+                    }
+                    println!("cluster id:  {}", meta.cluster_id);
                     println!("answered by: node {} ({}, {readiness})", meta.node_id, meta.state);
                     println!("leader:      {leader}");
                     println!("term:        {}", meta.term);

@@ -61,7 +61,15 @@ pub async fn serve(
     let stats = ListenerStats::register("admin", caps.clone());
     let mut backoff = AcceptBackoff::new("admin");
     // The tower-http stack is built once; each connection gets a clone.
-    let service = TowerToHyperService::new(admin_service(source));
+    let service = TowerToHyperService::new(http_service(
+        "admin",
+        MAX_REQUEST_BODY_BYTES,
+        RESPONSE_TIMEOUT,
+        move |request: Request<_>| {
+            let source = source.clone();
+            async move { route(source.as_ref(), &request) }
+        },
+    ));
     let mut last_refusal_log: Option<Instant> = None;
     loop {
         let (stream, peer) = tokio::select! {
@@ -89,9 +97,15 @@ pub async fn serve(
     }
 }
 
-/// The admin endpoints behind their tower-http layers.
-fn admin_service<B>(
-    source: Arc<dyn AdminSource>,
+/// `handler` behind the tower-http layers of every Muster HTTP/1 listener (the admin one, the
+/// static-mode peer port): request ids and sensitive headers, a DEBUG span per request, a
+/// panic answered 500 instead of a dropped connection, a body limit (413), a response
+/// timeout (408). `what` names the listener in the panic log.
+pub fn http_service<B, H, Fut>(
+    what: &'static str,
+    max_body_bytes: usize,
+    timeout: Duration,
+    handler: H,
 ) -> impl tower::Service<
     Request<B>,
     Response = Response<impl http_body::Body<Data = Bytes, Error = impl Into<tower::BoxError>> + Send + 'static>,
@@ -102,19 +116,21 @@ fn admin_service<B>(
 + 'static
 where
     B: http_body::Body + Send + 'static,
+    H: Fn(Request<tower_http::body::Limited<B>>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
     tower::ServiceBuilder::new()
         .layer(muster_middleware::request_layers())
         .layer(tower_http::trace::TraceLayer::new_for_http())
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_panic| {
-            tracing::error!("the admin handler panicked; answered 500");
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(move |_panic| {
+            tracing::error!(listener = what, "an HTTP handler panicked; answered 500");
             text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n".into())
         }))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_REQUEST_BODY_BYTES))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, RESPONSE_TIMEOUT))
-        .service(tower::service_fn(move |request: Request<_>| {
-            let source = source.clone();
-            async move { Ok::<_, Infallible>(route(source.as_ref(), &request)) }
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body_bytes))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+        .service(tower::service_fn(move |request| {
+            let response = handler(request);
+            async move { Ok::<_, Infallible>(response.await) }
         }))
 }
 

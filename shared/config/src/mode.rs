@@ -80,6 +80,11 @@ pub enum ClusterMode {
         /// Time after which a peer with no heartbeat is Unreachable. Default 15s (3x interval).
         #[serde(with = "humantime_serde")]
         failure_threshold: Duration,
+        /// Beyond the seed: a node acts as leader only while it sees a majority of `peers`
+        /// healthy, so the minority side of a partition refuses writes instead of leading a
+        /// second history. Default true; `false` is the seed's behaviour (every side of a
+        /// partition leads, concurrent writers race).
+        require_majority: bool,
     },
 
     /// Nomad-style worker tier: 3–7 control-plane nodes run Raft consensus; up to ~10,000
@@ -261,6 +266,10 @@ pub(crate) mod defaults {
 
     pub(crate) fn static_failure_threshold() -> Duration {
         Duration::from_secs(15)
+    }
+
+    pub(crate) fn static_require_majority() -> bool {
+        true
     }
 
     pub(crate) fn worker_grpc_addr() -> SocketAddr {

@@ -39,6 +39,24 @@ pub struct Options {
     /// Each node in its own network namespace (see [`crate::netns`]), so tests can cut
     /// links between nodes; needs root.
     pub isolated_network: bool,
+    /// Run in the seed's `static` mode with these settings, instead of `raft` (overrides
+    /// `heartbeat`).
+    pub static_mode: Option<StaticPolicy>,
+}
+
+/// The seed's static-mode fields.
+#[derive(Clone, Debug)]
+pub struct StaticPolicy {
+    pub heartbeat_interval: &'static str,
+    pub failure_threshold: &'static str,
+    pub require_majority: bool,
+}
+
+impl StaticPolicy {
+    /// Short enough to watch a failover in a test: probes every 200 ms, Unreachable after 1 s.
+    pub fn fast(require_majority: bool) -> Self {
+        Self { heartbeat_interval: "200ms", failure_threshold: "1s", require_majority }
+    }
 }
 
 /// The seed's worker-tier server fields, for tests that need short leases.
@@ -75,6 +93,7 @@ impl Default for Options {
             extra_toml: String::new(),
             node_env: BTreeMap::new(),
             isolated_network: false,
+            static_mode: None,
         }
     }
 }
@@ -174,9 +193,17 @@ impl NodeConfig<'_> {
         let list = |items: &[String]| items.iter().map(|s| toml_str(s)).collect::<Vec<_>>().join(", ");
         let _ = writeln!(out, "data_dir = {}", toml_path(self.data_dir));
         let _ = writeln!(out, "join = [{}]\n", list(self.join));
-        match &o.heartbeat {
-            None => out.push_str("[cluster]\nmode = \"raft\"\n"),
-            Some(policy) => {
+        match (&o.static_mode, &o.heartbeat) {
+            (Some(policy), _) => {
+                let _ = writeln!(
+                    out,
+                    "[cluster]\nmode = \"static\"\nheartbeat_interval = \"{}\"\nfailure_threshold = \"{}\"\n\
+                     require_majority = {}",
+                    policy.heartbeat_interval, policy.failure_threshold, policy.require_majority
+                );
+            }
+            (None, None) => out.push_str("[cluster]\nmode = \"raft\"\n"),
+            (None, Some(policy)) => {
                 let _ = writeln!(
                     out,
                     "[cluster]\nmode = \"worker-tier\"\nrole = \"server\"\nheartbeat_min_ttl = \"{}\"\n\
@@ -189,7 +216,9 @@ impl NodeConfig<'_> {
         let _ = writeln!(out, "node_id = {}\npeers = [", self.node.id);
         for peer in self.peers {
             let (raft, api) = (toml_str(&peer.raft), toml_str(&peer.api));
-            let _ = writeln!(out, "  {{ id = {}, raft_addr = {raft}, api_addr = {api} }},", peer.id);
+            // A static peer's `addr` is its peer port, where a Raft peer has `raft_addr`.
+            let addr_key = if o.static_mode.is_some() { "addr" } else { "raft_addr" };
+            let _ = writeln!(out, "  {{ id = {}, {addr_key} = {raft}, api_addr = {api} }},", peer.id);
         }
         let _ = writeln!(out, "]\n\n[listen]");
         for (key, addr) in

@@ -43,7 +43,7 @@ pub mod wait;
 pub mod worker_cert;
 
 pub use cluster::Cluster;
-pub use config::{HeartbeatPolicy, Options};
+pub use config::{HeartbeatPolicy, Options, StaticPolicy};
 pub use muster_client::{ClientError, ControlPlaneClient, ReadConsistency, WorkerAction};
 pub use muster_proto::v1;
 pub use wait::{eventually, eventually_msg};

@@ -98,6 +98,13 @@ impl Pki {
         TlsFiles::in_dir(self.dir.path(), name).client_tls().expect("loading a component certificate")
     }
 
+    /// [`Pki::component_tls`] as rustls material, for clients other than tonic's.
+    pub fn component_client_tls(&self, role: Role, name: &str) -> muster_tls::ClientTls {
+        init(self.dir.path(), "e2e", vec![CertSpec::node(name, role, VALIDITY)], false);
+        let files = TlsFiles::in_dir(self.dir.path(), name);
+        files.client_for(ServerCheck::RoleAndHost(Role::ControlPlane)).expect("loading a component certificate")
+    }
+
     /// Client TLS presenting node `id`'s certificate (the Raft port admits only nodes).
     pub fn node_tls(&self, id: u64) -> ClientTlsConfig {
         self.node(id);

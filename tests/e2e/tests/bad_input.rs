@@ -44,11 +44,19 @@ async fn malformed_configs_are_refused_naming_the_field() {
     let stderr = refused_config(unknown_mode).await;
     assert!(stderr.contains("cluster.mode") && stderr.contains("rafty"), "stderr does not name the bad mode: {stderr}");
 
-    // Modes that parse but that the control plane does not run yet say so.
-    let static_mode = "data_dir = \"DATA_DIR\"\n[tls]\ninsecure = true\n[cluster]\nmode = \"static\"\nnode_id = 1\n\
-                       peers = [{ id = 1, addr = \"127.0.0.1:1\" }]\n";
-    let stderr = refused_config(static_mode).await;
-    assert!(stderr.contains("`static` is not yet supported"), "static mode: {stderr}");
+    // Static configs that cannot work stop start-up naming the field.
+    let static_base = "data_dir = \"DATA_DIR\"\n[tls]\ninsecure = true\n[cluster]\nmode = \"static\"\nnode_id = 1\n";
+    for (peers_and_timing, field) in [
+        ("peers = [{ id = 1, addr = \"127.0.0.1:1\" }, { id = 1, addr = \"127.0.0.1:2\" }]\n", "cluster.peers[1].id"),
+        ("peers = [{ id = 2, addr = \"127.0.0.1:1\" }]\n", "node_id 1 is not in the peer list"),
+        (
+            "peers = [{ id = 1, addr = \"127.0.0.1:1\" }]\nheartbeat_interval = \"5s\"\nfailure_threshold = \"2s\"\n",
+            "cluster.failure_threshold",
+        ),
+    ] {
+        let stderr = refused_config(&format!("{static_base}{peers_and_timing}")).await;
+        assert!(stderr.contains(field), "static config {peers_and_timing:?}: stderr does not name {field}: {stderr}");
+    }
 }
 
 /// One raw write to `api` over its own TLS connection.

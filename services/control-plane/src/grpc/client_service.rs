@@ -1,5 +1,7 @@
-//! `RaftClientService`: the KV API. Writes go through the Raft log; reads are answered at
-//! the consistency level the request asks for.
+//! `RaftClientService`: the KV API, over the leadership seam so it serves both backends:
+//! writes are proposed (through the Raft log, or static mode's tagged replication); reads are
+//! answered at the consistency level the request asks for, from the applied state, and say
+//! which leader and term (or epoch) they reflect.
 
 use std::sync::Arc;
 
@@ -9,29 +11,46 @@ use muster_proto::v1::raft_client_service_server::RaftClientService;
 use tonic::{Request, Response, Status};
 
 use crate::errors::storage_error;
-use crate::leadership::{Confirmation, Leadership as _};
-use crate::node::NodeHandle;
+use crate::leadership::{AppliedKv as _, Confirmation, Leadership};
 
 /// Longest key accepted, in bytes.
 pub const MAX_KEY_BYTES: usize = 4096;
 
-#[derive(Clone)]
-pub struct ClientApi {
-    node: Arc<NodeHandle>,
+/// The KV service over `node`, with the message limits of the API port.
+pub fn kv_server<N: Leadership>(
+    node: Arc<N>,
+    limits: &muster_config::Limits,
+) -> muster_proto::v1::raft_client_service_server::RaftClientServiceServer<ClientApi<N>> {
+    muster_proto::v1::raft_client_service_server::RaftClientServiceServer::new(ClientApi::new(node))
+        .max_decoding_message_size(limits.max_message_bytes)
+        .max_encoding_message_size(limits.max_message_bytes)
 }
 
-impl ClientApi {
-    pub fn new(node: Arc<NodeHandle>) -> Self {
+pub struct ClientApi<N> {
+    node: Arc<N>,
+}
+
+impl<N> Clone for ClientApi<N> {
+    fn clone(&self) -> Self {
+        Self { node: self.node.clone() }
+    }
+}
+
+impl<N: Leadership> ClientApi<N> {
+    pub fn new(node: Arc<N>) -> Self {
         Self { node }
     }
 
     fn response(&self, result: v1::client_response::Result, found: bool) -> v1::ClientResponse {
+        // From Raft's metrics watch (or static mode's view): no storage read on the request path.
+        let standing = self.node.standing();
         v1::ClientResponse {
-            // From Raft's metrics watch: no storage read on the request path.
-            applied_index: self.node.standing().applied_index,
-            node_id: self.node.id,
+            applied_index: standing.applied_index,
+            node_id: self.node.id(),
             result: Some(result),
             found,
+            leader_id: standing.leader.unwrap_or(0),
+            term: standing.term,
         }
     }
 }
@@ -47,7 +66,7 @@ fn check_key(key: &str) -> Result<(), ApiError> {
 }
 
 /// Turns a client request into the log command, validating it first.
-fn to_command(request: v1::ClientWriteRequest) -> Result<v1::Command, ApiError> {
+pub(crate) fn to_command(request: v1::ClientWriteRequest) -> Result<v1::Command, ApiError> {
     use v1::client_write_request::Op as In;
     use v1::command::Op as Out;
     let op = match request.op {
@@ -77,14 +96,14 @@ fn to_command(request: v1::ClientWriteRequest) -> Result<v1::Command, ApiError> 
 }
 
 #[tonic::async_trait]
-impl RaftClientService for ClientApi {
+impl<N: Leadership> RaftClientService for ClientApi<N> {
     async fn handle_client_write(
         &self,
         request: Request<v1::ClientWriteRequest>,
     ) -> Result<Response<v1::ClientResponse>, Status> {
         let command = to_command(request.into_inner())?;
-        let written = self.node.client_write(command).await?;
-        Ok(Response::new(self.response(v1::client_response::Result::Write(written.data), true)))
+        let written = self.node.propose_command(command).await?;
+        Ok(Response::new(self.response(v1::client_response::Result::Write(written), true)))
     }
 
     async fn handle_client_read(
@@ -109,13 +128,15 @@ impl RaftClientService for ClientApi {
             self.node.confirm(policy).await?;
         }
         let reply = match query {
-            v1::client_read_request::Query::Get(get) => match self.node.reader.get(&get.key).map_err(storage_error)? {
-                Some(value) => self.response(v1::client_response::Result::Value(value), true),
-                None => self.response(v1::client_response::Result::Value(Default::default()), false),
-            },
+            v1::client_read_request::Query::Get(get) => {
+                match self.node.applied().get(&get.key).map_err(storage_error)? {
+                    Some(value) => self.response(v1::client_response::Result::Value(value), true),
+                    None => self.response(v1::client_response::Result::Value(Default::default()), false),
+                }
+            }
             v1::client_read_request::Query::List(list) => {
                 let (items, truncated) =
-                    self.node.reader.list(&list.prefix, list.limit as usize).map_err(storage_error)?;
+                    self.node.applied().list(&list.prefix, list.limit as usize).map_err(storage_error)?;
                 let found = !items.is_empty();
                 self.response(v1::client_response::Result::List(v1::KeyValueList { items, truncated }), found)
             }

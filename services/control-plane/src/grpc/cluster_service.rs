@@ -11,6 +11,7 @@ use openraft::ChangeMembers;
 use tonic::{Request, Response, Status};
 
 use crate::errors::write_error;
+use crate::leadership::Leadership as _;
 use crate::node::NodeHandle;
 use crate::types::NodeAddr;
 
@@ -87,7 +88,7 @@ impl ClusterManagementService for ClusterApi {
         &self,
         _request: Request<v1::MetadataRequest>,
     ) -> Result<Response<v1::ClusterMembership>, Status> {
-        Ok(Response::new(self.node.cluster_metadata()))
+        Ok(Response::new(self.node.membership()))
     }
 
     async fn join_cluster(&self, request: Request<v1::JoinRequest>) -> Result<Response<v1::JoinResponse>, Status> {

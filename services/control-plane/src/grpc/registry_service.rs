@@ -10,6 +10,7 @@ use muster_token::TokenError;
 use tonic::{Request, Response, Status};
 
 use crate::errors::storage_error;
+use crate::leadership::Leadership as _;
 use crate::node::NodeHandle;
 use crate::store::worker_ca;
 use muster_proto::clock::unix_now;

@@ -30,6 +30,7 @@ use tokio::sync::watch;
 
 use crate::errors::storage_error;
 use crate::leadership::Leadership;
+use crate::store::FsmReader;
 use expiry::ExpiryGate;
 use serials::Serials;
 use table::{FleetRead, LeaseTable};
@@ -113,7 +114,7 @@ impl Leases {
     /// with a leader hint on a follower.
     fn leading_table(
         &self,
-        node: &impl Leadership,
+        node: &impl Leadership<Applied = FsmReader>,
         now: Instant,
     ) -> Result<(MutexGuard<'_, LeaseTable>, u64), ApiError> {
         let standing = node.standing();
@@ -148,7 +149,7 @@ impl Leases {
     /// live gateways and the workers to disconnect.
     pub fn report(
         &self,
-        node: &impl Leadership,
+        node: &impl Leadership<Applied = FsmReader>,
         request: v1::ReportLivenessRequest,
     ) -> Result<v1::ReportLivenessResponse, ApiError> {
         if request.gateway_id.is_empty() || request.gateway_addr.is_empty() {
@@ -238,7 +239,7 @@ impl Leases {
     /// the worker gets no ack after `RevokeWorker` answers. Gateways that did not confirm in
     /// time are returned (they refuse the worker on its next batch instead); on a follower
     /// there is nothing to do.
-    pub async fn revoke(&self, node: &impl Leadership, worker_id: u64) -> Vec<String> {
+    pub async fn revoke(&self, node: &impl Leadership<Applied = FsmReader>, worker_id: u64) -> Vec<String> {
         let Some((term, seq)) = self.push_revocation(node, worker_id) else { return Vec::new() };
         let mut applied = self.notices_applied.subscribe();
         let deadline = tokio::time::Instant::now() + REVOCATION_WAIT;
@@ -256,7 +257,7 @@ impl Leases {
     }
 
     /// Queues the revocation notice: (term, its sequence number), or None when not leading.
-    fn push_revocation(&self, node: &impl Leadership, worker_id: u64) -> Option<(u64, u64)> {
+    fn push_revocation(&self, node: &impl Leadership<Applied = FsmReader>, worker_id: u64) -> Option<(u64, u64)> {
         let (mut table, term) = self.leading_table(node, Instant::now()).ok()?;
         Some((term, table.revoke(worker_id)))
     }
@@ -267,7 +268,10 @@ impl Leases {
         (table.term() == term).then(|| table.gateways_behind(seq, Instant::now(), self.tuning.gateway_lease))
     }
 
-    pub fn list_gateways(&self, node: &impl Leadership) -> Result<v1::ListGatewaysResponse, ApiError> {
+    pub fn list_gateways(
+        &self,
+        node: &impl Leadership<Applied = FsmReader>,
+    ) -> Result<v1::ListGatewaysResponse, ApiError> {
         let now = Instant::now();
         let (table, _) = self.leading_table(node, now)?;
         let gateways = table.live_gateways(now, self.tuning.gateway_lease);
@@ -280,7 +284,11 @@ impl Leases {
     }
 
     /// The leases of `ids` as operators see them (empty on a follower).
-    pub fn views(&self, node: &impl Leadership, ids: impl IntoIterator<Item = u64>) -> HashMap<u64, v1::WorkerLease> {
+    pub fn views(
+        &self,
+        node: &impl Leadership<Applied = FsmReader>,
+        ids: impl IntoIterator<Item = u64>,
+    ) -> HashMap<u64, v1::WorkerLease> {
         let standing = node.standing();
         let table = self.table();
         if !standing.leading || table.term() != standing.term {
@@ -321,7 +329,7 @@ impl Leases {
 }
 
 /// Every worker's state and certificate serials, read from the FSM.
-fn read_fleet(node: &impl Leadership) -> Result<FleetRead, ApiError> {
+fn read_fleet(node: &impl Leadership<Applied = FsmReader>) -> Result<FleetRead, ApiError> {
     Ok(FleetRead::from_records(node.applied().workers().map_err(storage_error)?))
 }
 

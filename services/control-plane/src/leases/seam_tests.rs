@@ -20,15 +20,25 @@ impl FakeLeadership {
     fn new(leading: bool, term: u64) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let reader = FsmReader::new(open_database(&dir.path().join("fsm.redb")).unwrap());
-        Self { standing: Mutex::new(Standing { term, leading, applied_index: 0 }), reader, _dir: dir }
+        Self {
+            standing: Mutex::new(Standing { term, leader: leading.then_some(1), leading, applied_index: 0 }),
+            reader,
+            _dir: dir,
+        }
     }
 
     fn set(&self, leading: bool, term: u64) {
-        *self.standing.lock().unwrap() = Standing { term, leading, applied_index: 0 };
+        *self.standing.lock().unwrap() = Standing { term, leader: leading.then_some(1), leading, applied_index: 0 };
     }
 }
 
 impl Leadership for FakeLeadership {
+    type Applied = FsmReader;
+
+    fn id(&self) -> u64 {
+        1
+    }
+
     fn standing(&self) -> Standing {
         *self.standing.lock().unwrap()
     }
@@ -37,7 +47,7 @@ impl Leadership for FakeLeadership {
         if self.standing().leading { Ok(()) } else { Err(self.not_leader()) }
     }
 
-    async fn propose(&self, _op: v1::command::Op) -> Result<v1::CommandResult, ApiError> {
+    async fn propose_command(&self, _command: v1::Command) -> Result<v1::CommandResult, ApiError> {
         Err(ApiError::Unavailable("this fake proposes nothing".into()))
     }
 
@@ -47,6 +57,10 @@ impl Leadership for FakeLeadership {
 
     fn not_leader(&self) -> ApiError {
         ApiError::not_leader(None)
+    }
+
+    fn membership(&self) -> v1::ClusterMembership {
+        v1::ClusterMembership { node_id: 1, leader_id: self.standing().leader.unwrap_or(0), ..Default::default() }
     }
 }
 

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use super::Leases;
 use super::expiry::Verdict;
 use crate::leadership::{Confirmation, Leadership};
+use crate::store::FsmReader;
 use muster_proto::clock::unix_now;
 
 /// Gateways silent this many gateway leases are forgotten altogether.
@@ -21,7 +22,7 @@ const FORGET_GATEWAY_AFTER_LEASES: u32 = 20;
 /// Sweeps `node`'s leases until `shutdown` changes.
 pub async fn run<N>(node: Arc<N>, mut shutdown: watch::Receiver<bool>)
 where
-    N: Leadership + AsRef<Leases>,
+    N: Leadership<Applied = FsmReader> + AsRef<Leases>,
 {
     let leases: &Leases = (*node).as_ref();
     let mut tick = tokio::time::interval(leases.tuning.sweep_interval);
@@ -35,7 +36,7 @@ where
     }
 }
 
-async fn sweep(node: &impl Leadership, leases: &Leases) {
+async fn sweep(node: &impl Leadership<Applied = FsmReader>, leases: &Leases) {
     if !node.standing().leading {
         let mut table = leases.table();
         if table.term() != 0 {

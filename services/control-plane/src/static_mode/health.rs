@@ -159,7 +159,7 @@ mod tests {
     const THRESHOLD: Duration = Duration::from_secs(15);
 
     fn peers(ids: &[u64]) -> Vec<StaticPeer> {
-        ids.iter().map(|id| StaticPeer { id: *id, addr: format!("n{id}:3680") }).collect()
+        ids.iter().map(|id| StaticPeer::new(*id, format!("n{id}:3680"))).collect()
     }
 
     fn secs(n: u64) -> Duration {

@@ -130,7 +130,13 @@ fn put_value(
         return Ok(v1::CommandResult { index, succeeded: false, previous: current, ..Default::default() });
     }
     let create_revision = current.as_ref().map_or(index, |kv| kv.create_revision);
-    let new = v1::KeyValue { key: key.to_string(), value: value.to_vec(), create_revision, mod_revision: index };
+    let new = v1::KeyValue {
+        key: key.to_string(),
+        value: value.to_vec(),
+        create_revision,
+        mod_revision: index,
+        written_by: None,
+    };
     kv.insert(key, new.encode_to_vec().as_slice()).map_err(io_err)?;
     Ok(v1::CommandResult { index, succeeded: true, previous: current, ..Default::default() })
 }

@@ -31,6 +31,7 @@ mod worker_states;
 mod workers;
 
 pub use db::{StorageError, open_database};
+pub(crate) use db::{decode, io_err};
 pub use fsm::FsmReader;
 pub use log_store::LogStore;
 pub use pages::{PageError, page_size};

@@ -48,6 +48,8 @@ enum Fields {
         heartbeat_interval: Duration,
         #[serde(default = "defaults::static_failure_threshold", with = "humantime_serde")]
         failure_threshold: Duration,
+        #[serde(default = "defaults::static_require_majority")]
+        require_majority: bool,
     },
     WorkerTier {
         role: WorkerTierRole,

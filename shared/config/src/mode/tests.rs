@@ -71,12 +71,31 @@ fn static_defaults_are_5s_and_15s() {
         mode,
         ClusterMode::Static {
             node_id: 1,
-            peers: vec![StaticPeer { id: 1, addr: "n1:3680".into() }, StaticPeer { id: 2, addr: "n2:3680".into() },],
+            peers: vec![StaticPeer::new(1, "n1:3680"), StaticPeer::new(2, "n2:3680")],
             heartbeat_interval: secs(5),
             failure_threshold: secs(15),
+            require_majority: true,
         }
     );
     mode.validate().unwrap();
+}
+
+#[test]
+fn static_peers_default_their_api_port_and_majority_can_be_waived() {
+    let mode = cluster(
+        r#"
+        [cluster]
+        mode = "static"
+        node_id = 2
+        require_majority = false
+        peers = [{ id = 1, addr = "n1:3668" }, { id = 2, addr = "[::1]:3668", api_addr = "[::1]:9000" }]
+        "#,
+    )
+    .unwrap();
+    let ClusterMode::Static { peers, require_majority, .. } = mode else { panic!("not static: {mode:?}") };
+    assert!(!require_majority);
+    assert_eq!(peers[0].api_addr, "n1:3669");
+    assert_eq!(peers[1].api_addr, "[::1]:9000");
 }
 
 #[test]
@@ -240,7 +259,10 @@ fn unknown_field_in_a_peer_names_its_path() {
          `api_addr`"
     );
     let text = "[cluster]\nmode = \"static\"\nnode_id = 1\npeers = [{ id = 1, address = \"a:1\" }]";
-    assert_eq!(err(cluster(text)), "cluster.peers[0].address: unknown field `address`, expected `id` or `addr`");
+    assert_eq!(
+        err(cluster(text)),
+        "cluster.peers[0].address: unknown field `address`, expected one of `id`, `addr`, `api_addr`"
+    );
 }
 
 #[test]

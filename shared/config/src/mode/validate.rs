@@ -16,7 +16,7 @@ impl ClusterMode {
         match self {
             Self::SingleNode => Ok(()),
             Self::Raft { node_id, peers } => check_peers(*node_id, peers),
-            Self::Static { node_id, peers, heartbeat_interval, failure_threshold } => {
+            Self::Static { node_id, peers, heartbeat_interval, failure_threshold, .. } => {
                 check_peers(*node_id, peers)?;
                 positive("cluster.heartbeat_interval", *heartbeat_interval)?;
                 if failure_threshold <= heartbeat_interval {
@@ -109,7 +109,7 @@ impl Peer for StaticPeer {
         self.id
     }
     fn addrs(&self) -> Vec<(&'static str, &str)> {
-        vec![("addr", &self.addr)]
+        vec![("addr", &self.addr), ("api_addr", &self.api_addr)]
     }
 }
 
