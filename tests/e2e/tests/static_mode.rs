@@ -225,6 +225,13 @@ async fn a_static_cluster_reports_itself_and_its_peer_port_admits_only_control_p
         assert!(answer.is_err(), "{who} got a heartbeat answer from the peer port: {answer:?}");
     }
     assert_eq!(cluster.metadata_of(1).await.unwrap().term, 1, "no stranger moved node 1's epoch");
+    let response = admin_get(&cluster.addrs(1).admin, "/metrics").await.expect("/metrics");
+    let refused = response
+        .lines()
+        .find(|line| line.starts_with("muster_listener_handshake_failures_total{listener=\"static-peer\"}"))
+        .and_then(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no static-peer handshake failure counter:\n{response}"));
+    assert!(refused >= 3, "the three strangers are counted as refused connections: {refused}");
     // The same request with a control-plane certificate is answered: the refusals above are the
     // role check, not a broken client.
     let node_tls = pki.component_client_tls(muster_tls::Role::ControlPlane, "cp-check");

@@ -24,15 +24,6 @@ pub enum Health {
     Unreachable,
 }
 
-impl Health {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Health::Healthy => "healthy",
-            Health::Unreachable => "unreachable",
-        }
-    }
-}
-
 /// A peer whose health changed, for the log and `/metrics`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Change {

@@ -150,10 +150,6 @@ impl StaticNode {
         }
     }
 
-    pub fn store(&self) -> &StaticStore {
-        &self.store
-    }
-
     pub fn subscribe_ready(&self) -> watch::Receiver<bool> {
         self.ready.subscribe()
     }
@@ -449,10 +445,6 @@ impl StaticNode {
         let me = self.settings.node_id;
         let view = self.view.lock().expect("view lock");
         view.peers().into_iter().filter(|p| p.id != me).map(|p| (p.id, p.health == Health::Healthy)).collect()
-    }
-
-    pub fn epoch(&self) -> u64 {
-        self.term.borrow().epoch
     }
 }
 

@@ -35,7 +35,7 @@ const META_EPOCH_LEADER: &str = "epoch_leader";
 const META_SEQUENCE: &str = "sequence";
 
 /// The order of writes: epoch, then leader id, then sequence.
-pub fn tag_order(tag: Option<&v1::WriteTag>) -> (u64, u64, u64) {
+fn tag_order(tag: Option<&v1::WriteTag>) -> (u64, u64, u64) {
     tag.map_or((0, 0, 0), |t| (t.epoch, t.leader_id, t.sequence))
 }
 

@@ -42,10 +42,6 @@ impl PeerClient {
         Self { addr, tls, timeout, max_body_bytes, connection: Mutex::new(None) }
     }
 
-    pub fn addr(&self) -> &str {
-        &self.addr
-    }
-
     pub async fn heartbeat(&self, own: &v1::StaticHeartbeat) -> Result<v1::StaticHeartbeat, PeerError> {
         self.call(HEARTBEAT_PATH, own).await
     }

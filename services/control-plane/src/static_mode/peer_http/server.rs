@@ -97,7 +97,10 @@ async fn serve_connections<S, P>(
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
         if !admitted(&conn) {
-            tracing::warn!("static peer listener: a client without a control-plane certificate was refused");
+            // Counted and logged like a failed handshake (a flood of strangers must not flood
+            // the log); the connection closes unanswered.
+            incoming.stats().handshake_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!("static peer listener: a client without a control-plane certificate was refused");
             continue;
         }
         let service = service.clone();
