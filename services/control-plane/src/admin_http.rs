@@ -110,6 +110,7 @@ impl AdminSource for NodeHandle {
         render_raft_state(&mut out, &labels, state_name(metrics.state, is_voter));
         self.render_worker_states(&mut out, &labels);
         self.render_lease_metrics(&mut out, &labels);
+        self.watches.render_metrics(&mut out, &labels);
         out
     }
 }

@@ -99,7 +99,8 @@ impl ControlPlane {
         let log_store = LogStore::open(&config.data_dir.join("raft-log"), log_meta)?;
         let restored = Restored { last_log_index: log_store.last_index(), had_vote: log_store.has_saved_vote()? };
         let fsm_db = open_database(&config.data_dir.join("fsm.redb"))?;
-        let state_machine = StateMachineStore::new(fsm_db, config.data_dir.join("snapshots"))?;
+        let state_machine =
+            StateMachineStore::new(fsm_db, config.data_dir.join("snapshots"), retention(&config.watch))?;
         let channels =
             PeerChannels::new(tls.client.clone(), config.limits.max_message_bytes, config.raft.snapshot_chunk_bytes);
         let raft = Raft::new(id, Arc::new(raft_config(&config)?), channels.clone(), log_store, state_machine.clone())
@@ -154,6 +155,11 @@ impl ControlPlane {
             tracing::warn!(error = %err, "raft shutdown");
         }
     }
+}
+
+/// How much watch history the node keeps.
+fn retention(watch: &muster_config::WatchTuning) -> crate::store::Retention {
+    crate::store::Retention { max_revisions: watch.history_max_revisions, max_age: watch.history_max_age }
 }
 
 /// The pin bootstrap tokens carry: SHA-256 of the cluster CA's public key (empty when the

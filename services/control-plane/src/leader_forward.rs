@@ -55,8 +55,11 @@ const FORWARDED_SERVICES: &[&str] = &[
     "/muster.v1.WorkerAdminService/",
 ];
 
+/// Streaming methods of those services, which every node serves itself.
+const SERVED_LOCALLY: &[&str] = &["/muster.v1.RaftClientService/Watch", "/muster.v1.WorkerAdminService/WatchWorkers"];
+
 fn forwardable(path: &str) -> bool {
-    FORWARDED_SERVICES.iter().any(|prefix| path.starts_with(prefix))
+    FORWARDED_SERVICES.iter().any(|prefix| path.starts_with(prefix)) && !SERVED_LOCALLY.contains(&path)
 }
 
 /// Forwards not-leader answers of the API port to the leader.

@@ -17,11 +17,13 @@
 
 use std::future::Future;
 use std::io;
+use std::sync::Arc;
 
 use muster_middleware::ApiError;
 use muster_proto::v1;
 
 use crate::store::FsmReader;
+use crate::watch::WatchHub;
 
 /// Where a node believes it stands, without asking anyone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,4 +94,16 @@ pub trait Leadership: Send + Sync + 'static {
     /// The members, their roles or health, and the leader, as this node sees them (the seed's
     /// `GetClusterMetadata`).
     fn membership(&self) -> v1::ClusterMembership;
+
+    /// This node's watches, where the backend keeps revisions (static mode keeps none).
+    fn watches(&self) -> Option<&Arc<WatchHub>> {
+        None
+    }
+
+    /// Waits until this node has applied everything the cluster had committed when it was
+    /// called, on a follower as on the leader: a watch that starts after it misses no write
+    /// acknowledged before.
+    fn caught_up(&self) -> impl Future<Output = Result<(), ApiError>> + Send {
+        self.confirm(Confirmation::Quorum)
+    }
 }

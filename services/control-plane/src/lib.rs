@@ -31,6 +31,7 @@ pub mod server;
 pub mod static_mode;
 pub mod store;
 pub mod types;
+pub mod watch;
 pub mod worker_ca_export;
 
 pub use app::{ControlPlane, Listeners, run};

@@ -32,6 +32,13 @@ pub struct Restored {
     pub had_vote: bool,
 }
 
+/// The key a follower reads linearizably from the leader to learn how far to catch up (any
+/// key does; the answer's applied index is what counts).
+const CATCH_UP_KEY: &str = "muster/catch-up";
+/// How long a follower waits for the leader's answer, and then for its own apply, before a
+/// linearizable start gives up.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Everything the gRPC handlers and the lifecycle tasks share about this node.
 pub struct NodeHandle {
     pub id: NodeId,
@@ -45,6 +52,10 @@ pub struct NodeHandle {
     pub leases: crate::leases::Leases,
     /// The last workers-by-state count for `/metrics`.
     pub worker_states: crate::store::WorkerStateCache,
+    /// The watches this node serves.
+    pub watches: Arc<crate::watch::WatchHub>,
+    /// Worker listings in progress (on the leader).
+    pub listings: crate::store::Listings,
     ready: AtomicBool,
     ready_tx: watch::Sender<bool>,
     /// What the node waits for while not ready (`/readyz`, `GetClusterMetadata`, the log).
@@ -70,6 +81,7 @@ impl NodeHandle {
         let (ready_tx, _) = watch::channel(false);
         let reader = state_machine.reader();
         state_machine.set_node_id(id);
+        let watches = crate::watch::WatchHub::new(state_machine.feed().clone(), config.watch.clone(), id);
         Arc::new(Self {
             id,
             addr,
@@ -79,6 +91,8 @@ impl NodeHandle {
             channels,
             leases: crate::leases::Leases::new(&config),
             worker_states: Default::default(),
+            watches,
+            listings: Default::default(),
             ready: AtomicBool::new(false),
             ready_tx,
             not_ready_reason: std::sync::Mutex::new("starting".to_owned()),
@@ -141,6 +155,36 @@ impl NodeHandle {
             }
         }
         self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await.map_err(read_error)
+    }
+
+    /// A follower's catch-up: the leader answers a linearizable read (so its applied index is
+    /// at least its commit index when asked), and this node waits until it has applied as much.
+    async fn catch_up_with(&self, leader: &muster_middleware::LeaderHint) -> Result<(), ApiError> {
+        let channel = self
+            .channels
+            .channel(&leader.addr)
+            .map_err(|err| ApiError::Unavailable(format!("reaching the leader {leader}: {err}")))?;
+        let read = v1::ClientReadRequest {
+            consistency: v1::ReadConsistency::Linearizable as i32,
+            query: Some(v1::client_read_request::Query::Get(v1::KvGet { key: CATCH_UP_KEY.into() })),
+        };
+        let mut client = v1::raft_client_service_client::RaftClientServiceClient::new(channel);
+        let answer = tokio::time::timeout(CATCH_UP_TIMEOUT, client.handle_client_read(read))
+            .await
+            .map_err(|_| ApiError::Unavailable(format!("the leader {leader} did not answer in {CATCH_UP_TIMEOUT:?}")))?
+            .map_err(|status| ApiError::relayed(&status))?;
+        let target = answer.into_inner().applied_index;
+        let mut applied = self.state_machine.feed().applied();
+        tokio::time::timeout(CATCH_UP_TIMEOUT, applied.wait_for(|applied| *applied >= target))
+            .await
+            .map_err(|_| {
+                ApiError::Unavailable(format!(
+                    "node {} did not apply up to the leader's revision {target} within {CATCH_UP_TIMEOUT:?}",
+                    self.id
+                ))
+            })?
+            .map_err(|_| ApiError::Unavailable("the node is shutting down".into()))?;
+        Ok(())
     }
 
     /// Refuses a vote or pre-vote request for `election_timeout_max` after a restart.
@@ -345,6 +389,17 @@ impl Leadership for NodeHandle {
 
     fn membership(&self) -> v1::ClusterMembership {
         self.cluster_metadata()
+    }
+
+    fn watches(&self) -> Option<&Arc<crate::watch::WatchHub>> {
+        Some(&self.watches)
+    }
+
+    async fn caught_up(&self) -> Result<(), ApiError> {
+        match self.confirm(Confirmation::Quorum).await {
+            Err(ApiError::NotLeader { leader: Some(leader), .. }) => self.catch_up_with(&leader).await,
+            confirmed => confirmed,
+        }
     }
 }
 

@@ -52,7 +52,7 @@ pub struct ControlPlaneClient {
 }
 
 /// Whether an error is worth retrying elsewhere (unreachable node, election in progress).
-fn retryable(status: &Status) -> bool {
+pub(crate) fn retryable(status: &Status) -> bool {
     matches!(status.code(), Code::Unavailable | Code::Unknown | Code::Cancelled)
         || (status.code() == Code::DeadlineExceeded && leader_hint(status).is_some())
 }
@@ -88,6 +88,18 @@ impl ControlPlaneClient {
         }
         let n = self.next_endpoint.fetch_add(1, Ordering::Relaxed) as usize;
         self.options.endpoints[n % self.options.endpoints.len()].clone()
+    }
+
+    /// The next endpoint in the rotation and its channel (a watch moving to another node).
+    pub(crate) fn next_endpoint(&self) -> Result<(String, TracedChannel), ClientError> {
+        let n = self.next_endpoint.fetch_add(1, Ordering::Relaxed) as usize;
+        let target = self.options.endpoints[n % self.options.endpoints.len()].clone();
+        let channel = self.channels.get(&target)?;
+        Ok((target, channel))
+    }
+
+    pub(crate) fn options(&self) -> &ClientOptions {
+        &self.options
     }
 
     fn remember_leader(&self, addr: Option<String>) {
@@ -216,6 +228,24 @@ impl ControlPlaneClient {
             expect_absent: expected.is_none(),
             expected: expected.unwrap_or_default(),
             new_value: new_value.into(),
+            expected_mod_revision: None,
+        };
+        self.write(v1::client_write_request::Op::Cas(cas)).await
+    }
+
+    /// Sets `key` to `new_value` if its last write was at `mod_revision` (0: if it does not
+    /// exist), whatever its value.
+    pub async fn compare_revision_and_swap(
+        &self,
+        key: &str,
+        mod_revision: u64,
+        new_value: impl Into<Vec<u8>>,
+    ) -> Result<v1::CommandResult, ClientError> {
+        let cas = v1::KvCompareAndSwap {
+            key: key.to_string(),
+            new_value: new_value.into(),
+            expected_mod_revision: Some(mod_revision),
+            ..Default::default()
         };
         self.write(v1::client_write_request::Op::Cas(cas)).await
     }

@@ -12,9 +12,11 @@ mod error;
 mod liveness;
 mod registry;
 mod tokens;
+mod watch;
 mod workers;
 
 pub use client::{ClientOptions, ControlPlaneClient};
 pub use error::{ClientError, TransportMismatch};
 pub use muster_proto::v1::ReadConsistency;
+pub use watch::{KvWatch, KvWatchItem, ResumableWatch, WorkerWatch, WorkerWatchItem};
 pub use workers::WorkerAction;

@@ -12,15 +12,35 @@ impl ControlPlaneClient {
     }
 
     /// Every worker matching `filter` and, by id, their leases as the leader holds them: all
-    /// pages, from `filter.page_token` on, merged into one answer (with no next page token).
+    /// pages, from `filter.page_token` on, merged into one answer (with no next page token),
+    /// as the state was at the revision of the first page. A listing the leader stopped holding
+    /// (it changed, or the listing sat idle) is begun again, a few times at most.
     pub async fn list_workers_with_leases(
         &self,
         filter: v1::ListWorkersRequest,
     ) -> Result<v1::ListWorkersResponse, ClientError> {
+        let mut attempts = 0;
+        loop {
+            match self.list_all_pages(filter.clone()).await {
+                Err(ClientError::Status(status))
+                    if status.code() == tonic::Code::OutOfRange && filter.page_token.is_empty() && attempts < 3 =>
+                {
+                    attempts += 1;
+                    tracing::debug!(error = %status.message(), "listing ended by the server; listing again");
+                }
+                listed => return listed,
+            }
+        }
+    }
+
+    async fn list_all_pages(&self, filter: v1::ListWorkersRequest) -> Result<v1::ListWorkersResponse, ClientError> {
         let mut all = v1::ListWorkersResponse::default();
         let mut request = filter;
         loop {
             let page = self.list_workers_page(request.clone()).await?;
+            if all.revision == 0 {
+                all.revision = page.revision;
+            }
             all.workers.extend(page.workers);
             all.leases.extend(page.leases);
             if page.next_page_token.is_empty() || page.next_page_token == request.page_token {

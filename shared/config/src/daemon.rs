@@ -53,6 +53,8 @@ pub struct ControlPlaneConfig {
     pub limits: Limits,
     /// How the leader sweeps worker leases.
     pub leases: crate::LeaseTuning,
+    /// How watches are served: history kept, progress, slow consumers, caps.
+    pub watch: crate::WatchTuning,
     /// Logging.
     pub telemetry: TelemetryConfig,
     /// API addresses of an existing cluster. Non-empty: join it as a learner instead of
@@ -71,6 +73,7 @@ impl Default for ControlPlaneConfig {
             raft: RaftTuning::default(),
             limits: Limits::default(),
             leases: crate::LeaseTuning::default(),
+            watch: crate::WatchTuning::default(),
             telemetry: TelemetryConfig::default(),
             join: Vec::new(),
         }
@@ -387,6 +390,7 @@ impl ControlPlaneConfig {
         self.raft.validate()?;
         self.limits.validate()?;
         self.leases.validate()?;
+        self.watch.validate()?;
         if self.raft.snapshot_chunk_bytes >= self.limits.max_message_bytes {
             return Err(ConfigError::invalid(
                 "raft.snapshot_chunk_bytes",

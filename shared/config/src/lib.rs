@@ -22,6 +22,7 @@ pub mod leases;
 pub mod listener;
 pub mod load;
 pub mod mode;
+pub mod watch;
 
 #[cfg(test)]
 mod test_support;
@@ -35,6 +36,7 @@ pub use leases::LeaseTuning;
 pub use listener::{AdminLimits, ListenerLimits};
 pub use load::ConfigLoader;
 pub use mode::{AdaptiveTtlConfig, ClusterMode, DEFAULT_HEARTBEAT_GRACE, RaftPeer, StaticPeer, WorkerTierRole};
+pub use watch::WatchTuning;
 
 /// Default port of the Raft peer listener (`listen.raft_addr`).
 pub const DEFAULT_RAFT_PORT: u16 = 3668;

@@ -258,7 +258,7 @@ mod tests {
     fn missing_certificate_is_unauthenticated() {
         let err = layer().check(ADMIN, None, None).unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated);
-        assert_eq!(err.message(), format!("{CERT_REQUIRED} to call {ADMIN} (allowed: operator)"));
+        assert_eq!(err.message(), format!("{CERT_REQUIRED} to call {ADMIN} (allowed: operator, watcher)"));
     }
 
     #[test]

@@ -54,6 +54,10 @@ const ANY_COMPONENT: Access = Access::Roles(&[Role::Operator, Role::ControlPlane
 const REGISTRAR: Access = Access::Roles(&[Role::Registrar]);
 const GATEWAY: Access = Access::Roles(&[Role::Gateway]);
 const WORKER: Access = Access::Roles(&[Role::Worker]);
+/// Reads and watches: operators, read-only consumers (schedulers, dashboards), and nodes (a
+/// follower asks the leader how far to catch up before a linearizable watch starts).
+const READER: Access = Access::Roles(&[Role::Operator, Role::Watcher, Role::ControlPlane]);
+const OPERATOR_OR_WATCHER: Access = Access::Roles(&[Role::Operator, Role::Watcher]);
 
 const fn rule(path: &'static str, port: Port, access: Access) -> Rule {
     Rule { path, port, access }
@@ -76,8 +80,10 @@ pub const RULES: &[Rule] = &[
     rule("/muster.v1.SnapshotService/StreamSnapshot", Peer, NODE),
     rule("/muster.v1.SnapshotService/PurgeLog", Peer, NODE),
     // Operators: KV, membership, tokens, workers. A joining node asks to join itself.
+    // Watchers (read-only consumers): KV reads and watches, worker lists and watches.
     rule("/muster.v1.RaftClientService/HandleClientWrite", Api, OPERATOR),
-    rule("/muster.v1.RaftClientService/HandleClientRead", Api, OPERATOR),
+    rule("/muster.v1.RaftClientService/HandleClientRead", Api, READER),
+    rule("/muster.v1.RaftClientService/Watch", Api, OPERATOR_OR_WATCHER),
     rule("/muster.v1.ClusterManagementService/UpdateClusterConf", Api, OPERATOR),
     rule("/muster.v1.ClusterManagementService/GetClusterMetadata", Api, OPERATOR_OR_NODE),
     rule("/muster.v1.ClusterManagementService/JoinCluster", Api, OPERATOR_OR_NODE),
@@ -85,8 +91,9 @@ pub const RULES: &[Rule] = &[
     rule("/muster.v1.TokenService/CreateToken", Api, OPERATOR),
     rule("/muster.v1.TokenService/ListTokens", Api, OPERATOR),
     rule("/muster.v1.TokenService/RevokeToken", Api, OPERATOR),
-    rule("/muster.v1.WorkerAdminService/ListWorkers", Api, OPERATOR),
-    rule("/muster.v1.WorkerAdminService/GetWorker", Api, OPERATOR),
+    rule("/muster.v1.WorkerAdminService/ListWorkers", Api, OPERATOR_OR_WATCHER),
+    rule("/muster.v1.WorkerAdminService/GetWorker", Api, OPERATOR_OR_WATCHER),
+    rule("/muster.v1.WorkerAdminService/WatchWorkers", Api, OPERATOR_OR_WATCHER),
     rule("/muster.v1.WorkerAdminService/DrainWorker", Api, OPERATOR),
     rule("/muster.v1.WorkerAdminService/RevokeWorker", Api, OPERATOR),
     rule("/muster.v1.WorkerAdminService/LabelWorker", Api, OPERATOR),

@@ -18,6 +18,42 @@ pub const LEADER_ID_HEADER: &str = "x-muster-leader-id";
 /// Metadata key carrying the current leader's API address (`host:port`).
 pub const LEADER_ADDR_HEADER: &str = "x-muster-leader-addr";
 
+/// Metadata key of an OUT_OF_RANGE watch answer: the oldest revision a watch can resume from
+/// on that node (its history holds every change after it).
+pub const COMPACT_REVISION_HEADER: &str = "x-muster-compact-revision";
+/// Metadata key of a watch ended for lag (RESOURCE_EXHAUSTED): the revision to resume from.
+pub const RESUME_REVISION_HEADER: &str = "x-muster-resume-revision";
+
+/// Why a watch ended before its consumer did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchEnd {
+    /// The revision asked for is older than the node's history (OUT_OF_RANGE): list again,
+    /// or resume from the oldest revision given.
+    Compacted,
+    /// The consumer fell too far behind (RESOURCE_EXHAUSTED): resume from the revision given.
+    Lagging,
+}
+
+impl WatchEnd {
+    fn header(self) -> &'static str {
+        match self {
+            WatchEnd::Compacted => COMPACT_REVISION_HEADER,
+            WatchEnd::Lagging => RESUME_REVISION_HEADER,
+        }
+    }
+}
+
+/// Reads a watch's end back from a status: why, and the revision it names.
+pub fn watch_end(status: &Status) -> Option<(WatchEnd, u64)> {
+    let end = match status.code() {
+        Code::OutOfRange => WatchEnd::Compacted,
+        Code::ResourceExhausted => WatchEnd::Lagging,
+        _ => return None,
+    };
+    let revision = status.metadata().get(end.header())?.to_str().ok()?.parse().ok()?;
+    Some((end, revision))
+}
+
 /// Where the leader is, as far as the answering node knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaderHint {
@@ -73,6 +109,10 @@ pub enum ApiError {
     /// the reason's ([`Refused::code`]), the reason rides along in metadata.
     #[error("{0}")]
     Refused(Refused),
+    /// A watch cannot go on from where it is; `revision` (also in metadata) says from where it
+    /// can.
+    #[error("{message}")]
+    WatchEnded { end: WatchEnd, revision: u64, message: String },
 }
 
 impl ApiError {
@@ -98,6 +138,8 @@ impl ApiError {
             Self::DataLoss(_) => Code::DataLoss,
             Self::Internal(_) => Code::Internal,
             Self::Refused(refused) => refused.code(),
+            Self::WatchEnded { end: WatchEnd::Compacted, .. } => Code::OutOfRange,
+            Self::WatchEnded { end: WatchEnd::Lagging, .. } => Code::ResourceExhausted,
         }
     }
 }
@@ -159,6 +201,11 @@ impl From<ApiError> for Status {
                 // Internal errors are bugs or broken storage: always leave a trace server-side.
                 tracing::error!(error = %message, "internal error returned to client");
                 Status::new(code, message)
+            }
+            ApiError::WatchEnded { end, revision, message } => {
+                let mut metadata = MetadataMap::new();
+                metadata.insert(end.header(), MetadataValue::from(revision));
+                Status::with_metadata(code, message, metadata)
             }
             ApiError::Refused(Refused { reason, message }) => {
                 let mut metadata = MetadataMap::new();

@@ -54,7 +54,10 @@ pub mod trace;
 
 pub use auth::{AuthorizeLayer, FORWARDED_PEER_HEADER, Peer};
 pub use channel::{ChannelOptions, lazy_channel};
-pub use error::{ApiError, LEADER_ADDR_HEADER, LEADER_ID_HEADER, LeaderHint, leader_hint};
+pub use error::{
+    ApiError, COMPACT_REVISION_HEADER, LEADER_ADDR_HEADER, LEADER_ID_HEADER, LeaderHint, RESUME_REVISION_HEADER,
+    WatchEnd, leader_hint, watch_end,
+};
 pub use limits::{ServerLimits, overload_layer, server_builder};
 pub use overload::OverloadLayer;
 pub use reflection::reflection_services;

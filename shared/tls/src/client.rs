@@ -153,6 +153,7 @@ fn component(role: Role) -> &'static str {
         Role::Gateway => "heartbeat gateway",
         Role::Worker => "worker",
         Role::Operator => "operator",
+        Role::Watcher => "watcher",
     }
 }
 

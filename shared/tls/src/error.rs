@@ -47,7 +47,7 @@ pub enum TlsError {
         reason: String,
     },
     /// A role string is not one of Muster's roles.
-    #[error("invalid role {0:?}: expected one of control-plane, registrar, gateway, worker, operator")]
+    #[error("invalid role {0:?}: expected one of control-plane, registrar, gateway, worker, operator, watcher")]
     UnknownRole(String),
     /// rcgen refused to build a key or certificate.
     #[error("generating {what}: {source}")]

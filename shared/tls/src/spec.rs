@@ -18,11 +18,14 @@ pub enum Role {
     Gateway,
     Worker,
     Operator,
+    /// A read-only consumer (a scheduler, a dashboard): reads and watches KV and workers.
+    Watcher,
 }
 
 impl Role {
     /// All roles, in a stable order.
-    pub const ALL: [Role; 5] = [Role::ControlPlane, Role::Registrar, Role::Gateway, Role::Worker, Role::Operator];
+    pub const ALL: [Role; 6] =
+        [Role::ControlPlane, Role::Registrar, Role::Gateway, Role::Worker, Role::Operator, Role::Watcher];
 
     /// The role as it appears in SPIFFE IDs and on the command line.
     pub fn as_str(self) -> &'static str {
@@ -32,6 +35,7 @@ impl Role {
             Role::Gateway => "gateway",
             Role::Worker => "worker",
             Role::Operator => "operator",
+            Role::Watcher => "watcher",
         }
     }
 }

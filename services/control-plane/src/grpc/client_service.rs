@@ -97,6 +97,24 @@ pub(crate) fn to_command(request: v1::ClientWriteRequest) -> Result<v1::Command,
 
 #[tonic::async_trait]
 impl<N: Leadership> RaftClientService for ClientApi<N> {
+    type WatchStream = crate::watch::KvWatchStream;
+
+    async fn watch(&self, request: Request<v1::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let connection = request.remote_addr();
+        let request = request.into_inner();
+        let watches = self.node.watches().ok_or_else(|| {
+            ApiError::FailedPrecondition(
+                "this node runs mode = \"static\", which keeps no revisions to watch from; watch a raft or \
+                 worker-tier cluster"
+                    .into(),
+            )
+        })?;
+        if request.linearizable {
+            self.node.caught_up().await?;
+        }
+        Ok(Response::new(watches.watch_kv(request, connection)?))
+    }
+
     async fn handle_client_write(
         &self,
         request: Request<v1::ClientWriteRequest>,

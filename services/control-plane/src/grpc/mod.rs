@@ -10,7 +10,7 @@ mod snapshot_service;
 pub(crate) mod token_service;
 mod worker_admin_service;
 
-pub use client_service::{ClientApi, kv_server};
+pub use client_service::{ClientApi, MAX_KEY_BYTES, kv_server};
 pub use cluster_service::ClusterApi;
 pub use liveness_service::LivenessApi;
 pub use raft_service::RaftPeerApi;

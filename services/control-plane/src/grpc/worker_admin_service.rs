@@ -7,11 +7,14 @@ use muster_proto::v1;
 use muster_proto::v1::worker_admin_service_server::WorkerAdminService;
 use tonic::{Request, Response, Status};
 
-use crate::errors::page_error;
 use crate::errors::storage_error;
 use crate::leadership::{Confirmation, Leadership as _};
 use crate::node::NodeHandle;
-use crate::store::page_size;
+use crate::store::{ListingToken, page_size};
+
+/// The answer to a page of a listing no longer held.
+const LISTING_EXPIRED: &str = "the listing this page_token continues has ended (a listing is held for 60 s after \
+                               its last page, on the leader that began it): list again from the first page";
 use muster_proto::clock::unix_now;
 
 #[derive(Clone)]
@@ -66,18 +69,51 @@ fn matches(worker: &v1::WorkerRecord, filter: &v1::ListWorkersRequest) -> bool {
 
 #[tonic::async_trait]
 impl WorkerAdminService for WorkerAdminApi {
+    type WatchWorkersStream = crate::watch::WorkerWatchStream;
+
+    async fn watch_workers(
+        &self,
+        request: Request<v1::WatchWorkersRequest>,
+    ) -> Result<Response<Self::WatchWorkersStream>, Status> {
+        let connection = request.remote_addr();
+        let request = request.into_inner();
+        if request.linearizable {
+            self.node.caught_up().await?;
+        }
+        Ok(Response::new(self.node.watches.watch_workers(request, connection)?))
+    }
+
     async fn list_workers(
         &self,
         request: Request<v1::ListWorkersRequest>,
     ) -> Result<Response<v1::ListWorkersResponse>, Status> {
-        self.linearize().await?;
         let filter = request.into_inner();
         let size = page_size(filter.page_size);
-        let page =
-            self.node.reader.workers_page(&filter.page_token, size, |w| matches(w, &filter)).map_err(page_error)?;
-        let workers = page.items;
+        let token =
+            ListingToken::decode(&filter.page_token).map_err(|bad| ApiError::InvalidArgument(bad.to_string()))?;
+        let (listing, state, after) = match token {
+            None => {
+                self.linearize().await?;
+                let state = Arc::new(self.node.reader.state_at_now().map_err(storage_error)?);
+                (self.node.listings.begin(state.clone()), state, None)
+            }
+            Some(token) => match self.node.listings.resume(token.listing) {
+                Some(state) => (token.listing, state, Some(token.after)),
+                // Listings are begun by the leader: a follower has this one forwarded there.
+                None if !self.node.standing().leading => return Err(self.node.not_leader().into()),
+                None => return Err(ApiError::OutOfRange(LISTING_EXPIRED.into()).into()),
+            },
+        };
+        let (workers, more) = state.workers_page(after, size, |w| matches(w, &filter)).map_err(storage_error)?;
+        let next_page_token = match workers.last() {
+            Some(last) if more => ListingToken { listing, after: last.worker_id }.encode(),
+            _ => {
+                self.node.listings.end(listing);
+                String::new()
+            }
+        };
         let leases = self.node.leases.views(&*self.node, workers.iter().map(|w| w.worker_id));
-        Ok(Response::new(v1::ListWorkersResponse { workers, leases, next_page_token: page.next_page_token }))
+        Ok(Response::new(v1::ListWorkersResponse { workers, leases, next_page_token, revision: state.revision() }))
     }
 
     async fn get_worker(&self, request: Request<v1::WorkerRequest>) -> Result<Response<v1::WorkerResponse>, Status> {

@@ -489,6 +489,13 @@ impl Leadership for StaticNode {
     async fn propose_command(&self, command: v1::Command) -> Result<v1::CommandResult, ApiError> {
         use v1::command::Op;
         let op = match command.op {
+            Some(Op::Cas(cas)) if cas.expected_mod_revision.is_some() => {
+                return Err(ApiError::InvalidArgument(
+                    "static mode has no cluster-wide revisions to compare with (each node numbers its own \
+                     writes): compare the value instead"
+                        .into(),
+                ));
+            }
             Some(op @ (Op::Put(_) | Op::Delete(_) | Op::Cas(_))) => op,
             _ => {
                 return Err(ApiError::FailedPrecondition(

@@ -296,6 +296,7 @@ fn to_key_value(entry: &v1::StaticEntry) -> v1::KeyValue {
         create_revision: 0,
         mod_revision: entry.revision,
         written_by: entry.tag,
+        version: 0,
     }
 }
 

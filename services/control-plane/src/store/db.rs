@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use prost::Message;
-use redb::{Database, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition};
 
 /// Raft log: index → encoded `v1::Entry`.
 pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
@@ -21,6 +21,8 @@ pub(crate) const SESSIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("f
 pub(crate) const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("fsm_tokens");
 /// FSM workers: worker id → encoded `v1::WorkerRecord`.
 pub(crate) const WORKERS: TableDefinition<u64, &[u8]> = TableDefinition::new("fsm_workers");
+/// Watch history (each node's own, not replicated): revision → encoded `v1::HistoryRecord`.
+pub(crate) const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("fsm_history");
 /// FSM session age index: (last write index, client id) → (), to evict the idlest session.
 pub(crate) const SESSION_AGE: TableDefinition<(u64, u64), ()> = TableDefinition::new("fsm_session_age");
 
@@ -33,6 +35,8 @@ pub(crate) const META_CLUSTER_ID: &str = "cluster_id";
 pub(crate) const META_SNAPSHOT: &str = "snapshot";
 pub(crate) const META_NEXT_WORKER_ID: &str = "next_worker_id";
 pub(crate) const META_WORKER_CA: &str = "worker_ca";
+/// The watch history holds every change after this revision (u64, little-endian).
+pub(crate) const META_HISTORY_FROM: &str = "history_from";
 
 /// Storage failures, with what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +74,15 @@ pub(crate) fn create_tables(db: &Database) -> Result<(), StorageError> {
         txn.open_table(SESSION_AGE).map_err(redb::Error::from)?;
         txn.open_table(TOKENS).map_err(redb::Error::from)?;
         txn.open_table(WORKERS).map_err(redb::Error::from)?;
+        txn.open_table(HISTORY).map_err(redb::Error::from)?;
+        let mut meta = txn.open_table(FSM_META).map_err(redb::Error::from)?;
+        if meta.get(META_HISTORY_FROM).map_err(redb::Error::from)?.is_none() {
+            // A new database, or one from before the history: it starts at what is applied.
+            let applied = meta.get(META_APPLIED).map_err(redb::Error::from)?;
+            let applied = applied.map(|v| decode::<muster_proto::v1::LogId>(v.value(), "applied")).transpose()?;
+            let from = applied.map_or(0, |log_id| log_id.index);
+            meta.insert(META_HISTORY_FROM, from.to_le_bytes().as_slice()).map_err(redb::Error::from)?;
+        }
     }
     txn.commit().map_err(redb::Error::from)?;
     Ok(())

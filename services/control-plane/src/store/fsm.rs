@@ -15,14 +15,17 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Wri
 use super::db::{
     FSM_META, KV, META_CLUSTER_ID, META_WORKER_CA, SESSION_AGE, SESSIONS, TOKENS, WORKERS, decode, io_err,
 };
+use super::history::Changes;
 
-/// Applies one command at `index` and returns what the client sees. Deterministic: every
-/// replica computes the same result from the same log.
+/// Applies one command at `index` and returns what the client sees; what it changed goes into
+/// `changes` (for the watch history). Deterministic: every replica computes the same result
+/// from the same log.
 pub(crate) fn apply_command(
     txn: &WriteTransaction,
     index: u64,
     term: u64,
     command: &v1::Command,
+    changes: &mut Changes,
 ) -> io::Result<v1::CommandResult> {
     let mut sessions = txn.open_table(SESSIONS).map_err(io_err)?;
     if command.client_id != 0 {
@@ -42,16 +45,25 @@ pub(crate) fn apply_command(
     }
 
     let result = match &command.op {
-        Some(Op::Put(put)) => put_value(txn, index, &put.key, &put.value, |_| true)?,
-        Some(Op::Cas(cas)) => put_value(txn, index, &cas.key, &cas.new_value, |current| match current {
-            None => cas.expect_absent,
-            Some(kv) => !cas.expect_absent && kv.value == cas.expected,
-        })?,
+        Some(Op::Put(put)) => put_value(txn, index, &put.key, &put.value, changes, |_| true)?,
+        Some(Op::Cas(cas)) => {
+            put_value(txn, index, &cas.key, &cas.new_value, changes, |current| match cas.expected_mod_revision {
+                Some(0) => current.is_none(),
+                Some(revision) => current.is_some_and(|kv| kv.mod_revision == revision),
+                None => match current {
+                    None => cas.expect_absent,
+                    Some(kv) => !cas.expect_absent && kv.value == cas.expected,
+                },
+            })?
+        }
         Some(Op::Delete(del)) => {
             let mut kv = txn.open_table(KV).map_err(io_err)?;
             let previous =
                 kv.remove(del.key.as_str()).map_err(io_err)?.map(|v| decode::<v1::KeyValue>(v.value(), "value"));
             let previous = previous.transpose()?;
+            if let Some(previous) = &previous {
+                changes.delete(index, previous);
+            }
             v1::CommandResult { index, succeeded: previous.is_some(), previous, ..Default::default() }
         }
         Some(Op::InitCluster(init)) => {
@@ -64,12 +76,12 @@ pub(crate) fn apply_command(
         }
         Some(Op::CreateToken(create)) => super::tokens::create(txn, index, create)?,
         Some(Op::RevokeToken(revoke)) => super::tokens::revoke(txn, index, revoke)?,
-        Some(Op::RegisterWorker(register)) => super::workers::register(txn, index, register)?,
+        Some(Op::RegisterWorker(register)) => super::workers::register(txn, index, register, changes)?,
         Some(Op::InitWorkerCa(init)) => super::worker_ca::init(txn, index, init)?,
         Some(Op::RetireLegacyWorkerCa(retire)) => super::worker_ca::retire(txn, index, retire)?,
-        Some(Op::RecordWorkerCert(record)) => super::workers::record_cert(txn, index, record)?,
-        Some(Op::UpdateWorker(update)) => super::workers::update(txn, index, update)?,
-        Some(Op::WorkerTransitions(batch)) => super::workers::transitions(txn, index, term, batch)?,
+        Some(Op::RecordWorkerCert(record)) => super::workers::record_cert(txn, index, record, changes)?,
+        Some(Op::UpdateWorker(update)) => super::workers::update(txn, index, update, changes)?,
+        Some(Op::WorkerTransitions(batch)) => super::workers::transitions(txn, index, term, batch, changes)?,
         None => v1::CommandResult { index, ..Default::default() },
     };
 
@@ -122,6 +134,7 @@ fn put_value(
     index: u64,
     key: &str,
     value: &[u8],
+    changes: &mut Changes,
     allowed: impl FnOnce(Option<&v1::KeyValue>) -> bool,
 ) -> io::Result<v1::CommandResult> {
     let mut kv = txn.open_table(KV).map_err(io_err)?;
@@ -136,8 +149,10 @@ fn put_value(
         create_revision,
         mod_revision: index,
         written_by: None,
+        version: current.as_ref().map_or(1, |kv| kv.version + 1),
     };
     kv.insert(key, new.encode_to_vec().as_slice()).map_err(io_err)?;
+    changes.put(index, &new, current.as_ref());
     Ok(v1::CommandResult { index, succeeded: true, previous: current, ..Default::default() })
 }
 
@@ -244,7 +259,7 @@ mod tests {
 
     fn apply(db: &Database, index: u64, cmd: &v1::Command) -> v1::CommandResult {
         let txn = db.begin_write().unwrap();
-        let result = apply_command(&txn, index, 1, cmd).unwrap();
+        let result = apply_command(&txn, index, 1, cmd, &mut Changes::default()).unwrap();
         txn.commit().unwrap();
         result
     }
@@ -281,6 +296,7 @@ mod tests {
                 expected: expected.as_bytes().to_vec(),
                 expect_absent: absent,
                 new_value: new.as_bytes().to_vec(),
+                expected_mod_revision: None,
             })
         };
         assert!(apply(&db, 1, &command(0, 0, cas("", true, "a"))).succeeded);

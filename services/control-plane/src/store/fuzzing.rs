@@ -28,7 +28,7 @@ pub fn apply_command(
     term: u64,
     command: &v1::Command,
 ) -> io::Result<v1::CommandResult> {
-    super::fsm::apply_command(txn, index, term, command)
+    super::fsm::apply_command(txn, index, term, command, &mut Default::default())
 }
 
 /// Replaces the FSM tables' contents with a snapshot's records, as installing a snapshot does.

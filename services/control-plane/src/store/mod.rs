@@ -17,8 +17,10 @@ mod db;
 mod fsm;
 #[doc(hidden)]
 pub mod fuzzing;
+mod history;
 #[doc(hidden)]
 pub mod legacy_fixture;
+mod listings;
 mod log_store;
 mod pages;
 mod scrub;
@@ -33,8 +35,11 @@ mod workers;
 pub use db::{StorageError, open_database};
 pub(crate) use db::{decode, io_err};
 pub use fsm::FsmReader;
+pub use history::HistoryRead;
+pub use history::Retention;
+pub use listings::Listings;
 pub use log_store::LogStore;
-pub use pages::{PageError, page_size};
+pub use pages::{ListingToken, Page, PageError, StateAt, page_size};
 pub use scrub::{ScrubReport, scrub_worker_ca_key};
 pub use snapshot::{SnapshotFile, read_snapshot_records};
 pub use state_machine::StateMachineStore;

@@ -9,10 +9,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use muster_proto::v1;
 use prost::Message;
-use redb::ReadableDatabase;
+use redb::{ReadableDatabase, ReadableTable};
 
 use super::FsmReader;
-use super::db::{TOKENS, WORKERS, decode, io_err};
+use super::db::{FSM_META, META_APPLIED, TOKENS, WORKERS, decode, io_err};
 
 /// Records in a page when the request names no size.
 pub const DEFAULT_PAGE_SIZE: usize = 500;
@@ -86,53 +86,14 @@ impl<T: Message> Collector<T> {
 }
 
 impl FsmReader {
-    /// Workers after the page token's id that pass `keep`, in id order.
-    pub fn workers_page(
-        &self,
-        page_token: &str,
-        page_size: usize,
-        keep: impl Fn(&v1::WorkerRecord) -> bool,
-    ) -> Result<Page<v1::WorkerRecord>, PageError> {
-        let after = match decode_token(page_token)? {
-            None => None,
-            Some(bytes) => Some(u64::from_be_bytes(
-                bytes.try_into().map_err(|_| BadPageToken(page_token.chars().take(64).collect()))?,
-            )),
-        };
-        Ok(self.scan_workers(after, page_size, keep)?)
-    }
-
-    fn scan_workers(
-        &self,
-        after: Option<u64>,
-        page_size: usize,
-        keep: impl Fn(&v1::WorkerRecord) -> bool,
-    ) -> io::Result<Page<v1::WorkerRecord>> {
-        let first = match after {
-            None => 0,
-            Some(id) => match id.checked_add(1) {
-                Some(next) => next,
-                None => return Ok(Page { items: Vec::new(), next_page_token: String::new() }),
-            },
-        };
+    /// The applied state as it is now, held open: every page read from it shows the same
+    /// revision, however the state moves on meanwhile.
+    pub fn state_at_now(&self) -> io::Result<StateAt> {
         let txn = self.db.begin_read().map_err(io_err)?;
-        let table = txn.open_table(WORKERS).map_err(io_err)?;
-        let mut page = Collector::new(page_size);
-        let mut next_page_token = String::new();
-        for item in table.range(first..).map_err(io_err)? {
-            let (_, value) = item.map_err(io_err)?;
-            let record: v1::WorkerRecord = decode(value.value(), "worker")?;
-            if !keep(&record) {
-                continue;
-            }
-            if !page.fits(&record) {
-                let last = page.items.last().map_or(0, |w: &v1::WorkerRecord| w.worker_id);
-                next_page_token = encode_token(&last.to_be_bytes());
-                break;
-            }
-            page.push(record);
-        }
-        Ok(Page { items: page.items, next_page_token })
+        let meta = txn.open_table(FSM_META).map_err(io_err)?;
+        let applied = meta.get(META_APPLIED).map_err(io_err)?.map(|v| decode::<v1::LogId>(v.value(), "applied"));
+        let revision = applied.transpose()?.map_or(0, |log_id| log_id.index);
+        Ok(StateAt { revision, workers: txn.open_table(WORKERS).map_err(io_err)? })
     }
 
     /// Tokens after the page token's id that pass `keep`, in id order.
@@ -183,6 +144,84 @@ impl FsmReader {
     }
 }
 
+/// Workers from id `first` on that pass `keep`, as one page, and whether more may follow.
+fn workers_from(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+    first: u64,
+    page_size: usize,
+    keep: impl Fn(&v1::WorkerRecord) -> bool,
+) -> io::Result<(Vec<v1::WorkerRecord>, bool)> {
+    let mut page = Collector::new(page_size);
+    for item in table.range(first..).map_err(io_err)? {
+        let (_, value) = item.map_err(io_err)?;
+        let record: v1::WorkerRecord = decode(value.value(), "worker")?;
+        if !keep(&record) {
+            continue;
+        }
+        if !page.fits(&record) {
+            return Ok((page.items, true));
+        }
+        page.push(record);
+    }
+    Ok((page.items, false))
+}
+
+/// The applied state at one revision, held open (a redb read transaction keeps what it sees
+/// while writes go on), so all the pages of one listing show the same state.
+pub struct StateAt {
+    revision: u64,
+    workers: redb::ReadOnlyTable<u64, &'static [u8]>,
+}
+
+impl StateAt {
+    /// The revision (last applied index) this state is at.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// Workers with ids above `after` (all with `None`) that pass `keep`, as one page, and
+    /// whether more may follow its last worker.
+    pub fn workers_page(
+        &self,
+        after: Option<u64>,
+        page_size: usize,
+        keep: impl Fn(&v1::WorkerRecord) -> bool,
+    ) -> io::Result<(Vec<v1::WorkerRecord>, bool)> {
+        match after.map_or(Some(0), |id| id.checked_add(1)) {
+            Some(first) => workers_from(&self.workers, first, page_size, keep),
+            None => Ok((Vec::new(), false)),
+        }
+    }
+}
+
+/// Where a worker listing's next page starts: the listing it continues (its state is held on
+/// the node that began it) and the last worker id sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListingToken {
+    pub listing: u64,
+    pub after: u64,
+}
+
+impl ListingToken {
+    pub fn encode(self) -> String {
+        let mut bytes = self.listing.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&self.after.to_be_bytes());
+        encode_token(&bytes)
+    }
+
+    /// `None` for the first page (an empty token).
+    pub fn decode(page_token: &str) -> Result<Option<Self>, BadPageToken> {
+        let bad = || BadPageToken(page_token.chars().take(64).collect());
+        let Some(bytes) = decode_token(page_token)? else { return Ok(None) };
+        let bytes: [u8; 16] = bytes.try_into().map_err(|_| bad())?;
+        let (listing, after) = bytes.split_at(8);
+        Ok(Some(Self {
+            listing: u64::from_be_bytes(listing.try_into().map_err(|_| bad())?),
+            after: u64::from_be_bytes(after.try_into().map_err(|_| bad())?),
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,15 +249,16 @@ mod tests {
     }
 
     fn all_workers(reader: &FsmReader, size: usize, keep: impl Fn(&v1::WorkerRecord) -> bool + Copy) -> Vec<Vec<u64>> {
+        let state = reader.state_at_now().unwrap();
         let mut pages = Vec::new();
-        let mut token = String::new();
+        let mut after = None;
         loop {
-            let page = reader.workers_page(&token, size, keep).unwrap();
-            pages.push(page.items.iter().map(|w| w.worker_id).collect());
-            if page.next_page_token.is_empty() {
+            let (items, more) = state.workers_page(after, size, keep).unwrap();
+            pages.push(items.iter().map(|w| w.worker_id).collect());
+            after = items.last().map(|w| w.worker_id);
+            if !more {
                 return pages;
             }
-            token = page.next_page_token;
         }
     }
 
@@ -272,13 +312,34 @@ mod tests {
     #[test]
     fn malformed_tokens_are_refused() {
         let (_dir, reader) = reader_with(3, 3);
-        let err = reader.workers_page("not base64!", 10, |_| true).unwrap_err();
-        assert!(matches!(err, PageError::BadToken(_)), "{err}");
+        let err = ListingToken::decode("not base64!").unwrap_err();
         assert!(err.to_string().contains("page_token"), "{err}");
-        // Valid base64 but not an id.
-        assert!(reader.workers_page("AAA", 10, |_| true).is_err());
+        // Valid base64 but not a listing token.
+        assert!(ListingToken::decode("AAA").is_err());
         assert!(reader.tokens_page("__8", 10, |_| true).is_err(), "not UTF-8");
-        let past_the_end = encode_token(&u64::MAX.to_be_bytes());
-        assert!(reader.workers_page(&past_the_end, 10, |_| true).unwrap().items.is_empty());
+        let token = ListingToken { listing: 7, after: u64::MAX };
+        assert_eq!(ListingToken::decode(&token.encode()).unwrap(), Some(token));
+        assert_eq!(ListingToken::decode("").unwrap(), None);
+        let state = reader.state_at_now().unwrap();
+        assert_eq!(state.workers_page(Some(u64::MAX), 10, |_| true).unwrap(), (Vec::new(), false));
+    }
+
+    #[test]
+    fn a_held_state_keeps_its_revision_while_writes_go_on() {
+        let (_dir, reader) = reader_with(4, 0);
+        let state = reader.state_at_now().unwrap();
+        let txn = reader.db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(WORKERS).unwrap();
+            table.remove(1).unwrap();
+            let record = v1::WorkerRecord { worker_id: 9, ..Default::default() };
+            table.insert(9, record.encode_to_vec().as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+        let ids = |state: &StateAt| {
+            state.workers_page(None, 100, |_| true).unwrap().0.iter().map(|w| w.worker_id).collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&state), [1, 2, 3, 4]);
+        assert_eq!(ids(&reader.state_at_now().unwrap()), [2, 3, 4, 9]);
     }
 }

@@ -222,7 +222,7 @@ mod tests {
                 op: Some(v1::command::Op::Put(v1::KvPut { key: key.to_string(), value: key.as_bytes().to_vec() })),
                 ..Default::default()
             };
-            crate::store::fsm::apply_command(&txn, index as u64 + 1, 1, &command).unwrap();
+            crate::store::fsm::apply_command(&txn, index as u64 + 1, 1, &command, &mut Default::default()).unwrap();
         }
         txn.open_table(FSM_META).unwrap().insert(META_CLUSTER_ID, b"c-1".as_slice()).unwrap();
         let issued = muster_token::generate(&muster_token::TokenSpec::default(), "c-1", &[], 100);
@@ -248,6 +248,7 @@ mod tests {
                 10 + n as u64,
                 1,
                 &v1::Command { op: Some(op), ..Default::default() },
+                &mut Default::default(),
             );
             assert!(result.unwrap().succeeded);
         }
@@ -277,7 +278,14 @@ mod tests {
         let token = muster_token::decode(&issued.token).unwrap();
         let txn = target.begin_write().unwrap();
         let create = v1::command::Op::CreateToken(v1::CreateToken { record: Some(issued.record) });
-        crate::store::fsm::apply_command(&txn, 20, 1, &v1::Command { op: Some(create), ..Default::default() }).unwrap();
+        crate::store::fsm::apply_command(
+            &txn,
+            20,
+            1,
+            &v1::Command { op: Some(create), ..Default::default() },
+            &mut Default::default(),
+        )
+        .unwrap();
         let register = v1::command::Op::RegisterWorker(v1::RegisterWorker {
             token_id: token.token_id.clone(),
             secret_sha256: muster_token::secret_hash(&token),
@@ -285,8 +293,13 @@ mod tests {
             now_unix: 100,
             profile: None,
         });
-        let result =
-            crate::store::fsm::apply_command(&txn, 21, 1, &v1::Command { op: Some(register), ..Default::default() });
+        let result = crate::store::fsm::apply_command(
+            &txn,
+            21,
+            1,
+            &v1::Command { op: Some(register), ..Default::default() },
+            &mut Default::default(),
+        );
         assert_eq!(result.unwrap().worker.unwrap().worker_id, 2);
     }
 

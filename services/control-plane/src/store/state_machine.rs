@@ -22,12 +22,14 @@ use tracing::Span;
 
 use super::db::{FSM_META, META_APPLIED, META_MEMBERSHIP, META_SNAPSHOT, blocking, decode, io_err};
 use super::fsm::{FsmReader, apply_command};
+use super::history::{self, Changes, Retention};
 use super::snapshot::{SnapshotFile, load_records, read_snapshot_records, remove_other_snapshots, write_snapshot};
 use crate::convert::{
     log_id_to_pb, opt_log_id_from_pb, snapshot_meta_from_pb, snapshot_meta_to_pb, stored_membership_from_pb,
     stored_membership_to_pb,
 };
 use crate::types::{EntryPayload, LogId, NodeId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::watch::HistoryFeed;
 
 /// The FSM of one node. Cheap to clone; clones share the database.
 #[derive(Clone)]
@@ -38,6 +40,9 @@ pub struct StateMachineStore {
     last_durable: Arc<Mutex<Instant>>,
     /// This node's id, for `raft.apply` spans (0 until the node handle sets it).
     node_id: Arc<AtomicU64>,
+    /// Where applied changes go for watches.
+    feed: Arc<HistoryFeed>,
+    retention: Retention,
 }
 
 /// Apply batches up to this size run on the calling task instead of the blocking pool.
@@ -47,14 +52,22 @@ const INLINE_APPLY_MAX: usize = 32;
 const DURABLE_EVERY: Duration = Duration::from_secs(1);
 
 impl StateMachineStore {
-    pub fn new(db: Arc<Database>, snapshot_dir: PathBuf) -> io::Result<Self> {
+    pub fn new(db: Arc<Database>, snapshot_dir: PathBuf, retention: Retention) -> io::Result<Self> {
         crate::data_dir::create_private_dir(&snapshot_dir)?;
+        let feed = Arc::new(HistoryFeed::new(FsmReader::new(db.clone()))?);
         Ok(Self {
             db,
             snapshot_dir,
             last_durable: Arc::new(Mutex::new(Instant::now())),
             node_id: Arc::new(AtomicU64::new(0)),
+            feed,
+            retention,
         })
+    }
+
+    /// The feed of applied changes that watches read.
+    pub fn feed(&self) -> &Arc<HistoryFeed> {
+        &self.feed
     }
 
     /// Names the node this state machine belongs to (shared by every clone).
@@ -151,17 +164,23 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 Durability::None
             }
         };
+        let retention = self.retention;
         let apply_batch = move || {
             let mut txn = db.begin_write().map_err(io_err)?;
             txn.set_durability(durability).map_err(io::Error::other)?;
             let mut results = Vec::with_capacity(batch.len());
+            let mut records = Vec::new();
             let mut last_applied = None;
+            let now_unix_ms = i64::try_from(muster_proto::clock::since_epoch().as_millis()).unwrap_or(i64::MAX);
             for (entry, _) in &batch {
                 let index = entry.log_id.index;
                 let result = match &entry.payload {
                     EntryPayload::Normal(command) => {
                         let _span = apply_span(node_id, &entry.log_id, command).entered();
-                        apply_command(&txn, index, entry.log_id.leader_id.term, command)?
+                        let mut changes = Changes::default();
+                        let result = apply_command(&txn, index, entry.log_id.leader_id.term, command, &mut changes)?;
+                        records.extend(history::record(&txn, index, changes, now_unix_ms, retention)?);
+                        result
                     }
                     EntryPayload::Membership(membership) => {
                         let stored = StoredMembership::new(Some(entry.log_id), membership.clone());
@@ -180,14 +199,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 txn.open_table(FSM_META).map_err(io_err)?.insert(META_APPLIED, encoded.as_slice()).map_err(io_err)?;
             }
             txn.commit().map_err(io_err)?;
-            Ok((batch, results))
+            Ok((batch, results, records, last_applied.map_or(0, |log_id| log_id.index)))
         };
         // Small non-durable batches cost less than the hop to the blocking pool.
-        let (batch, results) = if matches!(durability, Durability::None) && batch_len <= INLINE_APPLY_MAX {
-            apply_batch()?
-        } else {
-            blocking(apply_batch).await?
-        };
+        let (batch, results, records, applied) =
+            if matches!(durability, Durability::None) && batch_len <= INLINE_APPLY_MAX {
+                apply_batch()?
+            } else {
+                blocking(apply_batch).await?
+            };
+        self.feed.publish(records, applied);
         for ((_, responder), result) in batch.into_iter().zip(results) {
             if let Some(responder) = responder {
                 responder.send(result);
@@ -204,7 +225,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let db = self.db.clone();
         let dir = self.snapshot_dir.clone();
         let meta = meta.clone();
-        blocking(move || {
+        let installed_at = blocking(move || {
             let records = read_snapshot_records(&snapshot.path)?;
             let file = SnapshotFile::in_dir(&dir, &snapshot.id);
             if snapshot.path != file.path {
@@ -215,6 +236,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let mut txn = db.begin_write().map_err(io_err)?;
             txn.set_durability(Durability::Immediate).map_err(io::Error::other)?;
             load_records(&txn, records)?;
+            // The changes up to the snapshot are not known here: watches resume only after it.
+            history::restart_at(&txn, meta.last_log_id.map_or(0, |log_id| log_id.index))?;
             {
                 let mut table = txn.open_table(FSM_META).map_err(io_err)?;
                 if let Some(applied) = &meta.last_log_id {
@@ -226,9 +249,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 table.insert(META_SNAPSHOT, encoded.as_slice()).map_err(io_err)?;
             }
             txn.commit().map_err(io_err)?;
-            remove_other_snapshots(&dir, &file.path)
+            remove_other_snapshots(&dir, &file.path)?;
+            Ok(meta.last_log_id.map_or(0, |log_id| log_id.index))
         })
-        .await
+        .await?;
+        self.feed.restart_at(installed_at);
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {

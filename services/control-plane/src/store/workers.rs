@@ -9,6 +9,7 @@ use prost::Message;
 use redb::{ReadableTable, WriteTransaction};
 
 use super::db::{FSM_META, META_CLUSTER_ID, META_NEXT_WORKER_ID, TOKENS, WORKERS, decode, io_err};
+use super::history::Changes;
 
 /// Checks the presented token, takes one use of it and stores a new worker under the next id,
 /// all in the caller's transaction: either everything happens or nothing does.
@@ -16,6 +17,7 @@ pub(crate) fn register(
     txn: &WriteTransaction,
     index: u64,
     command: &v1::RegisterWorker,
+    changes: &mut Changes,
 ) -> io::Result<v1::CommandResult> {
     let mut meta = txn.open_table(FSM_META).map_err(io_err)?;
     let cluster_id =
@@ -47,7 +49,7 @@ pub(crate) fn register(
     let profile = command.profile.clone().unwrap_or_default();
     let mut labels = token.labels.clone();
     labels.extend(profile.labels.clone());
-    let worker = v1::WorkerRecord {
+    let mut worker = v1::WorkerRecord {
         worker_id,
         name: profile.hostname.clone(),
         labels,
@@ -58,7 +60,7 @@ pub(crate) fn register(
         state_changed_at_unix: command.now_unix,
         ..Default::default()
     };
-    txn.open_table(WORKERS).map_err(io_err)?.insert(worker_id, worker.encode_to_vec().as_slice()).map_err(io_err)?;
+    put_worker(&mut txn.open_table(WORKERS).map_err(io_err)?, index, None, &mut worker, changes)?;
     Ok(v1::CommandResult {
         index,
         succeeded: true,
@@ -69,7 +71,12 @@ pub(crate) fn register(
 }
 
 /// An operator's drain, revoke or relabel. Revocation is final.
-pub(crate) fn update(txn: &WriteTransaction, index: u64, update: &v1::UpdateWorker) -> io::Result<v1::CommandResult> {
+pub(crate) fn update(
+    txn: &WriteTransaction,
+    index: u64,
+    update: &v1::UpdateWorker,
+    changes: &mut Changes,
+) -> io::Result<v1::CommandResult> {
     use v1::update_worker::Change;
     let mut workers = txn.open_table(WORKERS).map_err(io_err)?;
     let current = workers.get(update.worker_id).map_err(io_err)?.map(|v| decode(v.value(), "worker"));
@@ -81,6 +88,7 @@ pub(crate) fn update(txn: &WriteTransaction, index: u64, update: &v1::UpdateWork
         ));
     };
     let revoked = worker.state == v1::WorkerState::Revoked as i32;
+    let before = worker.clone();
     match &update.change {
         Some(Change::State(state)) => {
             let target = v1::WorkerState::try_from(*state).unwrap_or_default();
@@ -121,7 +129,7 @@ pub(crate) fn update(txn: &WriteTransaction, index: u64, update: &v1::UpdateWork
         }
         None => return Ok(v1::CommandResult::refusing(index, v1::Refusal::IncompleteCommand, "no change given")),
     }
-    workers.insert(worker.worker_id, worker.encode_to_vec().as_slice()).map_err(io_err)?;
+    put_worker(&mut workers, index, Some(&before), &mut worker, changes)?;
     Ok(v1::CommandResult { index, succeeded: true, worker: Some(worker), ..Default::default() })
 }
 
@@ -133,6 +141,7 @@ pub(crate) fn transitions(
     index: u64,
     entry_term: u64,
     batch: &v1::WorkerTransitions,
+    changes: &mut Changes,
 ) -> io::Result<v1::CommandResult> {
     if batch.term != entry_term {
         let message = format!("transitions of term {} in an entry of term {entry_term}", batch.term);
@@ -146,6 +155,7 @@ pub(crate) fn transitions(
         if worker.state == v1::WorkerState::Revoked as i32 {
             continue;
         }
+        let before = worker.clone();
         // Retiring the replaced certificate does not depend on the state.
         let retired = !transition.retire_serial.is_empty() && worker.previous_cert_serial == transition.retire_serial;
         if retired {
@@ -154,7 +164,7 @@ pub(crate) fn transitions(
         let moved =
             transition.from.contains(&worker.state) && apply_transition(&mut worker, transition, batch.now_unix);
         if retired || moved {
-            workers.insert(worker.worker_id, worker.encode_to_vec().as_slice()).map_err(io_err)?;
+            put_worker(&mut workers, index, Some(&before), &mut worker, changes)?;
             applied += 1;
         }
     }
@@ -200,6 +210,7 @@ pub(crate) fn record_cert(
     txn: &WriteTransaction,
     index: u64,
     record: &v1::RecordWorkerCert,
+    changes: &mut Changes,
 ) -> io::Result<v1::CommandResult> {
     let mut workers = txn.open_table(WORKERS).map_err(io_err)?;
     let current = workers.get(record.worker_id).map_err(io_err)?.map(|v| decode(v.value(), "worker"));
@@ -221,6 +232,7 @@ pub(crate) fn record_cert(
         // A retry of a record already applied.
         return Ok(v1::CommandResult { index, succeeded: true, worker: Some(worker), ..Default::default() });
     }
+    let before = worker.clone();
     let presented = record.presented_serial.as_str();
     match serial_standing(&worker, presented) {
         SerialStanding::Current => worker.previous_cert_serial = std::mem::take(&mut worker.cert_serial),
@@ -239,8 +251,23 @@ pub(crate) fn record_cert(
     }
     worker.cert_serial = record.serial.clone();
     worker.cert_expires_at_unix = record.expires_at_unix;
-    workers.insert(worker.worker_id, worker.encode_to_vec().as_slice()).map_err(io_err)?;
+    put_worker(&mut workers, index, Some(&before), &mut worker, changes)?;
     Ok(v1::CommandResult { index, succeeded: true, worker: Some(worker), ..Default::default() })
+}
+
+/// Stores `worker` as changed at `revision` (from `before`, none for a new worker) and notes
+/// the change for the watch history: every write of a worker record goes through here.
+fn put_worker(
+    workers: &mut redb::Table<u64, &[u8]>,
+    revision: u64,
+    before: Option<&v1::WorkerRecord>,
+    worker: &mut v1::WorkerRecord,
+    changes: &mut Changes,
+) -> io::Result<()> {
+    worker.revision = revision;
+    workers.insert(worker.worker_id, worker.encode_to_vec().as_slice()).map_err(io_err)?;
+    changes.worker(revision, before, worker);
+    Ok(())
 }
 
 /// Where a certificate serial presented to renew stands against a worker's record.
@@ -304,7 +331,7 @@ mod tests {
             op: Some(v1::command::Op::CreateToken(v1::CreateToken { record: Some(issued.record) })),
             ..Default::default()
         };
-        apply_command(&txn, 1, 1, &create).unwrap();
+        apply_command(&txn, 1, 1, &create, &mut Changes::default()).unwrap();
         txn.commit().unwrap();
         (dir, db, muster_token::decode(&issued.token).unwrap())
     }
@@ -322,7 +349,7 @@ mod tests {
             }),
         };
         let txn = db.begin_write().unwrap();
-        let result = register(&txn, index, &command).unwrap();
+        let result = register(&txn, index, &command, &mut Changes::default()).unwrap();
         txn.commit().unwrap();
         result
     }
@@ -361,7 +388,13 @@ mod tests {
     fn change_state(db: &redb::Database, index: u64, worker_id: u64, state: v1::WorkerState) -> v1::CommandResult {
         let txn = db.begin_write().unwrap();
         let change = v1::update_worker::Change::State(state as i32);
-        let result = update(&txn, index, &v1::UpdateWorker { worker_id, change: Some(change), now_unix: NOW }).unwrap();
+        let result = update(
+            &txn,
+            index,
+            &v1::UpdateWorker { worker_id, change: Some(change), now_unix: NOW },
+            &mut Changes::default(),
+        )
+        .unwrap();
         txn.commit().unwrap();
         result
     }
@@ -381,7 +414,10 @@ mod tests {
         let labels = v1::LabelChange { set: [("a".to_string(), "1".to_string())].into(), remove: vec![] };
         let relabel =
             v1::UpdateWorker { worker_id: id, change: Some(v1::update_worker::Change::Labels(labels)), now_unix: NOW };
-        assert!(!update(&txn, 8, &relabel).unwrap().succeeded, "a revoked worker keeps its labels");
+        assert!(
+            !update(&txn, 8, &relabel, &mut Changes::default()).unwrap().succeeded,
+            "a revoked worker keeps its labels"
+        );
     }
 
     #[test]
@@ -393,7 +429,7 @@ mod tests {
             v1::LabelChange { set: [("tier".to_string(), "gpu".to_string())].into(), remove: vec!["rack".into()] };
         let relabel =
             v1::UpdateWorker { worker_id: id, change: Some(v1::update_worker::Change::Labels(labels)), now_unix: NOW };
-        let worker = update(&txn, 3, &relabel).unwrap().worker.unwrap();
+        let worker = update(&txn, 3, &relabel, &mut Changes::default()).unwrap().worker.unwrap();
         assert_eq!(worker.labels.get("tier").map(String::as_str), Some("gpu"));
         assert!(!worker.labels.contains_key("rack"));
         assert_eq!(worker.labels.get("zone").map(String::as_str), Some("a"));
@@ -424,7 +460,7 @@ mod tests {
     ) -> v1::CommandResult {
         let batch = v1::WorkerTransitions { term, now_unix: NOW, transitions: transitions_ };
         let txn = db.begin_write().unwrap();
-        let result = transitions(&txn, index, 3, &batch).unwrap();
+        let result = transitions(&txn, index, 3, &batch, &mut Changes::default()).unwrap();
         txn.commit().unwrap();
         result
     }
@@ -437,7 +473,7 @@ mod tests {
             presented_serial: presented.into(),
         };
         let txn = db.begin_write().unwrap();
-        let result = record_cert(&txn, index, &command).unwrap();
+        let result = record_cert(&txn, index, &command, &mut Changes::default()).unwrap();
         txn.commit().unwrap();
         result
     }

@@ -57,6 +57,14 @@ fn empty_file_gives_every_default() {
                 mass_expiry_pause: Duration::from_secs(120),
                 gateway_lease: Duration::from_secs(3),
             },
+            watch: crate::WatchTuning {
+                history_max_revisions: 100_000,
+                history_max_age: Duration::from_secs(3600),
+                progress_interval: Duration::from_secs(5),
+                slow_consumer_timeout: Duration::from_secs(10),
+                max_watchers: 10_000,
+                max_watchers_per_connection: 1_000,
+            },
             limits: Limits {
                 max_message_bytes: 4 << 20,
                 request_timeout: Duration::from_secs(10),
@@ -249,4 +257,17 @@ fn serializes_back_to_the_same_config() {
     ));
     let text = toml::to_string(&original).unwrap();
     assert_eq!(config(&text), original, "{text}");
+}
+
+#[test]
+fn watch_settings_are_checked_by_name() {
+    let bad = [
+        ("[watch]\nhistory_max_revisions = 0\n", "watch.history_max_revisions"),
+        ("[watch]\nmax_watchers = 0\n", "watch.max_watchers"),
+        ("[watch]\nslow_consumer_timeout = \"0s\"\n", "watch.slow_consumer_timeout"),
+    ];
+    for (text, field) in bad {
+        let err = invalid(&format!("{TLS}{text}"));
+        assert!(err.contains(field), "{text}: {err}");
+    }
 }

@@ -68,6 +68,7 @@ fn compare_and_swap_compares_with_this_replica() {
             expected: expected.into(),
             expect_absent: absent,
             new_value: new.into(),
+            expected_mod_revision: None,
         })
     };
     assert!(store.write(&cas("", true, "a"), 1, 1).unwrap().0.succeeded);
