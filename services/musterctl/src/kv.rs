@@ -50,18 +50,32 @@ pub enum KvCommand {
         /// The key to delete.
         key: String,
     },
-    /// Set KEY to NEW only if it currently holds --expected (or, with --absent, does not exist).
+    /// Follow the keys starting with PREFIX (every key by default): one line per put or delete
+    /// until Ctrl-C.
+    Watch {
+        /// Only keys starting with this (empty: every key).
+        #[arg(default_value = "")]
+        prefix: String,
+        /// Changes after this revision (default: from now).
+        #[arg(long)]
+        since: Option<u64>,
+    },
+    /// Set KEY to NEW only if it currently holds --expected (or, with --absent, does not exist;
+    /// or, with --mod-revision, was last written at that revision).
     Cas {
         /// The key to compare and set.
         key: String,
         /// The value to store if the comparison holds.
         new: String,
         /// The value KEY must hold for the swap to happen.
-        #[arg(long, conflicts_with = "absent", required_unless_present = "absent")]
+        #[arg(long, conflicts_with_all = ["absent", "mod_revision"], required_unless_present_any = ["absent", "mod_revision"])]
         expected: Option<String>,
         /// Swap only if KEY does not exist.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "mod_revision")]
         absent: bool,
+        /// Swap only if KEY was last written at this revision (its mod_revision; 0: absent).
+        #[arg(long)]
+        mod_revision: Option<u64>,
     },
     /// List keys starting with PREFIX (every key by default) with their values, in key order.
     List {
@@ -80,7 +94,7 @@ pub enum KvCommand {
 fn kv_json(kv: &v1::KeyValue) -> serde_json::Value {
     serde_json::json!({
         "key": kv.key, "value": show_bytes(&kv.value),
-        "create_revision": kv.create_revision, "mod_revision": kv.mod_revision,
+        "create_revision": kv.create_revision, "mod_revision": kv.mod_revision, "version": kv.version,
     })
 }
 
@@ -100,9 +114,20 @@ pub async fn run(command: KvCommand, connect: &ConnectArgs, format: Format) -> a
     match command {
         KvCommand::Put { key, value } => print_write(&client.put(&key, value).await?, format, "stored"),
         KvCommand::Delete { key } => print_write(&client.delete(&key).await?, format, "deleted"),
-        KvCommand::Cas { key, new, expected, absent } => {
-            let expected = if absent { None } else { expected.map(String::into_bytes) };
-            print_write(&client.compare_and_swap(&key, expected, new).await?, format, "swapped");
+        KvCommand::Cas { key, new, expected, absent, mod_revision } => {
+            let written = match mod_revision {
+                Some(revision) => client.compare_revision_and_swap(&key, revision, new).await?,
+                None => {
+                    client
+                        .compare_and_swap(&key, if absent { None } else { expected.map(String::into_bytes) }, new)
+                        .await?
+                }
+            };
+            print_write(&written, format, "swapped");
+        }
+        KvCommand::Watch { prefix, since } => {
+            let request = v1::WatchRequest { key: prefix, prefix: true, since_revision: since, ..Default::default() };
+            return crate::watch::kv(client, request, format).await;
         }
         KvCommand::Get { key, consistency } => match client.get(&key, consistency.into()).await? {
             Some(kv) => match format {

@@ -9,6 +9,7 @@ mod kv;
 mod output;
 mod tls;
 mod token;
+mod watch;
 mod workers;
 
 use std::ffi::OsString;

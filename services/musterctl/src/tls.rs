@@ -23,7 +23,7 @@ pub enum TlsCommand {
         /// localhost, 127.0.0.1 and ::1 are always included.
         #[arg(long = "node")]
         nodes: Vec<String>,
-        /// A certificate for another role: ROLE:NAME[=hosts] with ROLE one of registrar, gateway, worker.
+        /// A certificate for another role: ROLE:NAME[=hosts] with ROLE one of registrar, gateway, worker, watcher (read-only: KV reads and watches, worker lists and watches).
         #[arg(long = "component")]
         components: Vec<String>,
         /// Skip the operator client certificate.

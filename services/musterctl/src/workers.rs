@@ -48,6 +48,20 @@ pub enum WorkersCommand {
         #[arg(long = "label", value_parser = crate::token::parse_label)]
         labels: Vec<(String, String)>,
     },
+    /// Follow workers: the matching ones first (unless --since), then one line per change
+    /// (registered, ready, unreachable, returned, draining, left, revoked, labels-changed,
+    /// certificate-renewed, ...) until Ctrl-C.
+    Watch {
+        /// Only workers in this state (before or after a change).
+        #[arg(long)]
+        state: Option<State>,
+        /// Only workers with this label: KEY=VALUE (repeatable; all must match).
+        #[arg(long = "label", value_parser = crate::token::parse_label)]
+        labels: Vec<(String, String)>,
+        /// Only changes after this revision (no listing first).
+        #[arg(long)]
+        since: Option<u64>,
+    },
     /// Show one worker: state, labels, certificate and current lease.
     Get {
         /// The worker's id (the ID column of `workers list`).
@@ -94,7 +108,7 @@ fn when(unix: i64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix as u64)).to_string()
 }
 
-fn labels_text(labels: &HashMap<String, String>) -> String {
+pub fn labels_text(labels: &HashMap<String, String>) -> String {
     let mut pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     pairs.sort();
     pairs.join(",")
@@ -165,6 +179,15 @@ pub async fn run(command: WorkersCommand, connect: &ConnectArgs, format: Format)
             let listed = client.list_workers_with_leases(filter).await?;
             print_workers(&listed.workers, &listed.leases, format);
             return Ok(());
+        }
+        WorkersCommand::Watch { state, labels, since } => {
+            let request = v1::WatchWorkersRequest {
+                state: state.map_or(0, |s| v1::WorkerState::from(s) as i32),
+                labels: labels.into_iter().collect(),
+                since_revision: since,
+                ..Default::default()
+            };
+            return crate::watch::workers(client, request, format).await;
         }
         WorkersCommand::Get { worker_id } => (worker_id, client.worker_call(WorkerAction::Get, worker_id).await?),
         WorkersCommand::Drain { worker_id } => (worker_id, client.worker_call(WorkerAction::Drain, worker_id).await?),

@@ -146,6 +146,7 @@ mod tests {
             ],
             leases: Default::default(),
             next_page_token: String::new(),
+            revision: 0,
         };
         assert_eq!(ready_agents(&listed, 2).unwrap_err(), "agent 1, agent 2");
         listed.leases.insert(2, v1::WorkerLease::default());
