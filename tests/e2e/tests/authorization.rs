@@ -22,13 +22,14 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 /// Who calls: a role's certificate, or none.
 type Caller = Option<Role>;
 
-const CALLERS: [Caller; 6] = [
+const CALLERS: [Caller; 7] = [
     None,
     Some(Role::Operator),
     Some(Role::ControlPlane),
     Some(Role::Registrar),
     Some(Role::Gateway),
     Some(Role::Worker),
+    Some(Role::Watcher),
 ];
 
 /// What the authorization layer said.

@@ -60,6 +60,15 @@ async fn grpcurl_lists_describes_and_calls_services() {
         ["-cacert", &ca, "-cert", &cert, "-key", &key, &api, "muster.v1.ClusterManagementService/GetClusterMetadata"];
     let (ok, out) = grpcurl(&meta_args).await;
     assert!(ok && out.contains("\"leaderId\": \"1\""), "metadata with the operator certificate: {out}");
+
+    // Watches stream until stopped (here by -max-time): the listing's end, and a KV watch's start.
+    let watch = ["-max-time", "2", "-cacert", &ca, "-cert", &cert, "-key", &key];
+    let (_, out) = grpcurl(&[&watch[..], &[&api, "muster.v1.WorkerAdminService/WatchWorkers"]].concat()).await;
+    assert!(out.contains("\"synced\": true") && out.contains("DeadlineExceeded"), "WatchWorkers streams: {out}");
+    let kv =
+        [&watch[..], &["-d", r#"{"key": "app/", "prefix": true}"#, &api, "muster.v1.RaftClientService/Watch"]].concat();
+    let (_, out) = grpcurl(&kv).await;
+    assert!(out.contains("\"created\": true") && out.contains("DeadlineExceeded"), "Watch streams: {out}");
 }
 
 /// Every service each port lists resolves with `describe` (as grpcui and other reflection

@@ -34,7 +34,12 @@ fn for_this_stack(stack: &ComposeStack, line: &str) -> String {
 /// Runs one README line with bash in the repository root; returns its output, or panics
 /// with the line as written, as run, and what it printed.
 async fn run_line(stack: &ComposeStack, line: &str) -> String {
-    let shell_line = for_this_stack(stack, line);
+    let streams = line.contains("/Watch");
+    let mut shell_line = for_this_stack(stack, line);
+    if streams {
+        // A watch streams until Ctrl-C; here it is stopped after a few seconds (status 124).
+        shell_line = format!("timeout -s INT 5 {shell_line}; test $? = 124 -o $? = 130");
+    }
     let outcome =
         run(stack.bash(&shell_line), Duration::from_secs(90)).await.unwrap_or_else(|err| panic!("{line}: {err:#}"));
     assert!(outcome.ok, "README line failed:\n  {line}\nrun as:\n  {shell_line}\n{}", outcome.text());
@@ -51,6 +56,8 @@ fn expect(line: &str, out: &str) {
         &["SERVING"]
     } else if line.contains("GetClusterMetadata") {
         &["leaderId", "clusterId"]
+    } else if line.contains("WatchWorkers") {
+        &["workerId", "\"synced\": true"]
     } else if line.contains("ListWorkers") {
         &["workerId", "WORKER_STATE_READY"]
     } else if line.ends_with("workers list") {

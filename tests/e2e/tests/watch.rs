@@ -1,0 +1,622 @@
+//! Watches against real processes: a fleet seen registering and dying through `WatchWorkers`;
+//! a KV watch that loses its node to `kill -9` under full write load and resumes elsewhere with
+//! no gap and no repeat; a resume point older than the history (OUT_OF_RANGE, then a relist);
+//! and a consumer that never reads, ended for lag while a hundred others keep up.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use muster_client::{KvWatchItem, WorkerWatchItem};
+use muster_e2e::fleet::{BeatPlan, Fleet, register_all};
+use muster_e2e::gateway::Gateway;
+use muster_e2e::probe::{admin_get, metric_value};
+use muster_e2e::registrar::Registrar;
+use muster_e2e::{Cluster, HeartbeatPolicy, Options, ReadConsistency, eventually_msg, v1};
+use muster_middleware::{WatchEnd, watch_end};
+use tokio::task::JoinSet;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+type WorkerEvents = Arc<Mutex<Vec<(u64, v1::WorkerEvent)>>>;
+
+/// Collects every worker event a watch delivers, in order.
+fn collect_worker_events(mut watch: muster_client::WorkerWatch, events: WorkerEvents) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match watch.next().await {
+                Ok(WorkerWatchItem::Events { revision, events: batch }) => {
+                    events.lock().unwrap().extend(batch.into_iter().map(|event| (revision, event)));
+                }
+                Ok(_) => {}
+                Err(err) => panic!("the worker watch failed: {err}"),
+            }
+        }
+    })
+}
+
+fn of_type(events: &[(u64, v1::WorkerEvent)], kind: v1::WorkerEventType) -> Vec<u64> {
+    events
+        .iter()
+        .filter(|(_, event)| event.r#type == kind as i32)
+        .map(|(_, event)| event.worker.as_ref().map_or(0, |w| w.worker_id))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watcher_sees_every_worker_register_and_exactly_the_killed_ones_go_unreachable() {
+    let options = Options { heartbeat: Some(HeartbeatPolicy::fast()), ..Options::tls() };
+    let cluster = Cluster::start(1, options).await;
+    let registrar = Registrar::start_with(&cluster, "register_per_second = 100000.0\nregister_burst = 100000\n");
+    let gateway = Gateway::start_with(&cluster, "gw-1", "batch_interval = \"100ms\"\n");
+    gateway.wait_ready().await;
+    let client = Arc::new(cluster.client());
+
+    // Started before the fleet: an empty listing, then changes.
+    let mut watch = client.watch_workers(v1::WatchWorkersRequest::default());
+    match watch.next().await.expect("the listing") {
+        WorkerWatchItem::Listed { workers, .. } => assert!(workers.is_empty(), "no workers yet: {workers:?}"),
+        other => panic!("a watch without since_revision lists first, got {other:?}"),
+    }
+    let events: WorkerEvents = Arc::default();
+    let collector = collect_worker_events(watch, events.clone());
+
+    let token = client
+        .create_token(v1::CreateTokenRequest { ttl_seconds: 600, uses: 200, ..Default::default() })
+        .await
+        .expect("a token")
+        .token;
+    let pki = cluster.pki().expect("pki");
+    let identities = register_all(&registrar.addr, &pki.ca_pem(), &token, 200, 16).await.expect("200 workers");
+    let ids: HashSet<u64> = identities.iter().map(|identity| identity.worker_id).collect();
+    let plan = BeatPlan { fixed_interval: None };
+    let _survivors = Fleet::start(&identities[20..], &pki.ca_pem(), plan.clone()).expect("180 workers");
+    let mut doomed = Fleet::start(&identities[..20], &pki.ca_pem(), plan).expect("20 workers");
+    let doomed_ids: HashSet<u64> = identities[..20].iter().map(|identity| identity.worker_id).collect();
+
+    eventually_msg("the watch saw 200 workers registered, Ready", WAIT, || {
+        let events = events.clone();
+        let ids = ids.clone();
+        async move {
+            let events = events.lock().unwrap();
+            let registered: HashSet<u64> = of_type(&events, v1::WorkerEventType::Registered).into_iter().collect();
+            anyhow::ensure!(registered == ids, "{} of 200 registered", registered.len());
+            let ready = events
+                .iter()
+                .filter(|(_, e)| e.r#type == v1::WorkerEventType::Registered as i32)
+                .all(|(_, e)| e.worker.as_ref().is_some_and(|w| w.state == v1::WorkerState::Ready as i32));
+            anyhow::ensure!(ready, "a registered worker was not Ready");
+            Ok(())
+        }
+    })
+    .await;
+    eventually_msg("every doomed worker has its TTL", WAIT, || async {
+        let ttls = doomed.stats.last_ttl_ms.lock().unwrap().clone();
+        anyhow::ensure!(ttls.iter().all(|ttl| *ttl > 0), "some have not beaten yet");
+        Ok(())
+    })
+    .await;
+    // A simulated worker's first report carries its profile, named by its index in its fleet;
+    // the 180 survivors (indices 0..180 for workers registered as sim-20..sim-199) report a
+    // hostname that differs from their registration, which the leader records: one
+    // profile-changed event each, before the kill.
+    eventually_msg("the watch saw the survivors' reported profiles", WAIT, || {
+        let events = events.clone();
+        async move {
+            let events = events.lock().unwrap();
+            let profiled: HashSet<u64> = of_type(&events, v1::WorkerEventType::ProfileChanged).into_iter().collect();
+            anyhow::ensure!(profiled.len() == 180, "{} of 180 profiles", profiled.len());
+            Ok(())
+        }
+    })
+    .await;
+    let seen_before_kill = events.lock().unwrap().len();
+    let ttl = Duration::from_millis(u64::from(*doomed.stats.last_ttl_ms.lock().unwrap().iter().max().unwrap()));
+    let limit = ttl + Duration::from_secs(2 + 2);
+
+    doomed.stop();
+    let killed_at = Instant::now();
+    eventually_msg("the watch saw 20 workers go unreachable", limit + Duration::from_secs(5), || {
+        let events = events.clone();
+        async move {
+            let events = events.lock().unwrap();
+            let unreachable = of_type(&events[seen_before_kill..], v1::WorkerEventType::Unreachable);
+            anyhow::ensure!(unreachable.len() >= 20, "{} unreachable so far", unreachable.len());
+            Ok(())
+        }
+    })
+    .await;
+    let took = killed_at.elapsed();
+    assert!(took <= limit, "the last unreachable event came {took:?} after the kill; TTL + grace + 2 s is {limit:?}");
+
+    // Nothing else: a few more seconds of the surviving fleet beating brings no other change.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    collector.abort();
+    let events = events.lock().unwrap();
+    let after_kill = &events[seen_before_kill..];
+    let unreachable = of_type(after_kill, v1::WorkerEventType::Unreachable);
+    assert_eq!(unreachable.len(), 20, "exactly one event per killed worker: {unreachable:?}");
+    assert_eq!(unreachable.into_iter().collect::<HashSet<_>>(), doomed_ids, "the killed workers, and only they");
+    assert_eq!(after_kill.len(), 20, "no other change after the kill: {after_kill:?}");
+    let revisions: Vec<u64> = events.iter().map(|(revision, _)| *revision).collect();
+    assert!(revisions.windows(2).all(|pair| pair[0] <= pair[1]), "events arrive in revision order");
+}
+
+/// Puts on `w/<writer>/<n>` as fast as one client goes, recording (key, revision) of each
+/// acknowledged write, until `stop`.
+async fn write_until(
+    client: muster_client::ControlPlaneClient,
+    writer: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<(String, u64)> {
+    let mut acknowledged = Vec::new();
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let key = format!("w/{writer}/{n}");
+        if let Ok(result) = client.put(&key, n.to_string()).await {
+            acknowledged.push((key, result.index));
+        }
+        n += 1;
+    }
+    acknowledged
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watch_resumes_on_another_node_after_kill_9_with_no_gap_and_no_repeat() {
+    let mut cluster = Cluster::start(3, Options::tls()).await;
+    let leader = cluster.wait_for_leader(WAIT).await;
+    // The watch starts on a follower, so the kill does not also stop the writes for an election.
+    let serving = cluster.ids().into_iter().find(|id| *id != leader).expect("a follower");
+    let mut endpoints = vec![cluster.addrs(serving).api.clone()];
+    endpoints.extend(cluster.ids().into_iter().filter(|id| *id != serving).map(|id| cluster.addrs(id).api.clone()));
+    let client = Arc::new(cluster.client_with(endpoints, cluster.operator_client_tls()));
+    let mut watch = client.watch_kv(v1::WatchRequest { key: "w/".into(), prefix: true, ..Default::default() });
+    // The first message (created) says where the watch starts.
+    let start = match watch.next().await.expect("created") {
+        KvWatchItem::Progress { revision } => revision,
+        other => panic!("a new watch first says where it starts, got {other:?}"),
+    };
+
+    let delivered: Arc<Mutex<Vec<(u64, v1::KvEvent)>>> = Arc::default();
+    // How far the watch has delivered (events or progress).
+    let position = Arc::new(std::sync::atomic::AtomicU64::new(start));
+    let reader = {
+        let (delivered, position) = (delivered.clone(), position.clone());
+        tokio::spawn(async move {
+            loop {
+                match watch.next().await.expect("the watch resumes, never fails") {
+                    KvWatchItem::Events { revision, events } => {
+                        delivered.lock().unwrap().extend(events.into_iter().map(|event| (revision, event)));
+                        position.store(revision, Ordering::Relaxed);
+                    }
+                    KvWatchItem::Progress { revision } => position.store(revision, Ordering::Relaxed),
+                }
+            }
+        })
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = JoinSet::new();
+    for writer in 0..4 {
+        writers.spawn(write_until(cluster.client(), writer, stop.clone()));
+    }
+    eventually_msg("the watch delivers writes", WAIT, || {
+        let delivered = delivered.clone();
+        async move {
+            anyhow::ensure!(delivered.lock().unwrap().len() >= 200, "not yet");
+            Ok(())
+        }
+    })
+    .await;
+    cluster.kill(serving);
+    let before_kill = delivered.lock().unwrap().len();
+    eventually_msg("the watch delivers again after the kill", WAIT, || {
+        let delivered = delivered.clone();
+        async move {
+            anyhow::ensure!(delivered.lock().unwrap().len() >= before_kill + 500, "not yet");
+            Ok(())
+        }
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let mut acknowledged = Vec::new();
+    while let Some(written) = writers.join_next().await {
+        acknowledged.extend(written.expect("a writer"));
+    }
+
+    // The committed state at a revision, and the watch caught up to it.
+    let list = client.read(list_request("w/")).await.expect("a final list");
+    let at = list.applied_index;
+    eventually_msg(format!("the watch reaches revision {at}"), WAIT, || {
+        let position = position.load(Ordering::Relaxed);
+        async move {
+            anyhow::ensure!(position >= at, "at {position}");
+            Ok(())
+        }
+    })
+    .await;
+    reader.abort();
+    let delivered = delivered.lock().unwrap();
+
+    // In order, each revision once.
+    let revisions: Vec<u64> = delivered.iter().map(|(revision, _)| *revision).collect();
+    assert!(revisions.windows(2).all(|pair| pair[0] < pair[1]), "a revision repeated or out of order");
+    assert!(revisions.first().is_some_and(|first| *first > start));
+    // No gap: every acknowledged write was delivered, at its revision.
+    let by_revision: HashMap<u64, &v1::KvEvent> =
+        delivered.iter().map(|(revision, event)| (*revision, event)).collect();
+    for (key, revision) in &acknowledged {
+        let event = by_revision.get(revision).unwrap_or_else(|| panic!("{key} at {revision} was never delivered"));
+        assert_eq!(event.kv.as_ref().map(|kv| kv.key.as_str()), Some(key.as_str()));
+    }
+    // And what was delivered up to the list's revision is the listed state.
+    let mut replayed = BTreeMap::new();
+    for (revision, event) in delivered.iter().filter(|(revision, _)| *revision <= at) {
+        let kv = event.kv.clone().unwrap_or_default();
+        if event.r#type == v1::KvEventType::Put as i32 {
+            replayed.insert(kv.key, (kv.value, *revision));
+        } else {
+            replayed.remove(&kv.key);
+        }
+    }
+    let listed: BTreeMap<String, (Vec<u8>, u64)> = match list.result {
+        Some(v1::client_response::Result::List(list)) => {
+            list.items.into_iter().map(|kv| (kv.key, (kv.value, kv.mod_revision))).collect()
+        }
+        other => panic!("a list, got {other:?}"),
+    };
+    assert_eq!(replayed.len(), listed.len(), "the replayed watch and the list hold different keys");
+    assert!(replayed == listed, "the replayed watch differs from the list at revision {at}");
+    assert!(acknowledged.len() >= 700, "the writers ran ({} acknowledged)", acknowledged.len());
+}
+
+fn list_request(prefix: &str) -> v1::ClientReadRequest {
+    v1::ClientReadRequest {
+        consistency: ReadConsistency::Linearizable as i32,
+        query: Some(v1::client_read_request::Query::List(v1::KvList { prefix: prefix.into(), limit: 0 })),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resume_point_older_than_the_history_is_out_of_range_and_the_worker_watch_lists_again() {
+    let options = Options { extra_toml: "[watch]\nhistory_max_revisions = 5\n".into(), ..Options::tls() };
+    let cluster = Cluster::start(1, options).await;
+    let client = Arc::new(cluster.client());
+    for n in 0..20 {
+        client.put(&format!("k/{n}"), "v").await.expect("a put");
+    }
+
+    let mut raw = v1::raft_client_service_client::RaftClientServiceClient::new(cluster.api_channel(1));
+    let request = v1::WatchRequest { key: "k/".into(), prefix: true, since_revision: Some(1), ..Default::default() };
+    let status = raw.watch(request).await.expect_err("revision 1 is long gone");
+    let (end, oldest) = watch_end(&status).expect("a watch end with its revision");
+    assert_eq!(end, WatchEnd::Compacted, "{status:?}");
+    assert!(oldest > 10, "the history keeps 5 revisions: oldest {oldest}");
+    assert!(status.message().contains(&format!("after revision {oldest}")), "{status:?}");
+    // From the oldest revision named, the watch works.
+    let request =
+        v1::WatchRequest { key: "k/".into(), prefix: true, since_revision: Some(oldest), ..Default::default() };
+    let mut stream = raw.watch(request).await.expect("a watch from the oldest revision").into_inner();
+    let created = stream.message().await.expect("a message").expect("created");
+    assert!(created.created && created.revision == oldest, "{created:?}");
+    let first = stream.message().await.expect("a message").expect("events");
+    assert!(first.revision > oldest && !first.events.is_empty(), "{first:?}");
+
+    // A worker watch that asks for too old a revision lists again, then follows changes.
+    let mut watch = client.watch_workers(v1::WatchWorkersRequest { since_revision: Some(1), ..Default::default() });
+    match watch.next().await.expect("a relist") {
+        WorkerWatchItem::Listed { revision, .. } => assert!(revision >= oldest, "listed at {revision}"),
+        other => panic!("an OUT_OF_RANGE resume lists again, got {other:?}"),
+    }
+    assert_eq!(watch.reopened(), 1, "one relist");
+    let pki = cluster.pki().expect("pki");
+    let mut registry =
+        v1::worker_registry_service_client::WorkerRegistryServiceClient::new(muster_e2e::cluster::channel(
+            &cluster.addrs(1).api,
+            Some(pki.component_tls(muster_tls::Role::Registrar, "reg-1")),
+        ));
+    let token = client
+        .create_token(v1::CreateTokenRequest { ttl_seconds: 600, uses: 1, ..Default::default() })
+        .await
+        .expect("a token")
+        .token;
+    let registered = registry
+        .register_worker(v1::RegisterWorkerRequest {
+            token,
+            profile: Some(v1::WorkerProfile { hostname: "watched".into(), ..Default::default() }),
+        })
+        .await
+        .expect("a worker")
+        .into_inner()
+        .worker
+        .expect("the record");
+    loop {
+        match tokio::time::timeout(WAIT, watch.next()).await.expect("an event").expect("the watch") {
+            WorkerWatchItem::Events { events, .. } => {
+                assert_eq!(events[0].r#type, v1::WorkerEventType::Registered as i32);
+                assert_eq!(events[0].worker.as_ref().map(|w| w.worker_id), Some(registered.worker_id));
+                break;
+            }
+            WorkerWatchItem::Progress { .. } => {}
+            other => panic!("no second listing: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_consumer_that_never_reads_is_ended_for_lag_while_a_hundred_others_get_every_event() {
+    let options = Options { extra_toml: "[watch]\nslow_consumer_timeout = \"1s\"\n".into(), ..Options::tls() };
+    let cluster = Cluster::start(1, options).await;
+    let client = Arc::new(cluster.client());
+    const WRITES: usize = 400;
+
+    // The stalled consumer, on its own connection with small HTTP/2 windows (so the transport
+    // soon holds all it will take): it opens the watch and never reads.
+    let pki = cluster.pki().expect("pki");
+    let stalled_channel = tonic::transport::Endpoint::from_shared(format!("https://{}", cluster.addrs(1).api))
+        .expect("an endpoint")
+        .tls_config(pki.operator_tls().domain_name("localhost"))
+        .expect("TLS")
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect_lazy();
+    let mut stalled_client = v1::raft_client_service_client::RaftClientServiceClient::new(stalled_channel);
+    let request = v1::WatchRequest { key: "big/".into(), prefix: true, ..Default::default() };
+    let mut stalled = stalled_client.watch(request).await.expect("a watch").into_inner();
+
+    // A hundred readers of the same prefix from the revision before the writes (four groups
+    // over the client's one connection); the writes start once every watch is open.
+    let before = client.read(list_request("big/")).await.expect("a read").applied_index;
+    let mut readers = JoinSet::new();
+    for connection in 0..4 {
+        for _ in 0..25 {
+            let since_revision = Some(before);
+            let mut watch = client.watch_kv(v1::WatchRequest {
+                key: "big/".into(),
+                prefix: true,
+                since_revision,
+                ..Default::default()
+            });
+            readers.spawn(async move {
+                let mut seen = 0;
+                while seen < WRITES {
+                    match watch.next().await.expect("a reader's watch") {
+                        KvWatchItem::Events { events, .. } => seen += events.len(),
+                        KvWatchItem::Progress { .. } => {}
+                    }
+                }
+                (connection, seen, watch.reopened())
+            });
+        }
+    }
+    let admin = cluster.addrs(1).admin.clone();
+    eventually_msg("101 watches are open", WAIT, || {
+        let admin = admin.clone();
+        async move {
+            let metrics = admin_get(&admin, "/metrics").await?;
+            let open = metric_value(&metrics, "muster_watchers").unwrap_or(0.0);
+            anyhow::ensure!(open >= 101.0, "{open} open");
+            Ok(())
+        }
+    })
+    .await;
+    let rss_before = rss_kib(cluster.pid(1));
+    let value = vec![b'x'; 16 * 1024];
+    for n in 0..WRITES {
+        client.put(&format!("big/{n}"), value.clone()).await.expect("a put");
+    }
+    let finished = tokio::time::timeout(WAIT, async {
+        let mut finished = Vec::new();
+        while let Some(reader) = readers.join_next().await {
+            finished.push(reader.expect("a reader"));
+        }
+        finished
+    })
+    .await
+    .expect("every reader got every event in time");
+    assert_eq!(finished.len(), 100);
+    for (connection, seen, reopened) in finished {
+        assert_eq!(seen, WRITES, "a reader on connection {connection} missed or repeated events");
+        assert_eq!(reopened, 0, "a reader that keeps up is never ended");
+    }
+    eventually_msg("the stalled watch is ended for lag", WAIT, || {
+        let admin = admin.clone();
+        async move {
+            let metrics = admin_get(&admin, "/metrics").await?;
+            let ended = metric_value(&metrics, "muster_watchers_ended_lagging_total").unwrap_or(0.0);
+            anyhow::ensure!(ended >= 1.0, "{ended} ended");
+            Ok(())
+        }
+    })
+    .await;
+    let grown = rss_kib(cluster.pid(1)).saturating_sub(rss_before);
+    assert!(grown < 256 * 1024, "the node grew {grown} KiB serving 101 watches of 6 MiB of writes");
+
+    // When it reads at last: what the transport still held, then the end with its resume point.
+    let mut last_whole = 0;
+    let status = tokio::time::timeout(WAIT, async {
+        loop {
+            match stalled.message().await {
+                Ok(Some(message)) => {
+                    if !message.fragment {
+                        last_whole = message.revision;
+                    }
+                }
+                Ok(None) => panic!("the stalled watch ended without saying why"),
+                Err(status) => break status,
+            }
+        }
+    })
+    .await
+    .expect("the stalled watch ends");
+    assert_eq!(watch_end(&status), Some((WatchEnd::Lagging, last_whole)), "{status:?}");
+    assert!(status.message().contains("fell behind"), "{status:?}");
+    cluster.check_processes().expect("no process restarted");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the node's status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listing_in_pages_while_workers_churn_is_the_state_at_its_first_revision() {
+    const WORKERS: usize = 20_000;
+    let cluster = Cluster::start(1, Options::tls()).await;
+    let client = Arc::new(cluster.client());
+    let pki = cluster.pki().expect("pki");
+    let registry = v1::worker_registry_service_client::WorkerRegistryServiceClient::new(muster_e2e::cluster::channel(
+        &cluster.addrs(1).api,
+        Some(pki.component_tls(muster_tls::Role::Registrar, "reg-1")),
+    ));
+    let token = client
+        .create_token(v1::CreateTokenRequest { ttl_seconds: 600, uses: WORKERS as u32 + 1_000, ..Default::default() })
+        .await
+        .expect("a token")
+        .token;
+    let register = move |n: usize| {
+        let (mut registry, token) = (registry.clone(), token.clone());
+        async move {
+            let profile = Some(v1::WorkerProfile { hostname: format!("listed-{n}"), ..Default::default() });
+            registry.register_worker(v1::RegisterWorkerRequest { token, profile }).await.expect("a worker")
+        }
+    };
+    let mut registering = JoinSet::new();
+    for lane in 0..64 {
+        let register = register.clone();
+        registering.spawn(async move {
+            for n in (lane..WORKERS).step_by(64) {
+                register(n).await;
+            }
+        });
+    }
+    while let Some(done) = registering.join_next().await {
+        done.expect("a registering lane");
+    }
+
+    // The first page fixes the listing's revision; then the fleet churns (relabels and new
+    // workers) before the remaining pages are read.
+    let mut admin = v1::worker_admin_service_client::WorkerAdminServiceClient::new(cluster.api_channel(1));
+    let first = admin
+        .list_workers(v1::ListWorkersRequest { page_size: 500, ..Default::default() })
+        .await
+        .expect("the first page")
+        .into_inner();
+    let at = first.revision;
+    let mut churned_after = Vec::new();
+    for worker_id in (1..=WORKERS as u64).step_by(97) {
+        let change = v1::LabelChange { set: [("churn".to_string(), "yes".to_string())].into(), remove: Vec::new() };
+        let relabelled = client.label_worker_call(worker_id, change).await.expect("a relabel");
+        churned_after.push(relabelled.worker.expect("a record").revision);
+    }
+    for n in 0..50 {
+        register(WORKERS + n).await;
+    }
+    assert!(churned_after.iter().all(|revision| *revision > at), "the churn came after the listing's revision");
+
+    let mut listed = first.workers;
+    let mut token = first.next_page_token;
+    let mut pages = 1;
+    while !token.is_empty() {
+        let page = admin
+            .list_workers(v1::ListWorkersRequest { page_size: 500, page_token: token, ..Default::default() })
+            .await
+            .expect("a page")
+            .into_inner();
+        assert_eq!(page.revision, at, "every page is served at the first page's revision");
+        listed.extend(page.workers);
+        token = page.next_page_token;
+        pages += 1;
+    }
+    assert!(pages >= WORKERS / 500, "{pages} pages");
+    let ids: Vec<u64> = listed.iter().map(|w| w.worker_id).collect();
+    assert_eq!(ids, (1..=WORKERS as u64).collect::<Vec<_>>(), "every worker registered by then, once, in order");
+    assert!(listed.iter().all(|w| w.revision <= at && !w.labels.contains_key("churn")), "a page showed a later change");
+
+    // A page token of a listing the node no longer holds is refused, naming what to do.
+    let stale =
+        muster_e2e::v1::ListWorkersRequest { page_token: "AAAAAAAAAAEAAAAAAAAAAQ".into(), ..Default::default() };
+    let status = admin.list_workers(stale).await.expect_err("an unknown listing");
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    assert!(status.message().contains("list again from the first page"), "{status:?}");
+    // The client pages for the caller and sees the churn now.
+    let now = client.list_workers(v1::ListWorkersRequest::default()).await.expect("a listing");
+    assert_eq!(now.len(), WORKERS + 50);
+    assert_eq!(now.iter().filter(|w| w.labels.contains_key("churn")).count(), churned_after.len());
+}
+
+/// A `musterctl ... watch` child whose output lines the test reads as they come.
+struct WatchCommand {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl WatchCommand {
+    fn start(cluster: &Cluster, args: &[&str]) -> Self {
+        let endpoints: Vec<String> = cluster.ids().into_iter().map(|id| cluster.addrs(id).api.clone()).collect();
+        let mut command = tokio::process::Command::new(muster_e2e::binaries::musterctl());
+        command.args(["--insecure", "--endpoints", &endpoints.join(",")]).args(args);
+        muster_e2e::process::without_muster_env(&mut command);
+        command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::inherit()).kill_on_drop(true);
+        let mut child = command.spawn().expect("musterctl starts");
+        let stdout = child.stdout.take().expect("its stdout");
+        Self { child, lines: tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout)) }
+    }
+
+    async fn next_line(&mut self) -> String {
+        tokio::time::timeout(WAIT, self.lines.next_line())
+            .await
+            .expect("a line in time")
+            .expect("readable output")
+            .expect("a line before the end")
+    }
+
+    /// Ctrl-C: the command stops cleanly.
+    async fn interrupt(mut self) {
+        let pid = self.child.id().expect("running").to_string();
+        let sent = std::process::Command::new("kill").args(["-INT", &pid]).status().expect("kill runs");
+        assert!(sent.success());
+        let status = tokio::time::timeout(WAIT, self.child.wait()).await.expect("it stops").expect("its status");
+        assert!(status.success(), "Ctrl-C ends a watch with status 0, got {status}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn musterctl_watch_prints_one_line_per_change_and_stops_cleanly_on_ctrl_c() {
+    let cluster = Cluster::start(1, Options::default()).await;
+    let client = cluster.client();
+
+    let mut kv = WatchCommand::start(&cluster, &["kv", "watch", "app/"]);
+    assert_eq!(kv.next_line().await, "REVISION  EVENT  KEY  VALUE");
+    let mut kv_json = WatchCommand::start(&cluster, &["-o", "json", "kv", "watch", "app/"]);
+    let mut workers = WatchCommand::start(&cluster, &["workers", "watch"]);
+    assert_eq!(workers.next_line().await, "REVISION  EVENT  ID  NAME  STATE  LABELS");
+    let synced = workers.next_line().await;
+    assert!(synced.ends_with("  synced"), "an empty listing, then synced: {synced}");
+    // Both watches run (the first line of a watch comes once it is open on the node).
+    eventually_msg("both KV watches are open", WAIT, || async {
+        let metrics = admin_get(&cluster.addrs(1).admin, "/metrics").await?;
+        let open = metrics.lines().find(|line| line.starts_with("muster_watchers{") && line.contains("kind=\"kv\""));
+        anyhow::ensure!(open.is_some_and(|line| line.ends_with(" 2")), "{open:?}");
+        Ok(())
+    })
+    .await;
+
+    let put = client.put("app/a", "one").await.expect("a put");
+    client.put("other", "ignored").await.expect("a put");
+    let deleted = client.delete("app/a").await.expect("a delete");
+    assert_eq!(kv.next_line().await, format!("{}  put  app/a  one", put.index));
+    assert_eq!(kv.next_line().await, format!("{}  delete  app/a  ", deleted.index).trim_end());
+    let first: serde_json::Value = serde_json::from_str(&kv_json.next_line().await).expect("a JSON line");
+    assert_eq!(first["event"], "put");
+    assert_eq!(first["key"], "app/a");
+    assert_eq!(first["revision"], put.index);
+    kv.interrupt().await;
+    kv_json.interrupt().await;
+    workers.interrupt().await;
+}
