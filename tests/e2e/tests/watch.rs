@@ -620,3 +620,38 @@ async fn musterctl_watch_prints_one_line_per_change_and_stops_cleanly_on_ctrl_c(
     kv_json.interrupt().await;
     workers.interrupt().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_caps_and_bad_requests_are_refused_by_name() {
+    let options = Options { extra_toml: "[watch]\nmax_watchers_per_connection = 2\n".into(), ..Options::tls() };
+    let cluster = Cluster::start(1, options).await;
+    let mut raw = v1::raft_client_service_client::RaftClientServiceClient::new(cluster.api_channel(1));
+    let watch = |key: &str, prefix: bool| v1::WatchRequest { key: key.into(), prefix, ..Default::default() };
+
+    let status = raw.watch(watch("", false)).await.expect_err("no key and no prefix");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("key is empty"), "{status:?}");
+    let status = raw.watch(watch(&"k".repeat(5_000), true)).await.expect_err("an oversize key");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("the limit is 4096"), "{status:?}");
+
+    // Two watches on one connection, then the cap; a watch given back frees its place.
+    let first = raw.watch(watch("a/", true)).await.expect("a first watch").into_inner();
+    let _second = raw.watch(watch("b/", true)).await.expect("a second watch").into_inner();
+    let status = raw.watch(watch("c/", true)).await.expect_err("a third watch on the connection");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("watch.max_watchers_per_connection"), "{status:?}");
+    drop(first);
+    eventually_msg("a dropped watch frees its place", WAIT, || {
+        let mut raw = raw.clone();
+        async move { Ok(raw.watch(watch("c/", true)).await?.into_inner()) }
+    })
+    .await;
+    // Another connection has its own places.
+    let mut other = v1::raft_client_service_client::RaftClientServiceClient::new(muster_e2e::cluster::channel(
+        &cluster.addrs(1).api,
+        cluster.operator_tls(),
+    ));
+    other.watch(watch("d/", true)).await.expect("a watch on another connection");
+    cluster.check_processes().expect("no process restarted");
+}

@@ -152,7 +152,7 @@ fn put_value(
         version: current.as_ref().map_or(1, |kv| kv.version + 1),
     };
     kv.insert(key, new.encode_to_vec().as_slice()).map_err(io_err)?;
-    changes.put(index, &new, current.as_ref());
+    changes.put(index, new, current.as_ref());
     Ok(v1::CommandResult { index, succeeded: true, previous: current, ..Default::default() })
 }
 

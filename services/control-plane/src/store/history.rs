@@ -43,11 +43,11 @@ pub struct Changes {
 }
 
 impl Changes {
-    pub(crate) fn put(&mut self, revision: u64, kv: &v1::KeyValue, previous: Option<&v1::KeyValue>) {
+    pub(crate) fn put(&mut self, revision: u64, kv: v1::KeyValue, previous: Option<&v1::KeyValue>) {
         self.kv.push(v1::KvEvent {
             r#type: v1::KvEventType::Put as i32,
             revision,
-            kv: Some(kv.clone()),
+            kv: Some(kv),
             prev_kv: previous.cloned(),
         });
     }
@@ -112,13 +112,12 @@ pub(crate) fn worker_event_type(before: Option<&v1::WorkerRecord>, after: &v1::W
     }
 }
 
-/// Stores the entry's changes (if it made any) and trims the history; the record as stored.
+/// Stores the entry's changes, if it made any; the record as stored.
 pub(crate) fn record(
     txn: &WriteTransaction,
     revision: u64,
     changes: Changes,
     now_unix_ms: i64,
-    retention: Retention,
 ) -> io::Result<Option<v1::HistoryRecord>> {
     if changes.is_empty() {
         return Ok(None);
@@ -127,14 +126,21 @@ pub(crate) fn record(
         v1::HistoryRecord { revision, applied_at_unix_ms: now_unix_ms, kv: changes.kv, workers: changes.workers };
     let mut history = txn.open_table(HISTORY).map_err(io_err)?;
     history.insert(revision, record.encode_to_vec().as_slice()).map_err(io_err)?;
+    Ok(Some(record))
+}
+
+/// Drops the records past `retention` (too many, or older than its age), never the newest:
+/// once per applied batch, not per entry.
+pub(crate) fn trim(txn: &WriteTransaction, now_unix_ms: i64, retention: Retention) -> io::Result<()> {
+    let mut history = txn.open_table(HISTORY).map_err(io_err)?;
     let oldest_kept = now_unix_ms.saturating_sub(i64::try_from(retention.max_age.as_millis()).unwrap_or(i64::MAX));
     let mut trimmed_through = None;
-    loop {
+    while history.len().map_err(io_err)? > 1 {
         let over_count = history.len().map_err(io_err)? > retention.max_revisions;
         let Some((first, value)) = history.first().map_err(io_err)? else { break };
         let first_revision = first.value();
         // Decoding only the time: a record older than the limit, or one too many.
-        let too_old = first_revision != revision && applied_at(value.value()) < oldest_kept;
+        let too_old = applied_at(value.value()) < oldest_kept;
         drop((first, value));
         if !(over_count || too_old) {
             break;
@@ -145,7 +151,7 @@ pub(crate) fn record(
     if let Some(through) = trimmed_through {
         set_history_from(txn, through)?;
     }
-    Ok(Some(record))
+    Ok(())
 }
 
 fn applied_at(encoded: &[u8]) -> i64 {
@@ -257,11 +263,12 @@ mod tests {
         let txn = db.begin_write().unwrap();
         for revision in 1..=5 {
             let mut changes = Changes::default();
-            changes.put(revision, &kv("k"), None);
-            record(&txn, revision, changes, 1_000, retention).unwrap();
+            changes.put(revision, kv("k"), None);
+            record(&txn, revision, changes, 1_000).unwrap();
         }
+        trim(&txn, 1_000, retention).unwrap();
         // Nothing changed at 6: no record.
-        assert!(record(&txn, 6, Changes::default(), 1_000, retention).unwrap().is_none());
+        assert!(record(&txn, 6, Changes::default(), 1_000).unwrap().is_none());
         let history = txn.open_table(HISTORY).unwrap();
         assert_eq!(history.iter().unwrap().map(|item| item.unwrap().0.value()).collect::<Vec<_>>(), [3, 4, 5]);
         drop(history);
@@ -272,8 +279,9 @@ mod tests {
         assert_eq!(from(&txn), 2);
         // A minute later, everything but the newest record is too old.
         let mut changes = Changes::default();
-        changes.put(7, &kv("k"), None);
-        record(&txn, 7, changes, 61_001, retention).unwrap();
+        changes.put(7, kv("k"), None);
+        record(&txn, 7, changes, 61_001).unwrap();
+        trim(&txn, 61_001, retention).unwrap();
         let history = txn.open_table(HISTORY).unwrap();
         assert_eq!(history.iter().unwrap().map(|item| item.unwrap().0.value()).collect::<Vec<_>>(), [7]);
         drop(history);

@@ -179,7 +179,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         let _span = apply_span(node_id, &entry.log_id, command).entered();
                         let mut changes = Changes::default();
                         let result = apply_command(&txn, index, entry.log_id.leader_id.term, command, &mut changes)?;
-                        records.extend(history::record(&txn, index, changes, now_unix_ms, retention)?);
+                        records.extend(history::record(&txn, index, changes, now_unix_ms)?);
                         result
                     }
                     EntryPayload::Membership(membership) => {
@@ -193,6 +193,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 };
                 results.push(result);
                 last_applied = Some(entry.log_id);
+            }
+            if !records.is_empty() {
+                history::trim(&txn, now_unix_ms, retention)?;
             }
             if let Some(applied) = last_applied {
                 let encoded = log_id_to_pb(&applied).encode_to_vec();
