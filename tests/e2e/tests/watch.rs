@@ -1,7 +1,9 @@
 //! Watches against real processes: a fleet seen registering and dying through `WatchWorkers`;
 //! a KV watch that loses its node to `kill -9` under full write load and resumes elsewhere with
 //! no gap and no repeat; a resume point older than the history (OUT_OF_RANGE, then a relist);
-//! and a consumer that never reads, ended for lag while a hundred others keep up.
+//! a consumer that never reads, ended for lag while a hundred others keep up; and a
+//! linearizable watch on a follower that gets no entries, which never starts below the leader's
+//! commit index (while a plain watch there starts from what the follower has).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +13,7 @@ use std::time::{Duration, Instant};
 use muster_client::{KvWatchItem, WorkerWatchItem};
 use muster_e2e::fleet::{BeatPlan, Fleet, register_all};
 use muster_e2e::gateway::Gateway;
+use muster_e2e::netns::NamespaceNetwork;
 use muster_e2e::probe::{admin_get, metric_value};
 use muster_e2e::registrar::Registrar;
 use muster_e2e::{Cluster, HeartbeatPolicy, Options, ReadConsistency, eventually_msg, v1};
@@ -654,4 +657,188 @@ async fn watch_caps_and_bad_requests_are_refused_by_name() {
     ));
     other.watch(watch("d/", true)).await.expect("a watch on another connection");
     cluster.check_processes().expect("no process restarted");
+}
+
+/// Drops every packet the other nodes send to node `id`'s Raft port, in its namespace's input
+/// chain next to the harness's own cuts (so `heal` flushes it too): no entry and no heartbeat
+/// reaches it. Everything else still flows: the test's calls to its API, and its own
+/// connections out (pre-votes to the peers' Raft ports, forwards and the linearizable
+/// catch-up read to the leader's API), whose answers come from other ports.
+fn cut_raft_traffic_into(cluster: &mut Cluster, id: u64) {
+    let port = cluster.addrs(id).raft.rsplit_once(':').expect("host:port").1.to_owned();
+    let others: Vec<u64> = cluster.ids().into_iter().filter(|other| *other != id).collect();
+    let network = cluster.network();
+    for other in others {
+        let rule = format!("add rule inet muster input ip saddr {} tcp dport {port} drop", network.ip(other));
+        let output = std::process::Command::new("ip")
+            .args(["netns", "exec", &network.namespace(id), "nft"])
+            .args(rule.split(' '))
+            .output()
+            .expect("ip netns exec nft runs");
+        assert!(output.status.success(), "nft {rule}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+}
+
+/// Node `id`'s applied index, from its `/metrics`.
+async fn applied_index(cluster: &Cluster, id: u64) -> anyhow::Result<u64> {
+    let metrics = admin_get(&cluster.addrs(id).admin, "/metrics").await?;
+    let line = metrics
+        .lines()
+        .find(|line| line.split(['{', ' ']).next() == Some("muster_raft_applied_index"))
+        .ok_or_else(|| anyhow::anyhow!("node {id} reports no muster_raft_applied_index"))?;
+    Ok(line.rsplit(' ').next().unwrap_or_default().parse()?)
+}
+
+/// Reads `stream` until it has sent everything up to `revision`: the (revision, key) of each
+/// event on the way.
+async fn kv_events_through(stream: &mut tonic::Streaming<v1::WatchResponse>, revision: u64) -> Vec<(u64, String)> {
+    let mut seen = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let message = stream.message().await.expect("the watch runs").expect("the watch stays open");
+            seen.extend(
+                message
+                    .events
+                    .iter()
+                    .map(|event| (event.revision, event.kv.as_ref().map(|kv| kv.key.clone()).unwrap_or_default())),
+            );
+            if !message.fragment && message.revision >= revision {
+                break;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the watch reached revision {revision} in time (seen so far: {seen:?})"));
+    seen
+}
+
+/// The catch-up window of a follower's linearizable start (`CATCH_UP_TIMEOUT` in the
+/// control plane's `node.rs`): how long it waits to apply up to the leader's revision.
+const CATCH_UP_WINDOW: Duration = Duration::from_secs(5);
+
+/// Asks `follower` for a linearizable watch on `lin/`: the stream and its first message (which
+/// must say `created`), or the follower's refusal after its catch-up window, which must be
+/// exactly that (UNAVAILABLE, naming a leader's revision at or after `written`). Panics on
+/// anything else.
+async fn open_linearizable(
+    mut raw: v1::raft_client_service_client::RaftClientServiceClient<tonic::transport::Channel>,
+    follower: u64,
+    written: u64,
+) -> Result<(tonic::Streaming<v1::WatchResponse>, v1::WatchResponse), tonic::Status> {
+    let request = v1::WatchRequest { key: "lin/".into(), prefix: true, linearizable: true, ..Default::default() };
+    let answer = tokio::time::timeout(WAIT, raw.watch(request))
+        .await
+        .unwrap_or_else(|_| panic!("node {follower} held a linearizable watch for {WAIT:?} without answering"));
+    match answer {
+        Ok(stream) => {
+            let mut stream = stream.into_inner();
+            let first = tokio::time::timeout(WAIT, stream.message())
+                .await
+                .expect("the first message of the linearizable watch in time")
+                .expect("the linearizable watch runs")
+                .expect("its first message");
+            assert!(first.created && first.node_id == follower, "a watch first says where it starts: {first:?}");
+            Ok((stream, first))
+        }
+        Err(status) => {
+            let prefix = format!("node {follower} did not apply up to the leader's revision ");
+            let target: Option<u64> =
+                status.message().strip_prefix(&prefix).and_then(|rest| rest.split(' ').next()?.parse().ok());
+            assert!(
+                status.code() == tonic::Code::Unavailable && target.is_some_and(|target| target >= written),
+                "a linearizable watch is refused only for a catch-up that ran out, naming the leader's \
+                 revision (at or after W at {written}): {status:?}"
+            );
+            Err(status)
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_linearizable_watch_on_a_lagging_follower_never_starts_below_the_leaders_commit_index() {
+    assert!(NamespaceNetwork::available(), "this test needs root and the ip and nft commands (iproute2, nftables)");
+    let mut cluster = Cluster::start(3, Options { isolated_network: true, ..Options::tls() }).await;
+    let leader = cluster.wait_for_leader(WAIT).await;
+    let follower = cluster.ids().into_iter().find(|id| *id != leader).expect("a follower");
+    let majority: Vec<String> =
+        cluster.ids().into_iter().filter(|id| *id != follower).map(|id| cluster.addrs(id).api.clone()).collect();
+    let client = cluster.client_with(majority, cluster.operator_client_tls());
+    let before = client.put("lin/before", "seen by every node").await.expect("a put").index;
+    eventually_msg(format!("node {follower} applies revision {before}"), WAIT, || async {
+        let applied = applied_index(&cluster, follower).await?;
+        anyhow::ensure!(applied >= before, "at {applied}");
+        Ok(())
+    })
+    .await;
+
+    // The follower gets no more entries; the leader and the third node commit W without it.
+    cut_raft_traffic_into(&mut cluster, follower);
+    let written =
+        client.put("lin/written", "while the follower gets nothing").await.expect("the majority writes").index;
+    let raw = v1::raft_client_service_client::RaftClientServiceClient::new(cluster.api_channel(follower));
+
+    // The control: a plain watch starts from what the follower has, which is before W. This is
+    // what makes the assertions below mean something: the follower really is behind.
+    let request = v1::WatchRequest { key: "lin/".into(), prefix: true, ..Default::default() };
+    let mut plain = raw.clone().watch(request).await.expect("a plain watch on the follower").into_inner();
+    let plain_start = tokio::time::timeout(WAIT, plain.message())
+        .await
+        .expect("the plain watch answers in time")
+        .expect("the plain watch runs")
+        .expect("its first message");
+    assert!(
+        plain_start.created && plain_start.node_id == follower,
+        "a plain watch first says where it starts: {plain_start:?}"
+    );
+    assert!(
+        (before..written).contains(&plain_start.revision),
+        "node {follower} gets no entries, so a plain watch there starts at or after {before} and before W at \
+         {written}: {plain_start:?}"
+    );
+
+    // Linearizable, while no entry can reach the follower: it asks the leader (whose API it
+    // still reaches) for its commit index, waits its catch-up window to apply that far, and
+    // then refuses, rather than start below it.
+    let asked = Instant::now();
+    if let Ok((_, first)) = open_linearizable(raw.clone(), follower, written).await {
+        panic!("node {follower}, which cannot get W at {written}, started a linearizable watch: {first:?}");
+    }
+    let waited = asked.elapsed();
+    assert!(waited >= CATCH_UP_WINDOW - Duration::from_secs(1), "refused after {waited:?}, before its catch-up window");
+    let applied = applied_index(&cluster, follower).await.expect("the follower's applied index");
+    assert!(applied < written, "node {follower} is still behind W at {written} (at {applied})");
+
+    // Linearizable again, asked while the follower is still behind, and healed while it waits:
+    // it starts once the follower has applied the leader's revision, so at or after W. (Entries
+    // reach the follower again within about 1.5 s of the heal, well inside its window; should
+    // they take longer on a loaded machine, the refusal is checked and a new watch asked.)
+    let pending = tokio::spawn(open_linearizable(raw.clone(), follower, written));
+    cluster.network().heal().expect("healing");
+    let opened = tokio::time::timeout(WAIT, pending).await.expect("the linearizable watch answers").expect("its task");
+    let (mut linear, linear_start) = match opened {
+        Ok(opened) => opened,
+        Err(refusal) => {
+            eprintln!("the linearizable watch asked before the heal ran out of catch-up time ({refusal:?}); again");
+            eventually_msg(format!("a linearizable watch starts on node {follower} after the heal"), WAIT, || {
+                let raw = raw.clone();
+                async move { open_linearizable(raw, follower, written).await.map_err(anyhow::Error::from) }
+            })
+            .await
+        }
+    };
+    assert!(linear_start.revision >= written, "the linearizable watch starts below W at {written}: {linear_start:?}");
+
+    // Both then follow the same writes: the plain watch, which started before W, delivers it;
+    // the linearizable one, which started after it, delivers only what came later.
+    let later = client.put("lin/later", "after healing").await.expect("a put").index;
+    let plain_events = kv_events_through(&mut plain, later).await;
+    assert_eq!(
+        plain_events,
+        vec![(written, "lin/written".to_owned()), (later, "lin/later".to_owned())],
+        "the plain watch, from {}",
+        plain_start.revision
+    );
+    let linear_events = kv_events_through(&mut linear, later).await;
+    assert_eq!(linear_events, vec![(later, "lin/later".to_owned())], "the linearizable watch, from {linear_start:?}");
+    cluster.check_processes().expect("no process exited");
 }
