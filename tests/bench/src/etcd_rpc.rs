@@ -162,12 +162,84 @@ pub struct LeaseKeepAliveResponse {
     pub ttl: i64,
 }
 
+/// `etcdserverpb.WatchCreateRequest` (the leading fields).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WatchCreateRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    pub key: Vec<u8>,
+    /// With `key`, the range [key, range_end): for a prefix, the prefix with its last byte + 1.
+    #[prost(bytes = "vec", tag = "2")]
+    pub range_end: Vec<u8>,
+    #[prost(int64, tag = "3")]
+    pub start_revision: i64,
+    #[prost(bool, tag = "4")]
+    pub progress_notify: bool,
+    #[prost(bool, tag = "6")]
+    pub prev_kv: bool,
+}
+
+/// `etcdserverpb.WatchRequest`: only the `create_request` arm (field 1) of its oneof, which is
+/// the same bytes on the wire as an optional message field.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WatchRequest {
+    #[prost(message, optional, tag = "1")]
+    pub create_request: Option<WatchCreateRequest>,
+}
+
+/// `mvccpb.Event`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Event {
+    /// 0 PUT, 1 DELETE.
+    #[prost(int32, tag = "1")]
+    pub r#type: i32,
+    #[prost(message, optional, tag = "2")]
+    pub kv: Option<KeyValue>,
+    #[prost(message, optional, tag = "3")]
+    pub prev_kv: Option<KeyValue>,
+}
+
+/// `etcdserverpb.WatchResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WatchResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(int64, tag = "2")]
+    pub watch_id: i64,
+    #[prost(bool, tag = "3")]
+    pub created: bool,
+    #[prost(bool, tag = "4")]
+    pub canceled: bool,
+    #[prost(int64, tag = "5")]
+    pub compact_revision: i64,
+    #[prost(string, tag = "6")]
+    pub cancel_reason: String,
+    #[prost(bool, tag = "7")]
+    pub fragment: bool,
+    #[prost(message, repeated, tag = "11")]
+    pub events: Vec<Event>,
+}
+
+/// The end of the key range holding every key that starts with `prefix` (etcd's convention:
+/// the prefix with its last byte below 0xff incremented; `\0` for every key).
+pub fn prefix_range_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
 const PUT: &str = "/etcdserverpb.KV/Put";
 const RANGE: &str = "/etcdserverpb.KV/Range";
 const STATUS: &str = "/etcdserverpb.Maintenance/Status";
 const LEASE_GRANT: &str = "/etcdserverpb.Lease/LeaseGrant";
 /// The bidirectional keep-alive stream (`stream LeaseKeepAliveRequest` both ways).
 pub const LEASE_KEEP_ALIVE: &str = "/etcdserverpb.Lease/LeaseKeepAlive";
+/// The bidirectional watch stream (`stream WatchRequest` → `stream WatchResponse`).
+pub const WATCH: &str = "/etcdserverpb.Watch/Watch";
 
 /// The endpoint of the member at `addr` (`host:port`): `https` with `tls`, else plaintext.
 pub fn endpoint(addr: &str, tls: Option<&ClientTlsConfig>) -> anyhow::Result<Endpoint> {
@@ -268,6 +340,24 @@ mod tests {
         assert_eq!(response.header.map(|h| h.revision), Some(1));
         let granted = LeaseGrantResponse::decode([0x10, 9, 0x18, 6, 0x22, 1, b'x'].as_slice()).unwrap();
         assert_eq!((granted.id, granted.ttl, granted.error.as_str()), (9, 6, "x"));
+    }
+
+    #[test]
+    fn watch_messages_use_the_wire_field_numbers() {
+        let create = WatchCreateRequest { key: b"a".to_vec(), range_end: b"b".to_vec(), ..Default::default() };
+        let request = WatchRequest { create_request: Some(create) }.encode_to_vec();
+        assert_eq!(request, [0x0a, 6, 0x0a, 1, b'a', 0x12, 1, b'b']);
+        // created, then events[0] = {kv: {key: "k"}} at field 11.
+        let response = WatchResponse::decode([0x18, 1, 0x5a, 5, 0x12, 3, 0x0a, 1, b'k'].as_slice()).unwrap();
+        assert!(response.created);
+        assert_eq!(response.events[0].kv.as_ref().map(|kv| kv.key.as_slice()), Some(b"k".as_slice()));
+    }
+
+    #[test]
+    fn a_prefix_range_ends_after_its_last_key() {
+        assert_eq!(prefix_range_end(b"bench/"), b"bench0");
+        assert_eq!(prefix_range_end(b"a\xff"), b"b");
+        assert_eq!(prefix_range_end(b""), [0]);
     }
 
     #[test]

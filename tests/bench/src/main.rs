@@ -6,6 +6,7 @@
 //! cargo run --release -p muster-bench -- kv [--duration 10s] [--clients 1,64] [--value-bytes 128]
 //! cargo run --release -p muster-bench -- fleet [--workers 10000] [--interval 450ms]
 //! cargo run --release -p muster-bench -- failover [--kills 20]
+//! cargo run --release -p muster-bench -- watch [--watchers 1000] [--rates 100,400]
 //! ```
 //!
 //! `kv`: the same KV workload on each system. Each system runs alone: Muster's cluster is
@@ -13,7 +14,8 @@
 //! and plaintext, every client has its own connection and talks to the leader, and the same
 //! keys and values are written. `fleet`: simulated workers heartbeating through the worker
 //! tier against the same number of etcd leases kept alive (see [`fleet`]). `failover`: leader
-//! `kill -9` to the first acknowledged write (see [`failover`]).
+//! `kill -9` to the first acknowledged write (see [`failover`]). `watch`: watchers on every
+//! node following a fixed write rate (see [`watch`]).
 //!
 //! Modules: [`cluster`] (Muster processes), [`etcd`] and [`etcd_rpc`] (etcd processes and
 //! its gRPC API), [`workload`] (client loops and histograms), [`report`] (tables),
@@ -28,6 +30,7 @@ mod fleet;
 mod machine;
 mod procs;
 mod report;
+mod watch;
 mod workload;
 
 use std::path::PathBuf;
@@ -59,6 +62,9 @@ enum Bench {
     Fleet(fleet::FleetArgs),
     /// Leader kill -9 to the first acknowledged write, repeated, Muster vs etcd.
     Failover(failover::FailoverArgs),
+    /// Watchers spread over the nodes following puts (and, Muster only, registering
+    /// workers) at a fixed rate, Muster vs etcd.
+    Watch(watch::WatchArgs),
 }
 
 #[derive(Parser, Debug, Clone)]
@@ -93,7 +99,7 @@ struct KvArgs {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum System {
+pub enum System {
     Muster,
     Etcd,
 }
@@ -275,6 +281,7 @@ async fn main() -> ExitCode {
             Bench::Kv(args) => kv(args).await,
             Bench::Fleet(args) => fleet::run(args).await,
             Bench::Failover(args) => failover::run(args).await,
+            Bench::Watch(args) => watch::run(args).await,
         }
     };
     // Dropping the benchmark future (on a signal) kills every server and removes the temp dir.
