@@ -14,6 +14,7 @@
 //! instead of a dropped connection.
 
 pub mod metrics;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -32,6 +33,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 pub use metrics::{Histogram, Kind, counter, gauge};
+pub use tls::with_tls;
 
 /// The largest request body the admin endpoints accept (they read none: GET only).
 pub const MAX_REQUEST_BODY_BYTES: usize = 4096;

@@ -118,7 +118,7 @@ pub struct AdvertiseConfig {
 }
 
 /// TLS material. All three files are required unless `insecure` is set.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// Serve and dial in plaintext. For development only; the daemon logs a warning. Default
@@ -130,6 +130,26 @@ pub struct TlsConfig {
     pub cert_file: Option<PathBuf>,
     /// PEM private key of this node.
     pub key_file: Option<PathBuf>,
+    /// How often the three files are checked for changes; changed files are loaded, checked
+    /// and used for every new handshake (SIGHUP reloads at once too). A bad file is refused
+    /// and the material in use stays. Default 10s; "0s" checks only on SIGHUP.
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+/// The default `tls.reload_interval`.
+pub const DEFAULT_TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            insecure: false,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            reload_interval: DEFAULT_TLS_RELOAD_INTERVAL,
+        }
+    }
 }
 
 impl TlsConfig {

@@ -117,6 +117,21 @@ impl CertificateAuthority {
     /// `spiffe://muster/<role>/<name>`; EKUs per `server_auth`/`client_auth`. Validity is
     /// capped at the CA's own expiry.
     pub fn issue(&self, spec: &CertSpec) -> Result<Pem, TlsError> {
+        let what = format!("certificate for {}", spec.spiffe_id());
+        let key = new_key(&what)?;
+        let cert_pem = self.issue_for(spec, &key)?;
+        Ok(Pem { cert_pem, key_pem: key.serialize_pem() })
+    }
+
+    /// [`Self::issue`] for the key already in `key_pem`: renewal keeps the key, so the
+    /// certificate file is the only one that changes and a process reloading its files never
+    /// sees a certificate and a key that do not belong together.
+    pub fn reissue(&self, spec: &CertSpec, key_pem: &str, key_origin: &str) -> Result<String, TlsError> {
+        let key = KeyPair::from_pem(key_pem).map_err(|e| parse_err("private key", key_origin, e))?;
+        self.issue_for(spec, &key)
+    }
+
+    fn issue_for(&self, spec: &CertSpec, key: &KeyPair) -> Result<String, TlsError> {
         spec.validate()?;
         let leaf = Leaf {
             common_name: &spec.name,
@@ -126,11 +141,11 @@ impl CertificateAuthority {
             client_auth: spec.client_auth,
             validity: spec.validity,
         };
-        let params = self.leaf_params(&leaf)?;
+        let mut params = self.leaf_params(&leaf)?;
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&rand_serial()));
         let what = format!("certificate for {}", spec.spiffe_id());
-        let key = new_key(&what)?;
-        let cert = params.signed_by(&key, &self.issuer).map_err(|source| TlsError::Generate { what, source })?;
-        Ok(Pem { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+        let cert = params.signed_by(key, &self.issuer).map_err(|source| TlsError::Generate { what, source })?;
+        Ok(cert.pem())
     }
 
     /// Signs the public key of a PKCS#10 request (its signature verified) as a client-auth-only

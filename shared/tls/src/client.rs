@@ -67,12 +67,8 @@ impl ClientTls {
         let webpki = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
             .build()
             .map_err(|err| parse_err("CA certificate", "the CA bundle", err))?;
-        let verifier = Arc::new(RoleVerifier { check, roots, webpki, provider: provider.clone() });
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|err| parse_err("TLS settings", "rustls", err))?
-            .dangerous()
-            .with_custom_certificate_verifier(verifier);
+        let trust = Trust::Fixed { roots, webpki };
+        let builder = Self::builder(check, trust, provider)?;
         let mut config = match identity {
             Some((chain_pem, key_pem)) => {
                 let chain = CertificateDer::pem_slice_iter(chain_pem)
@@ -88,6 +84,33 @@ impl ClientTls {
         };
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Self { config: Arc::new(config), domain: None })
+    }
+
+    /// Presents the certificate `live` holds at each handshake and checks servers against the
+    /// CA bundle it holds then: a client made once follows renewals and CA rotations.
+    pub fn live(live: &Arc<crate::LiveTls>, check: ServerCheck) -> Result<Self, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = Self::builder(check, Trust::Live(live.clone()), provider)?;
+        let mut config =
+            builder.with_client_cert_resolver(Arc::new(crate::live::LiveClientCert { live: live.clone() }));
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        // A resumed session would skip the certificates, ours and the server's (see
+        // `LiveTls::server_config`).
+        config.resumption = rustls::client::Resumption::disabled();
+        Ok(Self { config: Arc::new(config), domain: None })
+    }
+
+    fn builder(
+        check: ServerCheck,
+        trust: Trust,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>, TlsError> {
+        let verifier = Arc::new(RoleVerifier { check, trust, provider: provider.clone() });
+        Ok(rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|err| parse_err("TLS settings", "rustls", err))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier))
     }
 
     /// Wraps a configuration made by [`Self::rustls_config`] (kept by a client that also
@@ -157,12 +180,19 @@ fn component(role: Role) -> &'static str {
     }
 }
 
+/// The CAs a client trusts: fixed when it was made, or whatever a [`LiveTls`](crate::LiveTls)
+/// holds at the handshake.
+#[derive(Debug)]
+enum Trust {
+    Fixed { roots: Arc<RootCertStore>, webpki: Arc<WebPkiServerVerifier> },
+    Live(Arc<crate::LiveTls>),
+}
+
 /// Chain (and host, if asked) as webpki checks them, then the Muster role in the certificate.
 #[derive(Debug)]
 struct RoleVerifier {
     check: ServerCheck,
-    roots: Arc<RootCertStore>,
-    webpki: Arc<WebPkiServerVerifier>,
+    trust: Trust,
     provider: Arc<CryptoProvider>,
 }
 
@@ -175,15 +205,23 @@ impl ServerCertVerifier for RoleVerifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let material;
+        let (roots, webpki) = match &self.trust {
+            Trust::Fixed { roots, webpki } => (roots, webpki),
+            Trust::Live(live) => {
+                material = live.current();
+                (&material.roots, &material.server_verifier)
+            }
+        };
         match self.check {
             ServerCheck::RoleAndHost(_) => {
-                self.webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
+                webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
             }
             ServerCheck::Role(_) => {
                 let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
                 rustls::client::verify_server_cert_signed_by_trust_anchor(
                     &cert,
-                    &self.roots,
+                    roots,
                     intermediates,
                     now,
                     self.provider.signature_verification_algorithms.all,

@@ -5,8 +5,7 @@
 
 use std::sync::Arc;
 
-use rustls::RootCertStore;
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
 
 use crate::TlsError;
 use crate::files::TlsFiles;
@@ -33,16 +32,7 @@ pub fn server_config(
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = certs_from_pem(chain_pem.as_bytes(), "certificate", "server certificate")?;
     let key = key_from_pem(key_pem.as_bytes(), "private key", "server key")?;
-    let mut roots = RootCertStore::empty();
-    for ca in certs_from_pem(client_ca_pem.as_bytes(), "CA certificate", "client CA")? {
-        roots.add(ca).map_err(|e| parse_err("CA certificate", "client CA", e))?;
-    }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
-    let verifier = match client_auth {
-        ClientAuth::Optional => verifier.allow_unauthenticated().build(),
-        ClientAuth::Required => verifier.build(),
-    }
-    .map_err(|e| parse_err("CA certificate", "client CA", e))?;
+    let verifier = client_cert_verifier(client_ca_pem, client_auth, "client CA")?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| parse_err("certificate", "server certificate", e))?
@@ -51,6 +41,17 @@ pub fn server_config(
         .map_err(|e| parse_err("private key", "server key", e))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// A verifier of client certificates that trusts the CAs in `client_ca_pem` (`origin` names
+/// where they came from in errors).
+pub fn client_cert_verifier(
+    client_ca_pem: &str,
+    client_auth: ClientAuth,
+    origin: &str,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let roots = crate::live::roots_from_pem(client_ca_pem.as_bytes(), origin)?;
+    crate::live::client_verifier(Arc::new(roots), client_auth, origin)
 }
 
 impl TlsFiles {

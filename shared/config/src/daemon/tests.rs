@@ -38,7 +38,7 @@ fn empty_file_gives_every_default() {
                 admin_addr: SocketAddr::from(([127, 0, 0, 1], 3680)),
             },
             advertise: AdvertiseConfig { raft_addr: None, api_addr: None },
-            tls: TlsConfig { insecure: false, ca_file: None, cert_file: None, key_file: None },
+            tls: TlsConfig::default(),
             raft: RaftTuning {
                 heartbeat_interval: Duration::from_millis(100),
                 election_timeout_min: Duration::from_millis(250),
