@@ -3,6 +3,9 @@
 # (it holds the CA key, the worker CA key and the operator certificate).
 #
 #   deploy/k8s/secrets.sh tls          CA and certificates (musterctl tls init) -> the *-tls Secrets
+#   deploy/k8s/secrets.sh renew        re-issue them (musterctl tls renew) -> the same Secrets; the
+#                                      pods load the new files without a restart (kubelet updates
+#                                      the mounted Secrets within about a minute)
 #   deploy/k8s/secrets.sh token FILE   a bootstrap token file -> muster-worker-token
 #
 # The token needs the running control plane, and tokens are written on the leader, which
@@ -27,6 +30,13 @@ create() { # SECRET FILE...: the files of $dir, each under its own name
   kubectl -n "$namespace" create secret generic "$name" "${args[@]}" --dry-run=client -o yaml | kubectl apply -f -
 }
 
+tls_secrets() { # the component Secrets from $dir
+  create muster-control-plane-tls ca.pem control-plane.pem control-plane-key.pem
+  # The worker CA key goes to the registrar only (never to gateways or the control plane).
+  create muster-registrar-tls ca.pem registrar.pem registrar-key.pem worker-ca.pem worker-ca-key.pem
+  create muster-heartbeat-gateway-tls ca.pem heartbeat-gateway.pem heartbeat-gateway-key.pem
+}
+
 case ${1:-} in
   tls)
     musterctl tls init --dir "$dir" \
@@ -34,10 +44,11 @@ case ${1:-} in
       --component "registrar:registrar=$registrar_hosts" \
       --component "gateway:heartbeat-gateway"
     kubectl get namespace "$namespace" >/dev/null 2>&1 || kubectl create namespace "$namespace"
-    create muster-control-plane-tls ca.pem control-plane.pem control-plane-key.pem
-    # The worker CA key goes to the registrar only (never to gateways or the control plane).
-    create muster-registrar-tls ca.pem registrar.pem registrar-key.pem worker-ca.pem worker-ca-key.pem
-    create muster-heartbeat-gateway-tls ca.pem heartbeat-gateway.pem heartbeat-gateway-key.pem
+    tls_secrets
+    ;;
+  renew)
+    musterctl tls renew --dir "$dir" ${VALIDITY:+--validity "$VALIDITY"}
+    tls_secrets
     ;;
   token)
     [[ -f ${2:-} ]] || { echo "usage: $0 token FILE (from musterctl token create --out FILE)" >&2; exit 2; }
@@ -45,7 +56,7 @@ case ${1:-} in
       --dry-run=client -o yaml | kubectl apply -f -
     ;;
   *)
-    echo "usage: $0 tls | token FILE" >&2
+    echo "usage: $0 tls | renew | token FILE" >&2
     exit 2
     ;;
 esac

@@ -54,6 +54,8 @@ pub struct ControlPlane {
     pub node: Arc<NodeHandle>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    /// Reloads the TLS files while the node runs.
+    _tls_reloader: Option<muster_tls::Reloader>,
 }
 
 /// What this node is and whom it starts with, from the cluster mode.
@@ -137,14 +139,14 @@ impl ControlPlane {
 
         tasks.spawn(muster_admin::serve(
             listeners.admin,
-            node.clone(),
+            muster_admin::with_tls(node.clone(), tls.live.clone()),
             config.limits.admin.clone(),
             shutdown_rx.clone(),
         ));
         tasks.spawn(crate::leases::sweeper::run(node.clone(), shutdown_rx.clone()));
         tasks.spawn(crate::worker_ca_export::run(node.clone(), shutdown_rx.clone()));
         tasks.spawn(lifecycle::run(node.clone(), membership, shutdown_rx));
-        Ok(Self { node, shutdown, tasks })
+        Ok(Self { node, shutdown, tasks, _tls_reloader: tls.reloader(&config) })
     }
 
     /// Stops serving, then stops Raft (flushing nothing: every acknowledged write is durable).

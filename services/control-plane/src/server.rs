@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use muster_config::{ControlPlaneConfig, ListenerLimits};
 use muster_middleware::ServerLimits;
-use muster_tls::{ClientTls, Role, ServerCheck};
+use muster_tls::{ClientAuth, ClientTls, LiveTls, Role, ServerCheck};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::server::NamedService;
@@ -34,12 +34,14 @@ impl Port {
 }
 
 /// TLS material for serving (done by `muster-listener`, under its handshake deadline) and for
-/// dialing peers; both `None` under `--insecure`.
+/// dialing peers; all `None` under `--insecure`. Both configs follow `live`, which reloads
+/// the files when they change (see `muster_tls::LiveTls`).
 #[derive(Clone)]
 pub struct TlsSetup {
     pub server: Option<Arc<rustls::ServerConfig>>,
     /// Dials only control-plane certificates (Raft peers, relays to the leader, joins).
     pub client: Option<ClientTls>,
+    pub live: Option<Arc<LiveTls>>,
 }
 
 impl TlsSetup {
@@ -49,10 +51,18 @@ impl TlsSetup {
                 "INSECURE MODE: TLS is off; peer and client traffic is plaintext and unauthenticated. \
                  Use only on a trusted local machine; run `musterctl tls init` for real deployments."
             );
-            return Ok(Self { server: None, client: None });
+            return Ok(Self { server: None, client: None, live: None });
         };
-        let client = files.client_for(ServerCheck::RoleAndHost(Role::ControlPlane))?;
-        Ok(Self { server: Some(files.server_config()?), client: Some(client) })
+        let live = LiveTls::load(files)?;
+        let client = ClientTls::live(&live, ServerCheck::RoleAndHost(Role::ControlPlane))?;
+        let server = live.server_config(ClientAuth::Optional)?;
+        Ok(Self { server: Some(server), client: Some(client), live: Some(live) })
+    }
+
+    /// Starts reloading the files (on SIGHUP and every `tls.reload_interval`) until the guard
+    /// is dropped; `None` under `--insecure`.
+    pub fn reloader(&self, config: &ControlPlaneConfig) -> Option<muster_tls::Reloader> {
+        self.live.as_ref().map(|live| live.spawn_reloader(config.tls.reload_interval, "control-plane"))
     }
 }
 

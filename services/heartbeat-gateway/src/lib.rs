@@ -66,8 +66,17 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     config.validate()?;
     let advertise = config.advertise_addr_for(listener.local_addr()?);
-    let cert_name = match muster_tls::TlsFiles::from_config(&config.tls) {
-        Some(files) => Some(files.own_identity()?.name),
+    // Reloaded when the files change: the control-plane client and the heartbeat listener
+    // follow renewals and CA rotations without a restart.
+    let live = muster_tls::TlsFiles::from_config(&config.tls).map(muster_tls::LiveTls::load).transpose()?;
+    let cert_name = match &live {
+        Some(live) => Some(
+            live.current()
+                .identity
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("the gateway's certificate names no spiffe://muster/gateway/<name>"))?
+                .name,
+        ),
         None => None,
     };
     let gateway_id = config.gateway_id_for(&advertise, cert_name.as_deref())?;
@@ -81,10 +90,15 @@ pub async fn run(
         stop.send_replace(true);
     });
     let (stop_admin, admin_stopped) = watch::channel(false);
-    let admin_task =
-        tokio::spawn(muster_admin::serve(admin, state.clone(), config.admin_limits.clone(), admin_stopped));
+    let admin_task = tokio::spawn(muster_admin::serve(
+        admin,
+        muster_admin::with_tls(state.clone(), live.clone()),
+        config.admin_limits.clone(),
+        admin_stopped,
+    ));
+    let _reloader = live.as_ref().map(|live| live.spawn_reloader(config.tls.reload_interval, "heartbeat-gateway"));
 
-    let result = serve(config, listener, state, stopped).await;
+    let result = serve(config, listener, state, live, stopped).await;
     stop_admin.send_replace(true);
     let _ = admin_task.await;
     result
@@ -94,13 +108,14 @@ async fn serve(
     config: GatewayConfig,
     listener: TcpListener,
     state: Arc<GatewayState>,
+    live: Option<Arc<muster_tls::LiveTls>>,
     mut stopped: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let files = muster_tls::TlsFiles::from_config(&config.tls);
     let mut options = ClientOptions::new(config.control_plane.clone());
     options.timeout = BATCH_CALL_TIMEOUT;
-    if let Some(files) = &files {
-        options.tls = Some(files.client_for(muster_tls::ServerCheck::RoleAndHost(muster_tls::Role::ControlPlane))?);
+    if let Some(live) = &live {
+        let check = muster_tls::ServerCheck::RoleAndHost(muster_tls::Role::ControlPlane);
+        options.tls = Some(muster_tls::ClientTls::live(live, check)?);
     } else {
         tracing::warn!(
             "INSECURE MODE: heartbeats are served in plaintext and workers name themselves with \
@@ -111,12 +126,12 @@ async fn serve(
 
     // Start-up: the worker CA, then one accepted batch. Either may wait for other components.
     let startup = async {
-        let auth_and_tls = match &files {
-            Some(files) => {
+        let auth_and_tls = match &live {
+            Some(live) => {
                 state.readiness.set_phase("waiting for a registrar to create the worker CA");
                 let trust = tls::fetch_worker_ca(&client).await;
                 tracing::info!(cluster_id = %trust.cluster_id, "worker CA loaded");
-                let server_tls = tls::server_tls(files, &trust.cert_pem)?;
+                let server_tls = tls::server_tls(live, &trust.cert_pem)?;
                 (Authentication::Certificate { cluster_id: trust.cluster_id }, Some(server_tls))
             }
             None => (Authentication::InsecureHeader, None),

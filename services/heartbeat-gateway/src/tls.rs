@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use muster_client::ControlPlaneClient;
-use muster_tls::{ClientAuth, TlsFiles};
+use muster_tls::{ClientAuth, LiveTls};
 
 /// The worker CA and the cluster id, as the control plane knows them.
 #[derive(Clone, Debug)]
@@ -46,11 +46,10 @@ pub async fn fetch_worker_ca(client: &ControlPlaneClient) -> WorkerTrust {
     }
 }
 
-/// Server TLS for the heartbeat port: our certificate (checked against the cluster CA file
-/// first, so a wrong file is named at start-up), worker certificates required and verified
-/// against `worker_ca_pem` only.
+/// Server TLS for the heartbeat port: our certificate (as `live` holds it at each handshake),
+/// worker certificates required and verified against `worker_ca_pem` only.
 /// The handshake deadline is `listener_limits.tls_handshake_timeout`, applied by the listener.
-pub fn server_tls(files: &TlsFiles, worker_ca_pem: &str) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+pub fn server_tls(live: &Arc<LiveTls>, worker_ca_pem: &str) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let blocks = x509_parser::pem::Pem::iter_from_buffer(worker_ca_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .context("the worker CA certificate from the control plane is not valid PEM")?;
@@ -59,7 +58,9 @@ pub fn server_tls(files: &TlsFiles, worker_ca_pem: &str) -> anyhow::Result<Arc<r
     for block in &blocks {
         block.parse_x509().context("the worker CA certificate from the control plane does not parse")?;
     }
-    files.server_config_trusting(worker_ca_pem, ClientAuth::Required).context("loading the gateway's own certificate")
+    let verifier = muster_tls::client_cert_verifier(worker_ca_pem, ClientAuth::Required, "the worker CA")
+        .context("the worker CA certificate from the control plane")?;
+    live.server_config_with(verifier, false).context("the gateway's TLS settings")
 }
 
 #[cfg(test)]
@@ -83,12 +84,12 @@ mod tests {
             validity,
         })
         .unwrap();
-        let files = TlsFiles::in_dir(dir.path(), "gw");
+        let live = LiveTls::load(muster_tls::TlsFiles::in_dir(dir.path(), "gw")).unwrap();
         let (current, retired) = (
             CertificateAuthority::generate("current", validity).unwrap(),
             CertificateAuthority::generate("retired", validity).unwrap(),
         );
-        server_tls(&files, &format!("{}{}", current.cert_pem(), retired.cert_pem())).unwrap();
-        assert!(server_tls(&files, "not a certificate").is_err());
+        server_tls(&live, &format!("{}{}", current.cert_pem(), retired.cert_pem())).unwrap();
+        assert!(server_tls(&live, "not a certificate").is_err());
     }
 }

@@ -94,6 +94,17 @@ pub fn show_bytes(bytes: &[u8]) -> String {
     }
 }
 
+/// A Unix time in seconds as RFC 3339 (UTC), or `-` when unset.
+pub fn unix_time(unix_seconds: i64) -> String {
+    match u64::try_from(unix_seconds) {
+        Ok(seconds) if seconds > 0 => {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds);
+            humantime::format_rfc3339_seconds(at).to_string()
+        }
+        _ => "-".to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,11 +1,12 @@
 //! `musterctl tls init`: the cluster CA and certificates for nodes and the operator, and the
-//! worker CA whose key only registrars are given.
+//! worker CA whose key only registrars are given. `musterctl tls renew`: the same certificates
+//! again, with a new validity.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Subcommand;
-use muster_tls::{CertSpec, PkiInit, Role};
+use muster_tls::{CertSpec, PkiInit, PkiRenew, Role};
 
 use crate::output::{Format, print_json};
 
@@ -36,6 +37,20 @@ pub enum TlsCommand {
         #[arg(long, default_value = "365days", value_parser = humantime::parse_duration)]
         validity: Duration,
     },
+    /// Re-issue certificates from the cluster CA with the same names, roles, hosts and keys and
+    /// a new validity. Running components load them without a restart (they watch their
+    /// files; SIGHUP reloads at once).
+    Renew {
+        /// The directory `tls init` wrote (it must hold ca.pem and ca-key.pem).
+        #[arg(long, default_value = "./tls")]
+        dir: PathBuf,
+        /// Only these certificates, by name (comma-separated or repeated); default: every one.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Validity of the new certificates (never past the CA's own expiry).
+        #[arg(long, default_value = "365days", value_parser = humantime::parse_duration)]
+        validity: Duration,
+    },
 }
 
 fn parse_spec(text: &str, role: Role, validity: Duration) -> anyhow::Result<CertSpec> {
@@ -54,7 +69,69 @@ fn parse_spec(text: &str, role: Role, validity: Duration) -> anyhow::Result<Cert
 }
 
 pub fn run(command: TlsCommand, format: Format) -> anyhow::Result<()> {
-    let TlsCommand::Init { dir, cluster_name, nodes, components, no_operator, force, validity } = command;
+    match command {
+        TlsCommand::Init { dir, cluster_name, nodes, components, no_operator, force, validity } => {
+            init(InitArgs { dir, cluster_name, nodes, components, no_operator, force, validity }, format)
+        }
+        TlsCommand::Renew { dir, only, validity } => renew(&PkiRenew { dir, only, validity }, format),
+    }
+}
+
+struct InitArgs {
+    dir: PathBuf,
+    cluster_name: String,
+    nodes: Vec<String>,
+    components: Vec<String>,
+    no_operator: bool,
+    force: bool,
+    validity: Duration,
+}
+
+fn renew(request: &PkiRenew, format: Format) -> anyhow::Result<()> {
+    let renewed = muster_tls::renew_pki(request)?;
+    let wanted_until = muster_proto::clock::unix_now() + request.validity.as_secs() as i64;
+    // Capped at the CA's expiry (give a minute of slack for the time the renewal took).
+    let capped: Vec<&str> =
+        renewed.iter().filter(|r| r.new_not_after_unix + 60 < wanted_until).map(|r| r.name.as_str()).collect();
+    match format {
+        Format::Json => print_json(&serde_json::json!({
+            "dir": request.dir,
+            "renewed": renewed.iter().map(|r| serde_json::json!({
+                "name": r.name, "role": r.role.as_str(), "cert": r.cert,
+                "old_not_after_unix": r.old_not_after_unix, "new_not_after_unix": r.new_not_after_unix,
+            })).collect::<Vec<_>>(),
+            "capped_by_ca_expiry": capped,
+        })),
+        Format::Table => {
+            let rows: Vec<Vec<String>> = renewed
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.name.clone(),
+                        r.role.as_str().to_string(),
+                        crate::output::unix_time(r.old_not_after_unix),
+                        crate::output::unix_time(r.new_not_after_unix),
+                    ]
+                })
+                .collect();
+            crate::output::print_table(&["NAME", "ROLE", "WAS VALID UNTIL", "NOW VALID UNTIL"], &rows);
+            if !capped.is_empty() {
+                println!(
+                    "note: {} end with the CA itself; rotate the CA to go further (docs/operations.md)",
+                    capped.join(", ")
+                );
+            }
+            println!(
+                "Components reload their files within tls.reload_interval (SIGHUP reloads at once); copy the \
+                 renewed files to where each one reads them (docs/operations.md)."
+            );
+        }
+    }
+    Ok(())
+}
+
+fn init(args: InitArgs, format: Format) -> anyhow::Result<()> {
+    let InitArgs { dir, cluster_name, nodes, components, no_operator, force, validity } = args;
     let mut specs = Vec::new();
     for node in &nodes {
         specs.push(parse_spec(node, Role::ControlPlane, validity)?);

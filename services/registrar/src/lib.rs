@@ -23,15 +23,15 @@ pub mod worker_ca;
 
 use std::sync::Arc;
 
-use anyhow::Context;
+use muster_admin::with_tls;
 use muster_client::{ClientOptions, ControlPlaneClient};
 use muster_proto::v1::worker_registration_service_server::WorkerRegistrationServiceServer;
-use muster_tls::TlsFiles;
+use muster_tls::{ClientAuth, ClientTls, LiveTls, Role, ServerCheck, TlsFiles};
 use tokio::net::TcpListener;
 
 pub use config::RegistrarConfig;
 use rate_limit::RateLimiter;
-use registrar::Registrar;
+use registrar::{CaBundle, Registrar};
 use service::RegistrationService;
 use signing::Signer;
 
@@ -44,10 +44,12 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
-    let files = TlsFiles::from_config(&config.tls);
+    // The files are reloaded when they change (renewal, CA rotation): the control-plane
+    // client, the Register listener and the bundle handed to workers all follow them.
+    let live = TlsFiles::from_config(&config.tls).map(LiveTls::load).transpose()?;
     let mut options = ClientOptions::new(config.control_plane.clone());
-    if let Some(files) = &files {
-        options.tls = Some(files.client_for(muster_tls::ServerCheck::RoleAndHost(muster_tls::Role::ControlPlane))?);
+    if let Some(live) = &live {
+        options.tls = Some(ClientTls::live(live, ServerCheck::RoleAndHost(Role::ControlPlane))?);
     } else {
         tracing::warn!("INSECURE MODE: Register is served in plaintext; workers cannot pin the registrar");
     }
@@ -57,9 +59,9 @@ pub async fn run(
     let (recorded, cluster_id) = worker_ca::agree(&client, &worker_ca, &worker_ca_path).await?;
     tracing::info!(%cluster_id, sha256 = %recorded.sha256, retired = recorded.retired.len(), "worker CA ready");
 
-    let ca_bundle_pem = match &files {
-        Some(files) => std::fs::read_to_string(&files.ca).with_context(|| format!("reading {}", files.ca.display()))?,
-        None => String::new(),
+    let ca_bundle = match &live {
+        Some(live) => CaBundle::Live(live.clone()),
+        None => CaBundle::Fixed(String::new()),
     };
     let now = muster_proto::clock::unix_now();
     let worker_ca_pem = worker_ca::client_trust(&recorded, now);
@@ -67,14 +69,18 @@ pub async fn run(
         registrar: Registrar {
             control_plane: client,
             signer: Signer { worker_ca, cluster_id, validity: config.worker_cert_validity },
-            ca_bundle_pem: ca_bundle_pem.clone(),
+            ca_bundle,
         },
         limiter: RateLimiter::new(config.register_per_second, config.register_burst),
         stats: Default::default(),
     });
     let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);
-    let admin_task =
-        tokio::spawn(muster_admin::serve(admin, service.clone(), config.admin_limits.clone(), admin_stopped));
+    let admin_task = tokio::spawn(muster_admin::serve(
+        admin,
+        with_tls(service.clone(), live.clone()),
+        config.admin_limits.clone(),
+        admin_stopped,
+    ));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<WorkerRegistrationServiceServer<RegistrationService>>().await;
@@ -82,24 +88,21 @@ pub async fn run(
         <WorkerRegistrationServiceServer<RegistrationService> as tonic::server::NamedService>::NAME,
     ])?;
     let limits = muster_middleware::ServerLimits::default();
-    let tls = match &files {
-        Some(files) => {
-            // Present the chain up to the cluster CA: the worker checks it against its token's pin.
-            let cert =
-                std::fs::read_to_string(&files.cert).with_context(|| format!("reading {}", files.cert.display()))?;
-            let key =
-                std::fs::read_to_string(&files.key).with_context(|| format!("reading {}", files.key.display()))?;
-            // Ask for a worker certificate (Renew) without requiring one (Register). Only the
-            // worker CA (and a retired one whose workers may still hold valid certificates, so
-            // they renew onto the current CA) is trusted: anything else fails the handshake.
-            let chain = cert + &ca_bundle_pem;
-            Some(muster_tls::server_config(&chain, &key, &worker_ca_pem, muster_tls::ClientAuth::Optional)?)
+    let tls = match &live {
+        // Present the chain up to the cluster CA: the worker checks it against its token's pin.
+        // Ask for a worker certificate (Renew) without requiring one (Register). Only the
+        // worker CA (and a retired one whose workers may still hold valid certificates, so
+        // they renew onto the current CA) is trusted: anything else fails the handshake.
+        Some(live) => {
+            let verifier = muster_tls::client_cert_verifier(&worker_ca_pem, ClientAuth::Optional, "the worker CA")?;
+            Some(live.server_config_with(verifier, true)?)
         }
         None => None,
     };
+    let _reloader = live.as_ref().map(|live| live.spawn_reloader(config.tls.reload_interval, "registrar"));
     // Who may call what is the cluster's one table: Register is open (the token is the
     // credential), Renew needs a worker certificate of this cluster.
-    let authorize = files.is_some().then(|| {
+    let authorize = live.is_some().then(|| {
         let cluster_id = service.registrar.signer.cluster_id.clone();
         muster_middleware::AuthorizeLayer::new(move |der: &[u8]| muster_tls::worker_identity(der, &cluster_id))
     });

@@ -33,7 +33,24 @@ pub struct Registrar<C = ControlPlaneClient> {
     pub control_plane: Arc<C>,
     pub signer: Signer,
     /// The cluster CA, handed to workers as their trust bundle for control-plane components.
-    pub ca_bundle_pem: String,
+    pub ca_bundle: CaBundle,
+}
+
+/// The cluster CA bundle workers are given: fixed, or whatever the registrar's TLS files hold
+/// now, so a CA rotation reaches workers as they register and renew.
+#[derive(Clone, Debug)]
+pub enum CaBundle {
+    Fixed(String),
+    Live(Arc<muster_tls::LiveTls>),
+}
+
+impl CaBundle {
+    pub fn pem(&self) -> String {
+        match self {
+            CaBundle::Fixed(pem) => pem.clone(),
+            CaBundle::Live(live) => live.current().ca_pem.clone(),
+        }
+    }
 }
 
 /// Who is calling, as the transport saw it.
@@ -114,7 +131,7 @@ impl<C: ControlPlane> Registrar<C> {
             worker_id: id,
             cluster_id: self.signer.cluster_id.clone(),
             certificate_chain_pem: self.signer.chain(&signed),
-            ca_bundle_pem: self.ca_bundle_pem.clone(),
+            ca_bundle_pem: self.ca_bundle.pem(),
             initial_ttl_ms: liveness.ttl_ms,
             grace_ms: liveness.grace_ms,
             gateways: liveness.gateways,
@@ -146,7 +163,7 @@ impl<C: ControlPlane> Registrar<C> {
         let listed = listed.unwrap_or_default();
         Ok(v1::RenewResponse {
             certificate_chain_pem: self.signer.chain(&signed),
-            ca_bundle_pem: self.ca_bundle_pem.clone(),
+            ca_bundle_pem: self.ca_bundle.pem(),
             cert_expires_at_unix: signed.not_after_unix,
             gateways: listed.gateways,
             gateways_epoch: listed.gateways_epoch,

@@ -59,7 +59,10 @@ impl Cluster {
 
     /// Writes the configs of nodes `1..=n` and starts them, without waiting for anything.
     pub fn spawn(n: u64, options: Options) -> Self {
-        let pki = options.tls.then(Pki::new);
+        let pki = options.tls.then(|| match options.leaf_cert_validity {
+            Some(validity) => Pki::with_leaf_validity(validity),
+            None => Pki::new(),
+        });
         let network = options
             .isolated_network
             .then(|| NamespaceNetwork::new().unwrap_or_else(|err| panic!("building the test network: {err:#}")));

@@ -42,6 +42,8 @@ pub struct Options {
     /// Run in the seed's `static` mode with these settings, instead of `raft` (overrides
     /// `heartbeat`).
     pub static_mode: Option<StaticPolicy>,
+    /// Validity of the node and component certificates (default: a day).
+    pub leaf_cert_validity: Option<std::time::Duration>,
 }
 
 /// The seed's static-mode fields.
@@ -58,6 +60,10 @@ impl StaticPolicy {
         Self { heartbeat_interval: "200ms", failure_threshold: "1s", require_majority }
     }
 }
+
+/// Every process the harness starts checks its TLS files this often, so a test that renews
+/// certificates need not wait the daemons' default 10 s.
+pub const TLS_RELOAD_INTERVAL: &str = "reload_interval = \"1s\"\n";
 
 /// The seed's worker-tier server fields, for tests that need short leases.
 #[derive(Clone, Debug)]
@@ -94,6 +100,7 @@ impl Default for Options {
             node_env: BTreeMap::new(),
             isolated_network: false,
             static_mode: None,
+            leaf_cert_validity: None,
         }
     }
 }
@@ -232,6 +239,7 @@ impl NodeConfig<'_> {
                 let _ = writeln!(out, "ca_file = {}", toml_path(&tls.ca));
                 let _ = writeln!(out, "cert_file = {}", toml_path(&tls.cert));
                 let _ = writeln!(out, "key_file = {}", toml_path(&tls.key));
+                out.push_str(TLS_RELOAD_INTERVAL);
             }
             None => out.push_str("insecure = true\n"),
         }

@@ -67,10 +67,11 @@ impl Gateway {
             Some(pki) => {
                 let files = pki.component(Role::Gateway, name);
                 format!(
-                    "[tls]\nca_file = {}\ncert_file = {}\nkey_file = {}\n",
+                    "[tls]\nca_file = {}\ncert_file = {}\nkey_file = {}\n{}",
                     toml_str(&files.ca.display().to_string()),
                     toml_str(&files.cert.display().to_string()),
                     toml_str(&files.key.display().to_string()),
+                    crate::config::TLS_RELOAD_INTERVAL,
                 )
             }
             None => "[tls]\ninsecure = true\n".to_string(),

@@ -15,6 +15,9 @@ const VALIDITY: Duration = Duration::from_secs(24 * 3600);
 /// A CA directory with the operator certificate; node certificates are added as needed.
 pub struct Pki {
     dir: TempDir,
+    /// Validity of node and component certificates issued from now on (the CA and the
+    /// operator's get [`VALIDITY`]).
+    leaf_validity: Duration,
 }
 
 fn init(dir: &Path, cluster_name: &str, nodes: Vec<CertSpec>, operator: bool) {
@@ -38,7 +41,12 @@ impl Pki {
     pub fn new() -> Self {
         let dir = tempfile::Builder::new().prefix("muster-e2e-pki").tempdir().expect("creating a PKI temp dir");
         init(dir.path(), "e2e", Vec::new(), true);
-        Self { dir }
+        Self { dir, leaf_validity: VALIDITY }
+    }
+
+    /// A fresh CA whose node and component certificates are valid for `leaf_validity` only.
+    pub fn with_leaf_validity(leaf_validity: Duration) -> Self {
+        Self { leaf_validity, ..Self::new() }
     }
 
     pub fn dir(&self) -> &Path {
@@ -64,7 +72,7 @@ impl Pki {
                 hosts.push(extra.to_string());
             }
         }
-        let spec = CertSpec { hosts, ..CertSpec::node(&name, Role::ControlPlane, VALIDITY) };
+        let spec = CertSpec { hosts, ..CertSpec::node(&name, Role::ControlPlane, self.leaf_validity) };
         init(self.dir.path(), "e2e", vec![spec], false);
         paths(TlsFiles::in_dir(self.dir.path(), &name))
     }
@@ -88,19 +96,19 @@ impl Pki {
     /// Files of a certificate for another Muster role (issued now if needed; serves on
     /// localhost and 127.0.0.1 too).
     pub fn component(&self, role: Role, name: &str) -> TlsPaths {
-        init(self.dir.path(), "e2e", vec![CertSpec::node(name, role, VALIDITY)], false);
+        init(self.dir.path(), "e2e", vec![CertSpec::node(name, role, self.leaf_validity)], false);
         paths(TlsFiles::in_dir(self.dir.path(), name))
     }
 
     /// Client TLS presenting a certificate of another Muster role (issued now if needed).
     pub fn component_tls(&self, role: Role, name: &str) -> ClientTlsConfig {
-        init(self.dir.path(), "e2e", vec![CertSpec::node(name, role, VALIDITY)], false);
+        init(self.dir.path(), "e2e", vec![CertSpec::node(name, role, self.leaf_validity)], false);
         TlsFiles::in_dir(self.dir.path(), name).client_tls().expect("loading a component certificate")
     }
 
     /// [`Pki::component_tls`] as rustls material, for clients other than tonic's.
     pub fn component_client_tls(&self, role: Role, name: &str) -> muster_tls::ClientTls {
-        init(self.dir.path(), "e2e", vec![CertSpec::node(name, role, VALIDITY)], false);
+        init(self.dir.path(), "e2e", vec![CertSpec::node(name, role, self.leaf_validity)], false);
         let files = TlsFiles::in_dir(self.dir.path(), name);
         files.client_for(ServerCheck::RoleAndHost(Role::ControlPlane)).expect("loading a component certificate")
     }

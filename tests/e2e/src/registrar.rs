@@ -84,13 +84,14 @@ impl Registrar {
             "register_per_second = 1.0\nregister_burst = 8\n"
         };
         let config = format!(
-            "worker_grpc_addr = {}\nadmin_addr = {}\ncontrol_plane = [{}]\n{rate}{extra_toml}\n[tls]\nca_file = {}\ncert_file = {}\nkey_file = {}\n",
+            "worker_grpc_addr = {}\nadmin_addr = {}\ncontrol_plane = [{}]\n{rate}{extra_toml}\n[tls]\nca_file = {}\ncert_file = {}\nkey_file = {}\n{}",
             toml_str(&addr),
             toml_str(&admin),
             api.join(", "),
             toml_str(&files.ca.display().to_string()),
             toml_str(&files.cert.display().to_string()),
             toml_str(&files.key.display().to_string()),
+            crate::config::TLS_RELOAD_INTERVAL,
         );
         let path = dir.path().join("registrar.toml");
         std::fs::write(&path, config).expect("write config");

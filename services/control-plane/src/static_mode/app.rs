@@ -29,6 +29,8 @@ pub struct StaticControlPlane {
     pub node: Arc<StaticNode>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    /// Reloads the TLS files while the node runs.
+    _tls_reloader: Option<muster_tls::Reloader>,
 }
 
 impl StaticControlPlane {
@@ -76,9 +78,10 @@ impl StaticControlPlane {
             .with_service(NeedsWorkerTier::<WorkerAdminServiceServer<WorkerAdminApi>>::new())
             .with_service(NeedsWorkerTier::<LivenessServiceServer<LivenessApi>>::new());
         tasks.spawn(api_server.serve(listeners.api, shutdown_rx.clone()));
-        tasks.spawn(muster_admin::serve(listeners.admin, node.clone(), limits.admin.clone(), shutdown_rx.clone()));
+        let admin_source = muster_admin::with_tls(node.clone(), tls.live.clone());
+        tasks.spawn(muster_admin::serve(listeners.admin, admin_source, limits.admin.clone(), shutdown_rx.clone()));
         tasks.spawn(node.clone().run_prober(shutdown_rx));
-        Ok(Self { node, shutdown, tasks })
+        Ok(Self { node, shutdown, tasks, _tls_reloader: tls.reloader(&config) })
     }
 
     pub async fn shutdown(mut self) {

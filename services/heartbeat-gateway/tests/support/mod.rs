@@ -180,6 +180,7 @@ impl Harness {
                 ca_file: Some(files.ca),
                 cert_file: Some(files.cert),
                 key_file: Some(files.key),
+                ..muster_config::TlsConfig::default()
             },
             batch_interval: Duration::from_millis(50),
             // Every report after the first on a stream is "too early": throttled, deterministically.

@@ -27,6 +27,7 @@ fn tls(files: &TlsFiles) -> TlsConfig {
         ca_file: Some(files.ca.clone()),
         cert_file: Some(files.cert.clone()),
         key_file: Some(files.key.clone()),
+        ..TlsConfig::default()
     }
 }
 

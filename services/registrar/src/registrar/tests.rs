@@ -60,7 +60,7 @@ impl ControlPlane for FakeControlPlane {
 fn registrar(control_plane: FakeControlPlane) -> Registrar<FakeControlPlane> {
     let worker_ca = CertificateAuthority::generate("test worker CA", Duration::from_secs(3600)).unwrap();
     let signer = Signer { worker_ca, cluster_id: "c0ffee".into(), validity: Duration::from_secs(600) };
-    Registrar { control_plane: Arc::new(control_plane), signer, ca_bundle_pem: "cluster CA".into() }
+    Registrar { control_plane: Arc::new(control_plane), signer, ca_bundle: CaBundle::Fixed("cluster CA".into()) }
 }
 
 fn csr() -> String {

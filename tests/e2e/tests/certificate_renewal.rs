@@ -1,0 +1,195 @@
+//! Certificates that lapse while the cluster runs: every deployable is issued certificates
+//! valid for well under a minute, shows when they expire (metric and log) while 50 workers beat
+//! and a writer writes, then `musterctl tls renew` re-issues them and each process loads the new
+//! files without a restart. Past the old expiry, new connections (an operator to every node, a
+//! new worker through the registrar and the gateway) handshake with the renewed certificates;
+//! no worker was marked Unreachable, no write failed, no process restarted.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use muster_e2e::fleet::{BeatPlan, Fleet, register_all, register_one};
+use muster_e2e::gateway::Gateway;
+use muster_e2e::probe::{admin_get, metric_value};
+use muster_e2e::process::run_musterctl;
+use muster_e2e::registrar::Registrar;
+use muster_e2e::{Cluster, HeartbeatPolicy, Options, eventually_msg, v1};
+
+/// How long the first certificates last: enough to start the cluster and its fleet, short
+/// enough that the test outlives them.
+const LEAF_VALIDITY: Duration = Duration::from_secs(45);
+const WAIT: Duration = Duration::from_secs(60);
+const WORKERS: usize = 50;
+
+fn now_unix() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// A deployable as the test sees it: its admin address, the role its certificate names and
+/// where its log is.
+struct Deployable {
+    what: String,
+    admin: String,
+    role: &'static str,
+}
+
+/// `muster_tls_cert_expires_at_seconds{role="<role>",...}` of a `/metrics` body: the expiry of
+/// the certificate the process presents.
+fn own_expiry(metrics: &str, role: &str) -> Option<i64> {
+    let prefix = format!("muster_tls_cert_expires_at_seconds{{role=\"{role}\"");
+    metrics.lines().find(|line| line.starts_with(&prefix))?.rsplit(' ').next()?.parse().ok()
+}
+
+async fn metrics_of(admin: &str) -> anyhow::Result<String> {
+    let response = admin_get(admin, "/metrics").await?;
+    Ok(response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn short_lived_certificates_are_renewed_and_reloaded_everywhere_without_a_restart() {
+    let options =
+        Options { heartbeat: Some(HeartbeatPolicy::fast()), leaf_cert_validity: Some(LEAF_VALIDITY), ..Options::tls() };
+    let cluster = Cluster::start(3, options).await;
+    let mut registrar = Registrar::start_with(&cluster, "register_per_second = 1000.0\nregister_burst = 1000\n");
+    let gateway = Gateway::start_with(&cluster, "gw-1", "batch_interval = \"100ms\"\n");
+    gateway.wait_ready().await;
+    let pki = cluster.pki().expect("a TLS cluster");
+    let client = cluster.client();
+    let token = client
+        .create_token(v1::CreateTokenRequest { ttl_seconds: 600, uses: WORKERS as u32, ..Default::default() })
+        .await
+        .expect("a token")
+        .token;
+    let identities = register_all(&registrar.addr, &pki.ca_pem(), &token, WORKERS, 16).await.expect("50 workers");
+    let _fleet = Fleet::start(&identities, &pki.ca_pem(), BeatPlan { fixed_interval: None }).expect("the fleet");
+    let ready = v1::ListWorkersRequest { state: v1::WorkerState::Ready as i32, ..Default::default() };
+    eventually_msg("every worker Ready", WAIT, || async {
+        let count = cluster.client().list_workers(ready.clone()).await?.len();
+        anyhow::ensure!(count == WORKERS, "{count} Ready");
+        Ok(())
+    })
+    .await;
+
+    // A writer that keeps writing through all of it.
+    let (writes, failures, stop) =
+        (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+    let writer = {
+        let (writes, failures, stop, client) = (writes.clone(), failures.clone(), stop.clone(), cluster.client());
+        tokio::spawn(async move {
+            let mut first_error = None;
+            while !stop.load(Ordering::Relaxed) {
+                let n = writes.load(Ordering::Relaxed);
+                match client.put(&format!("renewal/{n}"), b"v".to_vec()).await {
+                    Ok(_) => {
+                        writes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(err) => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                        first_error.get_or_insert(err.to_string());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            first_error
+        })
+    };
+
+    let mut deployables: Vec<Deployable> = cluster
+        .ids()
+        .into_iter()
+        .map(|id| Deployable {
+            what: format!("node {id}"),
+            admin: cluster.addrs(id).admin.clone(),
+            role: "control-plane",
+        })
+        .collect();
+    deployables.push(Deployable { what: "registrar".into(), admin: registrar.admin.clone(), role: "registrar" });
+    deployables.push(Deployable { what: "gateway".into(), admin: gateway.admin.clone(), role: "gateway" });
+    let pids_before: Vec<u32> = cluster.ids().into_iter().map(|id| cluster.pid(id)).chain(registrar.pid()).collect();
+
+    // Before renewal: every deployable says when its certificate and its CA expire, and warns.
+    let mut first_expiry = i64::MAX;
+    for deployable in &deployables {
+        let metrics = metrics_of(&deployable.admin).await.expect("metrics");
+        let expiry = own_expiry(&metrics, deployable.role)
+            .unwrap_or_else(|| panic!("{}: no certificate expiry in /metrics:\n{metrics}", deployable.what));
+        assert!(expiry <= now_unix() + LEAF_VALIDITY.as_secs() as i64, "{}: expires at {expiry}", deployable.what);
+        assert!(
+            metrics.contains("muster_tls_cert_expires_at_seconds{role=\"ca\""),
+            "{}: no CA expiry",
+            deployable.what
+        );
+        first_expiry = first_expiry.min(expiry);
+    }
+    let logs =
+        [cluster.log_text(1), cluster.log_text(2), cluster.log_text(3), registrar.log(), gateway.log_tail(100_000)];
+    for (log, deployable) in logs.iter().zip(&deployables) {
+        assert!(log.contains("TLS certificate expires in"), "{} logged no expiry warning:\n{log}", deployable.what);
+    }
+    assert!(first_expiry > now_unix() + 5, "the test setup took too long: certificates expire at {first_expiry}");
+
+    // Renew every certificate of the directory; each process picks its own up.
+    let dir = pki.dir().display().to_string();
+    let (ok, stdout, stderr) =
+        run_musterctl(["tls", "renew", "--dir", dir.as_str(), "--validity", "1h"], Duration::from_secs(30)).await;
+    assert!(ok, "musterctl tls renew failed: {stdout}\n{stderr}");
+    for name in ["node-1", "node-2", "node-3", "reg-1", "gw-1", "operator"] {
+        assert!(stdout.contains(name), "renew did not list {name}:\n{stdout}");
+    }
+    for deployable in &deployables {
+        eventually_msg(format!("{} serves with the renewed certificate", deployable.what), WAIT, || async {
+            let metrics = metrics_of(&deployable.admin).await?;
+            let expiry = own_expiry(&metrics, deployable.role).unwrap_or_default();
+            anyhow::ensure!(expiry >= now_unix() + 1800, "expires at {expiry}");
+            anyhow::ensure!(metric_value(&metrics, "muster_tls_reloads_total").unwrap_or_default() >= 1.0);
+            Ok(())
+        })
+        .await;
+    }
+    let writes_at_renewal = writes.load(Ordering::Relaxed);
+
+    // Past the old certificates' expiry (a wait for the clock, not for the system).
+    let expired_at = UNIX_EPOCH + Duration::from_secs(first_expiry as u64 + 2);
+    if let Ok(left) = expired_at.duration_since(SystemTime::now()) {
+        tokio::time::sleep(left).await;
+    }
+
+    // New handshakes use the renewed certificates: an operator to every node on a new
+    // connection, and a new worker through the registrar and the gateway.
+    for id in cluster.ids() {
+        let fresh = muster_e2e::cluster::channel(&cluster.addrs(id).api, Some(pki.operator_tls()));
+        let mut meta = v1::cluster_management_service_client::ClusterManagementServiceClient::new(fresh);
+        meta.get_cluster_metadata(v1::MetadataRequest {})
+            .await
+            .unwrap_or_else(|err| panic!("node {id} on a new connection after the old certificate expired: {err}"));
+    }
+    let newcomer = register_one(&cluster, &registrar).await;
+    let late = Fleet::start(std::slice::from_ref(&newcomer), &pki.ca_pem(), BeatPlan { fixed_interval: None })
+        .expect("a new worker");
+    eventually_msg("the new worker's first beat is acked", WAIT, || async {
+        anyhow::ensure!(late.stats.acks.load(Ordering::Relaxed) > 0, "no ack yet");
+        Ok(())
+    })
+    .await;
+    eventually_msg("writes go on past the old expiry", WAIT, || async {
+        anyhow::ensure!(writes.load(Ordering::Relaxed) > writes_at_renewal + 10);
+        Ok(())
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let first_error = writer.await.expect("the writer");
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "writes failed: {first_error:?}");
+
+    // Nothing restarted, no worker was marked Unreachable.
+    cluster.check_processes().expect("every node runs");
+    assert!(gateway.is_running(), "the gateway runs");
+    assert!(!registrar.exited(), "the registrar runs");
+    let pids_after: Vec<u32> = cluster.ids().into_iter().map(|id| cluster.pid(id)).chain(registrar.pid()).collect();
+    assert_eq!(pids_before, pids_after, "no process restarted");
+    let leader = cluster.wait_for_leader(WAIT).await;
+    let leader_metrics = metrics_of(&cluster.addrs(leader).admin).await.expect("leader metrics");
+    assert_eq!(metric_value(&leader_metrics, "muster_leases_expiries_total"), Some(0.0), "a worker expired");
+    let unreachable = v1::ListWorkersRequest { state: v1::WorkerState::Unreachable as i32, ..Default::default() };
+    assert!(cluster.client().list_workers(unreachable).await.expect("a list").is_empty());
+}
