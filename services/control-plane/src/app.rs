@@ -130,7 +130,7 @@ impl ControlPlane {
         let api_server = GrpcServer::new(Port::Api, limits, &tls, node.subscribe_ready())?
             .forwarding_to_leader(id, &tls)
             .with_service(kv_server(node.clone(), limits))
-            .with_service(ClusterManagementServiceServer::new(ClusterApi::new(node.clone())))
+            .with_service(ClusterManagementServiceServer::new(ClusterApi::new(node.clone()).with_tls(tls.live.clone())))
             .with_service(TokenServiceServer::new(TokenApi::new(node.clone(), ca_pin(&config)?)))
             .with_service(WorkerRegistryServiceServer::new(RegistryApi::new(node.clone())))
             .with_service(WorkerAdminServiceServer::new(WorkerAdminApi::new(node.clone())))

@@ -343,6 +343,8 @@ impl NodeHandle {
             ready: self.server_is_ready(),
             not_ready_reason: self.not_ready_reason(),
             mode: self.config.cluster.name().to_string(),
+            // Filled in by the cluster service, which holds the TLS material.
+            certificates: Vec::new(),
         }
     }
 }

@@ -66,6 +66,30 @@ impl TlsSetup {
     }
 }
 
+/// What `GetClusterMetadata` says of certificates: this node's own and its CAs, then the
+/// client certificates its listeners verified.
+pub fn certificate_expiries(live: Option<&LiveTls>) -> Vec<muster_proto::v1::CertificateExpiry> {
+    use muster_proto::v1::{CertificateExpiry, CertificateSource};
+    let Some(live) = live else { return Vec::new() };
+    let mut certificates: Vec<CertificateExpiry> = live
+        .expiries()
+        .into_iter()
+        .map(|expiry| CertificateExpiry {
+            source: if expiry.role == "ca" { CertificateSource::TrustedCa } else { CertificateSource::Own } as i32,
+            role: expiry.role,
+            name: expiry.name,
+            not_after_unix: expiry.not_after_unix,
+        })
+        .collect();
+    certificates.extend(live.peers_seen().into_iter().map(|peer| CertificateExpiry {
+        role: peer.identity.role.as_str().to_string(),
+        name: peer.identity.name,
+        not_after_unix: peer.not_after_unix,
+        source: CertificateSource::Peer as i32,
+    }));
+    certificates
+}
+
 pub fn server_limits(limits: &muster_config::Limits) -> ServerLimits {
     ServerLimits {
         request_timeout: limits.request_timeout,

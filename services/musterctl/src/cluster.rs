@@ -152,8 +152,13 @@ pub async fn run(command: ClusterCommand, connect: &ConnectArgs, format: Format)
     match command {
         ClusterCommand::Status => {
             let meta = client.metadata().await?;
+            let certificates = crate::cluster_certs::gather(&client, &meta).await;
             match format {
-                Format::Json => print_json(&status_json(&meta)),
+                Format::Json => {
+                    let mut status = status_json(&meta);
+                    status["certificates"] = crate::cluster_certs::json(&certificates);
+                    print_json(&status);
+                }
                 Format::Table => {
                     let leader = if meta.leader_id == 0 {
                         "none".to_string()
@@ -168,6 +173,9 @@ pub async fn run(command: ClusterCommand, connect: &ConnectArgs, format: Format)
                         println!("leader:      {leader} (lowest healthy id in this node's view)");
                         println!("epoch:       {}", meta.term);
                         println!("revision:    {} (this node's KV)", meta.applied_index);
+                        for line in crate::cluster_certs::lines(&certificates, muster_proto::clock::unix_now()) {
+                            println!("{line}");
+                        }
                         println!();
                         print_members(&meta, Format::Table);
                         return Ok(());
@@ -186,6 +194,9 @@ pub async fn run(command: ClusterCommand, connect: &ConnectArgs, format: Format)
                     );
                     if meta.joint {
                         println!("membership:  joint (a change is in progress)");
+                    }
+                    for line in crate::cluster_certs::lines(&certificates, muster_proto::clock::unix_now()) {
+                        println!("{line}");
                     }
                     println!();
                     print_members(&meta, Format::Table);

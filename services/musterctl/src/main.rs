@@ -3,6 +3,7 @@
 //! `musterctl dev` instead runs a whole cluster inside this process (see `dev/`).
 
 mod cluster;
+mod cluster_certs;
 mod connect;
 mod dev;
 mod kv;

@@ -29,6 +29,16 @@ impl PeerIdentity {
 /// the TLS stack has already verified against the cluster CA.
 pub fn peer_identity(cert_der: &[u8]) -> Option<PeerIdentity> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    identity_of(&cert)
+}
+
+/// [`peer_identity`] and the certificate's `notAfter` (Unix seconds), from one parse.
+pub fn peer_identity_and_expiry(cert_der: &[u8]) -> Option<(PeerIdentity, i64)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    Some((identity_of(&cert)?, cert.validity().not_after.timestamp()))
+}
+
+fn identity_of(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<PeerIdentity> {
     let san = cert.subject_alternative_name().ok()??;
     san.value.general_names.iter().find_map(|name| match name {
         GeneralName::URI(uri) => parse_spiffe(uri),

@@ -23,9 +23,13 @@ pub use ca::{CertificateAuthority, SignedCert, verify_csr};
 pub use client::{ClientTls, ServerCheck};
 pub use error::TlsError;
 pub use files::{TlsFiles, install_crypto_provider, write_atomic};
-pub use identity::{GATEWAY_ID_MAX_BYTES, PeerIdentity, gateway_cert_name, gateway_id_allowed, peer_identity};
+pub use identity::{
+    GATEWAY_ID_MAX_BYTES, PeerIdentity, gateway_cert_name, gateway_id_allowed, peer_identity, peer_identity_and_expiry,
+};
 pub use init::{PkiInit, PkiReport, WORKER_CA_CERT_FILE, WORKER_CA_KEY_FILE, init_pki};
-pub use live::{CertExpiry, EXPIRY_ERROR, EXPIRY_WARNING, LiveTls, Material, Reload, ReloadStats, Reloader};
+pub use live::{
+    CertExpiry, EXPIRY_ERROR, EXPIRY_WARNING, LiveTls, Material, PeerSighting, Reload, ReloadStats, Reloader,
+};
 pub use renew::{PkiRenew, Renewed, renew_pki};
 pub use server_config::{ClientAuth, client_cert_verifier, server_config};
 pub use spec::{CertSpec, Pem, Role, TRUST_DOMAIN_PREFIX, default_node_hosts, spiffe_id};

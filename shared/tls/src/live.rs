@@ -191,6 +191,20 @@ pub struct LiveTls {
     files: TlsFiles,
     current: RwLock<Arc<Material>>,
     pub stats: ReloadStats,
+    /// Client certificates verified against the cluster CA, newest per identity.
+    peers: std::sync::Mutex<std::collections::HashMap<PeerIdentity, PeerSighting>>,
+}
+
+/// The most client identities remembered (one entry per component certificate name: a
+/// cluster has a handful of nodes, registrars, gateways and operators).
+const MAX_PEERS_REMEMBERED: usize = 4096;
+
+/// A client certificate a handshake verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerSighting {
+    pub identity: PeerIdentity,
+    /// `notAfter`, Unix seconds.
+    pub not_after_unix: i64,
 }
 
 /// What [`LiveTls::reload`] did.
@@ -207,7 +221,12 @@ impl LiveTls {
     pub fn load(files: TlsFiles) -> Result<Arc<Self>, TlsError> {
         crate::install_crypto_provider();
         let material = Material::load(&files)?;
-        Ok(Arc::new(Self { files, current: RwLock::new(Arc::new(material)), stats: ReloadStats::default() }))
+        Ok(Arc::new(Self {
+            files,
+            current: RwLock::new(Arc::new(material)),
+            stats: ReloadStats::default(),
+            peers: Default::default(),
+        }))
     }
 
     pub fn files(&self) -> &TlsFiles {
@@ -257,6 +276,26 @@ impl LiveTls {
     /// When every certificate in use expires.
     pub fn expiries(&self) -> Vec<CertExpiry> {
         self.current().expiries.clone()
+    }
+
+    /// The client certificates handshakes on this process's listeners verified (against the
+    /// cluster CA), the latest per identity.
+    pub fn peers_seen(&self) -> Vec<PeerSighting> {
+        let peers = self.peers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut seen: Vec<PeerSighting> = peers.values().cloned().collect();
+        seen.sort_by(|a, b| {
+            (a.not_after_unix, a.identity.spiffe_id()).cmp(&(b.not_after_unix, b.identity.spiffe_id()))
+        });
+        seen
+    }
+
+    fn record_peer(&self, der: &[u8]) {
+        let Some((identity, not_after_unix)) = crate::peer_identity_and_expiry(der) else { return };
+        let mut peers = self.peers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if peers.len() >= MAX_PEERS_REMEMBERED && !peers.contains_key(&identity) {
+            return;
+        }
+        peers.insert(identity.clone(), PeerSighting { identity, not_after_unix });
     }
 
     /// A server config presenting the current certificate and verifying client certificates
@@ -487,7 +526,9 @@ impl ClientCertVerifier for LiveClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.inner().verify_client_cert(end_entity, intermediates, now)
+        let verified = self.inner().verify_client_cert(end_entity, intermediates, now)?;
+        self.live.record_peer(end_entity);
+        Ok(verified)
     }
 
     fn verify_tls12_signature(

@@ -46,6 +46,20 @@ async fn metrics_of(admin: &str) -> anyhow::Result<String> {
     Ok(response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default())
 }
 
+/// `musterctl cluster status -o json` as the operator.
+async fn cluster_status(cluster: &Cluster) -> serde_json::Value {
+    let files = cluster.pki().expect("pki").operator();
+    let endpoints: Vec<String> = cluster.ids().into_iter().map(|id| cluster.addrs(id).api.clone()).collect();
+    let endpoints = endpoints.join(",");
+    let (ca, cert, key) =
+        (files.ca.display().to_string(), files.cert.display().to_string(), files.key.display().to_string());
+    let args =
+        ["--endpoints", &endpoints, "--ca", &ca, "--cert", &cert, "--key", &key, "cluster", "status", "-o", "json"];
+    let (ok, stdout, stderr) = run_musterctl(args, Duration::from_secs(30)).await;
+    assert!(ok, "musterctl cluster status failed: {stdout}\n{stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|err| panic!("status is not JSON ({err}): {stdout}"))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn short_lived_certificates_are_renewed_and_reloaded_everywhere_without_a_restart() {
     let options =
@@ -128,6 +142,22 @@ async fn short_lived_certificates_are_renewed_and_reloaded_everywhere_without_a_
         assert!(log.contains("TLS certificate expires in"), "{} logged no expiry warning:\n{log}", deployable.what);
     }
     assert!(first_expiry > now_unix() + 5, "the test setup took too long: certificates expire at {first_expiry}");
+
+    // `cluster status` names the earliest expiry across the cluster, and knows the registrar's
+    // and the gateway's certificates from their connections.
+    let status = cluster_status(&cluster).await;
+    let earliest = status["certificates"]["earliest"]["not_after_unix"].as_i64().expect("an earliest expiry");
+    assert!(earliest <= first_expiry, "status says {earliest}, a deployable says {first_expiry}: {status}");
+    let known: Vec<String> = status["certificates"]["certificates"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|c| format!("{}/{}", c["role"].as_str().unwrap_or(""), c["name"].as_str().unwrap_or("")))
+        .collect();
+    for name in ["control-plane/node-1", "control-plane/node-3", "registrar/reg-1", "gateway/gw-1", "operator/operator"]
+    {
+        assert!(known.iter().any(|k| k == name), "status does not know {name}: {known:?}");
+    }
 
     // Renew every certificate of the directory; each process picks its own up.
     let dir = pki.dir().display().to_string();

@@ -18,11 +18,18 @@ use crate::types::NodeAddr;
 #[derive(Clone)]
 pub struct ClusterApi {
     node: Arc<NodeHandle>,
+    /// What the metadata says of certificates (none under `--insecure`).
+    tls: Option<Arc<muster_tls::LiveTls>>,
 }
 
 impl ClusterApi {
     pub fn new(node: Arc<NodeHandle>) -> Self {
-        Self { node }
+        Self { node, tls: None }
+    }
+
+    pub fn with_tls(mut self, tls: Option<Arc<muster_tls::LiveTls>>) -> Self {
+        self.tls = tls;
+        self
     }
 
     fn require_leader(&self) -> Result<(), ApiError> {
@@ -88,7 +95,9 @@ impl ClusterManagementService for ClusterApi {
         &self,
         _request: Request<v1::MetadataRequest>,
     ) -> Result<Response<v1::ClusterMembership>, Status> {
-        Ok(Response::new(self.node.membership()))
+        let mut membership = self.node.membership();
+        membership.certificates = crate::server::certificate_expiries(self.tls.as_deref());
+        Ok(Response::new(membership))
     }
 
     async fn join_cluster(&self, request: Request<v1::JoinRequest>) -> Result<Response<v1::JoinResponse>, Status> {

@@ -23,11 +23,13 @@ const MEMBERSHIP_IS_CONFIG: &str = "static mode: membership is the `cluster.peer
 #[derive(Clone)]
 pub struct StaticClusterApi {
     node: Arc<StaticNode>,
+    /// What the metadata says of certificates (none under `--insecure`).
+    tls: Option<Arc<muster_tls::LiveTls>>,
 }
 
 impl StaticClusterApi {
-    pub fn new(node: Arc<StaticNode>) -> Self {
-        Self { node }
+    pub fn new(node: Arc<StaticNode>, tls: Option<Arc<muster_tls::LiveTls>>) -> Self {
+        Self { node, tls }
     }
 }
 
@@ -44,7 +46,9 @@ impl ClusterManagementService for StaticClusterApi {
         &self,
         _request: Request<v1::MetadataRequest>,
     ) -> Result<Response<v1::ClusterMembership>, Status> {
-        Ok(Response::new(self.node.membership()))
+        let mut membership = self.node.membership();
+        membership.certificates = crate::server::certificate_expiries(self.tls.as_deref());
+        Ok(Response::new(membership))
     }
 
     async fn join_cluster(&self, _request: Request<v1::JoinRequest>) -> Result<Response<v1::JoinResponse>, Status> {

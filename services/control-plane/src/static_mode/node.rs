@@ -437,6 +437,8 @@ impl StaticNode {
             ready: self.is_ready(),
             not_ready_reason: if self.is_ready() { String::new() } else { self.no_leader_reason() },
             mode: "static".to_string(),
+            // Filled in by the cluster service, which holds the TLS material.
+            certificates: Vec::new(),
         }
     }
 
