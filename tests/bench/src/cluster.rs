@@ -42,6 +42,21 @@ pub fn locate_binary(bin_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// Fails early, naming the build command, when one of the executables the e2e harness starts
+/// (looked up in `muster_e2e::binaries::bin_dir()`) is missing.
+pub fn require_harness_binaries(names: &[&str]) -> anyhow::Result<()> {
+    let dir = muster_e2e::binaries::bin_dir();
+    for name in names {
+        anyhow::ensure!(
+            dir.join(name).is_file(),
+            "{} not found: build the binaries first with `cargo build --release --workspace --bins` (or set \
+             MUSTER_BIN_DIR to the directory holding them)",
+            dir.join(name).display()
+        );
+    }
+    Ok(())
+}
+
 struct Node {
     id: u64,
     raft: String,

@@ -23,6 +23,16 @@ pub struct EtcdTls {
     pub client: ClientTlsConfig,
 }
 
+impl EtcdTls {
+    /// From the e2e harness's throwaway CA: a control-plane certificate (it serves 127.0.0.1)
+    /// for the members, the operator certificate for every client. `pki` must outlive the
+    /// members (they read its files).
+    pub fn from_test_pki(pki: &muster_e2e::pki::Pki) -> Self {
+        let member = pki.node(1);
+        Self { ca: member.ca, cert: member.cert, key: member.key, client: pki.operator_tls() }
+    }
+}
+
 /// A running etcd cluster; its processes die with it.
 pub struct EtcdCluster {
     pub procs: Processes,

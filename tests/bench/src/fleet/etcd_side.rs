@@ -81,11 +81,8 @@ async fn grant_all(client: &EtcdKv, count: usize, ttl_secs: i64, parallel: usize
 
 /// Runs the etcd side: start, grant, keep alive, measure, stop.
 pub async fn bench(args: &FleetArgs, root: &Path) -> anyhow::Result<SystemRun> {
-    // The e2e harness's throwaway CA: a control-plane certificate (serves 127.0.0.1) for the
-    // members, the operator certificate for every client.
     let pki = muster_e2e::pki::Pki::new();
-    let member = pki.node(1);
-    let tls = EtcdTls { ca: member.ca, cert: member.cert, key: member.key, client: pki.operator_tls() };
+    let tls = EtcdTls::from_test_pki(&pki);
     eprintln!("etcd: starting 3 members (client TLS with client certificates)");
     let mut cluster = EtcdCluster::start(&args.etcd_bin, root, Some(&tls))?;
     cluster.wait_ready(Duration::from_secs(60)).await?;

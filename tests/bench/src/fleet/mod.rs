@@ -84,27 +84,13 @@ impl FleetArgs {
     }
 }
 
-/// Fails early, naming the build command, when a Muster executable is missing.
-fn check_binaries() -> anyhow::Result<()> {
-    let dir = muster_e2e::binaries::bin_dir();
-    for name in muster_side::BINARIES {
-        anyhow::ensure!(
-            dir.join(name).is_file(),
-            "{} not found: build the binaries first with `cargo build --release --workspace --bins` (or set \
-             MUSTER_BIN_DIR to the directory holding them)",
-            dir.join(name).display()
-        );
-    }
-    Ok(())
-}
-
 pub async fn run(args: FleetArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.workers > 0, "--workers must be positive");
     anyhow::ensure!(!args.interval.is_zero() && !args.duration.is_zero(), "--interval and --duration must be positive");
     let run_muster = args.only != Some(Only::Etcd);
     let run_etcd = args.only != Some(Only::Muster);
     if run_muster {
-        check_binaries()?;
+        crate::cluster::require_harness_binaries(&muster_side::BINARIES)?;
     }
     let etcd_version = if run_etcd { Some(crate::etcd::version(&args.etcd_bin)?) } else { None };
     // One socket per worker on each side, plus everything else.

@@ -12,7 +12,7 @@ use futures::StreamExt as _;
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
-use super::load::{Shared, Tally, Writer, parse_payload, payload};
+use super::load::{Shared, Tally, Writer, parse_payload, payload, read_until_stopped};
 use super::{KEY_PREFIX, Rig, RowKind, Side, WatchArgs};
 use crate::etcd::{EtcdCluster, EtcdTls};
 use crate::etcd_rpc::{self, EtcdKv, WATCH, WatchCreateRequest, WatchRequest, WatchResponse, prefix_range_end};
@@ -28,11 +28,8 @@ pub struct EtcdSide {
 
 impl EtcdSide {
     pub async fn start(args: &WatchArgs, root: &Path) -> anyhow::Result<Self> {
-        // The e2e harness's throwaway CA: a control-plane certificate (serves 127.0.0.1) for the
-        // members, the operator certificate for every client.
         let pki = muster_e2e::pki::Pki::new();
-        let member = pki.node(1);
-        let tls = EtcdTls { ca: member.ca, cert: member.cert, key: member.key, client: pki.operator_tls() };
+        let tls = EtcdTls::from_test_pki(&pki);
         eprintln!("etcd: starting 3 members (client TLS with client certificates)");
         let mut cluster = EtcdCluster::start(&args.etcd_bin, root, Some(&tls))?;
         cluster.wait_ready(Duration::from_secs(60)).await?;
@@ -61,7 +58,7 @@ impl Writer for EtcdPut {
 
 /// Reads one prefix watch until `stop`, tallying every event. The request stream stays open
 /// (etcd ends the watches of a stream whose sending side closes).
-async fn watcher(channel: Channel, mut tally: Tally, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) -> Tally {
+async fn watcher(channel: Channel, mut tally: Tally, shared: Arc<Shared>, stop: watch::Receiver<bool>) -> Tally {
     let create = WatchCreateRequest {
         key: KEY_PREFIX.as_bytes().to_vec(),
         range_end: prefix_range_end(KEY_PREFIX.as_bytes()),
@@ -75,37 +72,26 @@ async fn watcher(channel: Channel, mut tally: Tally, shared: Arc<Shared>, mut st
         grpc.ready().await.map_err(|err| tonic::Status::unavailable(err.to_string()))?;
         grpc.streaming(tonic::Request::new(requests), http::uri::PathAndQuery::from_static(WATCH), codec).await
     };
-    let mut stream = match opened.await {
-        Ok(response) => response.into_inner(),
-        Err(status) => {
-            shared.fail(format!("Watch: {status}"));
-            return tally;
-        }
-    };
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            message = stream.message() => match message {
-                Ok(Some(message)) => {
-                    if message.created {
-                        shared.ready.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if message.canceled {
-                        shared.fail(format!("etcd canceled a watch: {}", message.cancel_reason));
-                        break;
-                    }
-                    let now = tally.message(message.events.len());
-                    for event in &message.events {
-                        if let Some((seq, sent)) = event.kv.as_ref().and_then(|kv| parse_payload(&kv.value)) {
-                            tally.event(seq, sent, now);
-                        }
+    match opened.await {
+        Ok(response) => {
+            read_until_stopped(response.into_inner(), &shared, stop, "Watch", |message| {
+                if message.created {
+                    shared.ready.fetch_add(1, Ordering::Relaxed);
+                }
+                if message.canceled {
+                    return Err(format!("etcd canceled the watch: {}", message.cancel_reason));
+                }
+                let now = tally.message(message.events.len());
+                for event in &message.events {
+                    if let Some((seq, sent)) = event.kv.as_ref().and_then(|kv| parse_payload(&kv.value)) {
+                        tally.event(seq, sent, now);
                     }
                 }
-                Ok(None) => { shared.fail("a watch ended"); break; }
-                Err(status) => { shared.fail(format!("Watch: {status}")); break; }
-            },
+                Ok(())
+            })
+            .await;
         }
+        Err(status) => shared.fail(format!("Watch: {status}")),
     }
     tally
 }

@@ -215,6 +215,33 @@ impl Shared {
     }
 }
 
+/// Reads `stream` until `stop` fires, handing every message to `on_message`; a stream that
+/// ends or fails, or a message `on_message` refuses (`Err`), counts as a failed watch.
+pub async fn read_until_stopped<M>(
+    mut stream: tonic::Streaming<M>,
+    shared: &Shared,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    what: &str,
+    mut on_message: impl FnMut(M) -> Result<(), String>,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => return,
+            message = stream.message() => match message {
+                Ok(Some(message)) => {
+                    if let Err(problem) = on_message(message) {
+                        shared.fail(format!("{what}: {problem}"));
+                        return;
+                    }
+                }
+                Ok(None) => return shared.fail(format!("{what}: the stream ended")),
+                Err(status) => return shared.fail(format!("{what}: {status}")),
+            },
+        }
+    }
+}
+
 /// What one watcher received.
 pub struct Tally {
     clock: Clock,

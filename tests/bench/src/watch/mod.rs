@@ -220,26 +220,12 @@ async fn run_rows<S: Side>(side: &mut S, specs: &[RowSpec], args: &WatchArgs) ->
     Ok(results)
 }
 
-/// Fails early, naming the build command, when a Muster executable is missing.
-fn check_binaries() -> anyhow::Result<()> {
-    let dir = muster_e2e::binaries::bin_dir();
-    for name in muster_side::BINARIES {
-        anyhow::ensure!(
-            dir.join(name).is_file(),
-            "{} not found: build the binaries first with `cargo build --release --workspace --bins` (or set \
-             MUSTER_BIN_DIR to the directory holding them)",
-            dir.join(name).display()
-        );
-    }
-    Ok(())
-}
-
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     args.validate()?;
     let run_muster = args.only != Some(System::Etcd);
     let run_etcd = args.only != Some(System::Muster);
     if run_muster {
-        check_binaries()?;
+        crate::cluster::require_harness_binaries(&muster_side::BINARIES)?;
     }
     let etcd_version = if run_etcd { Some(crate::etcd::version(&args.etcd_bin)?) } else { None };
     let dir = tempfile::Builder::new().prefix("muster-bench-watch-").tempdir()?;

@@ -17,7 +17,7 @@ use muster_tls::Role;
 use tokio::sync::watch;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
-use super::load::{Shared, Tally, Writer, parse_payload, payload};
+use super::load::{Shared, Tally, Writer, parse_payload, payload, read_until_stopped};
 use super::{KEY_PREFIX, Rig, RowKind, Side, WatchArgs};
 use crate::procs::children_named;
 
@@ -109,76 +109,50 @@ impl Writer for Registration {
 }
 
 /// Reads one KV watch until `stop`, tallying every event.
-async fn kv_watcher(channel: Channel, mut tally: Tally, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) -> Tally {
+async fn kv_watcher(channel: Channel, mut tally: Tally, shared: Arc<Shared>, stop: watch::Receiver<bool>) -> Tally {
     let request = v1::WatchRequest { key: KEY_PREFIX.to_string(), prefix: true, ..Default::default() };
-    let mut stream = match RaftClientServiceClient::new(channel).watch(request).await {
-        Ok(response) => response.into_inner(),
-        Err(status) => {
-            shared.fail(format!("Watch: {status}"));
-            return tally;
-        }
-    };
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            message = stream.message() => match message {
-                Ok(Some(message)) => {
-                    if message.created {
-                        shared.ready.fetch_add(1, Ordering::Relaxed);
-                    }
-                    let now = tally.message(message.events.len());
-                    for event in &message.events {
-                        if let Some((seq, sent)) = event.kv.as_ref().and_then(|kv| parse_payload(&kv.value)) {
-                            tally.event(seq, sent, now);
-                        }
+    match RaftClientServiceClient::new(channel).watch(request).await {
+        Ok(response) => {
+            read_until_stopped(response.into_inner(), &shared, stop, "Watch", |message| {
+                if message.created {
+                    shared.ready.fetch_add(1, Ordering::Relaxed);
+                }
+                let now = tally.message(message.events.len());
+                for event in &message.events {
+                    if let Some((seq, sent)) = event.kv.as_ref().and_then(|kv| parse_payload(&kv.value)) {
+                        tally.event(seq, sent, now);
                     }
                 }
-                Ok(None) => { shared.fail("a watch ended"); break; }
-                Err(status) => { shared.fail(format!("Watch: {status}")); break; }
-            },
+                Ok(())
+            })
+            .await;
         }
+        Err(status) => shared.fail(format!("Watch: {status}")),
     }
     tally
 }
 
 /// Reads one worker watch until `stop`: the (empty) listing, `synced`, then every event;
 /// a registration's latency is taken from its REGISTERED event.
-async fn worker_watcher(
-    channel: Channel,
-    mut tally: Tally,
-    shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
-) -> Tally {
-    let mut stream =
-        match WorkerAdminServiceClient::new(channel).watch_workers(v1::WatchWorkersRequest::default()).await {
-            Ok(response) => response.into_inner(),
-            Err(status) => {
-                shared.fail(format!("WatchWorkers: {status}"));
-                return tally;
-            }
-        };
+async fn worker_watcher(channel: Channel, mut tally: Tally, shared: Arc<Shared>, stop: watch::Receiver<bool>) -> Tally {
     let registered = v1::WorkerEventType::Registered as i32;
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            message = stream.message() => match message {
-                Ok(Some(message)) => {
-                    if message.synced {
-                        shared.ready.fetch_add(1, Ordering::Relaxed);
-                    }
-                    let now = tally.message(message.events.len());
-                    for event in message.events.iter().filter(|event| event.r#type == registered) {
-                        if let Some((seq, sent)) = event.worker.as_ref().and_then(|w| parse_worker_name(&w.name)) {
-                            tally.event(seq, sent, now);
-                        }
+    match WorkerAdminServiceClient::new(channel).watch_workers(v1::WatchWorkersRequest::default()).await {
+        Ok(response) => {
+            read_until_stopped(response.into_inner(), &shared, stop, "WatchWorkers", |message| {
+                if message.synced {
+                    shared.ready.fetch_add(1, Ordering::Relaxed);
+                }
+                let now = tally.message(message.events.len());
+                for event in message.events.iter().filter(|event| event.r#type == registered) {
+                    if let Some((seq, sent)) = event.worker.as_ref().and_then(|w| parse_worker_name(&w.name)) {
+                        tally.event(seq, sent, now);
                     }
                 }
-                Ok(None) => { shared.fail("a watch ended"); break; }
-                Err(status) => { shared.fail(format!("WatchWorkers: {status}")); break; }
-            },
+                Ok(())
+            })
+            .await;
         }
+        Err(status) => shared.fail(format!("WatchWorkers: {status}")),
     }
     tally
 }
