@@ -10,6 +10,7 @@ use anyhow::Context;
 use muster_config::{ClusterMode, ControlPlaneConfig, WorkerTierRole};
 use muster_proto::v1::cluster_management_service_server::ClusterManagementServiceServer;
 use muster_proto::v1::liveness_service_server::LivenessServiceServer;
+use muster_proto::v1::maintenance_service_server::MaintenanceServiceServer;
 use muster_proto::v1::raft_election_service_server::RaftElectionServiceServer;
 use muster_proto::v1::raft_replication_service_server::RaftReplicationServiceServer;
 use muster_proto::v1::snapshot_service_server::SnapshotServiceServer;
@@ -21,7 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::grpc::{
-    ClusterApi, LivenessApi, RaftPeerApi, RegistryApi, SnapshotApi, TokenApi, WorkerAdminApi, kv_server,
+    ClusterApi, LivenessApi, MaintenanceApi, RaftPeerApi, RegistryApi, SnapshotApi, TokenApi, WorkerAdminApi, kv_server,
 };
 use crate::lifecycle::{self, Membership};
 use crate::network::PeerChannels;
@@ -134,7 +135,8 @@ impl ControlPlane {
             .with_service(TokenServiceServer::new(TokenApi::new(node.clone(), ca_pin(&config)?)))
             .with_service(WorkerRegistryServiceServer::new(RegistryApi::new(node.clone())))
             .with_service(WorkerAdminServiceServer::new(WorkerAdminApi::new(node.clone())))
-            .with_service(LivenessServiceServer::new(LivenessApi::new(node.clone())));
+            .with_service(LivenessServiceServer::new(LivenessApi::new(node.clone())))
+            .with_service(MaintenanceServiceServer::new(MaintenanceApi::new(node.clone())));
         tasks.spawn(api_server.serve(listeners.api, shutdown_rx.clone()));
 
         tasks.spawn(muster_admin::serve(

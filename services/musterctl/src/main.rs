@@ -8,6 +8,7 @@ mod connect;
 mod dev;
 mod kv;
 mod output;
+mod snapshot;
 mod tls;
 mod token;
 mod watch;
@@ -55,6 +56,9 @@ enum Command {
     /// Registered workers.
     #[command(subcommand)]
     Workers(workers::WorkersCommand),
+    /// Backups: save the cluster's state to a file, inspect one.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
     /// Run a whole cluster in this process (control plane, registrar, gateway, 3 worker
     /// agents) with generated certificates, for trying Muster out.
     Dev(dev::DevArgs),
@@ -210,6 +214,7 @@ async fn run(command: Command, connect: &ConnectArgs, output: Format) -> anyhow:
         Command::Kv(command) => kv::run(command, connect, output).await,
         Command::Token(command) => token::run(command, connect, output).await,
         Command::Workers(command) => workers::run(command, connect, output).await,
+        Command::Snapshot(command) => snapshot::run(command, connect, output).await,
         Command::Dev(_) | Command::Completions { .. } => unreachable!("handled before the runtime starts"),
     }
 }

@@ -6,6 +6,7 @@
 //! change applies the write exactly once. Every call is a `grpc.client` span whose
 //! `traceparent` the control plane adopts (liveness batches are traced at DEBUG only).
 
+mod backup;
 mod channels;
 mod client;
 mod error;

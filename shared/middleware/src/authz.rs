@@ -97,6 +97,7 @@ pub const RULES: &[Rule] = &[
     rule("/muster.v1.WorkerAdminService/DrainWorker", Api, OPERATOR),
     rule("/muster.v1.WorkerAdminService/RevokeWorker", Api, OPERATOR),
     rule("/muster.v1.WorkerAdminService/LabelWorker", Api, OPERATOR),
+    rule("/muster.v1.MaintenanceService/SaveSnapshot", Api, OPERATOR),
     // Registrars: their registry calls only.
     rule("/muster.v1.WorkerRegistryService/RegisterWorker", Api, REGISTRAR),
     rule("/muster.v1.WorkerRegistryService/EnsureWorkerCa", Api, REGISTRAR),

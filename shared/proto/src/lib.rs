@@ -7,6 +7,7 @@
 
 use std::fmt;
 
+pub mod backup;
 pub mod clock;
 pub mod limits;
 mod refusal;

@@ -265,6 +265,22 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 }
 
+impl StateMachineStore {
+    /// A backup: the applied state dumped into a new snapshot file in `dir` (as a snapshot is
+    /// built, from one read transaction, so applies go on), read back whole and removed. The
+    /// snapshot's metadata says which entry it holds up to.
+    pub async fn backup_snapshot(&self, dir: PathBuf) -> io::Result<(SnapshotMeta, Vec<u8>)> {
+        let db = self.db.clone();
+        blocking(move || {
+            let (meta, file) = write_snapshot(&db, &dir)?;
+            let bytes = std::fs::read(&file.path);
+            let _ = std::fs::remove_file(&file.path);
+            Ok((meta, bytes?))
+        })
+        .await
+    }
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     type SnapshotData = SnapshotFile;
 
