@@ -125,7 +125,8 @@ impl NodeHandle {
             floor,
             "restored as leader with entries past the saved commit index: committing a no-op before serving reads"
         );
-        let barrier = self.client_write(v1::Command::default()).await?;
+        let noop = v1::Command { op: Some(v1::command::Op::Noop(v1::Noop {})), ..Default::default() };
+        let barrier = self.client_write(noop).await?;
         let read = self.read_index(&policy).await?;
         if read.log_id().index < barrier.log_id.index {
             return Err(ApiError::Unavailable(format!(
@@ -285,6 +286,8 @@ impl NodeHandle {
         }
         let span = if Span::current().is_disabled() { write_span!(debug_span) } else { write_span!(info_span) };
         command.traceparent = muster_middleware::trace::traceparent(&span);
+        // Every command enters the log here, stamped with the format this release writes.
+        command.format_version = muster_proto::COMMAND_FORMAT_VERSION;
         let written = self.raft.client_write(command).instrument(span.clone()).await;
         match written {
             Ok(written) => {

@@ -16,6 +16,12 @@ pub mod v1 {
     tonic::include_proto!("muster.v1");
 }
 
+/// The format of the Raft commands this release writes and the newest it applies. A release
+/// that adds a kind of command (or changes what one means) raises it; a node that meets a
+/// command of a higher format, or of a kind it does not know, stops applying instead of
+/// skipping it (which would leave its state behind the others').
+pub const COMMAND_FORMAT_VERSION: u32 = 1;
+
 /// Encoded `FileDescriptorSet` of every Muster proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/muster_descriptor.bin"));
 
@@ -33,6 +39,7 @@ impl fmt::Display for v1::Command {
             Some(Op::RevokeToken(revoke)) => write!(f, "revoke-token {}", revoke.token_id)?,
             Some(Op::RegisterWorker(register)) => write!(f, "register-worker with token {}", register.token_id)?,
             Some(Op::InitWorkerCa(_)) => write!(f, "init-worker-ca")?,
+            Some(Op::Noop(_)) => write!(f, "no-op")?,
             Some(Op::RetireLegacyWorkerCa(retire)) => write!(f, "retire-legacy-worker-ca {}", retire.legacy_sha256)?,
             Some(Op::RecordWorkerCert(record)) => write!(f, "record-worker-cert {}", record.worker_id)?,
             Some(Op::UpdateWorker(update)) => write!(f, "update-worker {}", update.worker_id)?,

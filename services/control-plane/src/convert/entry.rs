@@ -37,6 +37,7 @@ mod tests {
             sequence: 1,
             op: Some(v1::command::Op::Put(v1::KvPut { key: "a".into(), value: b"1".to_vec() })),
             traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            format_version: muster_proto::COMMAND_FORMAT_VERSION,
         };
         let entry =
             Entry { log_id: LogId::new(LeaderId { term: 3, node_id: 2 }, 17), payload: EntryPayload::Normal(command) };

@@ -17,6 +17,27 @@ use super::db::{
 };
 use super::history::Changes;
 
+/// Whether this release can apply `command`: its format is one it reads, and it names a kind
+/// of command this release knows (prost decodes a kind added later as no op at all, which
+/// must not be mistaken for the barrier entries written before formats were recorded).
+pub(crate) fn readable(command: &v1::Command) -> Result<(), String> {
+    let format = command.format_version;
+    if format > muster_proto::COMMAND_FORMAT_VERSION {
+        return Err(format!(
+            "command format {format} is newer than this release applies (up to {}): upgrade this node to a \
+             release that reads it; it stops applying here rather than skip the entry",
+            muster_proto::COMMAND_FORMAT_VERSION
+        ));
+    }
+    if command.op.is_none() && format >= 1 {
+        return Err(format!(
+            "a command of format {format} of a kind this release does not know: upgrade this node to the \
+             leader's release; it stops applying here rather than skip the entry"
+        ));
+    }
+    Ok(())
+}
+
 /// Applies one command at `index` and returns what the client sees; what it changed goes into
 /// `changes` (for the watch history). Deterministic: every replica computes the same result
 /// from the same log.
@@ -27,6 +48,10 @@ pub(crate) fn apply_command(
     command: &v1::Command,
     changes: &mut Changes,
 ) -> io::Result<v1::CommandResult> {
+    // First, before anything is read or written: a command this release cannot read stops
+    // the apply (the whole batch's transaction is dropped, so nothing of it is applied).
+    readable(command)
+        .map_err(|problem| io::Error::new(io::ErrorKind::InvalidData, format!("entry {index}: {problem}")))?;
     let mut sessions = txn.open_table(SESSIONS).map_err(io_err)?;
     if command.client_id != 0 {
         let existing = sessions.get(command.client_id).map_err(io_err)?;
@@ -82,7 +107,8 @@ pub(crate) fn apply_command(
         Some(Op::RecordWorkerCert(record)) => super::workers::record_cert(txn, index, record, changes)?,
         Some(Op::UpdateWorker(update)) => super::workers::update(txn, index, update, changes)?,
         Some(Op::WorkerTransitions(batch)) => super::workers::transitions(txn, index, term, batch, changes)?,
-        None => v1::CommandResult { index, ..Default::default() },
+        // A barrier; before formats were recorded a barrier had no op at all (see `readable`).
+        Some(Op::Noop(_)) | None => v1::CommandResult { index, ..Default::default() },
     };
 
     if command.client_id != 0 {
@@ -262,6 +288,36 @@ mod tests {
         let result = apply_command(&txn, index, 1, cmd, &mut Changes::default()).unwrap();
         txn.commit().unwrap();
         result
+    }
+
+    #[test]
+    fn a_command_this_release_cannot_read_is_refused_not_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_database(&dir.path().join("db")).unwrap();
+        let reader = FsmReader::new(db.clone());
+        let refuse = |cmd: &v1::Command| {
+            let txn = db.begin_write().unwrap();
+            let err = apply_command(&txn, 7, 1, cmd, &mut Changes::default()).unwrap_err();
+            // Dropped, as the state machine drops the batch's transaction.
+            drop(txn);
+            err.to_string()
+        };
+        // A newer format, even of a kind this release knows.
+        let newer =
+            v1::Command { format_version: muster_proto::COMMAND_FORMAT_VERSION + 1, ..command(0, 0, put("k", "v")) };
+        let err = refuse(&newer);
+        assert!(err.contains("entry 7") && err.contains("command format 2") && err.contains("upgrade"), "{err}");
+        // A kind added later decodes as no op at all; with a format recorded, that is not a barrier.
+        let unknown = v1::Command { format_version: 1, op: None, ..Default::default() };
+        let err = refuse(&unknown);
+        assert!(err.contains("does not know"), "{err}");
+        assert!(reader.get("k").unwrap().is_none(), "nothing of a refused command is applied");
+        // Barriers: the explicit no-op, and the op-less entries of releases before formats.
+        assert!(apply(&db, 8, &v1::Command { format_version: 1, ..command(0, 0, Op::Noop(v1::Noop {})) }).index == 8);
+        assert_eq!(apply(&db, 9, &v1::Command::default()).index, 9);
+        // Format 1 and the unrecorded format 0 both apply.
+        assert!(apply(&db, 10, &v1::Command { format_version: 1, ..command(0, 0, put("k", "v")) }).succeeded);
+        assert!(reader.get("k").unwrap().is_some());
     }
 
     #[test]

@@ -31,6 +31,12 @@ pub fn apply_command(
     super::fsm::apply_command(txn, index, term, command, &mut Default::default())
 }
 
+/// Whether this release applies `command` at all (its format and kind); `apply_command`
+/// refuses the others.
+pub fn readable(command: &v1::Command) -> bool {
+    super::fsm::readable(command).is_ok()
+}
+
 /// Replaces the FSM tables' contents with a snapshot's records, as installing a snapshot does.
 pub fn load_records(txn: &WriteTransaction, records: Vec<v1::SnapshotRecord>) -> io::Result<()> {
     super::snapshot::load_records(txn, records)

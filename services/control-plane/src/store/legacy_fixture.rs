@@ -1,5 +1,6 @@
-//! Test support: makes a data directory look like one an older release left behind after a
-//! registrar stored the worker CA, key included, through Raft.
+//! Test support: makes a data directory look like one another release left behind: an older
+//! one after a registrar stored the worker CA, key included, through Raft; or any command
+//! appended to the log (e.g. one of a newer command format).
 //!
 //! The e2e migration test needs such a cluster but has no old binary to run. Rather than commit
 //! opaque fixture files, this writes what the old release wrote, through this crate's own
@@ -17,25 +18,31 @@ use prost::Message;
 use super::db::{FSM_META, META_WORKER_CA, io_err};
 use super::wal::Wal;
 
-/// Writes the legacy worker CA (certificate and key) into a stopped node's `data_dir`.
+/// Appends `command` to a stopped node's log as the entry after its last one, in the same
+/// term, so that a restarted node commits and applies it (what an older or newer release's
+/// leader could have written there).
 #[doc(hidden)]
-pub fn write_legacy_worker_ca(data_dir: &Path, cert_pem: &str, key_pem: &str) -> io::Result<()> {
+pub fn append_command(data_dir: &Path, command: v1::Command) -> io::Result<u64> {
     let mut wal = Wal::open(&data_dir.join("raft-log"))?;
     let last_index = wal.last_index().ok_or_else(|| io::Error::other("the log is empty: start the node once"))?;
     let last = wal.read(last_index..=last_index)?.pop().and_then(|entry| entry.log_id);
     let leader_id = last.and_then(|id| id.leader_id);
-    let legacy = v1::InitWorkerCa { cert_pem: cert_pem.into(), key_pem: key_pem.into(), ..Default::default() };
     let entry = v1::Entry {
         log_id: Some(v1::LogId { leader_id, index: last_index + 1 }),
-        payload: Some(v1::entry::Payload::Normal(v1::Command {
-            op: Some(v1::command::Op::InitWorkerCa(legacy.clone())),
-            ..Default::default()
-        })),
+        payload: Some(v1::entry::Payload::Normal(command)),
     };
     if let Some(file) = wal.append_unsynced(&[entry])? {
         file.sync_data()?;
     }
-    drop(wal);
+    Ok(last_index + 1)
+}
+
+/// Writes the legacy worker CA (certificate and key) into a stopped node's `data_dir`.
+#[doc(hidden)]
+pub fn write_legacy_worker_ca(data_dir: &Path, cert_pem: &str, key_pem: &str) -> io::Result<()> {
+    let legacy = v1::InitWorkerCa { cert_pem: cert_pem.into(), key_pem: key_pem.into(), ..Default::default() };
+    let op = v1::command::Op::InitWorkerCa(legacy.clone());
+    append_command(data_dir, v1::Command { op: Some(op), ..Default::default() })?;
 
     let db = redb::Database::create(data_dir.join("fsm.redb")).map_err(io_err)?;
     for _ in 0..3 {

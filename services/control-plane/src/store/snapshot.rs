@@ -21,6 +21,8 @@ use super::fsm::{MAX_SESSIONS, record_session};
 use crate::convert::{opt_log_id_from_pb, stored_membership_from_pb};
 use crate::types::SnapshotMeta;
 
+/// The snapshot format this release writes and reads (the number in [`HEADER`]).
+pub const SNAPSHOT_FORMAT: u32 = 1;
 const HEADER: &[u8] = b"MUSTER-SNAPSHOT 1\n";
 
 /// An immutable snapshot file on disk.
@@ -103,7 +105,15 @@ pub fn read_snapshot_records(path: &Path) -> io::Result<Vec<v1::SnapshotRecord>>
     let mut bytes = Vec::new();
     File::open(path)?.read_to_end(&mut bytes)?;
     let Some(mut rest) = bytes.strip_prefix(HEADER) else {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{} is not a Muster snapshot", path.display())));
+        let problem = match muster_proto::backup::snapshot_format(&bytes) {
+            Some(format) => format!(
+                "{} is a snapshot of format {format}, which this release does not read (it reads {SNAPSHOT_FORMAT}): \
+                 upgrade this node to a release that does",
+                path.display()
+            ),
+            None => format!("{} is not a Muster snapshot", path.display()),
+        };
+        return Err(io::Error::new(io::ErrorKind::InvalidData, problem));
     };
     let mut records = Vec::new();
     while !rest.is_empty() {

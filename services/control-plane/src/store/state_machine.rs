@@ -172,10 +172,18 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let mut records = Vec::new();
             let mut last_applied = None;
             let now_unix_ms = i64::try_from(muster_proto::clock::since_epoch().as_millis()).unwrap_or(i64::MAX);
+            // An entry this release cannot read ends the batch: what came before it is applied
+            // and committed, it and what follows are not, and the error stops the node.
+            let mut unreadable = None;
             for (entry, _) in &batch {
                 let index = entry.log_id.index;
                 let result = match &entry.payload {
                     EntryPayload::Normal(command) => {
+                        if let Err(problem) = super::fsm::readable(command) {
+                            let problem = format!("entry {index}: {problem}");
+                            unreadable = Some(io::Error::new(io::ErrorKind::InvalidData, problem));
+                            break;
+                        }
                         let _span = apply_span(node_id, &entry.log_id, command).entered();
                         let mut changes = Changes::default();
                         let result = apply_command(&txn, index, entry.log_id.leader_id.term, command, &mut changes)?;
@@ -202,22 +210,35 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 txn.open_table(FSM_META).map_err(io_err)?.insert(META_APPLIED, encoded.as_slice()).map_err(io_err)?;
             }
             txn.commit().map_err(io_err)?;
-            Ok((batch, results, records, last_applied.map_or(0, |log_id| log_id.index)))
+            Ok((batch, results, records, last_applied.map_or(0, |log_id| log_id.index), unreadable))
         };
         // Small non-durable batches cost less than the hop to the blocking pool.
-        let (batch, results, records, applied) =
-            if matches!(durability, Durability::None) && batch_len <= INLINE_APPLY_MAX {
-                apply_batch()?
-            } else {
-                blocking(apply_batch).await?
-            };
+        let outcome = if matches!(durability, Durability::None) && batch_len <= INLINE_APPLY_MAX {
+            apply_batch()
+        } else {
+            blocking(apply_batch).await
+        };
+        let stopped = |err: io::Error| {
+            tracing::error!(
+                error = %err,
+                "the state machine stopped applying: this node serves no reads or writes until it is fixed"
+            );
+            err
+        };
+        // On a storage error nothing of the batch was committed; openraft stops this node's
+        // Raft on any error.
+        let (batch, results, records, applied, unreadable) = outcome.map_err(stopped)?;
         self.feed.publish(records, applied);
+        // Answers for the entries applied (all of them, unless one could not be read).
         for ((_, responder), result) in batch.into_iter().zip(results) {
             if let Some(responder) = responder {
                 responder.send(result);
             }
         }
-        Ok(())
+        match unreadable {
+            Some(err) => Err(stopped(err)),
+            None => Ok(()),
+        }
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
