@@ -47,6 +47,14 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:3680")]
         admin_addr: String,
     },
+    /// Prepare this node's empty data directory to start a new cluster holding a backup's
+    /// state (`musterctl snapshot save`), keeping its cluster id; the members are the
+    /// configuration's `cluster.peers`. Run it on every initial member, then start them.
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        snapshot: PathBuf,
+    },
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<ControlPlaneConfig> {
@@ -81,6 +89,29 @@ fn main() -> std::process::ExitCode {
             Err(err) => {
                 eprintln!("control-plane: configuration error: {err:#}");
                 std::process::ExitCode::from(2)
+            }
+        };
+    }
+    if let Some(Command::Restore { snapshot }) = &cli.command {
+        let restored = load_config(&cli).and_then(|config| {
+            let restored = muster_control_plane::restore::restore(&config, snapshot)?;
+            Ok((config, restored))
+        });
+        return match restored {
+            Ok((config, restored)) => {
+                println!(
+                    "restored cluster {} at revision {} into {} (members {:?}); start the node with the same \
+                     configuration",
+                    restored.cluster_id,
+                    restored.revision,
+                    config.data_dir.display(),
+                    restored.members
+                );
+                std::process::ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("control-plane restore: {err:#}");
+                std::process::ExitCode::FAILURE
             }
         };
     }

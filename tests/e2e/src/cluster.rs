@@ -130,6 +130,11 @@ impl Cluster {
         NodeProcess::data_dir(self.node(id).dir())
     }
 
+    /// Node `id`'s configuration file (what its process is started with).
+    pub fn config_path(&self, id: u64) -> std::path::PathBuf {
+        self.node(id).config_path()
+    }
+
     fn node(&self, id: u64) -> &NodeProcess {
         self.nodes.get(&id).unwrap_or_else(|| panic!("no node {id} in this cluster"))
     }

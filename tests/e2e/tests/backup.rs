@@ -2,15 +2,17 @@
 //! to the leader) writes a file holding every write acknowledged before it, every worker and
 //! token, under the cluster's id and a revision at or past the last write; `snapshot inspect`
 //! prints it back, and refuses a truncated, a corrupted and a foreign file by what is wrong.
+//! `control-plane restore` rebuilds a cluster whose every data dir was destroyed from it.
 
 use std::ffi::OsString;
 use std::path::Path;
 use std::time::Duration;
 
-use muster_e2e::fleet::register_all;
+use muster_e2e::fleet::{BeatPlan, Fleet, register_all};
+use muster_e2e::gateway::Gateway;
 use muster_e2e::process::run_musterctl;
 use muster_e2e::registrar::Registrar;
-use muster_e2e::{Cluster, HeartbeatPolicy, Options, v1};
+use muster_e2e::{Cluster, HeartbeatPolicy, Options, eventually_msg, v1};
 
 const WORKERS: usize = 10;
 const KEYS: usize = 200;
@@ -114,4 +116,106 @@ async fn a_saved_snapshot_holds_every_acknowledged_write_and_bad_files_are_refus
         assert!(!ok, "a {name} file was accepted: {stdout}");
         assert!(stderr.contains(expected) && stderr.contains(&bad.display().to_string()), "{name}: {stderr}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_whose_data_dirs_are_destroyed_comes_back_from_a_backup_with_its_id_and_writes() {
+    let options = Options { heartbeat: Some(HeartbeatPolicy::fast()), ..Options::tls() };
+    let mut cluster = Cluster::start(3, options).await;
+    let registrar = Registrar::start_with(&cluster, "register_per_second = 1000.0\nregister_burst = 1000\n");
+    let gateway = Gateway::start_with(&cluster, "gw-1", "batch_interval = \"100ms\"\n");
+    gateway.wait_ready().await;
+    let client = cluster.client();
+    let ca_pem = cluster.pki().expect("pki").ca_pem();
+    let token = client
+        .create_token(v1::CreateTokenRequest { ttl_seconds: 600, uses: WORKERS as u32 + 1, ..Default::default() })
+        .await
+        .expect("a token")
+        .token;
+    let identities = register_all(&registrar.addr, &ca_pem, &token, WORKERS, 4).await.expect("workers");
+    let _fleet = Fleet::start(&identities, &ca_pem, BeatPlan { fixed_interval: None }).expect("the fleet");
+    let ready = v1::ListWorkersRequest { state: v1::WorkerState::Ready as i32, ..Default::default() };
+    eventually_msg("every worker Ready", Duration::from_secs(60), || async {
+        let count = cluster.client().list_workers(ready.clone()).await?.len();
+        anyhow::ensure!(count == WORKERS, "{count} Ready");
+        Ok(())
+    })
+    .await;
+    for i in 0..KEYS {
+        client.put(&format!("kept/{i:04}"), format!("value {i}").into_bytes()).await.expect("a put");
+    }
+    let cluster_id = client.metadata().await.expect("metadata").cluster_id;
+    let (header, snapshot) = client.save_snapshot().await.expect("a backup");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("cluster.backup");
+    std::fs::write(&file, muster_proto::backup::encode(header, &snapshot)).expect("writing the backup");
+    // Written after the backup: not in it.
+    client.put("after-the-backup", b"x".to_vec()).await.expect("a put");
+
+    // Every data dir destroyed; each node restored from the file, then started.
+    for id in cluster.ids() {
+        cluster.kill(id);
+        std::fs::remove_dir_all(cluster.data_dir(id)).expect("destroying the data dir");
+    }
+    for id in cluster.ids() {
+        let output = std::process::Command::new(muster_e2e::binaries::control_plane())
+            .arg("--config")
+            .arg(cluster.config_path(id))
+            .args(["restore", "--snapshot"])
+            .arg(&file)
+            .output()
+            .expect("control-plane restore runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "restore of node {id}: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+        assert!(stdout.contains(&cluster_id), "{stdout}");
+        // A second restore into the same dir is refused: it holds a node's data now.
+        let again = std::process::Command::new(muster_e2e::binaries::control_plane())
+            .arg("--config")
+            .arg(cluster.config_path(id))
+            .args(["restore", "--snapshot"])
+            .arg(&file)
+            .output()
+            .expect("control-plane restore runs");
+        assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("already holds"));
+    }
+    for id in cluster.ids() {
+        cluster.restart(id);
+    }
+    if let Err(err) = cluster.wait_started(Duration::from_secs(60)).await {
+        let logs: Vec<String> = cluster
+            .ids()
+            .into_iter()
+            .map(|id| {
+                let log = cluster.log_text(id);
+                let panics: Vec<&str> = log.lines().filter(|l| l.contains("panick")).take(5).collect();
+                format!("node {id}:\n{}\n{}", panics.join("\n"), cluster.log_tail(id, 10))
+            })
+            .collect();
+        panic!("the restored cluster is not ready: {err:#}\n{}", logs.join("\n---\n"));
+    }
+
+    let client = cluster.client();
+    assert_eq!(client.metadata().await.expect("metadata").cluster_id, cluster_id, "the cluster id is kept");
+    for i in [0, KEYS / 2, KEYS - 1] {
+        let value =
+            client.get(&format!("kept/{i:04}"), muster_e2e::ReadConsistency::Linearizable).await.expect("a read");
+        assert_eq!(value.map(|kv| kv.value), Some(format!("value {i}").into_bytes()));
+    }
+    let after = client.get("after-the-backup", muster_e2e::ReadConsistency::Linearizable).await.expect("a read");
+    assert!(after.is_none(), "a write after the backup came back");
+    // And it takes writes.
+    client.put("after-the-restore", b"y".to_vec()).await.expect("a write on the restored cluster");
+
+    // The workers beat on with the identities they had: Ready, none replaced; and the
+    // registrar registers with the restored token and worker CA record.
+    eventually_msg("every worker Ready on the restored cluster", Duration::from_secs(60), || async {
+        let workers = cluster.client().list_workers(ready.clone()).await?;
+        let ids: std::collections::BTreeSet<u64> = workers.iter().map(|w| w.worker_id).collect();
+        let expected: std::collections::BTreeSet<u64> = identities.iter().map(|i| i.worker_id).collect();
+        anyhow::ensure!(ids == expected, "Ready: {ids:?}");
+        Ok(())
+    })
+    .await;
+    let newcomer = register_all(&registrar.addr, &ca_pem, &token, 1, 1).await.expect("a registration");
+    assert!(newcomer[0].worker_id > identities.iter().map(|i| i.worker_id).max().unwrap_or(0), "ids are not reused");
 }

@@ -13,18 +13,18 @@
 //! - [`FsmReader`] serves API reads from a redb read transaction, concurrently with Raft
 //!   ([`FsmReader::worker_states`] counts workers by state for `/metrics`).
 
-mod db;
+pub(crate) mod db;
 mod fsm;
 #[doc(hidden)]
 pub mod fuzzing;
-mod history;
+pub(crate) mod history;
 #[doc(hidden)]
 pub mod legacy_fixture;
 mod listings;
 mod log_store;
 mod pages;
 mod scrub;
-mod snapshot;
+pub(crate) mod snapshot;
 mod state_machine;
 mod tokens;
 mod wal;
@@ -41,6 +41,6 @@ pub use listings::Listings;
 pub use log_store::LogStore;
 pub use pages::{ListingToken, Page, PageError, StateAt, page_size};
 pub use scrub::{ScrubReport, scrub_worker_ca_key};
-pub use snapshot::{SnapshotFile, read_snapshot_records};
+pub use snapshot::{SNAPSHOT_FORMAT, SnapshotFile, read_snapshot_records};
 pub use state_machine::StateMachineStore;
 pub use worker_states::{WorkerStateCache, WorkerStates};
