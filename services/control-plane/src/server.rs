@@ -75,7 +75,10 @@ pub fn certificate_expiries(live: Option<&LiveTls>) -> Vec<muster_proto::v1::Cer
         .expiries()
         .into_iter()
         .map(|expiry| CertificateExpiry {
-            source: if expiry.role == "ca" { CertificateSource::TrustedCa } else { CertificateSource::Own } as i32,
+            source: match expiry.source {
+                muster_tls::CertSource::Own => CertificateSource::Own,
+                muster_tls::CertSource::TrustedCa => CertificateSource::TrustedCa,
+            } as i32,
             role: expiry.role,
             name: expiry.name,
             not_after_unix: expiry.not_after_unix,

@@ -89,6 +89,24 @@ async fn a_saved_snapshot_holds_every_acknowledged_write_and_bad_files_are_refus
     assert_eq!(header["tokens"], 1);
     assert_eq!(header["format_version"], 1);
 
+    // Backups asked for all at once: each comes out whole, or is refused while another runs.
+    let mut saves = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let client = cluster.client();
+        saves.spawn(async move { client.save_snapshot().await });
+    }
+    let mut whole = 0;
+    while let Some(save) = saves.join_next().await {
+        match save.expect("a save task") {
+            Ok((header, snapshot)) => {
+                assert_eq!(header.snapshot_bytes, snapshot.len() as u64);
+                whole += 1;
+            }
+            Err(err) => assert!(err.to_string().contains("already being taken"), "a concurrent save: {err}"),
+        }
+    }
+    assert!(whole >= 1, "no concurrent save came out");
+
     // Saving over it needs --force.
     let (ok, _, stderr) = musterctl(&cluster, &follower_api, &save).await;
     assert!(!ok && stderr.contains("exists") && stderr.contains("--force"), "{stderr}");
@@ -116,6 +134,17 @@ async fn a_saved_snapshot_holds_every_acknowledged_write_and_bad_files_are_refus
         assert!(!ok, "a {name} file was accepted: {stdout}");
         assert!(stderr.contains(expected) && stderr.contains(&bad.display().to_string()), "{name}: {stderr}");
     }
+}
+
+/// `control-plane --config <node id's config> restore --snapshot FILE`, run to its end.
+fn restore(cluster: &Cluster, id: u64, file: &Path) -> std::process::Output {
+    std::process::Command::new(muster_e2e::binaries::control_plane())
+        .arg("--config")
+        .arg(cluster.config_path(id))
+        .args(["restore", "--snapshot"])
+        .arg(file)
+        .output()
+        .expect("control-plane restore runs")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -158,24 +187,12 @@ async fn a_cluster_whose_data_dirs_are_destroyed_comes_back_from_a_backup_with_i
         std::fs::remove_dir_all(cluster.data_dir(id)).expect("destroying the data dir");
     }
     for id in cluster.ids() {
-        let output = std::process::Command::new(muster_e2e::binaries::control_plane())
-            .arg("--config")
-            .arg(cluster.config_path(id))
-            .args(["restore", "--snapshot"])
-            .arg(&file)
-            .output()
-            .expect("control-plane restore runs");
+        let output = restore(&cluster, id, &file);
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(output.status.success(), "restore of node {id}: {stdout}{}", String::from_utf8_lossy(&output.stderr));
         assert!(stdout.contains(&cluster_id), "{stdout}");
         // A second restore into the same dir is refused: it holds a node's data now.
-        let again = std::process::Command::new(muster_e2e::binaries::control_plane())
-            .arg("--config")
-            .arg(cluster.config_path(id))
-            .args(["restore", "--snapshot"])
-            .arg(&file)
-            .output()
-            .expect("control-plane restore runs");
+        let again = restore(&cluster, id, &file);
         assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("already holds"));
     }
     for id in cluster.ids() {

@@ -7,7 +7,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 use muster_middleware::ApiError;
 use muster_proto::backup::{count_snapshot, snapshot_format};
 use muster_proto::v1;
@@ -23,11 +23,14 @@ const CHUNK_BYTES: usize = 1 << 20;
 #[derive(Clone)]
 pub struct MaintenanceApi {
     node: Arc<NodeHandle>,
+    /// One backup at a time per node: each holds a whole snapshot in memory until its caller
+    /// has read it, and they share the node's temporary snapshot directory.
+    backups: Arc<tokio::sync::Semaphore>,
 }
 
 impl MaintenanceApi {
     pub fn new(node: Arc<NodeHandle>) -> Self {
-        Self { node }
+        Self { node, backups: Arc::new(tokio::sync::Semaphore::new(1)) }
     }
 }
 
@@ -42,6 +45,11 @@ impl MaintenanceService for MaintenanceApi {
         if !self.node.raft.is_leader() {
             return Err(self.node.not_leader().into());
         }
+        let permit = self.backups.clone().try_acquire_owned().map_err(|_| {
+            ApiError::ResourceExhausted(
+                "a backup is already being taken on this node; try again once it has been read".into(),
+            )
+        })?;
         self.node.caught_up().await?;
         let dir = self.node.config.data_dir.join("backup.tmp");
         let (meta, snapshot) = self
@@ -78,6 +86,11 @@ impl MaintenanceService for MaintenanceApi {
                     .map(|data| Ok(v1::SaveSnapshotChunk { header: None, data: data.to_vec() })),
             )
             .collect();
-        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+        // The permit goes with the stream: released once the caller has read it (or left).
+        let stream = futures::stream::iter(chunks).map(move |chunk| {
+            let _held = &permit;
+            chunk
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -38,9 +38,15 @@ pub(crate) fn readable(command: &v1::Command) -> Result<(), String> {
     Ok(())
 }
 
+/// The error that stops the apply at an entry this release cannot read (see [`readable`]).
+pub(crate) fn unreadable(index: u64, problem: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("entry {index}: {problem}"))
+}
+
 /// Applies one command at `index` and returns what the client sees; what it changed goes into
 /// `changes` (for the watch history). Deterministic: every replica computes the same result
-/// from the same log.
+/// from the same log. A command this release cannot read is refused before anything is read
+/// or written.
 pub(crate) fn apply_command(
     txn: &WriteTransaction,
     index: u64,
@@ -48,10 +54,19 @@ pub(crate) fn apply_command(
     command: &v1::Command,
     changes: &mut Changes,
 ) -> io::Result<v1::CommandResult> {
-    // First, before anything is read or written: a command this release cannot read stops
-    // the apply (the whole batch's transaction is dropped, so nothing of it is applied).
-    readable(command)
-        .map_err(|problem| io::Error::new(io::ErrorKind::InvalidData, format!("entry {index}: {problem}")))?;
+    readable(command).map_err(|problem| unreadable(index, problem))?;
+    apply_readable(txn, index, term, command, changes)
+}
+
+/// [`apply_command`] for a command [`readable`] has passed: the state machine checks each
+/// entry once, where it decides how far a batch goes.
+pub(crate) fn apply_readable(
+    txn: &WriteTransaction,
+    index: u64,
+    term: u64,
+    command: &v1::Command,
+    changes: &mut Changes,
+) -> io::Result<v1::CommandResult> {
     let mut sessions = txn.open_table(SESSIONS).map_err(io_err)?;
     if command.client_id != 0 {
         let existing = sessions.get(command.client_id).map_err(io_err)?;

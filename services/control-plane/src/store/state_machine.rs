@@ -21,7 +21,7 @@ use redb::{Database, Durability, ReadableDatabase};
 use tracing::Span;
 
 use super::db::{FSM_META, META_APPLIED, META_MEMBERSHIP, META_SNAPSHOT, blocking, decode, io_err};
-use super::fsm::{FsmReader, apply_command};
+use super::fsm::{FsmReader, apply_readable};
 use super::history::{self, Changes, Retention};
 use super::snapshot::{SnapshotFile, load_records, read_snapshot_records, remove_other_snapshots, write_snapshot};
 use crate::convert::{
@@ -180,13 +180,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 let result = match &entry.payload {
                     EntryPayload::Normal(command) => {
                         if let Err(problem) = super::fsm::readable(command) {
-                            let problem = format!("entry {index}: {problem}");
-                            unreadable = Some(io::Error::new(io::ErrorKind::InvalidData, problem));
+                            unreadable = Some(super::fsm::unreadable(index, problem));
                             break;
                         }
                         let _span = apply_span(node_id, &entry.log_id, command).entered();
                         let mut changes = Changes::default();
-                        let result = apply_command(&txn, index, entry.log_id.leader_id.term, command, &mut changes)?;
+                        let term = entry.log_id.leader_id.term;
+                        let result = apply_readable(&txn, index, term, command, &mut changes)?;
                         records.extend(history::record(&txn, index, changes, now_unix_ms)?);
                         result
                     }
