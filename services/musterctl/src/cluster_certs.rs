@@ -68,12 +68,7 @@ fn newest_per_identity(all: Vec<Known>) -> Vec<Known> {
 /// `12d 3h`, `5h 10m`, `expired 2h ago`: how far off an expiry is.
 fn from_now(not_after_unix: i64, now_unix: i64) -> String {
     let left = not_after_unix - now_unix;
-    let span = |s: i64| match (s / 86_400, s % 86_400 / 3600, s % 3600 / 60) {
-        (0, 0, 0) => format!("{s}s"),
-        (0, 0, m) => format!("{m}m"),
-        (0, h, m) => format!("{h}h {m}m"),
-        (d, h, _) => format!("{d}d {h}h"),
-    };
+    let span = muster_tls::humanize;
     if left < 0 { format!("expired {} ago", span(-left)) } else { format!("in {}", span(left)) }
 }
 

@@ -95,16 +95,6 @@ impl TlsFiles {
         Ok(self.client_tls()?.domain_name(domain))
     }
 
-    /// The Muster identity our own certificate names (`spiffe://muster/<role>/<name>`).
-    pub fn own_identity(&self) -> Result<crate::PeerIdentity, TlsError> {
-        let pem = read("certificate", &self.cert)?;
-        let origin = self.cert.display().to_string();
-        let ders = certs_from_pem(&pem, "certificate", &origin)?;
-        crate::peer_identity(&ders[0]).ok_or_else(|| {
-            crate::parse::parse_err("certificate", &origin, "it names no spiffe://muster/<role>/<name> identity")
-        })
-    }
-
     /// Reads all three files and checks: each parses, the key matches the certificate, the
     /// certificate is valid now and is signed by a certificate in the CA file.
     pub(crate) fn load(&self) -> Result<Loaded, TlsError> {

@@ -28,9 +28,10 @@ pub use identity::{
 };
 pub use init::{PkiInit, PkiReport, WORKER_CA_CERT_FILE, WORKER_CA_KEY_FILE, init_pki};
 pub use live::{
-    CertExpiry, EXPIRY_ERROR, EXPIRY_WARNING, LiveTls, Material, PeerSighting, Reload, ReloadStats, Reloader,
+    CertExpiry, CertSource, EXPIRY_ERROR, EXPIRY_WARNING, LiveTls, Material, PeerSighting, Reload, ReloadStats,
+    Reloader, humanize,
 };
 pub use renew::{PkiRenew, Renewed, renew_pki};
-pub use server_config::{ClientAuth, client_cert_verifier, server_config};
+pub use server_config::{ClientAuth, client_cert_verifier};
 pub use spec::{CertSpec, Pem, Role, TRUST_DOMAIN_PREFIX, default_node_hosts, spiffe_id};
 pub use worker_id::{WorkerCert, WorkerCertError, worker_cert, worker_identity};

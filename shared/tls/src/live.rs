@@ -41,9 +41,19 @@ pub const EXPIRY_ERROR: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How often the expiry warnings repeat.
 const EXPIRY_LOG_EVERY: Duration = Duration::from_secs(24 * 3600);
 
+/// Whose certificate an expiry is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CertSource {
+    /// The one this process presents.
+    Own,
+    /// A CA in its CA file.
+    TrustedCa,
+}
+
 /// When one certificate of the material expires, labelled as the metric labels it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CertExpiry {
+    pub source: CertSource,
     /// The Muster role the certificate names (`control-plane`, `gateway`, ...), or `ca`.
     pub role: String,
     /// The name it carries (a CA's common name).
@@ -104,20 +114,35 @@ pub(crate) fn client_verifier(
     .map_err(|err| parse_err("CA certificate", origin, err))
 }
 
+/// Hash of the three files' bytes, which tells a poll whether anything changed.
+fn digest(ca: &[u8], cert: &[u8], key: &[u8]) -> [u8; 32] {
+    let mut hash = sha2::Sha256::new();
+    for part in [ca, cert, key] {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part);
+    }
+    hash.finalize().into()
+}
+
+/// The hash of the files as they are on disk now, without parsing them.
+fn digest_on_disk(files: &TlsFiles) -> Result<[u8; 32], TlsError> {
+    let read = |what, path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| TlsError::Read { what, path: path.to_owned(), source })
+    };
+    Ok(digest(
+        &read("CA certificate", &files.ca)?,
+        &read("certificate", &files.cert)?,
+        &read("private key", &files.key)?,
+    ))
+}
+
 impl Material {
     /// Loads and checks `files` (see [`TlsFiles::load`]).
     fn load(files: &TlsFiles) -> Result<Self, TlsError> {
         let loaded = files.load()?;
         let (ca_origin, cert_origin) = (files.ca.display().to_string(), files.cert.display().to_string());
         let key_origin = files.key.display().to_string();
-        let digest: [u8; 32] = {
-            let mut hash = sha2::Sha256::new();
-            for part in [&loaded.ca, &loaded.cert, &loaded.key] {
-                hash.update((part.len() as u64).to_be_bytes());
-                hash.update(part);
-            }
-            hash.finalize().into()
-        };
+        let digest = digest(&loaded.ca, &loaded.cert, &loaded.key);
         let chain = certs_from_pem(&loaded.cert, "certificate", &cert_origin)?;
         let cas = certs_from_pem(&loaded.ca, "CA certificate", &ca_origin)?;
         let key = key_from_pem(&loaded.key, "private key", &key_origin)?;
@@ -131,6 +156,7 @@ impl Material {
         let identity = crate::peer_identity(&chain[0]);
         let leaf = x509(&chain[0], "certificate", &cert_origin)?;
         expiries.push(CertExpiry {
+            source: CertSource::Own,
             role: identity.as_ref().map_or("unknown".to_string(), |id| id.role.as_str().to_string()),
             name: identity.as_ref().map_or_else(|| common_name(&leaf), |id| id.name.clone()),
             not_after_unix: leaf.validity().not_after.timestamp(),
@@ -138,6 +164,7 @@ impl Material {
         for ca in &cas {
             let ca = x509(ca, "CA certificate", &ca_origin)?;
             expiries.push(CertExpiry {
+                source: CertSource::TrustedCa,
                 role: "ca".to_string(),
                 name: common_name(&ca),
                 not_after_unix: ca.validity().not_after.timestamp(),
@@ -191,6 +218,8 @@ pub struct LiveTls {
     files: TlsFiles,
     current: RwLock<Arc<Material>>,
     pub stats: ReloadStats,
+    /// The files last refused (their hash): a poll that finds them unchanged says nothing new.
+    refused: std::sync::Mutex<Option<[u8; 32]>>,
     /// Client certificates verified against the cluster CA, newest per identity.
     peers: std::sync::Mutex<std::collections::HashMap<PeerIdentity, PeerSighting>>,
 }
@@ -214,6 +243,8 @@ pub enum Reload {
     Unchanged,
     /// New material is in use.
     Swapped,
+    /// The files are the ones refused before (already reported); the old material stays.
+    StillRefused,
 }
 
 impl LiveTls {
@@ -225,6 +256,7 @@ impl LiveTls {
             files,
             current: RwLock::new(Arc::new(material)),
             stats: ReloadStats::default(),
+            refused: Default::default(),
             peers: Default::default(),
         }))
     }
@@ -240,10 +272,26 @@ impl LiveTls {
 
     /// Reads the files again and swaps the material in if they changed and check out. On an
     /// error the material in use stays.
+    /// Files refused once are not reported again until they change.
     pub fn reload(&self) -> Result<Reload, TlsError> {
+        let on_disk = digest_on_disk(&self.files);
+        let refused = |digest: Option<[u8; 32]>| {
+            *self.refused.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = digest;
+        };
+        if let Ok(digest) = &on_disk {
+            // Most polls find the files as they were: a read and a hash, nothing parsed.
+            if *digest == self.current().digest {
+                refused(None);
+                return Ok(Reload::Unchanged);
+            }
+            if *self.refused.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) == Some(*digest) {
+                return Ok(Reload::StillRefused);
+            }
+        }
         let result = self.try_reload();
         if result.is_err() {
             self.stats.failures.fetch_add(1, Ordering::Relaxed);
+            refused(on_disk.ok());
         }
         result
     }
@@ -363,6 +411,15 @@ impl LiveTls {
                                 tracing::info!(component = what, "SIGHUP: the TLS files are unchanged");
                             }
                         }
+                        Ok(Reload::StillRefused) => {
+                            if signalled {
+                                tracing::error!(
+                                    component = what,
+                                    "SIGHUP: the TLS files are still the ones refused before; the material loaded \
+                                     before stays in use"
+                                );
+                            }
+                        }
                         Err(err) => tracing::error!(
                             component = what,
                             error = %err,
@@ -386,34 +443,16 @@ impl LiveTls {
             .map_or(0, |since| i64::try_from(since.as_secs()).unwrap_or(i64::MAX));
         for expiry in self.expiries() {
             let left = expiry.not_after_unix - now;
+            if left > EXPIRY_WARNING.as_secs() as i64 {
+                continue;
+            }
+            let when = if left <= 0 { "has EXPIRED".to_string() } else { format!("expires in {}", humanize(left)) };
             let (role, name, at) = (&expiry.role, &expiry.name, expiry.not_after_unix);
             let help = "renew it (`musterctl tls renew`, docs/operations.md); the files reload without a restart";
-            if left <= 0 {
-                tracing::error!(
-                    component = what,
-                    role,
-                    name,
-                    expires_at_unix = at,
-                    "TLS certificate has EXPIRED: {help}"
-                );
-            } else if left <= EXPIRY_ERROR.as_secs() as i64 {
-                let left = humanize(left);
-                tracing::error!(
-                    component = what,
-                    role,
-                    name,
-                    expires_at_unix = at,
-                    "TLS certificate expires in {left}: {help}"
-                );
-            } else if left <= EXPIRY_WARNING.as_secs() as i64 {
-                let left = humanize(left);
-                tracing::warn!(
-                    component = what,
-                    role,
-                    name,
-                    expires_at_unix = at,
-                    "TLS certificate expires in {left}: {help}"
-                );
+            if left <= EXPIRY_ERROR.as_secs() as i64 {
+                tracing::error!(component = what, role, name, expires_at_unix = at, "TLS certificate {when}: {help}");
+            } else {
+                tracing::warn!(component = what, role, name, expires_at_unix = at, "TLS certificate {when}: {help}");
             }
         }
     }
@@ -438,8 +477,8 @@ impl Drop for Reloader {
     }
 }
 
-/// `3d 4h`, `2h 5m`, `90s`: how long until an expiry, for the log.
-fn humanize(seconds: i64) -> String {
+/// `3d 4h`, `2h 5m`, `2m 5s`, `45s`: how long until (or since) an expiry, for people.
+pub fn humanize(seconds: i64) -> String {
     let (days, hours, minutes) = (seconds / 86_400, seconds % 86_400 / 3600, seconds % 3600 / 60);
     match (days, hours, minutes) {
         (0, 0, 0) => format!("{seconds}s"),

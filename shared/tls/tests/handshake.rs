@@ -1,5 +1,5 @@
 //! Real mTLS handshakes against a tonic server configured by `TlsFiles::server_tls`, and
-//! against one whose TLS `muster-listener` does with `TlsFiles::server_config`: same-CA
+//! against one whose TLS `muster-listener` does with `LiveTls::server_config`: same-CA
 //! clients get through and are identified, foreign-CA clients are rejected, certificate-less
 //! clients still reach the (open) health service.
 
@@ -77,7 +77,11 @@ async fn serve(files: &TlsFiles, tls: Tls) -> Running {
         }
         Tls::Listener => {
             let limits = muster_listener::ListenerLimits::default();
-            let incoming = muster_listener::tls(listener, files.server_config().unwrap(), &limits, "test");
+            let config = muster_tls::LiveTls::load(files.clone())
+                .unwrap()
+                .server_config(muster_tls::ClientAuth::Optional)
+                .unwrap();
+            let incoming = muster_listener::tls(listener, config, &limits, "test");
             tokio::spawn(Server::builder().add_service(health).serve_with_incoming_shutdown(incoming, stopped))
         }
     };

@@ -135,7 +135,10 @@ async fn renewed_files_are_used_by_the_next_handshake_on_both_sides_and_open_con
     assert_eq!(server.stats.reloads.load(std::sync::atomic::Ordering::Relaxed), 1);
     let expiry = server.expiries()[0].clone();
     assert_eq!((expiry.role.as_str(), expiry.name.as_str()), ("control-plane", "node-1"));
-    assert_eq!(server.expiries()[1].role, "ca");
+    assert_eq!(
+        (server.expiries()[1].role.as_str(), server.expiries()[1].source),
+        ("ca", muster_tls::CertSource::TrustedCa)
+    );
 }
 
 #[tokio::test]
@@ -174,6 +177,9 @@ async fn bad_files_are_refused_by_name_and_the_material_in_use_stays() {
     std::fs::write(&files.key, "").unwrap();
     assert!(live.reload().is_err());
     assert_eq!(connect(addr, &client).await.1, good, "still the old certificate");
+    assert_eq!(live.stats.failures.load(std::sync::atomic::Ordering::Relaxed), 4);
+    // The same bad files again: reported once, not on every poll.
+    assert_eq!(live.reload().unwrap(), Reload::StillRefused);
     assert_eq!(live.stats.failures.load(std::sync::atomic::Ordering::Relaxed), 4);
 
     // Put right: loads again.
