@@ -682,11 +682,9 @@ fn cut_raft_traffic_into(cluster: &mut Cluster, id: u64) {
 /// Node `id`'s applied index, from its `/metrics`.
 async fn applied_index(cluster: &Cluster, id: u64) -> anyhow::Result<u64> {
     let metrics = admin_get(&cluster.addrs(id).admin, "/metrics").await?;
-    let line = metrics
-        .lines()
-        .find(|line| line.split(['{', ' ']).next() == Some("muster_raft_applied_index"))
+    let applied = metric_value(&metrics, "muster_raft_applied_index")
         .ok_or_else(|| anyhow::anyhow!("node {id} reports no muster_raft_applied_index"))?;
-    Ok(line.rsplit(' ').next().unwrap_or_default().parse()?)
+    Ok(applied as u64)
 }
 
 /// Reads `stream` until it has sent everything up to `revision`: the (revision, key) of each

@@ -81,12 +81,8 @@ async fn watcher(channel: Channel, mut tally: Tally, shared: Arc<Shared>, stop: 
                 if message.canceled {
                     return Err(format!("etcd canceled the watch: {}", message.cancel_reason));
                 }
-                let now = tally.message(message.events.len());
-                for event in &message.events {
-                    if let Some((seq, sent)) = event.kv.as_ref().and_then(|kv| parse_payload(&kv.value)) {
-                        tally.event(seq, sent, now);
-                    }
-                }
+                let writes = message.events.iter().filter_map(|event| parse_payload(&event.kv.as_ref()?.value));
+                tally.message_carrying(message.events.len(), writes);
                 Ok(())
             })
             .await;

@@ -280,6 +280,14 @@ impl Tally {
         now
     }
 
+    /// One stream message of `events` events, among them the measured writes `(seq, sent)`.
+    pub fn message_carrying(&mut self, events: usize, writes: impl Iterator<Item = (u64, u64)>) {
+        let now = self.message(events);
+        for (seq, sent) in writes {
+            self.event(seq, sent, now);
+        }
+    }
+
     /// A measured event: the write `seq` sent at `sent`, received at `now`.
     pub fn event(&mut self, seq: u64, sent: u64, now: u64) {
         if !self.shared.window().contains(sent) {

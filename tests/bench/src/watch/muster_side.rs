@@ -117,12 +117,8 @@ async fn kv_watcher(channel: Channel, mut tally: Tally, shared: Arc<Shared>, sto
                 if message.created {
                     shared.ready.fetch_add(1, Ordering::Relaxed);
                 }
-                let now = tally.message(message.events.len());
-                for event in &message.events {
-                    if let Some((seq, sent)) = event.kv.as_ref().and_then(|kv| parse_payload(&kv.value)) {
-                        tally.event(seq, sent, now);
-                    }
-                }
+                let writes = message.events.iter().filter_map(|event| parse_payload(&event.kv.as_ref()?.value));
+                tally.message_carrying(message.events.len(), writes);
                 Ok(())
             })
             .await;
@@ -142,12 +138,9 @@ async fn worker_watcher(channel: Channel, mut tally: Tally, shared: Arc<Shared>,
                 if message.synced {
                     shared.ready.fetch_add(1, Ordering::Relaxed);
                 }
-                let now = tally.message(message.events.len());
-                for event in message.events.iter().filter(|event| event.r#type == registered) {
-                    if let Some((seq, sent)) = event.worker.as_ref().and_then(|w| parse_worker_name(&w.name)) {
-                        tally.event(seq, sent, now);
-                    }
-                }
+                let registrations = message.events.iter().filter(|event| event.r#type == registered);
+                let writes = registrations.filter_map(|event| parse_worker_name(&event.worker.as_ref()?.name));
+                tally.message_carrying(message.events.len(), writes);
                 Ok(())
             })
             .await;
