@@ -132,13 +132,15 @@ pub struct TlsConfig {
     pub key_file: Option<PathBuf>,
     /// How often the three files are checked for changes; changed files are loaded, checked
     /// and used for every new handshake (SIGHUP reloads at once too). A bad file is refused
-    /// and the material in use stays. Default 10s; "0s" checks only on SIGHUP.
+    /// and the material in use stays. Default 10s, at least 1s; "0s" checks only on SIGHUP.
     #[serde(with = "humantime_serde")]
     pub reload_interval: Duration,
 }
 
 /// The default `tls.reload_interval`.
 pub const DEFAULT_TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+/// The shortest `tls.reload_interval` other than 0 (SIGHUP only).
+pub const MIN_TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Default for TlsConfig {
     fn default() -> Self {
@@ -159,14 +161,24 @@ impl TlsConfig {
             return Ok(());
         }
         let files = [("ca_file", &self.ca_file), ("cert_file", &self.cert_file), ("key_file", &self.key_file)];
-        match files.iter().find(|(_, file)| file.is_none()) {
-            Some((name, _)) => Err(ConfigError::invalid(
+        if let Some((name, _)) = files.iter().find(|(_, file)| file.is_none()) {
+            return Err(ConfigError::invalid(
                 format!("tls.{name}"),
                 "required unless tls.insecure = true: run `musterctl tls init` to create the \
                  cluster CA and certificates, or pass --insecure for a plaintext development setup",
-            )),
-            None => Ok(()),
+            ));
         }
+        if !self.reload_interval.is_zero() && self.reload_interval < MIN_TLS_RELOAD_INTERVAL {
+            return Err(ConfigError::invalid(
+                "tls.reload_interval",
+                format!(
+                    "{:?} would read the files over and over: use at least {MIN_TLS_RELOAD_INTERVAL:?}, or \"0s\" \
+                     to reload on SIGHUP only",
+                    self.reload_interval
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 

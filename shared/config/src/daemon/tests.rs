@@ -156,6 +156,17 @@ fn tls_requires_all_files_unless_insecure() {
 }
 
 #[test]
+fn the_tls_reload_interval_is_zero_or_at_least_a_second() {
+    let files = "[tls]\nca_file = \"ca.pem\"\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n";
+    let message = invalid(&format!("{files}reload_interval = \"1ms\""));
+    assert!(message.starts_with("tls.reload_interval: 1ms would read the files over and over"), "{message}");
+    for ok in ["0s", "1s", "10m"] {
+        config(&format!("{files}reload_interval = \"{ok}\"")).validate().unwrap();
+    }
+    assert_eq!(config(files).tls.reload_interval, super::DEFAULT_TLS_RELOAD_INTERVAL);
+}
+
+#[test]
 fn clock_drift_is_bounded_and_shrinks_the_lease() {
     assert_eq!(
         invalid(&format!("{TLS}[raft]\nmax_clock_drift_percent = 51")),
