@@ -27,6 +27,7 @@ pub mod leases;
 pub mod lifecycle;
 pub mod network;
 pub mod node;
+pub mod recover;
 pub mod restore;
 pub mod server;
 pub mod static_mode;

@@ -55,6 +55,13 @@ enum Command {
         #[arg(long)]
         snapshot: PathBuf,
     },
+    /// After a majority of the voters is lost for good: make this stopped node the only voter
+    /// of its cluster, keeping its data; start it, then join new nodes to it.
+    Recover {
+        /// Required: this discards the other members, which must never come back.
+        #[arg(long)]
+        force_new_cluster: bool,
+    },
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<ControlPlaneConfig> {
@@ -115,7 +122,37 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
+    if let Some(Command::Recover { force_new_cluster }) = &cli.command {
+        return recover(&cli, *force_new_cluster);
+    }
     muster_telemetry::run_service("control-plane", load_config(&cli), |config| {
         muster_control_plane::run(config, muster_telemetry::shutdown_signal())
     })
+}
+
+/// `control-plane recover`: refuses without `--force-new-cluster`, then reports what changed
+/// and what to do next.
+fn recover(cli: &Cli, force_new_cluster: bool) -> std::process::ExitCode {
+    if !force_new_cluster {
+        eprintln!(
+            "control-plane recover: --force-new-cluster is required: it makes this node the only member of its \
+             cluster, and the other members must never start again (see docs/operations.md, disaster recovery)"
+        );
+        return std::process::ExitCode::from(2);
+    }
+    match load_config(cli).and_then(|config| muster_control_plane::recover::force_new_cluster(&config)) {
+        Ok(recovered) => {
+            println!(
+                "recovered cluster {}: node {} is its only voter from log index {} (term {}); the members were {:?}. \
+                 Start the node with the same configuration, then add nodes with empty data directories and \
+                 `join` set to it, and `musterctl cluster promote` them",
+                recovered.cluster_id, recovered.node_id, recovered.index, recovered.term, recovered.previous_members
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("control-plane recover: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

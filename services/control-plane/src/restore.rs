@@ -35,19 +35,28 @@ pub struct Restored {
 /// The files of a node's data directory; a restore refuses a directory holding any of them.
 const NODE_FILES: [&str; 4] = ["raft-log", "raft-meta.redb", "fsm.redb", "snapshots"];
 
-/// The initial members from the configuration (this node among them).
-fn members(config: &ControlPlaneConfig) -> anyhow::Result<BTreeMap<u64, NodeAddr>> {
-    let (node_id, peers) = match &config.cluster {
+/// This node's Raft id and the configured initial peers, for the offline commands (`restore`,
+/// `recover`) that rewrite a Raft node's data directory.
+pub(crate) fn raft_node<'a>(
+    config: &'a ControlPlaneConfig,
+    command: &str,
+) -> anyhow::Result<(u64, &'a [muster_config::RaftPeer])> {
+    match &config.cluster {
         ClusterMode::Raft { node_id, peers }
         | ClusterMode::WorkerTier { role: WorkerTierRole::Server, node_id: Some(node_id), peers, .. } => {
-            (*node_id, peers)
+            Ok((*node_id, peers))
         }
         other => anyhow::bail!(
-            "restore prepares a member of a cluster with cluster.peers (mode raft or worker-tier); this config runs \
-             mode {}",
+            "{command} works on a Raft control-plane node (mode raft, or worker-tier with role server); this config \
+             runs mode {}",
             other.name()
         ),
-    };
+    }
+}
+
+/// The initial members from the configuration (this node among them).
+fn members(config: &ControlPlaneConfig) -> anyhow::Result<BTreeMap<u64, NodeAddr>> {
+    let (node_id, peers) = raft_node(config, "restore")?;
     anyhow::ensure!(
         config.join.is_empty(),
         "restore prepares the initial members (cluster.peers); a node with `join` set joins the restored cluster \

@@ -27,7 +27,7 @@ mod scrub;
 pub(crate) mod snapshot;
 mod state_machine;
 mod tokens;
-mod wal;
+pub(crate) mod wal;
 pub mod worker_ca;
 mod worker_states;
 mod workers;
