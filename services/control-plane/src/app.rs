@@ -132,7 +132,7 @@ impl ControlPlane {
             .forwarding_to_leader(id, &tls)
             .with_service(kv_server(node.clone(), limits))
             .with_service(ClusterManagementServiceServer::new(ClusterApi::new(node.clone()).with_tls(tls.live.clone())))
-            .with_service(TokenServiceServer::new(TokenApi::new(node.clone(), ca_pin(&config)?)))
+            .with_service(TokenServiceServer::new(TokenApi::new(node.clone(), tls.live.clone())))
             .with_service(WorkerRegistryServiceServer::new(RegistryApi::new(node.clone())))
             .with_service(WorkerAdminServiceServer::new(WorkerAdminApi::new(node.clone())))
             .with_service(LivenessServiceServer::new(LivenessApi::new(node.clone())))
@@ -164,15 +164,6 @@ impl ControlPlane {
 /// How much watch history the node keeps.
 fn retention(watch: &muster_config::WatchTuning) -> crate::store::Retention {
     crate::store::Retention { max_revisions: watch.history_max_revisions, max_age: watch.history_max_age }
-}
-
-/// The pin bootstrap tokens carry: SHA-256 of the cluster CA's public key (empty when the
-/// node runs without TLS).
-fn ca_pin(config: &ControlPlaneConfig) -> anyhow::Result<Vec<u8>> {
-    let Some(ca_file) = config.tls.ca_file.as_ref().filter(|_| !config.tls.insecure) else { return Ok(Vec::new()) };
-    let pem =
-        std::fs::read_to_string(ca_file).with_context(|| format!("reading CA certificate {}", ca_file.display()))?;
-    Ok(muster_tls::public_key_pin(&pem, &ca_file.display().to_string())?.to_vec())
 }
 
 /// Runs a node of the configured mode until `signal` resolves.

@@ -1,6 +1,7 @@
 //! `musterctl tls init`: the cluster CA and certificates for nodes and the operator, and the
 //! worker CA whose key only registrars are given. `musterctl tls renew`: the same certificates
-//! again, with a new validity.
+//! again, with a new validity. `musterctl tls rotate-ca`: a new cluster CA in three steps
+//! (see [`muster_tls::rotate`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -51,6 +52,30 @@ pub enum TlsCommand {
         #[arg(long, default_value = "365days", value_parser = humantime::parse_duration)]
         validity: Duration,
     },
+    /// Replace the cluster CA without downtime, one step at a time: begin (trust a new CA beside
+    /// the old), reissue (every certificate from the new CA), finish (drop the old CA). Copy
+    /// the directory to where components read it after each step (docs/operations.md).
+    RotateCa {
+        /// begin, reissue or finish.
+        step: RotateStep,
+        /// The directory `tls init` wrote.
+        #[arg(long, default_value = "./tls")]
+        dir: PathBuf,
+        /// begin: validity of the new CA.
+        #[arg(long, default_value = "3650days", value_parser = humantime::parse_duration)]
+        ca_validity: Duration,
+        /// reissue: validity of the re-issued certificates (never past the new CA's expiry).
+        #[arg(long, default_value = "365days", value_parser = humantime::parse_duration)]
+        validity: Duration,
+    },
+}
+
+/// The steps of `tls rotate-ca`, in order.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum RotateStep {
+    Begin,
+    Reissue,
+    Finish,
 }
 
 fn parse_spec(text: &str, role: Role, validity: Duration) -> anyhow::Result<CertSpec> {
@@ -74,7 +99,56 @@ pub fn run(command: TlsCommand, format: Format) -> anyhow::Result<()> {
             init(InitArgs { dir, cluster_name, nodes, components, no_operator, force, validity }, format)
         }
         TlsCommand::Renew { dir, only, validity } => renew(&PkiRenew { dir, only, validity }, format),
+        TlsCommand::RotateCa { step, dir, ca_validity, validity } => {
+            rotate_ca(step, &dir, ca_validity, validity, format)
+        }
     }
+}
+
+fn rotate_ca(
+    step: RotateStep,
+    dir: &std::path::Path,
+    ca_validity: Duration,
+    validity: Duration,
+    format: Format,
+) -> anyhow::Result<()> {
+    use muster_tls::rotate;
+    let rotated = match step {
+        RotateStep::Begin => rotate::begin(dir, ca_validity)?,
+        RotateStep::Reissue => rotate::reissue(dir, validity)?,
+        RotateStep::Finish => rotate::finish(dir)?,
+    };
+    let next = match step {
+        RotateStep::Begin => {
+            "next: copy ca.pem to every component; once every component has reloaded it and every worker has \
+             renewed since (it gets the bundle from the registrar), run `rotate-ca reissue`"
+        }
+        RotateStep::Reissue => {
+            "next: copy the certificates and ca.pem to every component; bootstrap tokens made from now on pin the new \
+             CA (re-create tokens made before); once every component runs its new certificate, run `rotate-ca finish`"
+        }
+        RotateStep::Finish => {
+            "next: copy ca.pem to every component; certificates of the old CA are refused once they reload it"
+        }
+    };
+    match format {
+        Format::Json => print_json(&serde_json::json!({
+            "dir": dir,
+            "trusted": rotated.trusted,
+            "pinned_ca_public_key_sha256": rotated.pinned_ca_public_key_sha256,
+            "reissued": rotated.reissued.iter().map(|r| &r.name).collect::<Vec<_>>(),
+        })),
+        Format::Table => {
+            println!("ca.pem trusts: {}", rotated.trusted.join(", "));
+            println!("tokens pin:    sha256:{}", rotated.pinned_ca_public_key_sha256);
+            if !rotated.reissued.is_empty() {
+                let names: Vec<&str> = rotated.reissued.iter().map(|r| r.name.as_str()).collect();
+                println!("re-issued:     {}", names.join(", "));
+            }
+            println!("{next}");
+        }
+    }
+    Ok(())
 }
 
 struct InitArgs {

@@ -58,6 +58,9 @@ pub enum TlsError {
         .path.display()
     )]
     RefuseOverwrite { path: PathBuf, reason: String },
+    /// A `rotate-ca` step does not fit the state the PKI directory is in.
+    #[error("CA rotation in {}: {reason}", .dir.display())]
+    Rotation { dir: PathBuf, reason: String },
 }
 
 fn missing_hint(err: &io::Error) -> &'static str {

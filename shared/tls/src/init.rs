@@ -137,7 +137,7 @@ fn requested_specs(init: &PkiInit) -> Result<Vec<CertSpec>, TlsError> {
     let mut seen = HashSet::new();
     for spec in &specs {
         validate_name(&spec.name, "CertSpec.name")?;
-        if spec.name == "ca" || spec.name == "worker-ca" || spec.name.ends_with("-key") {
+        if crate::rotate::is_ca_file(&spec.name) || spec.name == "worker-ca" || spec.name.ends_with("-key") {
             return Err(invalid("CertSpec.name", &spec.name, "clashes with the CA or key file names"));
         }
         if !seen.insert(spec.name.as_str()) {

@@ -14,6 +14,7 @@ mod init;
 mod live;
 mod parse;
 mod renew;
+pub mod rotate;
 mod server_config;
 pub use parse::{CertSummary, cert_summary, public_key_pin};
 mod spec;

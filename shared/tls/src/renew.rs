@@ -40,13 +40,13 @@ pub struct Renewed {
 
 /// The certificate names in `dir`: every `<name>.pem` with a `<name>-key.pem` beside it, other
 /// than the two CAs.
-fn certificate_names(dir: &Path) -> Result<Vec<String>, TlsError> {
+pub(crate) fn certificate_names(dir: &Path) -> Result<Vec<String>, TlsError> {
     let read_err = |source| TlsError::Read { what: "PKI directory", path: dir.to_owned(), source };
     let mut names = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(read_err)? {
         let file_name = entry.map_err(read_err)?.file_name();
         let Some(name) = file_name.to_str().and_then(|name| name.strip_suffix(".pem")) else { continue };
-        if name.ends_with("-key") || name == "ca" || format!("{name}.pem") == WORKER_CA_CERT_FILE {
+        if name.ends_with("-key") || crate::rotate::is_ca_file(name) || format!("{name}.pem") == WORKER_CA_CERT_FILE {
             continue;
         }
         if dir.join(format!("{name}-key.pem")).is_file() {
@@ -94,8 +94,14 @@ fn spec_of(cert_pem: &[u8], origin: &str, validity: Duration) -> Result<(CertSpe
 /// Everything is checked before anything is written: an unknown `--only` name, a certificate
 /// without a Muster identity or a missing CA key leaves every file as it was.
 pub fn renew_pki(request: &PkiRenew) -> Result<Vec<Renewed>, TlsError> {
+    let ca = CertificateAuthority::load(&request.dir.join("ca.pem"), &request.dir.join("ca-key.pem"))?;
+    reissue_from(&ca, request)
+}
+
+/// [`renew_pki`] from `ca`, whichever CA of the directory that is (a CA rotation re-issues
+/// from the new one).
+pub(crate) fn reissue_from(ca: &CertificateAuthority, request: &PkiRenew) -> Result<Vec<Renewed>, TlsError> {
     let dir = &request.dir;
-    let ca = CertificateAuthority::load(&dir.join("ca.pem"), &dir.join("ca-key.pem"))?;
     let present = certificate_names(dir)?;
     for name in &request.only {
         if !present.contains(name) {

@@ -30,6 +30,27 @@ pub async fn admin_get(addr: &str, path: &str) -> anyhow::Result<String> {
     }
 }
 
+/// The body of `GET /metrics` on an admin listener.
+pub async fn metrics_body(admin: &str) -> anyhow::Result<String> {
+    let response = admin_get(admin, "/metrics").await?;
+    Ok(response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default())
+}
+
+/// Every `muster_tls_cert_expires_at_seconds{role="<role>",name="..."}` of a `/metrics` body,
+/// as (name, Unix seconds): `role` is the Muster role of the certificate a process presents,
+/// or `ca` for each CA it trusts.
+pub fn cert_expiries(metrics: &str, role: &str) -> Vec<(String, i64)> {
+    let prefix = format!("muster_tls_cert_expires_at_seconds{{role=\"{role}\"");
+    metrics
+        .lines()
+        .filter(|line| line.starts_with(&prefix))
+        .filter_map(|line| {
+            let name = line.split("name=\"").nth(1)?.split('"').next()?.to_string();
+            Some((name, line.rsplit(' ').next()?.parse::<f64>().ok()? as i64))
+        })
+        .collect()
+}
+
 /// One series of a Prometheus text body (the first whose name matches, labels or not).
 pub fn metric_value(body: &str, name: &str) -> Option<f64> {
     body.lines()

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use muster_e2e::fleet::{BeatPlan, Fleet, register_all, register_one};
 use muster_e2e::gateway::Gateway;
-use muster_e2e::probe::{admin_get, metric_value};
+use muster_e2e::probe::{cert_expiries, metric_value, metrics_body as metrics_of};
 use muster_e2e::process::run_musterctl;
 use muster_e2e::registrar::Registrar;
 use muster_e2e::{Cluster, HeartbeatPolicy, Options, eventually_msg, v1};
@@ -34,16 +34,9 @@ struct Deployable {
     role: &'static str,
 }
 
-/// `muster_tls_cert_expires_at_seconds{role="<role>",...}` of a `/metrics` body: the expiry of
-/// the certificate the process presents.
+/// The expiry of the certificate the process presents.
 fn own_expiry(metrics: &str, role: &str) -> Option<i64> {
-    let prefix = format!("muster_tls_cert_expires_at_seconds{{role=\"{role}\"");
-    metrics.lines().find(|line| line.starts_with(&prefix))?.rsplit(' ').next()?.parse().ok()
-}
-
-async fn metrics_of(admin: &str) -> anyhow::Result<String> {
-    let response = admin_get(admin, "/metrics").await?;
-    Ok(response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default())
+    cert_expiries(metrics, role).first().map(|(_, expiry)| *expiry)
 }
 
 /// `musterctl cluster status -o json` as the operator.

@@ -25,14 +25,24 @@ const MAX_DESCRIPTION_BYTES: usize = 1024;
 #[derive(Clone)]
 pub struct TokenApi {
     node: Arc<NodeHandle>,
-    /// SHA-256 of the CA public key workers pin the registrar's certificate to (empty with
-    /// `--insecure`).
-    ca_pin: Vec<u8>,
+    /// The node's TLS material, whose CA bundle's first certificate is the CA workers pin the
+    /// registrar's certificate to (`None` with `--insecure`: tokens carry no pin).
+    tls: Option<Arc<muster_tls::LiveTls>>,
 }
 
 impl TokenApi {
-    pub fn new(node: Arc<NodeHandle>, ca_pin: Vec<u8>) -> Self {
-        Self { node, ca_pin }
+    pub fn new(node: Arc<NodeHandle>, tls: Option<Arc<muster_tls::LiveTls>>) -> Self {
+        Self { node, tls }
+    }
+
+    /// SHA-256 of the public key of the first CA in the node's CA bundle as it is now: during a
+    /// cluster CA rotation that is the old CA until `musterctl tls rotate-ca reissue` puts the
+    /// new one first (and re-issues the registrars' certificates from it).
+    fn ca_pin(&self) -> Result<Vec<u8>, ApiError> {
+        let Some(tls) = &self.tls else { return Ok(Vec::new()) };
+        let pin = muster_tls::public_key_pin(&tls.current().ca_pem, &tls.files().ca.display().to_string())
+            .map_err(|err| ApiError::Internal(format!("the CA bundle this node trusts: {err}")))?;
+        Ok(pin.to_vec())
     }
 }
 
@@ -80,7 +90,7 @@ impl TokenService for TokenApi {
             labels: request.labels,
             description: request.description,
         };
-        let issued = muster_token::generate(&spec, &cluster_id, &self.ca_pin, unix_now());
+        let issued = muster_token::generate(&spec, &cluster_id, &self.ca_pin()?, unix_now());
         let create = v1::CreateToken { record: Some(issued.record) };
         let result = Refused::check(self.node.propose(v1::command::Op::CreateToken(create)).await?)?;
         tracing::info!(token_id = %result.token.as_ref().map_or("", |t| t.token_id.as_str()), "created bootstrap token");
