@@ -1,9 +1,10 @@
 //! The compose suite: `compose.yaml` started the README's way (`deploy/scripts/compose-up.sh`),
 //! then, on that one stack, in an order where each step leaves the cluster healthy for the
 //! next: traces and metrics, the README's grpcurl and musterctl lines, a worker killed and
-//! started, gateways and workers scaled out, the Raft leader killed, and a node cut off from
-//! the network. One stack for all of it because a start costs half a minute; each step says
-//! what it checks when it fails, and the stack is removed (`down -v`) however the test ends.
+//! started, gateways and workers scaled out, the certificates renewed the compose way, a
+//! rolling restart of the control plane, the Raft leader killed, and a node cut off from the
+//! network. One stack for all of it because a start costs half a minute; each step says what
+//! it checks when it fails, and the stack is removed (`down -v`) however the test ends.
 //!
 //! Needs Docker, the images (`deploy/scripts/build-images.sh`; `tests/run.sh` builds them),
 //! `grpcurl` and `prometheus` on the PATH (`.ci/run` installs both).
@@ -11,11 +12,14 @@
 mod compose {
     pub mod faults;
     pub mod fleet;
+    pub mod fleet_watch;
     pub mod observability;
     pub mod readme;
+    pub mod renewal;
+    pub mod rolling;
 }
 
-use compose::{faults, fleet, observability, readme};
+use compose::{faults, fleet, observability, readme, renewal, rolling};
 use muster_e2e::compose::ComposeStack;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -30,6 +34,16 @@ async fn compose_stack_serves_scales_and_survives_faults() {
     step("README musterctl lines", readme::musterctl_lines_work(&stack)).await;
     step("killed worker: Unreachable in time, back Ready with its id", faults::killed_worker_comes_back(&stack)).await;
     step("scale out: gateways share the fleet, TTL shrinks", fleet::scale_out_spreads_and_shrinks_ttl(&stack)).await;
+    step(
+        "compose certificate renewal: reloaded without restarts",
+        renewal::compose_renewal_reloads_without_restart(&stack),
+    )
+    .await;
+    step(
+        "rolling restart: followers then leader, writes and workers go on",
+        rolling::rolling_restart_keeps_writes_and_workers(&stack),
+    )
+    .await;
     step("leader killed: writes and heartbeats go on", faults::leader_kill_loses_nothing(&stack)).await;
     step(
         "node cut off: majority serves, isolated refuses, rejoins",
