@@ -6,6 +6,8 @@
 #   deploy/k8s/secrets.sh renew        re-issue them (musterctl tls renew) -> the same Secrets; the
 #                                      pods load the new files without a restart (kubelet updates
 #                                      the mounted Secrets within about a minute)
+#   deploy/k8s/secrets.sh rotate-ca STEP  one step of a cluster CA rotation (musterctl tls
+#                                      rotate-ca begin|reissue|finish) -> the same Secrets
 #   deploy/k8s/secrets.sh token FILE   a bootstrap token file -> muster-worker-token
 #
 # The token needs the running control plane, and tokens are written on the leader, which
@@ -50,13 +52,18 @@ case ${1:-} in
     musterctl tls renew --dir "$dir" ${VALIDITY:+--validity "$VALIDITY"}
     tls_secrets
     ;;
+  rotate-ca)
+    [[ ${2:-} =~ ^(begin|reissue|finish)$ ]] || { echo "usage: $0 rotate-ca begin|reissue|finish" >&2; exit 2; }
+    musterctl tls rotate-ca "$2" --dir "$dir"
+    tls_secrets
+    ;;
   token)
     [[ -f ${2:-} ]] || { echo "usage: $0 token FILE (from musterctl token create --out FILE)" >&2; exit 2; }
     kubectl -n "$namespace" create secret generic muster-worker-token --from-file="token=$2" \
       --dry-run=client -o yaml | kubectl apply -f -
     ;;
   *)
-    echo "usage: $0 tls | renew | token FILE" >&2
+    echo "usage: $0 tls | renew | rotate-ca STEP | token FILE" >&2
     exit 2
     ;;
 esac

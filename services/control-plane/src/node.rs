@@ -286,8 +286,8 @@ impl NodeHandle {
         }
         let span = if Span::current().is_disabled() { write_span!(debug_span) } else { write_span!(info_span) };
         command.traceparent = muster_middleware::trace::traceparent(&span);
-        // Every command enters the log here, stamped with the format this release writes.
-        command.format_version = muster_proto::COMMAND_FORMAT_VERSION;
+        // Every command enters the log here, stamped with the lowest format that has its kind.
+        command.format_version = muster_proto::command_format(command.op.as_ref());
         let written = self.raft.client_write(command).instrument(span.clone()).await;
         match written {
             Ok(written) => {

@@ -131,8 +131,9 @@ async fn serve(
                 state.readiness.set_phase("waiting for a registrar to create the worker CA");
                 let trust = tls::fetch_worker_ca(&client).await;
                 tracing::info!(cluster_id = %trust.cluster_id, "worker CA loaded");
-                let server_tls = tls::server_tls(live, &trust.cert_pem)?;
-                (Authentication::Certificate { cluster_id: trust.cluster_id }, Some(server_tls))
+                let worker_trust = tls::worker_trust(&trust.cert_pem)?;
+                let server_tls = tls::server_tls(live, worker_trust.clone())?;
+                (Authentication::Certificate { cluster_id: trust.cluster_id }, Some((server_tls, worker_trust)))
             }
             None => (Authentication::InsecureHeader, None),
         };
@@ -201,9 +202,12 @@ async fn serve(
     // connections; past the preface its reads cost one branch (see muster-listener).
     let listener_limits = &config.listener_limits;
     let served = match server_tls {
-        Some(server_tls) => {
+        Some((server_tls, worker_trust)) => {
+            let following = tokio::spawn(tls::follow_worker_ca(client.clone(), worker_trust));
             let incoming = muster_listener::tls(listener, server_tls, listener_limits, "heartbeat");
-            router.serve_with_incoming_shutdown(incoming, shutdown).await
+            let served = router.serve_with_incoming_shutdown(incoming, shutdown).await;
+            following.abort();
+            served
         }
         None => {
             let incoming = muster_listener::plain(listener, listener_limits, "heartbeat");

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use muster_client::ControlPlaneClient;
-use muster_tls::{ClientAuth, LiveTls};
+use muster_tls::{ClientAuth, LiveTls, SwappableClientVerifier};
 
 /// The worker CA and the cluster id, as the control plane knows them.
 #[derive(Clone, Debug)]
@@ -46,10 +46,14 @@ pub async fn fetch_worker_ca(client: &ControlPlaneClient) -> WorkerTrust {
     }
 }
 
-/// Server TLS for the heartbeat port: our certificate (as `live` holds it at each handshake),
-/// worker certificates required and verified against `worker_ca_pem` only.
-/// The handshake deadline is `listener_limits.tls_handshake_timeout`, applied by the listener.
-pub fn server_tls(live: &Arc<LiveTls>, worker_ca_pem: &str) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+/// How often the gateway asks the control plane which worker CAs to trust: a rotation's next
+/// CA is trusted within this long of `musterctl workers rotate-ca begin`, a dropped one
+/// refused within this long of `finish`.
+pub const WORKER_CA_REFRESH: Duration = Duration::from_secs(5);
+
+/// Checks the worker CA bundle from the control plane: PEM, at least one certificate, each
+/// one parses.
+fn check_worker_ca(worker_ca_pem: &str) -> anyhow::Result<()> {
     let blocks = x509_parser::pem::Pem::iter_from_buffer(worker_ca_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .context("the worker CA certificate from the control plane is not valid PEM")?;
@@ -58,9 +62,52 @@ pub fn server_tls(live: &Arc<LiveTls>, worker_ca_pem: &str) -> anyhow::Result<Ar
     for block in &blocks {
         block.parse_x509().context("the worker CA certificate from the control plane does not parse")?;
     }
-    let verifier = muster_tls::client_cert_verifier(worker_ca_pem, ClientAuth::Required, "the worker CA")
-        .context("the worker CA certificate from the control plane")?;
-    live.server_config_with(verifier, false).context("the gateway's TLS settings")
+    Ok(())
+}
+
+/// What the heartbeat port trusts for worker certificates: `worker_ca_pem` for now, replaced
+/// by [`follow_worker_ca`].
+pub fn worker_trust(worker_ca_pem: &str) -> anyhow::Result<Arc<SwappableClientVerifier>> {
+    check_worker_ca(worker_ca_pem)?;
+    SwappableClientVerifier::new(worker_ca_pem, ClientAuth::Required, "the worker CA")
+        .context("the worker CA certificate from the control plane")
+}
+
+/// Server TLS for the heartbeat port: our certificate (as `live` holds it at each handshake),
+/// worker certificates required and verified against the worker CAs `trust` holds then.
+/// The handshake deadline is `listener_limits.tls_handshake_timeout`, applied by the listener.
+pub fn server_tls(
+    live: &Arc<LiveTls>,
+    trust: Arc<SwappableClientVerifier>,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    live.server_config_with(trust, false).context("the gateway's TLS settings")
+}
+
+/// Every [`WORKER_CA_REFRESH`], asks the control plane which worker CAs to trust and makes
+/// `trust` follow (a rotation's next CA added, a retired one dropped). Runs until dropped.
+pub async fn follow_worker_ca(client: Arc<ControlPlaneClient>, trust: Arc<SwappableClientVerifier>) {
+    loop {
+        tokio::time::sleep(WORKER_CA_REFRESH).await;
+        let pem = match client.worker_ca_cert().await {
+            Ok(response) if !response.cert_pem.trim().is_empty() => response.cert_pem,
+            Ok(_) => continue,
+            Err(err) => {
+                tracing::debug!(error = %err, "could not refresh the worker CAs; trusting the ones known");
+                continue;
+            }
+        };
+        let replaced = check_worker_ca(&pem).and_then(|()| Ok(trust.replace(&pem)?));
+        match replaced {
+            Ok(true) => tracing::info!(
+                certificates = pem.matches("-----BEGIN CERTIFICATE-----").count(),
+                "the worker CAs trusted changed (a worker CA rotation)"
+            ),
+            Ok(false) => {}
+            Err(err) => {
+                tracing::error!(error = %format!("{err:#}"), "refused the worker CAs from the control plane; trusting the ones known")
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -82,6 +129,7 @@ mod tests {
             operator: false,
             force: false,
             validity,
+            ca_validity: validity,
         })
         .unwrap();
         let live = LiveTls::load(muster_tls::TlsFiles::in_dir(dir.path(), "gw")).unwrap();
@@ -89,7 +137,12 @@ mod tests {
             CertificateAuthority::generate("current", validity).unwrap(),
             CertificateAuthority::generate("retired", validity).unwrap(),
         );
-        server_tls(&live, &format!("{}{}", current.cert_pem(), retired.cert_pem())).unwrap();
-        assert!(server_tls(&live, "not a certificate").is_err());
+        let trust = worker_trust(&format!("{}{}", current.cert_pem(), retired.cert_pem())).unwrap();
+        server_tls(&live, trust.clone()).unwrap();
+        assert!(worker_trust("not a certificate").is_err());
+        assert!(trust.replace(current.cert_pem()).unwrap(), "a new bundle is taken");
+        assert!(!trust.replace(current.cert_pem()).unwrap(), "the same one changes nothing");
+        assert!(trust.replace("garbage").is_err());
+        assert_eq!(trust.ca_pem(), current.cert_pem(), "a refused bundle leaves the one in use");
     }
 }

@@ -12,6 +12,7 @@ mod snapshot;
 mod tls;
 mod token;
 mod watch;
+mod worker_ca;
 mod workers;
 
 use std::ffi::OsString;

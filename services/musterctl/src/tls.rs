@@ -34,9 +34,13 @@ pub enum TlsCommand {
         /// Replace an existing CA and certificates.
         #[arg(long)]
         force: bool,
-        /// Validity of the cluster CA and certificates (a new worker CA gets 10 years).
+        /// Validity of the certificates.
         #[arg(long, default_value = "365days", value_parser = humantime::parse_duration)]
         validity: Duration,
+        /// Validity of a new cluster CA: longer than the certificates, so `tls renew` can
+        /// extend them (a new worker CA gets 10 years).
+        #[arg(long, default_value = "3650days", value_parser = humantime::parse_duration)]
+        ca_validity: Duration,
     },
     /// Re-issue certificates from the cluster CA with the same names, roles, hosts and keys and
     /// a new validity. Running components load them without a restart (they watch their
@@ -73,8 +77,11 @@ pub enum TlsCommand {
 /// The steps of `tls rotate-ca`, in order.
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 pub enum RotateStep {
+    /// Trust a new CA beside the old one (ca.pem holds both).
     Begin,
+    /// Re-issue every certificate from the new CA, which goes first in ca.pem.
     Reissue,
+    /// Trust the new CA alone.
     Finish,
 }
 
@@ -95,8 +102,8 @@ fn parse_spec(text: &str, role: Role, validity: Duration) -> anyhow::Result<Cert
 
 pub fn run(command: TlsCommand, format: Format) -> anyhow::Result<()> {
     match command {
-        TlsCommand::Init { dir, cluster_name, nodes, components, no_operator, force, validity } => {
-            init(InitArgs { dir, cluster_name, nodes, components, no_operator, force, validity }, format)
+        TlsCommand::Init { dir, cluster_name, nodes, components, no_operator, force, validity, ca_validity } => {
+            init(InitArgs { dir, cluster_name, nodes, components, no_operator, force, validity, ca_validity }, format)
         }
         TlsCommand::Renew { dir, only, validity } => renew(&PkiRenew { dir, only, validity }, format),
         TlsCommand::RotateCa { step, dir, ca_validity, validity } => {
@@ -159,6 +166,7 @@ struct InitArgs {
     no_operator: bool,
     force: bool,
     validity: Duration,
+    ca_validity: Duration,
 }
 
 fn renew(request: &PkiRenew, format: Format) -> anyhow::Result<()> {
@@ -205,7 +213,7 @@ fn renew(request: &PkiRenew, format: Format) -> anyhow::Result<()> {
 }
 
 fn init(args: InitArgs, format: Format) -> anyhow::Result<()> {
-    let InitArgs { dir, cluster_name, nodes, components, no_operator, force, validity } = args;
+    let InitArgs { dir, cluster_name, nodes, components, no_operator, force, validity, ca_validity } = args;
     let mut specs = Vec::new();
     for node in &nodes {
         specs.push(parse_spec(node, Role::ControlPlane, validity)?);
@@ -223,6 +231,7 @@ fn init(args: InitArgs, format: Format) -> anyhow::Result<()> {
         operator: !no_operator,
         force,
         validity,
+        ca_validity,
     })?;
     match format {
         Format::Json => print_json(&serde_json::json!({

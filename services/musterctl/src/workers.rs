@@ -1,4 +1,4 @@
-//! `musterctl workers ...`: list, get, drain, revoke, label.
+//! `musterctl workers ...`: list, get, drain, revoke, label, rotate-ca.
 
 use std::collections::HashMap;
 use std::time::{Duration, UNIX_EPOCH};
@@ -87,6 +87,19 @@ pub enum WorkersCommand {
         /// Label key to remove (repeatable).
         #[arg(long)]
         remove: Vec<String>,
+    },
+    /// Move the cluster to a new worker CA while workers beat: begin (trust a next CA),
+    /// promote (sign with it; workers move as they renew), finish (stop trusting the old).
+    RotateCa {
+        /// begin, promote or finish.
+        step: crate::worker_ca::RotateStep,
+        /// The PKI directory holding worker-ca.pem and worker-ca-key.pem (the registrars').
+        #[arg(long, default_value = "./tls")]
+        dir: std::path::PathBuf,
+        /// finish: stop trusting the old CA even though workers may still hold certificates of
+        /// it (they are refused from then on).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -192,6 +205,9 @@ pub async fn run(command: WorkersCommand, connect: &ConnectArgs, format: Format)
         WorkersCommand::Get { worker_id } => (worker_id, client.worker_call(WorkerAction::Get, worker_id).await?),
         WorkersCommand::Drain { worker_id } => (worker_id, client.worker_call(WorkerAction::Drain, worker_id).await?),
         WorkersCommand::Revoke { worker_id } => (worker_id, client.worker_call(WorkerAction::Revoke, worker_id).await?),
+        WorkersCommand::RotateCa { step, dir, force } => {
+            return crate::worker_ca::rotate(&client, step, &dir, force, format).await;
+        }
         WorkersCommand::Label { worker_id, set, remove } => {
             let change = v1::LabelChange { set: set.into_iter().collect(), remove };
             (worker_id, client.label_worker_call(worker_id, change).await?)

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use muster_admin::with_tls;
 use muster_client::{ClientOptions, ControlPlaneClient};
 use muster_proto::v1::worker_registration_service_server::WorkerRegistrationServiceServer;
-use muster_tls::{ClientAuth, ClientTls, LiveTls, Role, ServerCheck, TlsFiles};
+use muster_tls::{ClientAuth, ClientTls, LiveTls, Role, ServerCheck, SwappableClientVerifier, TlsFiles};
 use tokio::net::TcpListener;
 
 pub use config::RegistrarConfig;
@@ -54,7 +54,8 @@ pub async fn run(
         tracing::warn!("INSECURE MODE: Register is served in plaintext; workers cannot pin the registrar");
     }
     // The files first: a missing or open key stops start-up before anything is dialled.
-    let (worker_ca, worker_ca_path) = worker_ca::from_config(config.worker_ca_files())?;
+    let worker_ca_files = config.worker_ca_files();
+    let (worker_ca, worker_ca_path) = worker_ca::from_config(worker_ca_files.clone())?;
     let client = Arc::new(ControlPlaneClient::new(options)?);
     let (recorded, cluster_id) = worker_ca::agree(&client, &worker_ca, &worker_ca_path).await?;
     tracing::info!(%cluster_id, sha256 = %recorded.sha256, retired = recorded.retired.len(), "worker CA ready");
@@ -64,11 +65,11 @@ pub async fn run(
         None => CaBundle::Fixed(String::new()),
     };
     let now = muster_proto::clock::unix_now();
-    let worker_ca_pem = worker_ca::client_trust(&recorded, now);
+    let worker_ca_pem = recorded.trust_bundle(now);
     let service = Arc::new(RegistrationService {
         registrar: Registrar {
             control_plane: client,
-            signer: Signer { worker_ca, cluster_id, validity: config.worker_cert_validity },
+            signer: Signer::new(worker_ca, cluster_id, config.worker_cert_validity),
             ca_bundle,
         },
         limiter: RateLimiter::new(config.register_per_second, config.register_burst),
@@ -94,11 +95,18 @@ pub async fn run(
         // worker CA (and a retired one whose workers may still hold valid certificates, so
         // they renew onto the current CA) is trusted: anything else fails the handshake.
         Some(live) => {
-            let verifier = muster_tls::client_cert_verifier(&worker_ca_pem, ClientAuth::Optional, "the worker CA")?;
-            Some(live.server_config_with(verifier, true)?)
+            let trust = SwappableClientVerifier::new(&worker_ca_pem, ClientAuth::Optional, "the worker CA")?;
+            Some((live.server_config_with(trust.clone(), true)?, trust))
         }
         None => None,
     };
+    // A worker CA rotation: follow the CAs the cluster trusts, and sign with the one the files
+    // hold once it changes.
+    let following = tls.as_ref().map(|(_, trust)| {
+        let (service, trust, client) = (service.clone(), trust.clone(), service.registrar.control_plane.clone());
+        tokio::spawn(async move { worker_ca::follow(client, worker_ca_files, &service.registrar.signer, &trust).await })
+    });
+    let tls = tls.map(|(config, _)| config);
     let _reloader = live.as_ref().map(|live| live.spawn_reloader(config.tls.reload_interval, "registrar"));
     // Who may call what is the cluster's one table: Register is open (the token is the
     // credential), Renew needs a worker certificate of this cluster.
@@ -125,6 +133,9 @@ pub async fn run(
             let incoming = muster_listener::plain(listener, listener_limits, "register");
             router.serve_with_incoming_shutdown(incoming, shutdown).await?;
         }
+    }
+    if let Some(following) = following {
+        following.abort();
     }
     stop_admin.send_replace(true);
     let _ = admin_task.await;

@@ -22,7 +22,7 @@ use muster_middleware::{ApiError, Refused};
 use muster_proto::v1;
 use muster_tls::SignedCert;
 
-use crate::signing::Signer;
+use crate::signing::{Certified, Signer};
 use crate::upstream::ControlPlane;
 
 /// What a new worker gets when the control plane cannot say (the seed's defaults).
@@ -101,7 +101,7 @@ impl<C: ControlPlane> Registrar<C> {
         let worker =
             registered.worker.ok_or_else(|| ApiError::Internal("the control plane returned no worker".into()))?;
         let id = worker.worker_id;
-        let signed = self.signer.certify(id, &request.csr_pem)?;
+        let Certified { signed, chain_pem } = self.signer.certify(id, &request.csr_pem)?;
         let (recorded, listed) = tokio::join!(self.record(id, &signed, ""), self.control_plane.list_gateways());
         if let Err(err) = recorded {
             // The worker has its identity either way; the record only feeds `workers get`.
@@ -130,7 +130,7 @@ impl<C: ControlPlane> Registrar<C> {
         Ok(v1::RegisterResponse {
             worker_id: id,
             cluster_id: self.signer.cluster_id.clone(),
-            certificate_chain_pem: self.signer.chain(&signed),
+            certificate_chain_pem: chain_pem,
             ca_bundle_pem: self.ca_bundle.pem(),
             initial_ttl_ms: liveness.ttl_ms,
             grace_ms: liveness.grace_ms,
@@ -150,7 +150,7 @@ impl<C: ControlPlane> Registrar<C> {
             .map_err(|err| ApiError::PermissionDenied(err.to_string()))?;
         let id = presented.worker_id;
         Signer::check_csr(&request.csr_pem)?;
-        let signed = self.signer.certify(id, &request.csr_pem)?;
+        let Certified { signed, chain_pem } = self.signer.certify(id, &request.csr_pem)?;
         let recording = self.record(id, &signed, &presented.serial_hex);
         let (recorded, listed) = tokio::join!(recording, self.control_plane.list_gateways());
         recorded.inspect_err(|err| {
@@ -162,7 +162,7 @@ impl<C: ControlPlane> Registrar<C> {
         // The gateway list rides along, so a worker that never learned one gets it here.
         let listed = listed.unwrap_or_default();
         Ok(v1::RenewResponse {
-            certificate_chain_pem: self.signer.chain(&signed),
+            certificate_chain_pem: chain_pem,
             ca_bundle_pem: self.ca_bundle.pem(),
             cert_expires_at_unix: signed.not_after_unix,
             gateways: listed.gateways,

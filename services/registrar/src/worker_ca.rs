@@ -71,26 +71,88 @@ pub fn from_config(files: Option<(PathBuf, PathBuf)>) -> anyhow::Result<(Certifi
     }
 }
 
-/// The certificates the registrar trusts for Renew's client certificates at `now_unix`: the
-/// cluster's CA and the retired ones whose workers may still hold valid certificates.
-pub fn client_trust(ca: &v1::InitWorkerCa, now_unix: i64) -> String {
-    let mut bundle = ca.cert_pem.clone();
-    for retired in ca.retired.iter().filter(|r| r.trusted_until_unix > now_unix) {
-        if !bundle.ends_with('\n') {
-            bundle.push('\n');
+/// How often the registrar asks the control plane which worker CAs to trust for Renew, and
+/// checks its worker CA files for a new CA to sign with (a worker CA rotation).
+pub const REFRESH: Duration = Duration::from_secs(5);
+
+/// Every [`REFRESH`]: makes `trust` follow the cluster's worker CAs, and when the files hold a
+/// CA other than the one signing, loads it, has the cluster confirm it, and signs with it. A
+/// file that does not load, or a CA the cluster does not trust, is logged and the old one
+/// stays. Runs until dropped.
+pub async fn follow(
+    client: std::sync::Arc<ControlPlaneClient>,
+    files: Option<(PathBuf, PathBuf)>,
+    signer: &crate::signing::Signer,
+    trust: &muster_tls::SwappableClientVerifier,
+) {
+    let mut last_problem = String::new();
+    loop {
+        tokio::time::sleep(REFRESH).await;
+        if let Ok(response) = client.worker_ca_cert().await
+            && !response.cert_pem.trim().is_empty()
+        {
+            match trust.replace(&response.cert_pem) {
+                Ok(true) => tracing::info!("the worker CAs trusted for Renew changed (a worker CA rotation)"),
+                Ok(false) => {}
+                Err(err) => tracing::error!(error = %err, "refused the worker CAs from the control plane"),
+            }
         }
-        bundle.push_str(&retired.cert_pem);
+        let Some((cert, key)) = &files else { continue };
+        let on_disk = std::fs::read_to_string(cert).unwrap_or_default();
+        if on_disk.is_empty() || on_disk == signer.worker_ca().cert_pem() {
+            continue;
+        }
+        let switched = async {
+            let ca = load(cert, key)?;
+            let proposed = v1::InitWorkerCa { cert_pem: ca.cert_pem().into(), ..Default::default() };
+            let response = client.ensure_worker_ca(proposed).await?;
+            let recorded =
+                response.worker_ca.ok_or_else(|| anyhow::anyhow!("the control plane returned no worker CA"))?;
+            let standing = check(&ca, cert, &recorded)?;
+            anyhow::Ok((ca, standing))
+        };
+        match switched.await {
+            Ok((ca, standing)) => {
+                tracing::info!(sha256 = %ca.cert_sha256(), ?standing, "signing with the worker CA from the files now");
+                signer.replace_worker_ca(ca);
+                last_problem.clear();
+            }
+            Err(err) => {
+                let problem = format!("{err:#}");
+                if problem != last_problem {
+                    tracing::warn!(error = %problem, "the worker CA files changed but cannot be used; signing with the CA loaded");
+                    last_problem = problem;
+                }
+            }
+        }
     }
-    bundle
 }
 
-/// Checks the cluster's answer against our CA.
-pub fn check(ours: &CertificateAuthority, path: &Path, cluster: &v1::InitWorkerCa) -> Result<(), WorkerCaError> {
+/// Where our CA stands in the cluster's record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// The cluster's worker CA.
+    Current,
+    /// The CA a rotation moves to: trusted, promoted next.
+    Next,
+    /// A CA a rotation moved off: still trusted for a while (sign with the current one).
+    Retired,
+}
+
+/// Checks the cluster's answer against our CA: it must be the cluster's worker CA, or one a
+/// rotation in progress trusts (the next or a retired one, while registrars load the files).
+pub fn check(ours: &CertificateAuthority, path: &Path, cluster: &v1::InitWorkerCa) -> Result<Standing, WorkerCaError> {
     let sha256 = ours.cert_sha256();
-    if cluster.sha256 != sha256 {
-        return Err(WorkerCaError::Mismatch { ours: sha256, cluster: cluster.sha256.clone(), path: path.to_owned() });
+    if cluster.sha256 == sha256 {
+        return Ok(Standing::Current);
     }
-    Ok(())
+    if cluster.next_sha256 == sha256 {
+        return Ok(Standing::Next);
+    }
+    if cluster.retired.iter().any(|retired| retired.sha256 == sha256) {
+        return Ok(Standing::Retired);
+    }
+    Err(WorkerCaError::Mismatch { ours: sha256, cluster: cluster.sha256.clone(), path: path.to_owned() })
 }
 
 /// Tells the control plane our certificate (never the key), retrying until it answers;
@@ -107,7 +169,16 @@ pub async fn agree(
             Ok(response) => {
                 let ca =
                     response.worker_ca.ok_or_else(|| anyhow::anyhow!("the control plane returned no worker CA"))?;
-                check(ours, path, &ca)?;
+                match check(ours, path, &ca)? {
+                    Standing::Current => {}
+                    standing => tracing::warn!(
+                        ?standing,
+                        sha256 = %ours.cert_sha256(),
+                        current = %ca.sha256,
+                        "signing with a worker CA a rotation is moving to or off; give this registrar the \
+                         cluster's current worker-ca.pem and worker-ca-key.pem"
+                    ),
+                }
                 return Ok((ca, response.cluster_id));
             }
             Err(err) => {
@@ -134,6 +205,7 @@ mod tests {
             operator: false,
             force: false,
             validity: Duration::from_secs(3600),
+            ca_validity: Duration::from_secs(3600),
         })
         .unwrap();
         dir
@@ -150,7 +222,15 @@ mod tests {
         let ca = load(&cert, &key).unwrap();
         let recorded =
             v1::InitWorkerCa { cert_pem: ca.cert_pem().into(), sha256: ca.cert_sha256(), ..Default::default() };
-        check(&ca, &cert, &recorded).unwrap();
+        assert_eq!(check(&ca, &cert, &recorded).unwrap(), Standing::Current);
+        let moving = v1::InitWorkerCa { sha256: "other".into(), next_sha256: ca.cert_sha256(), ..Default::default() };
+        assert_eq!(check(&ca, &cert, &moving).unwrap(), Standing::Next);
+        let moved = v1::InitWorkerCa {
+            sha256: "other".into(),
+            retired: vec![v1::RetiredWorkerCa { sha256: ca.cert_sha256(), ..Default::default() }],
+            ..Default::default()
+        };
+        assert_eq!(check(&ca, &cert, &moved).unwrap(), Standing::Retired);
     }
 
     #[test]
@@ -200,7 +280,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        assert_eq!(client_trust(&ca, 99), "NEW\nOLD\n");
-        assert_eq!(client_trust(&ca, 100), "NEW\n");
+        assert_eq!(ca.trust_bundle(99), "NEW\nOLD\n");
+        assert_eq!(ca.trust_bundle(100), "NEW\n");
     }
 }

@@ -112,3 +112,19 @@ pub enum WorkerAction {
     Drain,
     Revoke,
 }
+
+impl ControlPlaneClient {
+    /// One step of a worker CA rotation (trust the next CA, promote it, drop the retired).
+    pub async fn rotate_worker_ca(
+        &self,
+        request: v1::RotateWorkerCaRequest,
+    ) -> Result<v1::RotateWorkerCaResponse, ClientError> {
+        self.on_leader(|channel| {
+            let request = request.clone();
+            async move {
+                WorkerAdminServiceClient::new(channel).rotate_worker_ca(request).await.map(tonic::Response::into_inner)
+            }
+        })
+        .await
+    }
+}

@@ -97,6 +97,7 @@ pub const RULES: &[Rule] = &[
     rule("/muster.v1.WorkerAdminService/DrainWorker", Api, OPERATOR),
     rule("/muster.v1.WorkerAdminService/RevokeWorker", Api, OPERATOR),
     rule("/muster.v1.WorkerAdminService/LabelWorker", Api, OPERATOR),
+    rule("/muster.v1.WorkerAdminService/RotateWorkerCa", Api, OPERATOR),
     rule("/muster.v1.MaintenanceService/SaveSnapshot", Api, OPERATOR),
     // Registrars: their registry calls only.
     rule("/muster.v1.WorkerRegistryService/RegisterWorker", Api, REGISTRAR),
@@ -200,6 +201,7 @@ mod tests {
             "/muster.v1.RaftClientService/HandleClientWrite",
             "/muster.v1.TokenService/CreateToken",
             "/muster.v1.WorkerAdminService/RevokeWorker",
+            "/muster.v1.WorkerAdminService/RotateWorkerCa",
         ];
         for path in admin {
             let rule = rule_for(path).unwrap();

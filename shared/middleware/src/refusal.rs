@@ -58,9 +58,12 @@ impl Refused {
             R::TokenNotFound | R::UnknownWorker => Code::NotFound,
             // A refusal recorded by a release without the enum says only that the state did
             // not allow the command.
-            R::TokenWrongCluster | R::InvalidTransition | R::StaleTerm | R::NoWorkerCa | R::Unspecified => {
-                Code::FailedPrecondition
-            }
+            R::TokenWrongCluster
+            | R::InvalidTransition
+            | R::StaleTerm
+            | R::NoWorkerCa
+            | R::WorkerCaRotation
+            | R::Unspecified => Code::FailedPrecondition,
         }
     }
 }

@@ -11,19 +11,42 @@ pub mod backup;
 pub mod clock;
 pub mod limits;
 mod refusal;
+mod worker_ca;
 
 pub mod v1 {
     tonic::include_proto!("muster.v1");
 }
 
-/// The format of the Raft commands this release writes and the newest it applies. A release
-/// that adds a kind of command (or changes what one means) raises it; a node that meets a
-/// command of a higher format, or of a kind it does not know, stops applying instead of
-/// skipping it (which would leave its state behind the others').
-pub const COMMAND_FORMAT_VERSION: u32 = 1;
+/// The newest format of Raft commands this release applies. A release that adds a kind of
+/// command (or changes what one means) raises it; a node that meets a command of a higher
+/// format, or of a kind it does not know, stops applying instead of skipping it (which would
+/// leave its state behind the others').
+pub const COMMAND_FORMAT_VERSION: u32 = 2;
+
+/// The format a command is written in: the lowest that has its kind, so a release that reads
+/// only older formats applies every command but the new kinds (and stops at one of those).
+///
+/// | format | adds |
+/// |---|---|
+/// | 1 | every kind up to `Noop` |
+/// | 2 | `RotateWorkerCa` |
+pub fn command_format(op: Option<&v1::command::Op>) -> u32 {
+    match op {
+        Some(v1::command::Op::RotateWorkerCa(_)) => 2,
+        _ => 1,
+    }
+}
 
 /// Encoded `FileDescriptorSet` of every Muster proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/muster_descriptor.bin"));
+
+fn step_name(step: &v1::rotate_worker_ca::Step) -> &'static str {
+    match step {
+        v1::rotate_worker_ca::Step::TrustNext(_) => "trust-next",
+        v1::rotate_worker_ca::Step::PromoteSha256(_) => "promote",
+        v1::rotate_worker_ca::Step::DropRetired(_) => "drop-retired",
+    }
+}
 
 impl fmt::Display for v1::Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -41,6 +64,9 @@ impl fmt::Display for v1::Command {
             Some(Op::InitWorkerCa(_)) => write!(f, "init-worker-ca")?,
             Some(Op::Noop(_)) => write!(f, "no-op")?,
             Some(Op::RetireLegacyWorkerCa(retire)) => write!(f, "retire-legacy-worker-ca {}", retire.legacy_sha256)?,
+            Some(Op::RotateWorkerCa(rotate)) => {
+                write!(f, "rotate-worker-ca {:?}", rotate.step.as_ref().map(step_name))?
+            }
             Some(Op::RecordWorkerCert(record)) => write!(f, "record-worker-cert {}", record.worker_id)?,
             Some(Op::UpdateWorker(update)) => write!(f, "update-worker {}", update.worker_id)?,
             Some(Op::WorkerTransitions(batch)) => {
@@ -52,5 +78,20 @@ impl fmt::Display for v1::Command {
             write!(f, " [client {} seq {}]", self.client_id, self.sequence)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_is_written_in_the_lowest_format_that_has_its_kind() {
+        let put = v1::command::Op::Put(v1::KvPut::default());
+        assert_eq!(command_format(Some(&put)), 1, "a release reading format 1 applies it");
+        let rotate = v1::command::Op::RotateWorkerCa(v1::RotateWorkerCa::default());
+        assert_eq!(command_format(Some(&rotate)), 2);
+        assert_eq!(command_format(None), 1);
+        assert!(command_format(Some(&rotate)) <= COMMAND_FORMAT_VERSION, "this release applies what it writes");
     }
 }

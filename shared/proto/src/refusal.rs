@@ -43,6 +43,7 @@ impl v1::Refusal {
             v1::Refusal::StaleTerm => "stale_term",
             v1::Refusal::NoWorkerCa => "no_worker_ca",
             v1::Refusal::IncompleteCommand => "invalid",
+            v1::Refusal::WorkerCaRotation => "worker_ca_rotation",
         }
     }
 }

@@ -30,9 +30,12 @@ pub struct PkiInit {
     pub operator: bool,
     /// Replace the CA and every requested certificate even if they exist.
     pub force: bool,
-    /// Validity of a newly generated cluster CA and of the operator certificate (a new worker
-    /// CA gets [`WORKER_CA_VALIDITY`]).
+    /// Validity of the operator certificate.
     pub validity: Duration,
+    /// Validity of a newly generated cluster CA: longer than the certificates it issues, so
+    /// `musterctl tls renew` can extend them (a renewal never outlives the CA). A new worker
+    /// CA gets [`WORKER_CA_VALIDITY`].
+    pub ca_validity: Duration,
 }
 
 /// What `init_pki` did.
@@ -74,7 +77,7 @@ pub fn init_pki(init: &PkiInit) -> Result<PkiReport, TlsError> {
 
     let mut files = Vec::new();
     let name = format!("{} Muster CA", init.cluster_name);
-    let ca = ensure_ca(init, "ca.pem", "ca-key.pem", &name, init.validity, &mut files)?;
+    let ca = ensure_ca(init, "ca.pem", "ca-key.pem", &name, init.ca_validity, &mut files)?;
     let name = format!("{} Muster worker CA", init.cluster_name);
     let worker_ca = ensure_ca(init, WORKER_CA_CERT_FILE, WORKER_CA_KEY_FILE, &name, WORKER_CA_VALIDITY, &mut files)?;
 

@@ -15,9 +15,11 @@ mod live;
 mod parse;
 mod renew;
 pub mod rotate;
+pub mod rotate_worker;
 mod server_config;
 pub use parse::{CertSummary, cert_summary, public_key_pin};
 mod spec;
+mod swappable;
 mod worker_id;
 
 pub use ca::{CertificateAuthority, SignedCert, verify_csr};
@@ -35,4 +37,5 @@ pub use live::{
 pub use renew::{PkiRenew, Renewed, renew_pki};
 pub use server_config::{ClientAuth, client_cert_verifier};
 pub use spec::{CertSpec, Pem, Role, TRUST_DOMAIN_PREFIX, default_node_hosts, spiffe_id};
+pub use swappable::SwappableClientVerifier;
 pub use worker_id::{WorkerCert, WorkerCertError, worker_cert, worker_identity};

@@ -160,6 +160,7 @@ mod tests {
             force: false,
             // The CA (and the operator) outlive the node certificates, as in a real directory.
             validity: validity * 100,
+            ca_validity: validity * 100,
         })
         .unwrap();
     }

@@ -35,7 +35,7 @@ const PREVIOUS_CERT: &str = "ca-previous.pem";
 /// Whether `name` (a file name without `.pem`) is one of the cluster CA's files, not a
 /// component certificate.
 pub(crate) fn is_ca_file(name: &str) -> bool {
-    matches!(name, "ca" | "ca-next" | "ca-previous")
+    matches!(name, "ca" | "ca-next" | "ca-previous" | "worker-ca" | "worker-ca-next")
 }
 
 /// Where a directory's rotation stands.
@@ -138,7 +138,7 @@ fn rotated(ca: &CertificateAuthority, dir: &Path, reissued: Vec<Renewed>) -> Res
 
 /// The new CA's common name: the old one's, dated, so the two are told apart everywhere (logs,
 /// `muster_tls_cert_expires_at_seconds{name}`, openssl).
-fn successor_name(old: &str) -> String {
+pub(crate) fn successor_name(old: &str) -> String {
     let base = old.split(" (rotated ").next().unwrap_or(old);
     let today = time::OffsetDateTime::now_utc().date();
     format!("{base} (rotated {today})")
@@ -263,6 +263,7 @@ mod tests {
             operator: true,
             force: false,
             validity: YEAR,
+            ca_validity: YEAR,
         })
         .unwrap();
     }

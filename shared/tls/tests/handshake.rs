@@ -28,6 +28,7 @@ fn pki(dir: &Path, cluster: &str) {
         operator: false,
         force: false,
         validity: DAY,
+        ca_validity: DAY,
     })
     .unwrap();
 }

@@ -31,6 +31,7 @@ fn pki(dir: &Path) {
         operator: false,
         force: false,
         validity: 24 * HOUR,
+        ca_validity: 24 * HOUR,
     })
     .unwrap();
 }

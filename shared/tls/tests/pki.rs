@@ -34,6 +34,7 @@ fn init(dir: &Path, nodes: &[&str], operator: bool, force: bool) -> Result<Vec<S
         operator,
         force,
         validity: 10 * DAY,
+        ca_validity: 10 * DAY,
     })?;
     Ok(report.files.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect())
 }
@@ -215,6 +216,7 @@ fn init_pki_writes_files_with_modes() {
         operator: false,
         force: false,
         validity: DAY,
+        ca_validity: DAY,
     })
     .unwrap()
     .ca_public_key_sha256;
@@ -284,6 +286,7 @@ fn init_pki_creates_a_separate_worker_ca_and_keeps_it() {
         operator: false,
         force: false,
         validity: DAY,
+        ca_validity: DAY,
     })
     .unwrap();
     assert!(report.files.is_empty(), "{:?}", report.files);

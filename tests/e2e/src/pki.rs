@@ -28,6 +28,7 @@ fn init(dir: &Path, cluster_name: &str, nodes: Vec<CertSpec>, operator: bool) {
         operator,
         force: false,
         validity: VALIDITY,
+        ca_validity: VALIDITY,
     };
     muster_tls::init_pki(&init).unwrap_or_else(|err| panic!("creating test PKI in {}: {err}", dir.display()));
 }

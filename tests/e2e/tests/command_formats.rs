@@ -25,7 +25,8 @@ async fn a_command_of_a_newer_format_stops_the_node_with_an_error_naming_it() {
     let index = legacy_fixture::append_command(&cluster.data_dir(1), from_the_future).expect("appending the entry");
     cluster.restart(1);
 
-    let expected = format!("entry {index}: command format 99 is newer than this release applies");
+    let format = muster_proto::COMMAND_FORMAT_VERSION + 98;
+    let expected = format!("entry {index}: command format {format} is newer than this release applies");
     eventually_msg("the node says which entry it cannot apply and why", WAIT, || async {
         let log = cluster.log_text(1);
         anyhow::ensure!(log.contains(&expected), "not yet:\n{}", cluster.log_tail(1, 10));

@@ -58,7 +58,7 @@ impl LivenessService for LivenessApi {
     ) -> Result<Response<v1::GetWorkerCaCertResponse>, Status> {
         let reader = &self.node.reader;
         let ca = reader.worker_ca().map_err(storage_error)?.unwrap_or_default();
-        let cert_pem = crate::store::worker_ca::trust_bundle(&ca, muster_proto::clock::unix_now());
+        let cert_pem = ca.trust_bundle(muster_proto::clock::unix_now());
         let cluster_id = reader.cluster_id().map_err(storage_error)?.unwrap_or_default();
         if cluster_id.is_empty() {
             return Err(ApiError::Unavailable("the cluster is not initialized yet".into()).into());

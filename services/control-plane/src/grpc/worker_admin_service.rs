@@ -147,6 +147,42 @@ impl WorkerAdminService for WorkerAdminApi {
         Ok(response)
     }
 
+    async fn rotate_worker_ca(
+        &self,
+        request: Request<v1::RotateWorkerCaRequest>,
+    ) -> Result<Response<v1::RotateWorkerCaResponse>, Status> {
+        use v1::rotate_worker_ca::Step;
+        let request = request.into_inner();
+        let step = request.step.unwrap_or_default();
+        match &step.step {
+            None => {
+                return Err(ApiError::InvalidArgument("step: trust_next, promote_sha256 or drop_retired".into()).into());
+            }
+            Some(Step::TrustNext(pem)) if crate::store::worker_ca::fingerprint(pem).is_empty() => {
+                return Err(ApiError::InvalidArgument("step.trust_next: not a PEM certificate".into()).into());
+            }
+            Some(Step::DropRetired(_)) if !request.force => {
+                // Workers still holding a certificate of a retired CA would be refused: only
+                // once the last of them has expired, unless forced.
+                let now = unix_now();
+                let ca = self.node.reader.worker_ca().map_err(storage_error)?.unwrap_or_default();
+                if let Some(until) = ca.retired.iter().map(|r| r.trusted_until_unix).filter(|t| *t > now).max() {
+                    return Err(ApiError::FailedPrecondition(format!(
+                        "workers may hold certificates of a retired worker CA until unix time {until} ({} s from \
+                         now); they renew onto the current CA before then. Drop it after that, or now with force \
+                         (those workers are refused from then on)",
+                        until - now
+                    ))
+                    .into());
+                }
+            }
+            Some(_) => {}
+        }
+        tracing::warn!(command = %v1::Command { op: Some(v1::command::Op::RotateWorkerCa(step.clone())), ..Default::default() }, "worker CA rotation step");
+        let result = Refused::check(self.node.propose(v1::command::Op::RotateWorkerCa(step)).await?)?;
+        Ok(Response::new(v1::RotateWorkerCaResponse { worker_ca: result.worker_ca, changed: result.succeeded }))
+    }
+
     async fn label_worker(
         &self,
         request: Request<v1::LabelWorkerRequest>,

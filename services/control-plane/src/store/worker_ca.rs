@@ -48,19 +48,6 @@ pub fn fingerprint(pem: &str) -> String {
     muster_tls::cert_summary(pem, "worker CA certificate", "the worker CA record").map(|s| s.sha256).unwrap_or_default()
 }
 
-/// The certificates to trust for worker client certificates at `now_unix`, PEM-concatenated:
-/// the current CA, then each retired one that may still have valid workers.
-pub fn trust_bundle(ca: &v1::InitWorkerCa, now_unix: i64) -> String {
-    let mut bundle = ca.cert_pem.clone();
-    for retired in ca.retired.iter().filter(|r| r.trusted_until_unix > now_unix) {
-        if !bundle.is_empty() && !bundle.ends_with('\n') {
-            bundle.push('\n');
-        }
-        bundle.push_str(&retired.cert_pem);
-    }
-    bundle
-}
-
 /// What a registrar's `EnsureWorkerCa` with `proposed_pem` should do, given the CA recorded.
 pub fn plan(existing: Option<&v1::InitWorkerCa>, proposed_pem: &str) -> Option<v1::command::Op> {
     let Some(existing) = existing else {
@@ -118,6 +105,94 @@ pub(crate) fn init(txn: &WriteTransaction, index: u64, init: &v1::InitWorkerCa) 
     Ok(answer(index, true, ca))
 }
 
+/// The latest expiry of the worker certificates the cluster has recorded.
+fn latest_worker_cert_expiry(txn: &WriteTransaction) -> io::Result<i64> {
+    let workers = txn.open_table(WORKERS).map_err(io_err)?;
+    let mut latest = 0;
+    for row in workers.iter().map_err(io_err)? {
+        let (_, value) = row.map_err(io_err)?;
+        let worker: v1::WorkerRecord = decode(value.value(), "worker")?;
+        latest = latest.max(worker.cert_expires_at_unix);
+    }
+    Ok(latest)
+}
+
+fn out_of_order(index: u64, why: String) -> v1::CommandResult {
+    v1::CommandResult::refusing(index, v1::Refusal::WorkerCaRotation, &why)
+}
+
+/// One step of a planned rotation: trust the next CA, promote it, or drop the retired ones.
+/// Each step checks the state the previous one left; a step already taken answers with the
+/// state, not succeeded (so a retried call is harmless).
+pub(crate) fn rotate(txn: &WriteTransaction, index: u64, rotate: &v1::RotateWorkerCa) -> io::Result<v1::CommandResult> {
+    use v1::rotate_worker_ca::Step;
+    let Some(mut ca) = current(txn)? else {
+        return Ok(v1::CommandResult::refusing(index, v1::Refusal::NoWorkerCa, "the cluster has no worker CA yet"));
+    };
+    match &rotate.step {
+        Some(Step::TrustNext(pem)) => {
+            let sha256 = fingerprint(pem);
+            if sha256.is_empty() {
+                return Ok(v1::CommandResult::refusing(
+                    index,
+                    v1::Refusal::IncompleteCommand,
+                    "the next worker CA is not a PEM certificate",
+                ));
+            }
+            if ca.next_sha256 == sha256 {
+                return Ok(answer(index, false, ca));
+            }
+            if !ca.next_sha256.is_empty() {
+                return Ok(out_of_order(
+                    index,
+                    format!("a rotation to worker CA {} is in progress; promote it first", ca.next_sha256),
+                ));
+            }
+            if sha256 == ca.sha256 || ca.retired.iter().any(|r| r.sha256 == sha256) {
+                return Ok(out_of_order(index, format!("worker CA {sha256} is the current or a retired one")));
+            }
+            ca.next_cert_pem = pem.clone();
+            ca.next_sha256 = sha256;
+        }
+        Some(Step::PromoteSha256(sha256)) => {
+            if ca.sha256 == *sha256 && ca.next_sha256.is_empty() {
+                return Ok(answer(index, false, ca));
+            }
+            if ca.next_sha256 != *sha256 {
+                let why = if ca.next_sha256.is_empty() {
+                    format!("worker CA {sha256} is not trusted as the next one; trust it first")
+                } else {
+                    format!("the next worker CA is {}, not {sha256}", ca.next_sha256)
+                };
+                return Ok(out_of_order(index, why));
+            }
+            let trusted_until_unix = latest_worker_cert_expiry(txn)?;
+            ca.retired.push(v1::RetiredWorkerCa {
+                cert_pem: std::mem::take(&mut ca.cert_pem),
+                sha256: std::mem::take(&mut ca.sha256),
+                trusted_until_unix,
+            });
+            ca.cert_pem = std::mem::take(&mut ca.next_cert_pem);
+            ca.sha256 = std::mem::take(&mut ca.next_sha256);
+        }
+        Some(Step::DropRetired(_)) => {
+            if ca.retired.is_empty() {
+                return Ok(answer(index, false, ca));
+            }
+            ca.retired.clear();
+        }
+        None => {
+            return Ok(v1::CommandResult::refusing(
+                index,
+                v1::Refusal::IncompleteCommand,
+                "a rotation step is required",
+            ));
+        }
+    }
+    put(txn, &ca)?;
+    Ok(answer(index, true, ca))
+}
+
 /// Switches to the proposed CA when the current one is still `legacy_sha256` and its key was
 /// exposed; the old certificate stays trusted until the latest recorded worker certificate
 /// expires (every worker certificate so far was signed by it).
@@ -136,14 +211,7 @@ pub(crate) fn retire(
     if !existing.key_exposed || existing.sha256 != retire.legacy_sha256 || retire.cert_pem.is_empty() {
         return Ok(answer(index, false, existing));
     }
-    let workers = txn.open_table(WORKERS).map_err(io_err)?;
-    let mut trusted_until = 0;
-    for row in workers.iter().map_err(io_err)? {
-        let (_, value) = row.map_err(io_err)?;
-        let worker: v1::WorkerRecord = decode(value.value(), "worker")?;
-        trusted_until = trusted_until.max(worker.cert_expires_at_unix);
-    }
-    drop(workers);
+    let trusted_until = latest_worker_cert_expiry(txn)?;
     let mut retired = existing.retired.clone();
     retired.push(v1::RetiredWorkerCa {
         cert_pem: existing.cert_pem.clone(),

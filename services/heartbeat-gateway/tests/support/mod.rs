@@ -145,6 +145,7 @@ impl Harness {
             operator: false,
             force: false,
             validity: VALIDITY,
+            ca_validity: VALIDITY,
         })
         .unwrap();
         let worker_ca = CertificateAuthority::generate("test worker CA", VALIDITY).unwrap();

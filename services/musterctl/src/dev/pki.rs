@@ -39,6 +39,7 @@ pub fn ensure(dir: &Path) -> anyhow::Result<DevPki> {
         operator: true,
         force: false,
         validity: VALIDITY,
+        ca_validity: VALIDITY,
     };
     muster_tls::init_pki(&init).with_context(|| format!("creating certificates in {}", dir.display()))?;
     Ok(DevPki {

@@ -59,7 +59,7 @@ impl ControlPlane for FakeControlPlane {
 
 fn registrar(control_plane: FakeControlPlane) -> Registrar<FakeControlPlane> {
     let worker_ca = CertificateAuthority::generate("test worker CA", Duration::from_secs(3600)).unwrap();
-    let signer = Signer { worker_ca, cluster_id: "c0ffee".into(), validity: Duration::from_secs(600) };
+    let signer = Signer::new(worker_ca, "c0ffee".into(), Duration::from_secs(600));
     Registrar { control_plane: Arc::new(control_plane), signer, ca_bundle: CaBundle::Fixed("cluster CA".into()) }
 }
 
@@ -128,7 +128,7 @@ async fn renew_needs_a_worker_certificate_of_this_cluster() {
     let request = v1::RenewRequest { csr_pem: csr() };
     let none = registrar.renew(Caller::default(), request.clone()).await.unwrap_err();
     assert_eq!(none.code(), Code::Unauthenticated);
-    let other_cluster = registrar_for_cluster("deadbeef").signer.certify(7, &csr()).unwrap();
+    let other_cluster = registrar_for_cluster("deadbeef").signer.certify(7, &csr()).unwrap().signed;
     let der = first_der(&other_cluster.cert_pem);
     let caller = Caller { addr: None, certificate: Some(&der) };
     assert_eq!(registrar.renew(caller, request).await.unwrap_err().code(), Code::PermissionDenied);
@@ -143,7 +143,7 @@ fn registrar_for_cluster(cluster_id: &str) -> Registrar<FakeControlPlane> {
 #[tokio::test]
 async fn renew_swaps_the_certificate_for_one_with_the_same_id() {
     let registrar = registrar(FakeControlPlane::default());
-    let current = registrar.signer.certify(9, &csr()).unwrap();
+    let current = registrar.signer.certify(9, &csr()).unwrap().signed;
     let der = first_der(&current.cert_pem);
     let caller = Caller { addr: None, certificate: Some(&der) };
     let renewed = registrar.renew(caller, v1::RenewRequest { csr_pem: csr() }).await.unwrap();
@@ -159,7 +159,7 @@ async fn renew_swaps_the_certificate_for_one_with_the_same_id() {
 async fn a_revoked_worker_gets_no_certificate() {
     let registrar =
         registrar(FakeControlPlane { refuse_record: Some(v1::Refusal::WorkerRevoked), ..Default::default() });
-    let current = registrar.signer.certify(9, &csr()).unwrap();
+    let current = registrar.signer.certify(9, &csr()).unwrap().signed;
     let der = first_der(&current.cert_pem);
     let caller = Caller { addr: None, certificate: Some(&der) };
     let err = registrar.renew(caller, v1::RenewRequest { csr_pem: csr() }).await.unwrap_err();
