@@ -80,7 +80,7 @@ pub fn server_tls(
     live: &Arc<LiveTls>,
     trust: Arc<SwappableClientVerifier>,
 ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    live.server_config_with(trust, false).context("the gateway's TLS settings")
+    live.server_config_with(trust.verifier(), false).context("the gateway's TLS settings")
 }
 
 /// Every [`WORKER_CA_REFRESH`], asks the control plane which worker CAs to trust and makes

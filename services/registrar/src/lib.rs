@@ -96,7 +96,7 @@ pub async fn run(
         // they renew onto the current CA) is trusted: anything else fails the handshake.
         Some(live) => {
             let trust = SwappableClientVerifier::new(&worker_ca_pem, ClientAuth::Optional, "the worker CA")?;
-            Some((live.server_config_with(trust.clone(), true)?, trust))
+            Some((live.server_config_with(trust.verifier(), true)?, trust))
         }
         None => None,
     };

@@ -9,6 +9,7 @@ mod ca;
 mod client;
 mod error;
 mod files;
+mod following;
 mod identity;
 mod init;
 mod live;

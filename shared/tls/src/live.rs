@@ -20,14 +20,13 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rustls::RootCertStore;
+use rustls::SignatureScheme;
 use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::pki_types::CertificateDer;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use sha2::Digest;
 
 use crate::parse::{certs_from_pem, key_from_pem, parse_err, x509};
@@ -349,7 +348,7 @@ impl LiveTls {
     /// A server config presenting the current certificate and verifying client certificates
     /// against the current CA bundle.
     pub fn server_config(self: &Arc<Self>, auth: ClientAuth) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-        let verifier = Arc::new(LiveClientVerifier { live: self.clone(), auth });
+        let verifier = Arc::new(crate::following::FollowingVerifier { source: self.clone(), auth });
         self.server_config_with(verifier, false)
     }
 
@@ -531,65 +530,19 @@ impl ResolvesServerCert for LiveServerCert {
     }
 }
 
-/// Verifies client certificates against the CA bundle in use at each handshake.
-#[derive(Debug)]
-struct LiveClientVerifier {
-    live: Arc<LiveTls>,
-    auth: ClientAuth,
-}
-
-impl LiveClientVerifier {
-    fn inner(&self) -> Arc<dyn ClientCertVerifier> {
-        let material = self.live.current();
-        match self.auth {
+/// Client certificates are verified against the CA bundle in use at each handshake, and the
+/// verified ones noted for `cluster status`.
+impl crate::following::VerifierSource for Arc<LiveTls> {
+    fn verifier(&self, auth: ClientAuth) -> Arc<dyn ClientCertVerifier> {
+        let material = self.current();
+        match auth {
             ClientAuth::Optional => material.client_optional.clone(),
             ClientAuth::Required => material.client_required.clone(),
         }
     }
-}
 
-impl ClientCertVerifier for LiveClientVerifier {
-    fn client_auth_mandatory(&self) -> bool {
-        self.auth == ClientAuth::Required
-    }
-
-    /// No hints: every Muster client holds one certificate, and the hints would have to
-    /// outlive a swap.
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = self.inner().verify_client_cert(end_entity, intermediates, now)?;
-        self.live.record_peer(end_entity);
-        Ok(verified)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner().verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner().verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner().supported_verify_schemes()
+    fn verified(&self, end_entity: &CertificateDer<'_>) {
+        self.record_peer(end_entity);
     }
 }
 

@@ -1,16 +1,14 @@
-//! A client-certificate verifier whose trusted CAs are replaced while listeners run. The
-//! gateway and the registrar verify workers against the worker CAs the control plane lists,
-//! and that list changes during a worker CA rotation (a next CA is added, a retired one is
-//! dropped); each handshake uses the list as it is at that moment, and connections already
-//! open keep what they were made with.
+//! Client-certificate trust whose CAs are replaced while listeners run. The gateway and the
+//! registrar verify workers against the worker CAs the control plane lists, and that list
+//! changes during a worker CA rotation (a next CA is added, a retired one is dropped); each
+//! handshake uses the list as it is at that moment, and connections already open keep what
+//! they were made with.
 
 use std::sync::{Arc, RwLock};
 
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::pki_types::{CertificateDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls::server::danger::ClientCertVerifier;
 
+use crate::following::{FollowingVerifier, VerifierSource};
 use crate::{ClientAuth, TlsError, client_cert_verifier};
 
 /// Trusts the CAs of the PEM bundle it was last given.
@@ -44,49 +42,14 @@ impl SwappableClientVerifier {
         self.current.read().unwrap_or_else(|p| p.into_inner()).0.clone()
     }
 
-    fn inner(&self) -> Arc<dyn ClientCertVerifier> {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).1.clone()
+    /// The verifier for a server config: it follows every [`Self::replace`].
+    pub fn verifier(self: &Arc<Self>) -> Arc<dyn ClientCertVerifier> {
+        Arc::new(FollowingVerifier { source: self.clone(), auth: self.auth })
     }
 }
 
-impl ClientCertVerifier for SwappableClientVerifier {
-    fn client_auth_mandatory(&self) -> bool {
-        self.auth == ClientAuth::Required
-    }
-
-    /// No hints: a worker holds one certificate, and the hints would have to outlive a swap.
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        self.inner().verify_client_cert(end_entity, intermediates, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner().verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner().verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner().supported_verify_schemes()
+impl VerifierSource for Arc<SwappableClientVerifier> {
+    fn verifier(&self, _auth: ClientAuth) -> Arc<dyn ClientCertVerifier> {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).1.clone()
     }
 }

@@ -83,6 +83,23 @@ pub async fn register_one(cluster: &crate::Cluster, registrar: &crate::registrar
     register_all(&registrar.addr, &pki.ca_pem(), &token, 1, 1).await.expect("a worker").remove(0)
 }
 
+/// A token for `uses` registrations, made by the operator.
+pub async fn token_for(cluster: &crate::Cluster, uses: u32) -> String {
+    let request = v1::CreateTokenRequest { ttl_seconds: 600, uses, ..Default::default() };
+    cluster.client().create_token(request).await.expect("a token").token
+}
+
+/// Waits until exactly `count` workers are Ready.
+pub async fn wait_ready_workers(cluster: &crate::Cluster, count: usize, within: Duration) {
+    let ready = v1::ListWorkersRequest { state: v1::WorkerState::Ready as i32, ..Default::default() };
+    crate::eventually_msg(format!("{count} workers Ready"), within, || async {
+        let ready = cluster.client().list_workers(ready.clone()).await?.len();
+        anyhow::ensure!(ready == count, "{ready} Ready");
+        Ok(())
+    })
+    .await;
+}
+
 /// Registers `count` workers through the registrar at `registrar` with one multi-use token,
 /// at most `parallel` at a time. `ca_pem` is the cluster CA (the registrar's chain ends there).
 pub async fn register_all(

@@ -8,7 +8,7 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::time::Duration;
 
-use muster_e2e::fleet::{BeatPlan, Fleet, register_all};
+use muster_e2e::fleet::{BeatPlan, Fleet, register_all, token_for, wait_ready_workers};
 use muster_e2e::gateway::Gateway;
 use muster_e2e::process::run_musterctl;
 use muster_e2e::registrar::Registrar;
@@ -156,20 +156,11 @@ async fn a_cluster_whose_data_dirs_are_destroyed_comes_back_from_a_backup_with_i
     gateway.wait_ready().await;
     let client = cluster.client();
     let ca_pem = cluster.pki().expect("pki").ca_pem();
-    let token = client
-        .create_token(v1::CreateTokenRequest { ttl_seconds: 600, uses: WORKERS as u32 + 1, ..Default::default() })
-        .await
-        .expect("a token")
-        .token;
+    let token = token_for(&cluster, WORKERS as u32 + 1).await;
     let identities = register_all(&registrar.addr, &ca_pem, &token, WORKERS, 4).await.expect("workers");
     let _fleet = Fleet::start(&identities, &ca_pem, BeatPlan { fixed_interval: None }).expect("the fleet");
     let ready = v1::ListWorkersRequest { state: v1::WorkerState::Ready as i32, ..Default::default() };
-    eventually_msg("every worker Ready", Duration::from_secs(60), || async {
-        let count = cluster.client().list_workers(ready.clone()).await?.len();
-        anyhow::ensure!(count == WORKERS, "{count} Ready");
-        Ok(())
-    })
-    .await;
+    wait_ready_workers(&cluster, WORKERS, Duration::from_secs(60)).await;
     for i in 0..KEYS {
         client.put(&format!("kept/{i:04}"), format!("value {i}").into_bytes()).await.expect("a put");
     }

@@ -11,17 +11,17 @@
 //!
 //! Throughout: no process restarts, no write fails, no worker is marked Unreachable.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::ensure;
 use muster_e2e::agent::Agent;
-use muster_e2e::fleet::{BeatPlan, Fleet, register_all, register_one};
+use muster_e2e::fleet::{BeatPlan, Fleet, register_all, register_one, token_for, wait_ready_workers};
 use muster_e2e::gateway::Gateway;
 use muster_e2e::probe::{cert_expiries, metric_value, metrics_body};
 use muster_e2e::process::run_musterctl;
 use muster_e2e::registrar::Registrar;
+use muster_e2e::writer::Writer;
 use muster_e2e::{Cluster, HeartbeatPolicy, Options, eventually_msg, v1};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
@@ -74,52 +74,20 @@ async fn the_cluster_ca_is_replaced_in_three_steps_while_workers_beat_and_writes
     let pki = cluster.pki().expect("a TLS cluster");
     let dir = pki.dir().display().to_string();
     let old_ca = pki.ca_pem();
-    let client = cluster.client();
-    let token = client
-        .create_token(v1::CreateTokenRequest { ttl_seconds: 600, uses: WORKERS as u32 + 1, ..Default::default() })
-        .await
-        .expect("a token")
-        .token;
+    let token = token_for(&cluster, WORKERS as u32 + 1).await;
     let identities = register_all(&registrar.addr, &old_ca, &token, WORKERS, 16).await.expect("50 workers");
     let _fleet = Fleet::start(&identities, &old_ca, BeatPlan { fixed_interval: None }).expect("the fleet");
     let mut agent = Agent::new(std::slice::from_ref(&registrar.addr), &token);
     agent.start();
     let agent_id = agent.wait_beating(WAIT).await;
-    let ready = v1::ListWorkersRequest { state: v1::WorkerState::Ready as i32, ..Default::default() };
-    eventually_msg("every worker Ready", WAIT, || async {
-        let count = cluster.client().list_workers(ready.clone()).await?.len();
-        ensure!(count == WORKERS + 1, "{count} Ready");
-        Ok(())
-    })
-    .await;
+    wait_ready_workers(&cluster, WORKERS + 1, WAIT).await;
     // The operator's certificate of the old CA, kept to show it is refused at the end.
     let old_operator = pki.operator();
     let old_operator_cert = std::fs::read_to_string(&old_operator.cert).expect("operator.pem");
     let old_operator_key = std::fs::read_to_string(&old_operator.key).expect("operator-key.pem");
 
     // A writer that keeps writing through all of it.
-    let (writes, failures, stop) =
-        (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
-    let writer = {
-        let (writes, failures, stop, client) = (writes.clone(), failures.clone(), stop.clone(), cluster.client());
-        tokio::spawn(async move {
-            let mut first_error = None;
-            while !stop.load(Ordering::Relaxed) {
-                let n = writes.load(Ordering::Relaxed);
-                match client.put(&format!("rotation/{n}"), b"v".to_vec()).await {
-                    Ok(_) => {
-                        writes.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(err) => {
-                        failures.fetch_add(1, Ordering::Relaxed);
-                        first_error.get_or_insert(err.to_string());
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            first_error
-        })
-    };
+    let writer = Writer::start(cluster.client(), "rotation", Duration::from_secs(15), Duration::from_millis(20));
     let mut deployables: Vec<(String, String, &str)> = cluster
         .ids()
         .into_iter()
@@ -214,15 +182,9 @@ async fn the_cluster_ca_is_replaced_in_three_steps_while_workers_beat_and_writes
     agent.start();
     assert_eq!(agent.wait_beating(WAIT).await, agent_id, "the agent came back as itself");
 
-    let writes_at_finish = writes.load(Ordering::Relaxed);
-    eventually_msg("writes go on", WAIT, || async {
-        ensure!(writes.load(Ordering::Relaxed) > writes_at_finish + 10);
-        Ok(())
-    })
-    .await;
-    stop.store(true, Ordering::Relaxed);
-    let first_error = writer.await.expect("the writer");
-    assert_eq!(failures.load(Ordering::Relaxed), 0, "writes failed: {first_error:?}");
+    writer.wait_for_more(10, "writes go on", WAIT).await;
+    let written = writer.stop().await;
+    assert_eq!(written.failures, 0, "writes failed: {:?}", written.first_error);
     cluster.check_processes().expect("every node runs");
     assert!(gateway.is_running() && !registrar.exited(), "the gateway and the registrar run");
     let pids_after: Vec<u32> = cluster.ids().into_iter().map(|id| cluster.pid(id)).chain(registrar.pid()).collect();

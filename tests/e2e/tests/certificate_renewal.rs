@@ -5,15 +5,15 @@
 //! new worker through the registrar and the gateway) handshake with the renewed certificates;
 //! no worker was marked Unreachable, no write failed, no process restarted.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use muster_e2e::fleet::{BeatPlan, Fleet, register_all, register_one};
+use muster_e2e::fleet::{BeatPlan, Fleet, register_all, register_one, token_for, wait_ready_workers};
 use muster_e2e::gateway::Gateway;
 use muster_e2e::probe::{cert_expiries, metric_value, metrics_body as metrics_of};
 use muster_e2e::process::run_musterctl;
 use muster_e2e::registrar::Registrar;
+use muster_e2e::writer::Writer;
 use muster_e2e::{Cluster, HeartbeatPolicy, Options, eventually_msg, v1};
 
 /// How long the first certificates last: enough to start the cluster and its fleet, short
@@ -62,45 +62,13 @@ async fn short_lived_certificates_are_renewed_and_reloaded_everywhere_without_a_
     let gateway = Gateway::start_with(&cluster, "gw-1", "batch_interval = \"100ms\"\n");
     gateway.wait_ready().await;
     let pki = cluster.pki().expect("a TLS cluster");
-    let client = cluster.client();
-    let token = client
-        .create_token(v1::CreateTokenRequest { ttl_seconds: 600, uses: WORKERS as u32, ..Default::default() })
-        .await
-        .expect("a token")
-        .token;
+    let token = token_for(&cluster, WORKERS as u32).await;
     let identities = register_all(&registrar.addr, &pki.ca_pem(), &token, WORKERS, 16).await.expect("50 workers");
     let _fleet = Fleet::start(&identities, &pki.ca_pem(), BeatPlan { fixed_interval: None }).expect("the fleet");
-    let ready = v1::ListWorkersRequest { state: v1::WorkerState::Ready as i32, ..Default::default() };
-    eventually_msg("every worker Ready", WAIT, || async {
-        let count = cluster.client().list_workers(ready.clone()).await?.len();
-        anyhow::ensure!(count == WORKERS, "{count} Ready");
-        Ok(())
-    })
-    .await;
+    wait_ready_workers(&cluster, WORKERS, WAIT).await;
 
     // A writer that keeps writing through all of it.
-    let (writes, failures, stop) =
-        (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
-    let writer = {
-        let (writes, failures, stop, client) = (writes.clone(), failures.clone(), stop.clone(), cluster.client());
-        tokio::spawn(async move {
-            let mut first_error = None;
-            while !stop.load(Ordering::Relaxed) {
-                let n = writes.load(Ordering::Relaxed);
-                match client.put(&format!("renewal/{n}"), b"v".to_vec()).await {
-                    Ok(_) => {
-                        writes.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(err) => {
-                        failures.fetch_add(1, Ordering::Relaxed);
-                        first_error.get_or_insert(err.to_string());
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            first_error
-        })
-    };
+    let writer = Writer::start(cluster.client(), "renewal", Duration::from_secs(15), Duration::from_millis(20));
 
     let mut deployables: Vec<Deployable> = cluster
         .ids()
@@ -170,7 +138,6 @@ async fn short_lived_certificates_are_renewed_and_reloaded_everywhere_without_a_
         })
         .await;
     }
-    let writes_at_renewal = writes.load(Ordering::Relaxed);
 
     // Past the old certificates' expiry (a wait for the clock, not for the system).
     let expired_at = UNIX_EPOCH + Duration::from_secs(first_expiry as u64 + 2);
@@ -195,14 +162,9 @@ async fn short_lived_certificates_are_renewed_and_reloaded_everywhere_without_a_
         Ok(())
     })
     .await;
-    eventually_msg("writes go on past the old expiry", WAIT, || async {
-        anyhow::ensure!(writes.load(Ordering::Relaxed) > writes_at_renewal + 10);
-        Ok(())
-    })
-    .await;
-    stop.store(true, Ordering::Relaxed);
-    let first_error = writer.await.expect("the writer");
-    assert_eq!(failures.load(Ordering::Relaxed), 0, "writes failed: {first_error:?}");
+    writer.wait_for_more(10, "writes go on past the old expiry", WAIT).await;
+    let written = writer.stop().await;
+    assert_eq!(written.failures, 0, "writes failed: {:?}", written.first_error);
 
     // Nothing restarted, no worker was marked Unreachable.
     cluster.check_processes().expect("every node runs");

@@ -6,16 +6,15 @@
 //! survivor's log starts well past index 1. The command refuses to run without the flag and while the
 //! node runs.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::ensure;
-use muster_e2e::fleet::{BeatPlan, Fleet, register_all};
+use muster_e2e::fleet::{BeatPlan, Fleet, register_all, token_for, wait_ready_workers};
 use muster_e2e::gateway::Gateway;
 use muster_e2e::kv::{expect_value, key, value_of};
 use muster_e2e::registrar::Registrar;
 use muster_e2e::v1::cluster_conf_change_request::Change;
+use muster_e2e::writer::Writer;
 use muster_e2e::{Cluster, HeartbeatPolicy, Options, ReadConsistency, eventually_msg, v1};
 
 const WORKERS: usize = 10;
@@ -30,57 +29,6 @@ fn recover(cluster: &Cluster, id: u64, args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("control-plane recover runs")
-}
-
-/// Writes `acked-NNNN` one after another until told to stop, recording each acknowledged one.
-struct Writer {
-    acked: Arc<std::sync::Mutex<Vec<usize>>>,
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Writer {
-    fn start(client: muster_e2e::ControlPlaneClient) -> Self {
-        let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn({
-            let (acked, stop) = (acked.clone(), stop.clone());
-            async move {
-                for i in 0.. {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let key = key("acked", i);
-                    let put = tokio::time::timeout(Duration::from_secs(3), client.put(&key, value_of(&key)));
-                    if let Ok(Ok(result)) = put.await
-                        && result.succeeded
-                    {
-                        acked.lock().unwrap_or_else(|p| p.into_inner()).push(i);
-                    }
-                }
-            }
-        });
-        Self { acked, stop, task }
-    }
-
-    fn count(&self) -> usize {
-        self.acked.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    async fn wait_for(&self, count: usize, why: &str) {
-        eventually_msg(why, WAIT, || async {
-            let acked = self.count();
-            ensure!(acked >= count, "{acked} writes acknowledged");
-            Ok(())
-        })
-        .await;
-    }
-
-    async fn stop(self) -> Vec<usize> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.task.await.expect("the writer ends");
-        self.acked.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
 }
 
 fn voters(meta: &v1::ClusterMembership) -> Vec<u64> {
@@ -103,32 +51,22 @@ async fn a_survivor_of_a_lost_majority_recovers_every_acknowledged_write_and_new
     let client = cluster.client();
     let cluster_id = client.metadata().await.expect("metadata").cluster_id;
     let ca_pem = cluster.pki().expect("pki").ca_pem();
-    let token = client
-        .create_token(v1::CreateTokenRequest { ttl_seconds: 600, uses: WORKERS as u32, ..Default::default() })
-        .await
-        .expect("a token")
-        .token;
+    let token = token_for(&cluster, WORKERS as u32).await;
     let identities = register_all(&registrar.addr, &ca_pem, &token, WORKERS, 4).await.expect("workers");
     let _fleet = Fleet::start(&identities, &ca_pem, BeatPlan { fixed_interval: None }).expect("the fleet");
     let ready = v1::ListWorkersRequest { state: v1::WorkerState::Ready as i32, ..Default::default() };
-    eventually_msg("every worker Ready", WAIT, || async {
-        let count = cluster.client().list_workers(ready.clone()).await?.len();
-        ensure!(count == WORKERS, "{count} Ready");
-        Ok(())
-    })
-    .await;
+    wait_ready_workers(&cluster, WORKERS, WAIT).await;
 
     // The leader dies mid-write; the other two go on; then the next leader dies mid-write.
-    let writer = Writer::start(cluster.client());
-    writer.wait_for(20, "writes before the first loss").await;
+    let writer = Writer::start(cluster.client(), "acked", Duration::from_secs(3), Duration::ZERO);
+    writer.wait_for_more(20, "writes before the first loss", WAIT).await;
     let first = cluster.wait_for_leader(WAIT).await;
     cluster.kill(first);
-    let before = writer.count();
-    writer.wait_for(before + 20, "writes on the two remaining nodes").await;
+    writer.wait_for_more(20, "writes on the two remaining nodes", WAIT).await;
     let second = cluster.wait_for_leader(WAIT).await;
     cluster.kill(second);
     let survivor = cluster.live_ids()[0];
-    let acked = writer.stop().await;
+    let acked = writer.stop().await.acked;
 
     // Refused without the flag, and while the node runs (its data is not touched).
     let unflagged = recover(&cluster, survivor, &[]);

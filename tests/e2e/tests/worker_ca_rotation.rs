@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::ensure;
 use muster_e2e::agent::Agent;
 use muster_e2e::cluster::channel;
-use muster_e2e::fleet::{BeatPlan, Fleet, SimIdentity, register_all};
+use muster_e2e::fleet::{BeatPlan, Fleet, SimIdentity, register_all, token_for, wait_ready_workers};
 use muster_e2e::gateway::Gateway;
 use muster_e2e::process::run_musterctl;
 use muster_e2e::registrar::Registrar;
@@ -85,11 +85,7 @@ async fn the_worker_ca_is_replaced_in_three_steps_while_workers_beat() {
     let ca_pem = pki.ca_pem();
     let client = cluster.client();
     let cluster_id = client.metadata().await.expect("metadata").cluster_id;
-    let token = client
-        .create_token(v1::CreateTokenRequest { ttl_seconds: 600, uses: WORKERS as u32 + 3, ..Default::default() })
-        .await
-        .expect("a token")
-        .token;
+    let token = token_for(&cluster, WORKERS as u32 + 3).await;
     let mut identities = register_all(&registrar.addr, &ca_pem, &token, WORKERS + 1, 16).await.expect("workers");
     // One registered worker that does not beat: its id is used for certificates made here.
     let probe_id = identities.pop().expect("a spare worker").worker_id;
@@ -100,12 +96,7 @@ async fn the_worker_ca_is_replaced_in_three_steps_while_workers_beat() {
     agent.start();
     let agent_id = agent.wait_beating(WAIT).await;
     let ready = v1::ListWorkersRequest { state: v1::WorkerState::Ready as i32, ..Default::default() };
-    eventually_msg("every worker Ready", WAIT, || async {
-        let count = cluster.client().list_workers(ready.clone()).await?.len();
-        ensure!(count == WORKERS + 1, "{count} Ready");
-        Ok(())
-    })
-    .await;
+    wait_ready_workers(&cluster, WORKERS + 1, WAIT).await;
     let pids_before = (registrar.pid(), renewing.pid());
 
     // 1. begin: the gateway trusts a certificate of the next CA.
