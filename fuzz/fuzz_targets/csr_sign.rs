@@ -10,17 +10,16 @@ use std::time::Duration;
 use base64::Engine;
 use libfuzzer_sys::fuzz_target;
 use muster_fuzz::{CSR_DER, Input};
-use muster_registrar::signing::Signer;
+use muster_registrar::signing::{Certified, Signer};
 use muster_tls::CertificateAuthority;
 
 const CLUSTER: &str = "c0ffee";
 
 fn signer() -> &'static Signer {
     static SIGNER: OnceLock<Signer> = OnceLock::new();
-    SIGNER.get_or_init(|| Signer {
-        worker_ca: CertificateAuthority::generate("fuzz worker CA", Duration::from_secs(24 * 3600)).unwrap(),
-        cluster_id: CLUSTER.into(),
-        validity: Duration::from_secs(3600),
+    SIGNER.get_or_init(|| {
+        let worker_ca = CertificateAuthority::generate("fuzz worker CA", Duration::from_secs(24 * 3600)).unwrap();
+        Signer::new(worker_ca, CLUSTER.into(), Duration::from_secs(3600))
     })
 }
 
@@ -42,8 +41,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let signer = signer();
-    let signed = signer.certify(id, &pem).expect("a CSR that passed the check signs");
-    let chain = signer.chain(&signed);
+    let Certified { signed, chain_pem: chain } = signer.certify(id, &pem).expect("a CSR that passed the check signs");
     let (_, pem) = x509_parser::pem::parse_x509_pem(chain.as_bytes()).expect("the chain starts with a PEM certificate");
     let named = muster_tls::worker_cert(&pem.contents, CLUSTER).expect("the signed certificate names a worker");
     assert_eq!(named.worker_id, id, "the certificate names the id the registrar allocated");

@@ -80,6 +80,8 @@ pub fn worker_event_type(event: &v1::WorkerEvent) -> &'static str {
         Event::Left => "left",
         Event::Revoked => "revoked",
         Event::LabelsChanged => "labels-changed",
+        Event::Cordoned => "cordoned",
+        Event::Uncordoned => "uncordoned",
         Event::CertificateIssued => "certificate-issued",
         Event::CertificateRenewed => "certificate-renewed",
         Event::ProfileChanged => "profile-changed",

@@ -1,4 +1,4 @@
-//! `musterctl workers ...`: list, get, drain, revoke, label, rotate-ca.
+//! `musterctl workers ...`: list, get, drain, revoke, label, cordon, uncordon, rotate-ca.
 
 use std::collections::HashMap;
 use std::time::{Duration, UNIX_EPOCH};
@@ -71,6 +71,23 @@ pub enum WorkersCommand {
     Drain {
         /// The worker's id (the ID column of `workers list`).
         worker_id: u64,
+    },
+    /// Cordon: give the worker (or every worker with the labels) no new work, whatever its
+    /// liveness. It keeps beating and stays Ready.
+    Cordon {
+        /// The worker's id; or --label instead.
+        worker_id: Option<u64>,
+        /// Every worker with this label: KEY=VALUE (repeatable; all must match).
+        #[arg(long = "label", value_parser = crate::token::parse_label, conflicts_with = "worker_id")]
+        labels: Vec<(String, String)>,
+    },
+    /// Uncordon: make the worker (or every worker with the labels) eligible for work again.
+    Uncordon {
+        /// The worker's id; or --label instead.
+        worker_id: Option<u64>,
+        /// Every worker with this label: KEY=VALUE (repeatable; all must match).
+        #[arg(long = "label", value_parser = crate::token::parse_label, conflicts_with = "worker_id")]
+        labels: Vec<(String, String)>,
     },
     /// Revoke a worker's identity for good.
     Revoke {
@@ -145,6 +162,7 @@ fn worker_json(worker: &v1::WorkerRecord, lease: Option<&v1::WorkerLease>) -> se
     serde_json::json!({
         "lease": lease,
         "id": worker.worker_id, "name": worker.name, "state": state_name(worker.state), "labels": worker.labels,
+        "eligible": !worker.ineligible,
         "registered_at": when(worker.registered_at_unix), "state_changed_at": when(worker.state_changed_at_unix),
         "cert_serial": worker.cert_serial, "previous_cert_serial": worker.previous_cert_serial,
         "cert_expires_at": when(worker.cert_expires_at_unix),
@@ -165,7 +183,11 @@ fn print_workers(workers: &[v1::WorkerRecord], leases: &HashMap<u64, v1::WorkerL
                     vec![
                         w.worker_id.to_string(),
                         w.name.clone(),
-                        state_name(w.state).to_string(),
+                        if w.ineligible {
+                            format!("{},cordoned", state_name(w.state))
+                        } else {
+                            state_name(w.state).to_string()
+                        },
                         labels_text(&w.labels),
                         gateway.unwrap_or_else(|| "-".into()),
                         lease.map_or_else(|| "-".into(), |l| when_ms(l.last_beat_unix_ms)),
@@ -205,6 +227,12 @@ pub async fn run(command: WorkersCommand, connect: &ConnectArgs, format: Format)
         WorkersCommand::Get { worker_id } => (worker_id, client.worker_call(WorkerAction::Get, worker_id).await?),
         WorkersCommand::Drain { worker_id } => (worker_id, client.worker_call(WorkerAction::Drain, worker_id).await?),
         WorkersCommand::Revoke { worker_id } => (worker_id, client.worker_call(WorkerAction::Revoke, worker_id).await?),
+        WorkersCommand::Cordon { worker_id, labels } => {
+            return set_eligibility(&client, WorkerAction::Cordon, worker_id, labels, format).await;
+        }
+        WorkersCommand::Uncordon { worker_id, labels } => {
+            return set_eligibility(&client, WorkerAction::Uncordon, worker_id, labels, format).await;
+        }
         WorkersCommand::RotateCa { step, dir, force } => {
             return crate::worker_ca::rotate(&client, step, &dir, force, format).await;
         }
@@ -217,5 +245,38 @@ pub async fn run(command: WorkersCommand, connect: &ConnectArgs, format: Format)
     // Every answer carries the lease as the leader holds it (a drained worker keeps beating).
     let leases = response.lease.into_iter().map(|lease| (worker_id, lease)).collect();
     print_workers(&[response.worker.unwrap_or_default()], &leases, format);
+    Ok(())
+}
+
+/// Cordons or uncordons one worker, or every live worker (not Left or Revoked) with `labels`.
+async fn set_eligibility(
+    client: &muster_client::ControlPlaneClient,
+    action: WorkerAction,
+    worker_id: Option<u64>,
+    labels: Vec<(String, String)>,
+    format: Format,
+) -> anyhow::Result<()> {
+    let ids: Vec<u64> = match worker_id {
+        Some(id) => vec![id],
+        None => {
+            anyhow::ensure!(!labels.is_empty(), "name a worker id, or select workers with --label KEY=VALUE");
+            let filter = v1::ListWorkersRequest { labels: labels.into_iter().collect(), ..Default::default() };
+            let listed = client.list_workers(filter).await?;
+            let live = |w: &&v1::WorkerRecord| {
+                !matches!(v1::WorkerState::try_from(w.state), Ok(v1::WorkerState::Left | v1::WorkerState::Revoked))
+            };
+            listed.iter().filter(live).map(|w| w.worker_id).collect()
+        }
+    };
+    let mut workers = Vec::with_capacity(ids.len());
+    let mut leases = HashMap::new();
+    for id in ids {
+        let response = client.worker_call(action, id).await?;
+        if let Some(lease) = response.lease {
+            leases.insert(id, lease);
+        }
+        workers.push(response.worker.unwrap_or_default());
+    }
+    print_workers(&workers, &leases, format);
     Ok(())
 }

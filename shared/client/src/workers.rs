@@ -78,6 +78,8 @@ impl ControlPlaneClient {
                 WorkerAction::Get => client.get_worker(request).await,
                 WorkerAction::Drain => client.drain_worker(request).await,
                 WorkerAction::Revoke => client.revoke_worker(request).await,
+                WorkerAction::Cordon => client.cordon_worker(request).await,
+                WorkerAction::Uncordon => client.uncordon_worker(request).await,
             };
             response.map(tonic::Response::into_inner)
         })
@@ -111,6 +113,10 @@ pub enum WorkerAction {
     Get,
     Drain,
     Revoke,
+    /// Ineligible for new work, whatever its liveness.
+    Cordon,
+    /// Eligible again.
+    Uncordon,
 }
 
 impl ControlPlaneClient {

@@ -97,6 +97,8 @@ pub const RULES: &[Rule] = &[
     rule("/muster.v1.WorkerAdminService/DrainWorker", Api, OPERATOR),
     rule("/muster.v1.WorkerAdminService/RevokeWorker", Api, OPERATOR),
     rule("/muster.v1.WorkerAdminService/LabelWorker", Api, OPERATOR),
+    rule("/muster.v1.WorkerAdminService/CordonWorker", Api, OPERATOR),
+    rule("/muster.v1.WorkerAdminService/UncordonWorker", Api, OPERATOR),
     rule("/muster.v1.WorkerAdminService/RotateWorkerCa", Api, OPERATOR),
     rule("/muster.v1.MaintenanceService/SaveSnapshot", Api, OPERATOR),
     // Registrars: their registry calls only.
@@ -202,6 +204,7 @@ mod tests {
             "/muster.v1.TokenService/CreateToken",
             "/muster.v1.WorkerAdminService/RevokeWorker",
             "/muster.v1.WorkerAdminService/RotateWorkerCa",
+            "/muster.v1.WorkerAdminService/CordonWorker",
         ];
         for path in admin {
             let rule = rule_for(path).unwrap();

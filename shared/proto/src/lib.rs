@@ -29,10 +29,12 @@ pub const COMMAND_FORMAT_VERSION: u32 = 2;
 /// | format | adds |
 /// |---|---|
 /// | 1 | every kind up to `Noop` |
-/// | 2 | `RotateWorkerCa` |
+/// | 2 | `RotateWorkerCa`; `UpdateWorker` changing `eligible` |
 pub fn command_format(op: Option<&v1::command::Op>) -> u32 {
+    use v1::command::Op;
     match op {
-        Some(v1::command::Op::RotateWorkerCa(_)) => 2,
+        Some(Op::RotateWorkerCa(_)) => 2,
+        Some(Op::UpdateWorker(v1::UpdateWorker { change: Some(v1::update_worker::Change::Eligible(_)), .. })) => 2,
         _ => 1,
     }
 }
@@ -92,6 +94,16 @@ mod tests {
         let rotate = v1::command::Op::RotateWorkerCa(v1::RotateWorkerCa::default());
         assert_eq!(command_format(Some(&rotate)), 2);
         assert_eq!(command_format(None), 1);
+        let cordon = v1::command::Op::UpdateWorker(v1::UpdateWorker {
+            change: Some(v1::update_worker::Change::Eligible(false)),
+            ..Default::default()
+        });
+        assert_eq!(command_format(Some(&cordon)), 2, "a change format-1 releases would decode as none");
+        let drain = v1::command::Op::UpdateWorker(v1::UpdateWorker {
+            change: Some(v1::update_worker::Change::State(v1::WorkerState::Draining as i32)),
+            ..Default::default()
+        });
+        assert_eq!(command_format(Some(&drain)), 1);
         assert!(command_format(Some(&rotate)) <= COMMAND_FORMAT_VERSION, "this release applies what it writes");
     }
 }

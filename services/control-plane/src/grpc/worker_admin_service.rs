@@ -1,4 +1,5 @@
-//! `WorkerAdminService`: operators list, inspect, drain, revoke and relabel workers.
+//! `WorkerAdminService`: operators list, inspect, drain, revoke, relabel, cordon and uncordon
+//! workers, and rotate the worker CA.
 
 use std::sync::Arc;
 
@@ -145,6 +146,17 @@ impl WorkerAdminService for WorkerAdminApi {
             );
         }
         Ok(response)
+    }
+
+    async fn cordon_worker(&self, request: Request<v1::WorkerRequest>) -> Result<Response<v1::WorkerResponse>, Status> {
+        self.change(request.into_inner().worker_id, v1::update_worker::Change::Eligible(false)).await
+    }
+
+    async fn uncordon_worker(
+        &self,
+        request: Request<v1::WorkerRequest>,
+    ) -> Result<Response<v1::WorkerResponse>, Status> {
+        self.change(request.into_inner().worker_id, v1::update_worker::Change::Eligible(true)).await
     }
 
     async fn rotate_worker_ca(

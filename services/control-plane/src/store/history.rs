@@ -99,7 +99,9 @@ pub(crate) fn worker_event_type(before: Option<&v1::WorkerRecord>, after: &v1::W
             State::Unspecified => Event::Updated,
         };
     }
-    if before.labels != after.labels {
+    if before.ineligible != after.ineligible {
+        if after.ineligible { Event::Cordoned } else { Event::Uncordoned }
+    } else if before.labels != after.labels {
         Event::LabelsChanged
     } else if before.cert_serial.is_empty() && !after.cert_serial.is_empty() {
         Event::CertificateIssued
@@ -242,6 +244,9 @@ mod tests {
         let mut labelled = ready.clone();
         labelled.labels.insert("zone".into(), "a".into());
         assert_eq!(worker_event_type(Some(&ready), &labelled), Event::LabelsChanged);
+        let cordoned = v1::WorkerRecord { ineligible: true, ..ready.clone() };
+        assert_eq!(worker_event_type(Some(&ready), &cordoned), Event::Cordoned);
+        assert_eq!(worker_event_type(Some(&cordoned), &ready), Event::Uncordoned);
         let mut issued = ready.clone();
         issued.cert_serial = "01".into();
         assert_eq!(worker_event_type(Some(&ready), &issued), Event::CertificateIssued);

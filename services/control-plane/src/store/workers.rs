@@ -127,6 +127,15 @@ pub(crate) fn update(
                 format!("worker {} is revoked", worker.worker_id),
             ));
         }
+        Some(Change::Eligible(eligible)) => {
+            let state = v1::WorkerState::try_from(worker.state).unwrap_or_default();
+            if matches!(state, v1::WorkerState::Left | v1::WorkerState::Revoked) {
+                let message =
+                    format!("worker {} is {}: it takes no work either way", worker.worker_id, state.as_str_name());
+                return Ok(v1::CommandResult::refusing(index, v1::Refusal::InvalidTransition, message));
+            }
+            worker.ineligible = !eligible;
+        }
         None => return Ok(v1::CommandResult::refusing(index, v1::Refusal::IncompleteCommand, "no change given")),
     }
     put_worker(&mut workers, index, Some(&before), &mut worker, changes)?;
@@ -418,6 +427,32 @@ mod tests {
             !update(&txn, 8, &relabel, &mut Changes::default()).unwrap().succeeded,
             "a revoked worker keeps its labels"
         );
+    }
+
+    fn set_eligible(db: &redb::Database, index: u64, worker_id: u64, eligible: bool) -> v1::CommandResult {
+        let txn = db.begin_write().unwrap();
+        let change = v1::update_worker::Change::Eligible(eligible);
+        let update_worker = v1::UpdateWorker { worker_id, change: Some(change), now_unix: NOW };
+        let mut changes = Changes::default();
+        let result = update(&txn, index, &update_worker, &mut changes).unwrap();
+        txn.commit().unwrap();
+        result
+    }
+
+    #[test]
+    fn cordoning_leaves_liveness_alone_and_a_gone_worker_cannot_be_cordoned() {
+        let (_dir, db, token) = setup(1);
+        let id = register_with(&db, 2, &token, NOW).worker.unwrap().worker_id;
+        let cordoned = set_eligible(&db, 3, id, false).worker.unwrap();
+        assert!(cordoned.ineligible);
+        assert_eq!(cordoned.state, v1::WorkerState::Ready as i32, "still Ready: liveness comes from leases");
+        assert_eq!(cordoned.revision, 3);
+        let drained = change_state(&db, 4, id, v1::WorkerState::Draining).worker.unwrap();
+        assert!(drained.ineligible, "a drain keeps the cordon");
+        assert!(!set_eligible(&db, 5, id, true).worker.unwrap().ineligible);
+        assert!(change_state(&db, 6, id, v1::WorkerState::Revoked).succeeded);
+        assert_eq!(set_eligible(&db, 7, id, true).refused(), Some(v1::Refusal::InvalidTransition));
+        assert_eq!(set_eligible(&db, 8, 99, false).refused(), Some(v1::Refusal::UnknownWorker));
     }
 
     #[test]

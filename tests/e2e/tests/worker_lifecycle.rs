@@ -1,0 +1,95 @@
+//! The worker lifecycle a scheduler follows, against real processes: a live worker agent is
+//! cordoned by id and uncordoned by label selector with `musterctl workers`; each change shows
+//! in `workers list`, in `workers get -o json` and as a watch event, and the worker stays Ready
+//! throughout (eligibility is not liveness). A worker that has left cannot be cordoned.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use muster_client::WorkerWatchItem;
+use muster_e2e::agent::Agent;
+use muster_e2e::fleet::token_for;
+use muster_e2e::gateway::Gateway;
+use muster_e2e::process::run_musterctl;
+use muster_e2e::registrar::Registrar;
+use muster_e2e::{Cluster, HeartbeatPolicy, Options, v1};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// `musterctl ARGS` as the operator: (succeeded, stdout, stderr).
+async fn musterctl(cluster: &Cluster, args: &[&str]) -> (bool, String, String) {
+    let files = cluster.pki().expect("pki").operator();
+    let endpoints: Vec<String> = cluster.ids().into_iter().map(|id| cluster.addrs(id).api.clone()).collect();
+    let endpoints = endpoints.join(",");
+    let (ca, cert, key) =
+        (files.ca.display().to_string(), files.cert.display().to_string(), files.key.display().to_string());
+    let mut line = vec!["--endpoints", &endpoints, "--ca", &ca, "--cert", &cert, "--key", &key];
+    line.extend_from_slice(args);
+    run_musterctl(line, Duration::from_secs(30)).await
+}
+
+/// The next worker event of the watch, skipping listings and progress notes.
+async fn next_event(watch: &mut muster_client::WorkerWatch) -> v1::WorkerEvent {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let item = tokio::time::timeout_at(deadline, watch.next()).await.expect("an event in time").expect("the watch");
+        match item {
+            WorkerWatchItem::Events { mut events, .. } if !events.is_empty() => return events.remove(0),
+            _ => {}
+        }
+    }
+}
+
+fn describe(item: &WorkerWatchItem) -> String {
+    match item {
+        WorkerWatchItem::Listed { revision, workers } => format!("listed {} at {revision}", workers.len()),
+        WorkerWatchItem::Events { revision, events } => format!("{} events at {revision}", events.len()),
+        WorkerWatchItem::Progress { revision } => format!("progress {revision}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_worker_is_cordoned_and_uncordoned_and_stays_ready() {
+    let options = Options { heartbeat: Some(HeartbeatPolicy::fast()), ..Options::tls() };
+    let cluster = Cluster::start(1, options).await;
+    let registrar = Registrar::start(&cluster);
+    let gateway = Gateway::start(&cluster);
+    gateway.wait_ready().await;
+    let token = token_for(&cluster, 1).await;
+    let mut agent = Agent::new(std::slice::from_ref(&registrar.addr), &token);
+    agent.cluster_toml = "labels = { pool = \"batch\" }\n".into();
+    agent.start();
+    let id = agent.wait_beating(WAIT).await;
+    let id_text = id.to_string();
+
+    let client = Arc::new(cluster.client());
+    let mut watch = client.watch_workers(v1::WatchWorkersRequest::default());
+    // Opened (the listing came) before anything changes.
+    let listed = tokio::time::timeout(WAIT, watch.next()).await.expect("a listing in time").expect("the watch");
+    assert!(matches!(&listed, WorkerWatchItem::Listed { workers, .. } if workers.len() == 1), "{}", describe(&listed));
+
+    let (ok, stdout, stderr) = musterctl(&cluster, &["workers", "cordon", &id_text]).await;
+    assert!(ok && stdout.contains("ready,cordoned"), "cordon: {stdout}\n{stderr}");
+    let event = next_event(&mut watch).await;
+    assert_eq!(event.r#type, v1::WorkerEventType::Cordoned as i32, "{event:?}");
+    let (ok, stdout, _) = musterctl(&cluster, &["workers", "list"]).await;
+    assert!(ok && stdout.contains("ready,cordoned"), "list: {stdout}");
+    let (ok, stdout, _) = musterctl(&cluster, &["-o", "json", "workers", "get", &id_text]).await;
+    let got: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert!(ok && got[0]["eligible"] == false && got[0]["state"] == "ready", "get: {got}");
+
+    let (ok, stdout, stderr) = musterctl(&cluster, &["workers", "uncordon", "--label", "pool=batch"]).await;
+    assert!(ok && stdout.contains(&id_text) && !stdout.contains("cordoned"), "uncordon: {stdout}\n{stderr}");
+    let event = next_event(&mut watch).await;
+    assert_eq!(event.r#type, v1::WorkerEventType::Uncordoned as i32, "{event:?}");
+    let (ok, stdout, stderr) = musterctl(&cluster, &["workers", "cordon"]).await;
+    assert!(!ok && stderr.contains("--label"), "neither an id nor a selector: {stdout}\n{stderr}");
+
+    // A worker that has left takes no work either way.
+    let status = agent.terminate().await;
+    assert!(status.success(), "the agent leaves cleanly: {status}");
+    let event = next_event(&mut watch).await;
+    assert_eq!(event.r#type, v1::WorkerEventType::Left as i32, "{event:?}");
+    let (ok, _, stderr) = musterctl(&cluster, &["workers", "cordon", &id_text]).await;
+    assert!(!ok && stderr.contains("takes no work either way"), "cordoning a worker that left: {stderr}");
+}
