@@ -394,18 +394,16 @@ mod tests {
         assert_eq!(result.worker.unwrap().worker_id, 1, "refused attempts allocated no id");
     }
 
-    fn change_state(db: &redb::Database, index: u64, worker_id: u64, state: v1::WorkerState) -> v1::CommandResult {
+    fn change(db: &redb::Database, index: u64, worker_id: u64, change: v1::update_worker::Change) -> v1::CommandResult {
         let txn = db.begin_write().unwrap();
-        let change = v1::update_worker::Change::State(state as i32);
-        let result = update(
-            &txn,
-            index,
-            &v1::UpdateWorker { worker_id, change: Some(change), now_unix: NOW },
-            &mut Changes::default(),
-        )
-        .unwrap();
+        let update_worker = v1::UpdateWorker { worker_id, change: Some(change), now_unix: NOW };
+        let result = update(&txn, index, &update_worker, &mut Changes::default()).unwrap();
         txn.commit().unwrap();
         result
+    }
+
+    fn change_state(db: &redb::Database, index: u64, worker_id: u64, state: v1::WorkerState) -> v1::CommandResult {
+        change(db, index, worker_id, v1::update_worker::Change::State(state as i32))
     }
 
     #[test]
@@ -430,13 +428,7 @@ mod tests {
     }
 
     fn set_eligible(db: &redb::Database, index: u64, worker_id: u64, eligible: bool) -> v1::CommandResult {
-        let txn = db.begin_write().unwrap();
-        let change = v1::update_worker::Change::Eligible(eligible);
-        let update_worker = v1::UpdateWorker { worker_id, change: Some(change), now_unix: NOW };
-        let mut changes = Changes::default();
-        let result = update(&txn, index, &update_worker, &mut changes).unwrap();
-        txn.commit().unwrap();
-        result
+        change(db, index, worker_id, v1::update_worker::Change::Eligible(eligible))
     }
 
     #[test]
