@@ -83,29 +83,15 @@ pub fn server_tls(
     live.server_config_with(trust.verifier(), false).context("the gateway's TLS settings")
 }
 
-/// Every [`WORKER_CA_REFRESH`], asks the control plane which worker CAs to trust and makes
-/// `trust` follow (a rotation's next CA added, a retired one dropped). Runs until dropped.
+/// Every [`WORKER_CA_REFRESH`], makes `trust` follow the worker CAs the control plane lists
+/// (a rotation's next CA added, a retired one dropped). Runs until dropped.
 pub async fn follow_worker_ca(client: Arc<ControlPlaneClient>, trust: Arc<SwappableClientVerifier>) {
     loop {
         tokio::time::sleep(WORKER_CA_REFRESH).await;
-        let pem = match client.worker_ca_cert().await {
-            Ok(response) if !response.cert_pem.trim().is_empty() => response.cert_pem,
-            Ok(_) => continue,
-            Err(err) => {
-                tracing::debug!(error = %err, "could not refresh the worker CAs; trusting the ones known");
-                continue;
-            }
-        };
-        let replaced = check_worker_ca(&pem).and_then(|()| Ok(trust.replace(&pem)?));
-        match replaced {
-            Ok(true) => tracing::info!(
-                certificates = pem.matches("-----BEGIN CERTIFICATE-----").count(),
-                "the worker CAs trusted changed (a worker CA rotation)"
-            ),
+        match client.refresh_worker_trust(&trust).await {
+            Ok(true) => tracing::info!("the worker CAs trusted changed (a worker CA rotation)"),
             Ok(false) => {}
-            Err(err) => {
-                tracing::error!(error = %format!("{err:#}"), "refused the worker CAs from the control plane; trusting the ones known")
-            }
+            Err(err) => tracing::debug!(error = %err, "worker CAs not refreshed; trusting the ones known"),
         }
     }
 }

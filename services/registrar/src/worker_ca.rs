@@ -88,14 +88,10 @@ pub async fn follow(
     let mut last_problem = String::new();
     loop {
         tokio::time::sleep(REFRESH).await;
-        if let Ok(response) = client.worker_ca_cert().await
-            && !response.cert_pem.trim().is_empty()
-        {
-            match trust.replace(&response.cert_pem) {
-                Ok(true) => tracing::info!("the worker CAs trusted for Renew changed (a worker CA rotation)"),
-                Ok(false) => {}
-                Err(err) => tracing::error!(error = %err, "refused the worker CAs from the control plane"),
-            }
+        match client.refresh_worker_trust(trust).await {
+            Ok(true) => tracing::info!("the worker CAs trusted for Renew changed (a worker CA rotation)"),
+            Ok(false) => {}
+            Err(err) => tracing::debug!(error = %err, "worker CAs not refreshed; trusting the ones known"),
         }
         let Some((cert, key)) = &files else { continue };
         let on_disk = std::fs::read_to_string(cert).unwrap_or_default();

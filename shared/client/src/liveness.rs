@@ -42,4 +42,22 @@ impl ControlPlaneClient {
         })
         .await
     }
+
+    /// Asks which worker CAs to trust now and makes `trust` follow (a worker CA rotation adds
+    /// a next CA, drops a retired one); true when what it trusts changed. Gateways and
+    /// registrars call it on a timer. A bundle that does not load is logged as an error and leaves
+    /// `trust` as it was.
+    pub async fn refresh_worker_trust(
+        &self,
+        trust: &muster_tls::SwappableClientVerifier,
+    ) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+        let pem = self.worker_ca_cert().await?.cert_pem;
+        if pem.trim().is_empty() {
+            return Err("the cluster has no worker CA yet".into());
+        }
+        trust.replace(&pem).map_err(|err| {
+            tracing::error!(error = %err, "refused the worker CAs the control plane lists; trusting the ones known");
+            err.into()
+        })
+    }
 }

@@ -42,11 +42,15 @@ pub fn command_format(op: Option<&v1::command::Op>) -> u32 {
 /// Encoded `FileDescriptorSet` of every Muster proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/muster_descriptor.bin"));
 
-fn step_name(step: &v1::rotate_worker_ca::Step) -> &'static str {
-    match step {
-        v1::rotate_worker_ca::Step::TrustNext(_) => "trust-next",
-        v1::rotate_worker_ca::Step::PromoteSha256(_) => "promote",
-        v1::rotate_worker_ca::Step::DropRetired(_) => "drop-retired",
+impl v1::RotateWorkerCa {
+    /// The step, as logs and `Display` name it.
+    pub fn step_name(&self) -> &'static str {
+        match &self.step {
+            Some(v1::rotate_worker_ca::Step::TrustNext(_)) => "trust-next",
+            Some(v1::rotate_worker_ca::Step::PromoteSha256(_)) => "promote",
+            Some(v1::rotate_worker_ca::Step::DropRetired(_)) => "drop-retired",
+            None => "none",
+        }
     }
 }
 
@@ -66,9 +70,7 @@ impl fmt::Display for v1::Command {
             Some(Op::InitWorkerCa(_)) => write!(f, "init-worker-ca")?,
             Some(Op::Noop(_)) => write!(f, "no-op")?,
             Some(Op::RetireLegacyWorkerCa(retire)) => write!(f, "retire-legacy-worker-ca {}", retire.legacy_sha256)?,
-            Some(Op::RotateWorkerCa(rotate)) => {
-                write!(f, "rotate-worker-ca {:?}", rotate.step.as_ref().map(step_name))?
-            }
+            Some(Op::RotateWorkerCa(rotate)) => write!(f, "rotate-worker-ca {}", rotate.step_name())?,
             Some(Op::RecordWorkerCert(record)) => write!(f, "record-worker-cert {}", record.worker_id)?,
             Some(Op::UpdateWorker(update)) => write!(f, "update-worker {}", update.worker_id)?,
             Some(Op::WorkerTransitions(batch)) => {

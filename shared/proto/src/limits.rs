@@ -35,6 +35,11 @@ pub const MAX_STATUS_REPORT_BYTES: usize = 2 * MAX_PROFILE_BYTES;
 /// at most 20 octets. (The serials travel in Raft entries, so they are bounded too.)
 pub const MAX_CERT_SERIAL_HEX: usize = 40;
 
+/// Largest worker CA certificate (PEM) a registrar or an operator may hand the control plane:
+/// it is stored in Raft and sent to every gateway. A P-256 CA is under 1 KiB, an RSA-4096 one
+/// about 2 KiB.
+pub const MAX_CA_CERT_PEM_BYTES: usize = 16 * 1024;
+
 /// Which limit an input broke; the message names the field and the limit.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LimitError {

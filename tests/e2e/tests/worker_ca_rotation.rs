@@ -19,6 +19,7 @@ use muster_e2e::fleet::{BeatPlan, Fleet, SimIdentity, register_all, token_for, w
 use muster_e2e::gateway::Gateway;
 use muster_e2e::process::run_musterctl;
 use muster_e2e::registrar::Registrar;
+use muster_e2e::v1::worker_registry_service_client::WorkerRegistryServiceClient;
 use muster_e2e::worker_cert::key_and_csr;
 use muster_e2e::{Cluster, HeartbeatPolicy, Options, eventually_msg, v1};
 use muster_tls::CertificateAuthority;
@@ -98,6 +99,33 @@ async fn the_worker_ca_is_replaced_in_three_steps_while_workers_beat() {
     let ready = v1::ListWorkersRequest { state: v1::WorkerState::Ready as i32, ..Default::default() };
     wait_ready_workers(&cluster, WORKERS + 1, WAIT).await;
     let pids_before = (registrar.pid(), renewing.pid());
+
+    // Oversize and malformed CA certificates are refused by name before anything is stored,
+    // from an operator (rotation) and from a registrar (EnsureWorkerCa).
+    let oversize = format!("{}{}", "-----BEGIN CERTIFICATE-----\n", "A".repeat(1 << 20));
+    let trust_next = |pem: &str| v1::RotateWorkerCaRequest {
+        step: Some(v1::RotateWorkerCa { step: Some(v1::rotate_worker_ca::Step::TrustNext(pem.into())) }),
+        force: false,
+    };
+    for (pem, expected) in
+        [(oversize.as_str(), "max_ca_cert_pem_bytes"), ("not a certificate", "not a PEM certificate")]
+    {
+        let refused = client.rotate_worker_ca(trust_next(pem)).await;
+        assert!(
+            matches!(&refused, Err(muster_e2e::ClientError::Status(s)) if s.code() == tonic::Code::InvalidArgument && s.message().contains(expected)),
+            "trust_next {expected}: {refused:?}"
+        );
+    }
+    let mut registry = WorkerRegistryServiceClient::new(channel(
+        &cluster.addrs(1).api,
+        Some(pki.component_tls(muster_tls::Role::Registrar, "reg-1")),
+    ));
+    let proposed = v1::InitWorkerCa { cert_pem: oversize.clone(), ..Default::default() };
+    let refused = registry.ensure_worker_ca(v1::EnsureWorkerCaRequest { proposed: Some(proposed) }).await;
+    assert!(
+        matches!(&refused, Err(s) if s.code() == tonic::Code::InvalidArgument && s.message().contains("max_ca_cert_pem_bytes")),
+        "an oversize EnsureWorkerCa: {refused:?}"
+    );
 
     // 1. begin: the gateway trusts a certificate of the next CA.
     let (ok, stdout, stderr) = rotate(&cluster, &dir, "begin", &[]).await;

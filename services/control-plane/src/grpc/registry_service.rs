@@ -83,9 +83,7 @@ impl WorkerRegistryService for RegistryApi {
                 ApiError::InvalidArgument("the worker CA key must not be sent to the control plane".into()).into()
             );
         }
-        if worker_ca::fingerprint(&proposed.cert_pem).is_empty() {
-            return Err(ApiError::InvalidArgument("proposed.cert_pem: not a PEM certificate".into()).into());
-        }
+        worker_ca::check_cert_pem("proposed.cert_pem", &proposed.cert_pem).map_err(ApiError::InvalidArgument)?;
         let existing = self.node.reader.worker_ca().map_err(storage_error)?;
         let Some(op) = worker_ca::plan(existing.as_ref(), &proposed.cert_pem) else {
             return Ok(Response::new(v1::EnsureWorkerCaResponse { worker_ca: existing, cluster_id }));

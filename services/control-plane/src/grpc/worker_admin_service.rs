@@ -170,8 +170,8 @@ impl WorkerAdminService for WorkerAdminApi {
             None => {
                 return Err(ApiError::InvalidArgument("step: trust_next, promote_sha256 or drop_retired".into()).into());
             }
-            Some(Step::TrustNext(pem)) if crate::store::worker_ca::fingerprint(pem).is_empty() => {
-                return Err(ApiError::InvalidArgument("step.trust_next: not a PEM certificate".into()).into());
+            Some(Step::TrustNext(pem)) => {
+                crate::store::worker_ca::check_cert_pem("step.trust_next", pem).map_err(ApiError::InvalidArgument)?;
             }
             Some(Step::DropRetired(_)) if !request.force => {
                 // Workers still holding a certificate of a retired CA would be refused: only
@@ -190,7 +190,7 @@ impl WorkerAdminService for WorkerAdminApi {
             }
             Some(_) => {}
         }
-        tracing::warn!(command = %v1::Command { op: Some(v1::command::Op::RotateWorkerCa(step.clone())), ..Default::default() }, "worker CA rotation step");
+        tracing::warn!(step = step.step_name(), "worker CA rotation step");
         let result = Refused::check(self.node.propose(v1::command::Op::RotateWorkerCa(step)).await?)?;
         Ok(Response::new(v1::RotateWorkerCaResponse { worker_ca: result.worker_ca, changed: result.succeeded }))
     }

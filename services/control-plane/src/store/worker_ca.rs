@@ -43,6 +43,20 @@ pub(crate) fn strip_entry(entry: &mut v1::Entry) -> bool {
     }
 }
 
+/// Refuses a worker CA certificate `field` of a request that is too large to store in Raft or
+/// is not a PEM certificate; returns its fingerprint.
+pub fn check_cert_pem(field: &str, pem: &str) -> Result<String, String> {
+    let limit = muster_proto::limits::MAX_CA_CERT_PEM_BYTES;
+    if pem.len() > limit {
+        return Err(format!("{field}: {} bytes; the limit is {limit} (max_ca_cert_pem_bytes)", pem.len()));
+    }
+    let sha256 = fingerprint(pem);
+    if sha256.is_empty() {
+        return Err(format!("{field}: not a PEM certificate"));
+    }
+    Ok(sha256)
+}
+
 /// Hex SHA-256 of the first certificate in `pem`; empty when it does not parse.
 pub fn fingerprint(pem: &str) -> String {
     muster_tls::cert_summary(pem, "worker CA certificate", "the worker CA record").map(|s| s.sha256).unwrap_or_default()
