@@ -20,7 +20,7 @@ cd "$root"
 triple=x86_64-unknown-linux-gnu
 target_dir=${CARGO_TARGET_DIR:-$root/target/static}
 tag=${TAG:-dev}
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+version=$(awk -F'"' '/^version = /{print $2; exit}' Cargo.toml)
 context=$root/target/docker-context
 all=(control-plane registrar heartbeat-gateway worker-agent musterctl)
 if (($#)); then bins=("$@"); else bins=("${all[@]}"); fi

@@ -31,7 +31,7 @@ while (($#)); do
   shift
 done
 
-jaeger_image=$(sed -n 's/^ *image: *\(jaegertracing\/[^ ]*\).*/\1/p' compose.yaml | head -1)
+jaeger_image=$(sed -n 's/^ *image: *\(jaegertracing\/[^ ]*\).*/\1/p' compose.yaml | awk 'NR==1')
 add_jaeger="docker pull $jaeger_image (needs a registry), then deploy/scripts/compose-up.sh --tracing"
 if ((tracing)); then
   if docker image inspect "$jaeger_image" >/dev/null 2>&1 || docker pull "$jaeger_image" >/dev/null 2>&1; then
@@ -107,7 +107,7 @@ done
 # The operator's certificate, for musterctl and grpcurl on the host.
 tls=${MUSTER_LOCAL_DIR:-$root/.muster-local/compose}/tls
 mkdir -p "$tls"
-pki=$("${compose[@]}" ps -a -q pki | head -1)
+pki=$("${compose[@]}" ps -a -q pki | awk 'NR==1')
 for file in ca.pem operator.pem operator-key.pem; do
   docker cp "$pki:/etc/muster/tls/$file" "$tls/$file" >/dev/null
 done
