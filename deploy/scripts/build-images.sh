@@ -54,7 +54,7 @@ printf 'muster:x:65532:\n' > "$context/rootfs/etc/group"
 for bin in "${bins[@]}"; do
   exe=$target_dir/$triple/release/$bin
   [[ -x $exe ]] || { echo "missing $exe (run without SKIP_CARGO=1)" >&2; exit 1; }
-  if file "$exe" | grep -q 'dynamically linked'; then
+  if [[ $(file "$exe") == *"dynamically linked"* ]]; then
     echo "$exe is dynamically linked; it would not run FROM scratch" >&2
     exit 1
   fi
