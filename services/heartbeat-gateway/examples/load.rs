@@ -51,6 +51,7 @@ impl LivenessService for Leader {
             refused: Vec::new(),
             leader_term: 1,
             notices_through: 0,
+            draining: Vec::new(),
         }))
     }
 
@@ -167,7 +168,9 @@ async fn one_worker(
     let (reports, rx) = mpsc::channel(4);
     let mut request = Request::new(ReceiverStream::new(rx));
     request.metadata_mut().insert("x-muster-worker-id", worker.to_string().parse()?);
-    reports.send(v1::StatusReport { sequence: 1, state: 1, full: true, profile: None, gateways_epoch: 0 }).await?;
+    reports
+        .send(v1::StatusReport { sequence: 1, state: 1, full: true, profile: None, gateways_epoch: 0, drained: false })
+        .await?;
     let mut acks = HeartbeatServiceClient::new(channel).report_status(request).await?.into_inner();
     acks.message().await?;
     let opened = open.fetch_add(1, Ordering::Relaxed) + 1;
@@ -186,7 +189,16 @@ async fn one_worker(
         tokio::time::sleep_until(next).await;
         sequence += 1;
         let sent_at = Instant::now();
-        reports.send(v1::StatusReport { sequence, state: 1, full: false, profile: None, gateways_epoch: 1 }).await?;
+        reports
+            .send(v1::StatusReport {
+                sequence,
+                state: 1,
+                full: false,
+                profile: None,
+                gateways_epoch: 1,
+                drained: false,
+            })
+            .await?;
         sent.fetch_add(1, Ordering::Relaxed);
         anyhow::ensure!(acks.message().await?.is_some(), "stream ended");
         latencies.push(u32::try_from(sent_at.elapsed().as_micros()).unwrap_or(u32::MAX));

@@ -10,6 +10,7 @@ use crate::view::View;
 /// The numbers of one ack (the rest comes from the view when it is sent).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reply {
+    pub worker_id: u64,
     pub sequence: u64,
     /// The gateway-list epoch the worker holds.
     pub reported_epoch: u64,
@@ -18,8 +19,9 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// The ack gateway `gateway_id` sends for this reply under `view`.
-    pub fn ack(&self, view: &View, gateway_id: &str) -> v1::StatusAck {
+    /// The ack gateway `gateway_id` sends for this reply under `view`, with the worker's drain
+    /// as the leader last told it.
+    pub fn ack(&self, view: &View, gateway_id: &str, drain: Option<v1::WorkerDrain>) -> v1::StatusAck {
         let stale = self.reported_epoch != view.gateways_epoch;
         v1::StatusAck {
             sequence: self.sequence,
@@ -31,6 +33,7 @@ impl Reply {
             gateway_id: gateway_id.to_owned(),
             worker_count: view.worker_count,
             live_gateways: view.live_gateways,
+            drain,
         }
     }
 }
@@ -54,13 +57,15 @@ mod tests {
             ..Default::default()
         };
         let view = View::from_response(&response, &View::initial());
-        let reply = Reply { sequence: 9, reported_epoch: 3, ttl_ms: 12_345, throttled: true };
-        let ack = reply.ack(&view, "gw-1");
+        let reply = Reply { worker_id: 4, sequence: 9, reported_epoch: 3, ttl_ms: 12_345, throttled: true };
+        let ack = reply.ack(&view, "gw-1", None);
         assert_eq!((ack.sequence, ack.ttl_ms, ack.grace_ms, ack.throttled), (9, 12_345, 10_000, true));
         assert_eq!((ack.gateways_epoch, ack.worker_count, ack.live_gateways), (3, 1_000, 1));
         assert_eq!(ack.gateway_id, "gw-1");
         assert!(ack.gateways.is_empty());
-        let stale = Reply { reported_epoch: 0, ..reply }.ack(&view, "gw-1");
+        let drain = v1::WorkerDrain { started_at_unix: 5, ..Default::default() };
+        let stale = Reply { reported_epoch: 0, ..reply }.ack(&view, "gw-1", Some(drain));
         assert_eq!(stale.gateways.len(), 1);
+        assert_eq!(stale.drain, Some(drain));
     }
 }

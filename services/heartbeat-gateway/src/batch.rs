@@ -169,6 +169,7 @@ impl<U: Upstream> Batcher<U> {
             Metrics::count(&state.metrics.refused);
             refused.insert((refusal.worker_id, None));
         }
+        state.learn_drains(beats.keys().copied(), &response.draining);
         // Applied before the next request says so (`notices_seen`).
         state.notices_applied(response.leader_term, response.notices_through);
         for (worker, beat) in beats {
@@ -324,6 +325,7 @@ mod tests {
             refused,
             leader_term: 1,
             notices_through: 0,
+            draining: Vec::new(),
         }
     }
 
@@ -335,7 +337,15 @@ mod tests {
     }
 
     fn beat(state: i32, held: bool) -> Beat {
-        Beat { received: Instant::now(), ttl_ms: 1_000, reported_state: state, profile: None, cert_serial: None, held }
+        Beat {
+            received: Instant::now(),
+            ttl_ms: 1_000,
+            reported_state: state,
+            profile: None,
+            cert_serial: None,
+            held,
+            drained: false,
+        }
     }
 
     #[tokio::test]

@@ -26,6 +26,8 @@ pub struct Beat {
     pub cert_serial: Option<Arc<str>>,
     /// The worker's stream waits for this batch's answer before it is acked (admission).
     pub held: bool,
+    /// The worker reported its drain finished.
+    pub drained: bool,
 }
 
 impl Beat {
@@ -42,6 +44,7 @@ impl Beat {
             self.cert_serial = older.cert_serial;
         }
         self.held |= older.held;
+        self.drained |= older.drained;
     }
 
     /// The wire form, `age_ms` counted up to `now` (the moment the batch is sent).
@@ -54,6 +57,7 @@ impl Beat {
             reported_state: self.reported_state,
             profile: self.profile.clone(),
             cert_serial: self.cert_serial.as_deref().unwrap_or_default().to_string(),
+            drained: self.drained,
         }
     }
 }
@@ -139,7 +143,15 @@ mod tests {
     const LEFT: i32 = v1::WorkerState::Left as i32;
 
     fn beat(at: Instant, ttl_ms: u32, state: i32) -> Beat {
-        Beat { received: at, ttl_ms, reported_state: state, profile: None, cert_serial: None, held: false }
+        Beat {
+            received: at,
+            ttl_ms,
+            reported_state: state,
+            profile: None,
+            cert_serial: None,
+            held: false,
+            drained: false,
+        }
     }
 
     #[test]

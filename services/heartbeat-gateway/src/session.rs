@@ -144,13 +144,20 @@ impl Session {
                 cert_serial: self.cert_serial.clone(),
                 // A refused report gets no ack to hold.
                 held: !self.admitted && refused.is_none(),
+                drained: report.drained,
             },
         );
         if let Some(err) = refused {
             Metrics::count(&state.metrics.reports_refused);
             return Err(err.into());
         }
-        Ok(Reply { sequence: report.sequence, reported_epoch: report.gateways_epoch, ttl_ms, throttled })
+        Ok(Reply {
+            worker_id: self.worker_id,
+            sequence: report.sequence,
+            reported_epoch: report.gateways_epoch,
+            ttl_ms,
+            throttled,
+        })
     }
 
     /// A report too large to decode came in: it is refused, but it still proves the worker
@@ -164,6 +171,7 @@ impl Session {
             profile: None,
             cert_serial: self.cert_serial.clone(),
             held: false,
+            drained: false,
         };
         state.pending.record(self.worker_id, beat);
     }
@@ -218,7 +226,7 @@ mod tests {
 
     fn report(sequence: u64, state: i32, full: bool) -> v1::StatusReport {
         let profile = full.then(|| v1::WorkerProfile { hostname: "h".into(), ..Default::default() });
-        v1::StatusReport { sequence, state, full, profile, gateways_epoch: 3 }
+        v1::StatusReport { sequence, state, full, profile, gateways_epoch: 3, drained: false }
     }
 
     #[test]
@@ -227,7 +235,7 @@ mod tests {
         let state = gateway(50, t0);
         let mut s = session(1, false);
         let reply = s.report(&state, report(1, READY, true), t0, 0.0).unwrap();
-        assert_eq!(reply, Reply { sequence: 1, reported_epoch: 3, ttl_ms: 20_000, throttled: false });
+        assert_eq!(reply, Reply { worker_id: 1, sequence: 1, reported_epoch: 3, ttl_ms: 20_000, throttled: false });
         let beat = state.pending.drain().remove(&1).unwrap();
         assert_eq!((beat.reported_state, beat.ttl_ms, beat.held), (READY, 20_000, true));
         assert!(beat.profile.is_some());

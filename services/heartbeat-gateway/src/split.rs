@@ -69,7 +69,15 @@ mod tests {
             labels: [("big".to_string(), "x".repeat(label_bytes))].into(),
             ..Default::default()
         });
-        v1::WorkerBeat { worker_id, ttl_ms: 10_000, age_ms: 5, reported_state: 1, profile, cert_serial: "ab".into() }
+        v1::WorkerBeat {
+            worker_id,
+            ttl_ms: 10_000,
+            age_ms: 5,
+            reported_state: 1,
+            profile,
+            cert_serial: "ab".into(),
+            drained: false,
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! pending beats, the admission table, metrics and [`Readiness`]. Locks here are short and
 //! never held across an await.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
@@ -29,6 +30,9 @@ pub struct GatewayState {
     bucket: Mutex<TokenBucket>,
     /// The leader notices applied: (leader term, highest sequence number).
     notices: Mutex<(u64, u64)>,
+    /// The drains of workers on this gateway, as the last batch answer with each one's beat
+    /// said (only draining workers are here).
+    drains: RwLock<HashMap<u64, v1::WorkerDrain>>,
 }
 
 impl GatewayState {
@@ -48,6 +52,7 @@ impl GatewayState {
             view: RwLock::new(Arc::new(view)),
             bucket: Mutex::new(bucket),
             notices: Mutex::new((0, 0)),
+            drains: RwLock::default(),
         }
     }
 
@@ -81,7 +86,26 @@ impl GatewayState {
     /// The ack for a reply under the current view; its TTL is counted as issued.
     pub fn ack(&self, reply: &Reply) -> v1::StatusAck {
         self.metrics.ttl_issued.observe(f64::from(reply.ttl_ms) / 1000.0);
-        reply.ack(&self.view(), &self.id)
+        let drain = {
+            let drains = self.drains.read().unwrap_or_else(PoisonError::into_inner);
+            if drains.is_empty() { None } else { drains.get(&reply.worker_id).cloned() }
+        };
+        reply.ack(&self.view(), &self.id, drain)
+    }
+
+    /// A batch answer: each worker of the batch is draining if the leader listed it, and not
+    /// otherwise.
+    pub fn learn_drains(&self, batch: impl IntoIterator<Item = u64>, draining: &[v1::DrainNotice]) {
+        let mut drains = self.drains.write().unwrap_or_else(PoisonError::into_inner);
+        if drains.is_empty() && draining.is_empty() {
+            return;
+        }
+        for worker_id in batch {
+            drains.remove(&worker_id);
+        }
+        for notice in draining {
+            drains.insert(notice.worker_id, notice.drain.unwrap_or_default());
+        }
     }
 
     /// The notices applied so far, as the next batch reports them: (term, sequence number).

@@ -195,3 +195,48 @@ async fn health_and_reflection_are_served_to_worker_certificates() {
     );
     gateway.shutdown().await.unwrap();
 }
+
+/// A drain the leader lists for a worker of the batch rides on that worker's acks until the
+/// leader stops listing it; the worker's `drained` report reaches the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drains_ride_on_acks_and_drained_reaches_the_leader() {
+    let mut gateway = Harness::start(true).await;
+    gateway.wait_ready().await;
+    let mut worker = WorkerStream::open(gateway.worker(1).await).await.unwrap();
+    let mut sequence = 1;
+    assert_eq!(worker.report(full(sequence)).await.unwrap().drain, None);
+
+    // Reports until an ack's drain is `wanted` (each report's beat goes in a later batch).
+    async fn beat_until(worker: &mut WorkerStream, sequence: &mut u64, wanted: Option<&v1::WorkerDrain>) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            *sequence += 1;
+            let ack = worker.report(beat(*sequence, v1::WorkerState::Unspecified)).await.unwrap();
+            if ack.drain.as_ref() == wanted {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no ack with drain {wanted:?}; the last had {:?}",
+                ack.drain
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    let drain = v1::WorkerDrain { started_at_unix: 100, deadline_unix: 700, ..Default::default() };
+    gateway.fake.draining.lock().unwrap().insert(1, drain);
+    beat_until(&mut worker, &mut sequence, Some(&drain)).await;
+
+    sequence += 1;
+    let drained = v1::StatusReport { drained: true, ..beat(sequence, v1::WorkerState::Unspecified) };
+    worker.report(drained).await.unwrap();
+    eventually("drained to reach the leader", || async {
+        gateway.fake.beats_of(1).iter().any(|b| b.drained).then_some(())
+    })
+    .await;
+
+    gateway.fake.draining.lock().unwrap().clear();
+    beat_until(&mut worker, &mut sequence, None).await;
+    gateway.shutdown().await.unwrap();
+}

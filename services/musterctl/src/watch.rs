@@ -82,6 +82,8 @@ pub fn worker_event_type(event: &v1::WorkerEvent) -> &'static str {
         Event::LabelsChanged => "labels-changed",
         Event::Cordoned => "cordoned",
         Event::Uncordoned => "uncordoned",
+        Event::Drained => "drained",
+        Event::DrainDeadlinePassed => "drain-deadline-passed",
         Event::CertificateIssued => "certificate-issued",
         Event::CertificateRenewed => "certificate-renewed",
         Event::ProfileChanged => "profile-changed",

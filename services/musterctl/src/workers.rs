@@ -1,4 +1,4 @@
-//! `musterctl workers ...`: list, get, drain, revoke, label, cordon, uncordon, rotate-ca.
+//! `musterctl workers ...`: list, get, drain, undrain, revoke, label, cordon, uncordon, rotate-ca.
 
 use std::collections::HashMap;
 use std::time::{Duration, UNIX_EPOCH};
@@ -67,8 +67,18 @@ pub enum WorkersCommand {
         /// The worker's id (the ID column of `workers list`).
         worker_id: u64,
     },
-    /// Mark a worker draining (alive, no new work).
+    /// Drain a worker: it takes no new work, and its agent is told to finish what it runs
+    /// (admin /status) and to report `drained` when done.
     Drain {
+        /// The worker's id (the ID column of `workers list`).
+        worker_id: u64,
+        /// How long the worker has to report drained (e.g. 10m, 2h); past it the drain is
+        /// recorded as deadline-passed. No deadline unless given.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        deadline: Option<Duration>,
+    },
+    /// End a drain: the worker is Ready (once it beats) and eligible again.
+    Undrain {
         /// The worker's id (the ID column of `workers list`).
         worker_id: u64,
     },
@@ -131,6 +141,35 @@ pub fn state_name(state: i32) -> &'static str {
     }
 }
 
+/// The STATE column: the state, and how a drain stands or that the worker is cordoned.
+fn state_text(worker: &v1::WorkerRecord) -> String {
+    let state = state_name(worker.state);
+    match &worker.drain {
+        Some(drain) if worker.state == v1::WorkerState::Draining as i32 => match drain_outcome_name(drain.outcome) {
+            "draining" => state.to_string(),
+            outcome => outcome.to_string(),
+        },
+        _ if worker.ineligible && worker.state != v1::WorkerState::Draining as i32 => format!("{state},cordoned"),
+        _ => state.to_string(),
+    }
+}
+
+/// `draining` while in progress, else how it ended (`drained`, `deadline-passed`).
+pub fn drain_outcome_name(outcome: i32) -> &'static str {
+    match v1::DrainOutcome::try_from(outcome).unwrap_or_default() {
+        v1::DrainOutcome::Unspecified => "draining",
+        v1::DrainOutcome::Drained => "drained",
+        v1::DrainOutcome::DeadlinePassed => "deadline-passed",
+    }
+}
+
+fn drain_json(drain: &v1::WorkerDrain) -> serde_json::Value {
+    serde_json::json!({
+        "started_at": when(drain.started_at_unix), "deadline": when(drain.deadline_unix),
+        "outcome": drain_outcome_name(drain.outcome), "ended_at": when(drain.ended_at_unix),
+    })
+}
+
 fn when(unix: i64) -> String {
     if unix <= 0 {
         return "-".into();
@@ -162,7 +201,7 @@ fn worker_json(worker: &v1::WorkerRecord, lease: Option<&v1::WorkerLease>) -> se
     serde_json::json!({
         "lease": lease,
         "id": worker.worker_id, "name": worker.name, "state": state_name(worker.state), "labels": worker.labels,
-        "eligible": !worker.ineligible,
+        "eligible": !worker.ineligible, "drain": worker.drain.as_ref().map(drain_json),
         "registered_at": when(worker.registered_at_unix), "state_changed_at": when(worker.state_changed_at_unix),
         "cert_serial": worker.cert_serial, "previous_cert_serial": worker.previous_cert_serial,
         "cert_expires_at": when(worker.cert_expires_at_unix),
@@ -183,11 +222,7 @@ fn print_workers(workers: &[v1::WorkerRecord], leases: &HashMap<u64, v1::WorkerL
                     vec![
                         w.worker_id.to_string(),
                         w.name.clone(),
-                        if w.ineligible {
-                            format!("{},cordoned", state_name(w.state))
-                        } else {
-                            state_name(w.state).to_string()
-                        },
+                        state_text(w),
                         labels_text(&w.labels),
                         gateway.unwrap_or_else(|| "-".into()),
                         lease.map_or_else(|| "-".into(), |l| when_ms(l.last_beat_unix_ms)),
@@ -225,7 +260,13 @@ pub async fn run(command: WorkersCommand, connect: &ConnectArgs, format: Format)
             return crate::watch::workers(client, request, format).await;
         }
         WorkersCommand::Get { worker_id } => (worker_id, client.worker_call(WorkerAction::Get, worker_id).await?),
-        WorkersCommand::Drain { worker_id } => (worker_id, client.worker_call(WorkerAction::Drain, worker_id).await?),
+        WorkersCommand::Drain { worker_id, deadline } => {
+            let seconds = deadline.map_or(0, |deadline| deadline.as_secs().max(1));
+            (worker_id, client.drain_worker(worker_id, seconds).await?)
+        }
+        WorkersCommand::Undrain { worker_id } => {
+            (worker_id, client.worker_call(WorkerAction::Undrain, worker_id).await?)
+        }
         WorkersCommand::Revoke { worker_id } => (worker_id, client.worker_call(WorkerAction::Revoke, worker_id).await?),
         WorkersCommand::Cordon { worker_id, labels } => {
             return set_eligibility(&client, WorkerAction::Cordon, worker_id, labels, format).await;

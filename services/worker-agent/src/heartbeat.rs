@@ -195,6 +195,7 @@ impl Heartbeats {
         }
         let gateway_id = if ack.gateway_id.is_empty() { gateway.id.clone() } else { ack.gateway_id.clone() };
         self.status.heartbeats.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.status.drain.on_ack(ack.drain);
         self.status.lease.send_replace(Lease {
             deadline: Some(sent_at + ttl + self.grace),
             ttl,
@@ -266,6 +267,7 @@ impl Heartbeats {
             full,
             profile: full.then(|| self.profile.clone()),
             gateways_epoch: self.book.epoch(),
+            drained: self.status.drain.report_drained(),
         }
     }
 

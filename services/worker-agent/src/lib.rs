@@ -13,6 +13,7 @@
 
 pub mod backoff;
 pub mod config;
+pub mod drain;
 pub mod ending;
 pub mod gateways;
 pub mod heartbeat;
@@ -113,7 +114,7 @@ pub async fn run(
     let start = obtain_identity(&settings).await?;
     let worker_id = start.identity.meta.worker_id;
     let (identity, identity_rx) = watch::channel(Arc::new(start.identity));
-    let status = Arc::new(AgentStatus::new(identity_rx.clone()));
+    let status = Arc::new(AgentStatus::new(identity_rx.clone(), &settings.identity_dir));
     let (stop_admin, admin_stopped) = watch::channel(false);
     let admin_task =
         tokio::spawn(muster_admin::serve(admin, status.clone(), config.admin_limits.clone(), admin_stopped));

@@ -32,6 +32,9 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:3683")]
         admin_addr: String,
     },
+    /// Tell the cluster this node finished its drain (run by the node's own software once
+    /// the work in hand is done; `/status` on the admin listener says when a drain began).
+    Drained,
 }
 
 /// What an agent started with flags only (`--server`, `--token-file`) runs as: the seed's
@@ -55,10 +58,30 @@ fn load(cli: &Cli) -> anyhow::Result<AgentConfig> {
     Ok(config)
 }
 
+/// `worker-agent drained`: the marker the running agent reports on its next beat.
+fn drained(cli: &Cli) -> std::process::ExitCode {
+    let marked = load(cli).and_then(|config| {
+        let settings = config.validate()?;
+        muster_worker_agent::drain::mark_drained(&settings.identity_dir)
+    });
+    match marked {
+        Ok(path) => {
+            println!("marked drained ({}); the agent reports it on its next heartbeat", path.display());
+            std::process::ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Health { admin_addr }) = &cli.command {
-        return muster_admin::health_probe(admin_addr);
+    match &cli.command {
+        Some(Command::Health { admin_addr }) => return muster_admin::health_probe(admin_addr),
+        Some(Command::Drained) => return drained(&cli),
+        None => {}
     }
     muster_telemetry::run_service("worker-agent", load(&cli), |config| async move {
         let admin = muster_listener::bind("admin_addr", config.admin_addr).await?;

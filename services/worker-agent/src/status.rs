@@ -1,6 +1,7 @@
 //! What the agent shows on its admin listener: `/readyz` is ready only while the lease the
 //! last ack granted has not run out (a worker whose heartbeats stopped is not ready, whatever
-//! its process is doing), and `/metrics` counts heartbeats, failures and renewals.
+//! its process is doing), `/metrics` counts heartbeats, failures and renewals, and `/status`
+//! is this worker as the node's software needs it (its id, lease and drain) in JSON.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::drain::DrainView;
 use crate::identity::Identity;
 
 /// The lease as the last ack set it.
@@ -27,11 +29,15 @@ pub struct AgentStatus {
     pub heartbeats: AtomicU64,
     pub heartbeat_failures: AtomicU64,
     pub renewals: AtomicU64,
+    /// The drain the last ack carried, and the node's `drained` marker.
+    pub drain: DrainView,
 }
 
 impl AgentStatus {
-    pub fn new(identity: watch::Receiver<Arc<Identity>>) -> Self {
+    /// `identity_dir` holds the node's `drained` marker.
+    pub fn new(identity: watch::Receiver<Arc<Identity>>, identity_dir: &std::path::Path) -> Self {
         Self {
+            drain: DrainView::new(identity_dir),
             identity,
             lease: watch::Sender::new(Lease::default()),
             heartbeats: AtomicU64::new(0),
@@ -107,6 +113,19 @@ impl muster_admin::AdminSource for AgentStatus {
         for (name, help, value) in counters {
             counter(&mut out, name, help, "", value.load(Ordering::Relaxed));
         }
+        let drain = self.drain.current();
+        let draining = u64::from(drain.is_some());
+        gauge(&mut out, "muster_worker_draining", "1 while an operator drains this worker.", "", draining);
+        let stage = label("stage", self.drain.stage());
+        gauge(
+            &mut out,
+            "muster_worker_drain_info",
+            "The drain's stage (none, draining, drained, deadline-passed).",
+            &stage,
+            1,
+        );
+        let deadline = drain.map_or(0, |drain| u64::try_from(drain.deadline_unix).unwrap_or(0));
+        gauge(&mut out, "muster_worker_drain_deadline", "Unix time the drain must end by (0: none).", "", deadline);
         let lease = self.lease.borrow().clone();
         gauge(&mut out, "muster_worker_ttl_seconds", "The TTL of the last ack.", "", lease.ttl.as_secs_f64());
         if let Some(gateway) = &lease.gateway_id {
@@ -114,5 +133,29 @@ impl muster_admin::AdminSource for AgentStatus {
             gauge(&mut out, "muster_worker_gateway_info", "The gateway this worker beats to.", &labels, 1);
         }
         out
+    }
+
+    fn render_status(&self) -> Option<String> {
+        let identity = self.identity.borrow().clone();
+        let lease = self.lease.borrow().clone();
+        let drain = self.drain.current().map(|drain| {
+            serde_json::json!({
+                "stage": self.drain.stage(),
+                "started_at_unix": drain.started_at_unix,
+                "deadline_unix": drain.deadline_unix,
+                "ended_at_unix": drain.ended_at_unix,
+            })
+        });
+        let status = serde_json::json!({
+            "worker_id": identity.meta.worker_id,
+            "cluster_id": identity.meta.cluster_id,
+            "cert_expires_at_unix": identity.meta.cert_expires_at_unix,
+            "ready": self.until_deadline().is_some(),
+            "gateway": lease.gateway_id,
+            "ttl_seconds": lease.ttl.as_secs_f64(),
+            "draining": drain.is_some(),
+            "drain": drain,
+        });
+        Some(format!("{status:#}\n"))
     }
 }

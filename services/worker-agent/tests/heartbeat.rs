@@ -27,7 +27,7 @@ struct Agent {
 fn agent(pki: &Pki, gateways: Vec<Gateway>) -> Agent {
     let dir = tempfile::tempdir().unwrap();
     let (_identity, identity) = support::shared(pki.worker_identity());
-    let status = Arc::new(AgentStatus::new(identity.clone()));
+    let status = Arc::new(AgentStatus::new(identity.clone(), dir.path()));
     let heartbeats = Heartbeats {
         worker_id: WORKER_ID,
         identity,

@@ -1,6 +1,6 @@
 //! The plaintext admin listener of every Muster deployable: `/healthz` (the process is up),
-//! `/readyz` (the component's own readiness) and `/metrics` (Prometheus text rendered by the
-//! component). One implementation, so probes and scrapes behave the same everywhere, and a
+//! `/readyz` (the component's own readiness), `/metrics` (Prometheus text rendered by the
+//! component) and, where a component has one, `/status` (its state in JSON). One implementation, so probes and scrapes behave the same everywhere, and a
 //! `health` subcommand for container healthchecks that needs no curl in the image.
 //! [`metrics`] writes the Prometheus text format (counters, gauges, histograms) for them all.
 //!
@@ -49,6 +49,11 @@ pub trait AdminSource: Send + Sync + 'static {
     }
     /// The Prometheus text exposition.
     fn render_metrics(&self) -> String;
+    /// `/status`: the component's own state in JSON, for the software beside it (the worker
+    /// agent's drain); None (404) where a component has none.
+    fn render_status(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Serves the admin endpoints on `listener` under `limits` until `shutdown` turns true.
@@ -147,6 +152,10 @@ fn route<B>(source: &dyn AdminSource, request: &Request<B>) -> Response<Full<Byt
         "/readyz" if source.is_ready() => text(StatusCode::OK, "ready\n".into()),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", source.not_ready_reason())),
         "/metrics" => text(StatusCode::OK, source.render_metrics() + &muster_listener::metrics::render()),
+        "/status" => match source.render_status() {
+            Some(status) => json(status),
+            None => text(StatusCode::NOT_FOUND, "no /status here; try /healthz, /readyz or /metrics\n".into()),
+        },
         _ => text(StatusCode::NOT_FOUND, "not found; try /healthz, /readyz or /metrics\n".into()),
     }
 }
@@ -157,6 +166,12 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     response
         .headers_mut()
         .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; version=0.0.4"));
+    response
+}
+
+fn json(body: String) -> Response<Full<Bytes>> {
+    let mut response = text(StatusCode::OK, body);
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     response
 }
 

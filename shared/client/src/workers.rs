@@ -64,7 +64,8 @@ impl ControlPlaneClient {
         .await
     }
 
-    /// One admin call on one worker: `get`, `drain` or `revoke`.
+    /// One admin call on one worker: `get`, `drain` (without a deadline), `undrain`, `revoke`,
+    /// `cordon` or `uncordon`.
     pub async fn worker_action(&self, action: WorkerAction, worker_id: u64) -> Result<v1::WorkerRecord, ClientError> {
         Ok(self.worker_call(action, worker_id).await?.worker.unwrap_or_default())
     }
@@ -76,12 +77,24 @@ impl ControlPlaneClient {
             let mut client = WorkerAdminServiceClient::new(channel);
             let response = match action {
                 WorkerAction::Get => client.get_worker(request).await,
-                WorkerAction::Drain => client.drain_worker(request).await,
+                WorkerAction::Drain => {
+                    client.drain_worker(v1::DrainWorkerRequest { worker_id, deadline_seconds: 0 }).await
+                }
+                WorkerAction::Undrain => client.undrain_worker(request).await,
                 WorkerAction::Revoke => client.revoke_worker(request).await,
                 WorkerAction::Cordon => client.cordon_worker(request).await,
                 WorkerAction::Uncordon => client.uncordon_worker(request).await,
             };
             response.map(tonic::Response::into_inner)
+        })
+        .await
+    }
+
+    /// Drains the worker, which then has `deadline_seconds` (0: no limit) to report drained.
+    pub async fn drain_worker(&self, worker_id: u64, deadline_seconds: u64) -> Result<v1::WorkerResponse, ClientError> {
+        let request = v1::DrainWorkerRequest { worker_id, deadline_seconds };
+        self.on_leader(|channel| async move {
+            WorkerAdminServiceClient::new(channel).drain_worker(request).await.map(tonic::Response::into_inner)
         })
         .await
     }
@@ -111,7 +124,10 @@ impl ControlPlaneClient {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WorkerAction {
     Get,
+    /// Draining and ineligible, without a deadline.
     Drain,
+    /// Ready and eligible again.
+    Undrain,
     Revoke,
     /// Ineligible for new work, whatever its liveness.
     Cordon,

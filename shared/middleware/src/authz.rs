@@ -95,6 +95,7 @@ pub const RULES: &[Rule] = &[
     rule("/muster.v1.WorkerAdminService/GetWorker", Api, OPERATOR_OR_WATCHER),
     rule("/muster.v1.WorkerAdminService/WatchWorkers", Api, OPERATOR_OR_WATCHER),
     rule("/muster.v1.WorkerAdminService/DrainWorker", Api, OPERATOR),
+    rule("/muster.v1.WorkerAdminService/UndrainWorker", Api, OPERATOR),
     rule("/muster.v1.WorkerAdminService/RevokeWorker", Api, OPERATOR),
     rule("/muster.v1.WorkerAdminService/LabelWorker", Api, OPERATOR),
     rule("/muster.v1.WorkerAdminService/CordonWorker", Api, OPERATOR),
@@ -205,6 +206,8 @@ mod tests {
             "/muster.v1.WorkerAdminService/RevokeWorker",
             "/muster.v1.WorkerAdminService/RotateWorkerCa",
             "/muster.v1.WorkerAdminService/CordonWorker",
+            "/muster.v1.WorkerAdminService/DrainWorker",
+            "/muster.v1.WorkerAdminService/UndrainWorker",
         ];
         for path in admin {
             let rule = rule_for(path).unwrap();

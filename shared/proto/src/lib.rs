@@ -29,12 +29,19 @@ pub const COMMAND_FORMAT_VERSION: u32 = 2;
 /// | format | adds |
 /// |---|---|
 /// | 1 | every kind up to `Noop` |
-/// | 2 | `RotateWorkerCa`; `UpdateWorker` changing `eligible` |
+/// | 2 | `RotateWorkerCa`; `UpdateWorker` changing `eligible`, `drain` or `undrain`; `WorkerTransitions` ending a drain (`drain_outcome`) |
 pub fn command_format(op: Option<&v1::command::Op>) -> u32 {
     use v1::command::Op;
     match op {
         Some(Op::RotateWorkerCa(_)) => 2,
-        Some(Op::UpdateWorker(v1::UpdateWorker { change: Some(v1::update_worker::Change::Eligible(_)), .. })) => 2,
+        Some(Op::UpdateWorker(v1::UpdateWorker { change: Some(change), .. })) => {
+            use v1::update_worker::Change;
+            match change {
+                Change::Eligible(_) | Change::Drain(_) | Change::Undrain(_) => 2,
+                Change::State(_) | Change::Labels(_) => 1,
+            }
+        }
+        Some(Op::WorkerTransitions(batch)) if batch.transitions.iter().any(|t| t.drain_outcome != 0) => 2,
         _ => 1,
     }
 }
@@ -105,7 +112,20 @@ mod tests {
             change: Some(v1::update_worker::Change::State(v1::WorkerState::Draining as i32)),
             ..Default::default()
         });
-        assert_eq!(command_format(Some(&drain)), 1);
+        assert_eq!(command_format(Some(&drain)), 1, "format 1's drain keeps its meaning");
+        for change in
+            [v1::update_worker::Change::Drain(v1::StartDrain::default()), v1::update_worker::Change::Undrain(true)]
+        {
+            let op = v1::command::Op::UpdateWorker(v1::UpdateWorker { change: Some(change), ..Default::default() });
+            assert_eq!(command_format(Some(&op)), 2);
+        }
+        let beat = v1::WorkerTransition { to: v1::WorkerState::Ready as i32, ..Default::default() };
+        let ended = v1::WorkerTransition { drain_outcome: v1::DrainOutcome::Drained as i32, ..beat.clone() };
+        let batch = |transitions| {
+            v1::command::Op::WorkerTransitions(v1::WorkerTransitions { transitions, ..Default::default() })
+        };
+        assert_eq!(command_format(Some(&batch(vec![beat.clone()]))), 1);
+        assert_eq!(command_format(Some(&batch(vec![beat, ended]))), 2, "a format-1 release would skip the outcome");
         assert!(command_format(Some(&rotate)) <= COMMAND_FORMAT_VERSION, "this release applies what it writes");
     }
 }

@@ -39,6 +39,8 @@ pub const MAX_CERT_SERIAL_HEX: usize = 40;
 /// it is stored in Raft and sent to every gateway. A P-256 CA is under 1 KiB, an RSA-4096 one
 /// about 2 KiB.
 pub const MAX_CA_CERT_PEM_BYTES: usize = 16 * 1024;
+/// The longest drain deadline an operator may set (`DrainWorker.deadline_seconds`): a year.
+pub const MAX_DRAIN_DEADLINE_SECONDS: u64 = 365 * 24 * 3600;
 
 /// Which limit an input broke; the message names the field and the limit.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -294,8 +296,14 @@ mod tests {
             p.labels.insert(key, "v".repeat(value_len));
         }
         assert_eq!(validate_profile(&p), Ok(()));
-        let report =
-            v1::StatusReport { sequence: u64::MAX, state: 1, full: true, profile: Some(p), gateways_epoch: u64::MAX };
+        let report = v1::StatusReport {
+            sequence: u64::MAX,
+            state: 1,
+            full: true,
+            profile: Some(p),
+            gateways_epoch: u64::MAX,
+            drained: true,
+        };
         assert!(report.encoded_len() <= MAX_STATUS_REPORT_BYTES, "{} bytes", report.encoded_len());
     }
 }

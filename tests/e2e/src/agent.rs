@@ -162,6 +162,28 @@ impl Agent {
         Ok(response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default())
     }
 
+    /// The agent's `/status` (its id, lease and drain) as JSON.
+    pub async fn status(&self) -> anyhow::Result<serde_json::Value> {
+        let response = crate::probe::admin_get(&self.admin, "/status").await?;
+        ensure!(response.starts_with("HTTP/1.1 200"), "{response}");
+        let body = response.split_once("\r\n\r\n").map(|(_, body)| body).unwrap_or_default();
+        Ok(serde_json::from_str(body)?)
+    }
+
+    /// Runs `worker-agent drained` with this agent's config, as the node's software would:
+    /// (succeeded, stdout, stderr).
+    pub async fn mark_drained(&self) -> (bool, String, String) {
+        let mut command = tokio::process::Command::new(crate::binaries::binary("worker-agent"));
+        command.arg("--config").arg(self.dir.path().join("agent.toml")).arg("drained");
+        crate::process::without_muster_env(&mut command);
+        let output = tokio::time::timeout(Duration::from_secs(30), command.kill_on_drop(true).output())
+            .await
+            .expect("worker-agent drained in time")
+            .expect("run worker-agent drained");
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        (output.status.success(), text(&output.stdout), text(&output.stderr))
+    }
+
     /// Waits until the agent has an identity and reports ready (it holds a lease).
     pub async fn wait_beating(&self, within: Duration) -> u64 {
         let admin = self.admin.clone();

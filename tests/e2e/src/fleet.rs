@@ -309,6 +309,7 @@ impl SimWorker {
             full: true,
             profile: Some(v1::WorkerProfile { hostname: format!("sim-{}", self.index), ..Default::default() }),
             gateways_epoch: *epoch,
+            drained: false,
         };
         if stream.send(&first).is_err() {
             return StreamEnd::Failed;
@@ -352,6 +353,7 @@ impl SimWorker {
                 full: false,
                 profile: None,
                 gateways_epoch: *epoch,
+                drained: false,
             };
             sent_at = Instant::now();
             if stream.send(&report).is_err() {

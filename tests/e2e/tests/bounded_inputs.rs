@@ -102,7 +102,7 @@ fn oversize_report(index: usize) -> v1::StatusReport {
         state: v1::WorkerState::Ready as i32,
         full: true,
         profile: Some(profile),
-        gateways_epoch: 0,
+        ..Default::default()
     }
 }
 
@@ -168,7 +168,7 @@ async fn oversize_inputs_are_refused_and_a_report_flood_costs_no_lease() {
             state: v1::WorkerState::Ready as i32,
             full: true,
             profile: Some(v1::WorkerProfile { hostname: format!("attacker-{index}"), ..Default::default() }),
-            gateways_epoch: 0,
+            ..Default::default()
         };
         report_once(&gateway.addr, tls.clone(), &good).await.expect("a good report is acked");
     }

@@ -112,7 +112,7 @@ impl Beating {
             full: self.sequence == 1,
             profile: (self.sequence == 1)
                 .then(|| v1::WorkerProfile { hostname: "serial-test".into(), ..Default::default() }),
-            gateways_epoch: 0,
+            ..Default::default()
         };
         // A stream the gateway already ended refuses the send; its status is the next message.
         let _ = self.stream.send(&report);

@@ -1,7 +1,9 @@
 //! The worker lifecycle a scheduler follows, against real processes: a live worker agent is
 //! cordoned by id and uncordoned by label selector with `musterctl workers`; each change shows
 //! in `workers list`, in `workers get -o json` and as a watch event, and the worker stays Ready
-//! throughout (eligibility is not liveness). A worker that has left cannot be cordoned.
+//! throughout (eligibility is not liveness). A worker that has left cannot be cordoned. A
+//! drain reaches the agent (its `/status` and metrics), ends when the node runs `worker-agent
+//! drained` or when its deadline passes, and undrain makes the worker Ready and eligible.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,4 +94,105 @@ async fn a_live_worker_is_cordoned_and_uncordoned_and_stays_ready() {
     assert_eq!(event.r#type, v1::WorkerEventType::Left as i32, "{event:?}");
     let (ok, _, stderr) = musterctl(&cluster, &["workers", "cordon", &id_text]).await;
     assert!(!ok && stderr.contains("takes no work either way"), "cordoning a worker that left: {stderr}");
+}
+
+/// Waits until the agent's `/status` has `drain.stage` = `stage` (`none`: no drain).
+async fn wait_agent_stage(agent: &Agent, stage: &str) -> serde_json::Value {
+    muster_e2e::eventually_msg(format!("the agent's /status to show drain stage {stage}"), WAIT, || async {
+        let status = agent.status().await?;
+        let shown = status["drain"]["stage"].as_str().unwrap_or("none");
+        anyhow::ensure!(shown == stage, "{status}");
+        Ok(status)
+    })
+    .await
+}
+
+/// `workers get -o json` of `id`: the worker object.
+async fn get_json(cluster: &Cluster, id: &str) -> serde_json::Value {
+    let (ok, stdout, stderr) = musterctl(cluster, &["-o", "json", "workers", "get", id]).await;
+    assert!(ok, "get: {stdout}\n{stderr}");
+    let got: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    got[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drain_reaches_the_agent_ends_by_report_or_deadline_and_is_lifted() {
+    let options = Options { heartbeat: Some(HeartbeatPolicy::fast()), ..Options::tls() };
+    let cluster = Cluster::start(1, options).await;
+    let registrar = Registrar::start(&cluster);
+    let gateway = Gateway::start(&cluster);
+    gateway.wait_ready().await;
+    let token = token_for(&cluster, 1).await;
+    let mut agent = Agent::new(std::slice::from_ref(&registrar.addr), &token);
+    agent.start();
+    let id = agent.wait_beating(WAIT).await;
+    let id_text = id.to_string();
+    let status = agent.status().await.expect("/status");
+    assert_eq!((status["worker_id"].as_u64(), &status["draining"]), (Some(id), &serde_json::json!(false)));
+
+    let client = Arc::new(cluster.client());
+    let mut watch = client.watch_workers(v1::WatchWorkersRequest::default());
+    let listed = tokio::time::timeout(WAIT, watch.next()).await.expect("a listing in time").expect("the watch");
+    assert!(matches!(&listed, WorkerWatchItem::Listed { .. }), "{}", describe(&listed));
+
+    // Drain with a deadline the node beats: the agent is told, the node reports drained.
+    let (ok, stdout, stderr) = musterctl(&cluster, &["workers", "drain", &id_text, "--deadline", "10m"]).await;
+    assert!(ok && stdout.contains("draining"), "drain: {stdout}\n{stderr}");
+    let event = next_event(&mut watch).await;
+    assert_eq!(event.r#type, v1::WorkerEventType::Draining as i32, "{event:?}");
+    let drain = event.worker.as_ref().and_then(|w| w.drain).expect("the drain is recorded");
+    assert!(drain.deadline_unix >= drain.started_at_unix + 599, "{drain:?}");
+    let status = wait_agent_stage(&agent, "draining").await;
+    assert_eq!(status["drain"]["deadline_unix"].as_i64(), Some(drain.deadline_unix), "{status}");
+    let metrics = agent.metrics().await.expect("metrics");
+    assert!(metrics.contains("muster_worker_draining 1"), "{metrics}");
+    let got = get_json(&cluster, &id_text).await;
+    assert!(got["state"] == "draining" && got["eligible"] == false && got["drain"]["outcome"] == "draining", "{got}");
+
+    let (ok, stdout, stderr) = agent.mark_drained().await;
+    assert!(ok && stdout.contains("marked drained"), "worker-agent drained: {stdout}\n{stderr}");
+    let event = next_event(&mut watch).await;
+    assert_eq!(event.r#type, v1::WorkerEventType::Drained as i32, "{event:?}");
+    wait_agent_stage(&agent, "drained").await;
+    let (ok, stdout, _) = musterctl(&cluster, &["workers", "list"]).await;
+    assert!(ok && stdout.contains("drained"), "list: {stdout}");
+    let got = get_json(&cluster, &id_text).await;
+    assert!(got["drain"]["outcome"] == "drained" && got["drain"]["ended_at"] != "-", "{got}");
+
+    let (ok, stdout, stderr) = musterctl(&cluster, &["workers", "undrain", &id_text]).await;
+    assert!(ok && stdout.contains("ready") && !stdout.contains("drain"), "undrain: {stdout}\n{stderr}");
+    let event = next_event(&mut watch).await;
+    assert_eq!(event.r#type, v1::WorkerEventType::Ready as i32, "{event:?}");
+    let status = wait_agent_stage(&agent, "none").await;
+    assert_eq!(status["draining"], false, "{status}");
+    assert!(!agent.identity_dir().join("drained").exists(), "the marker of the ended drain is gone");
+    let got = get_json(&cluster, &id_text).await;
+    assert!(got["state"] == "ready" && got["eligible"] == true && got["drain"].is_null(), "{got}");
+    let (ok, _, stderr) = musterctl(&cluster, &["workers", "undrain", &id_text]).await;
+    assert!(!ok && stderr.contains("not draining"), "undrain of a ready worker: {stderr}");
+
+    // Drain with a deadline the node misses: recorded as passed; the worker stays live.
+    let (ok, stdout, stderr) = musterctl(&cluster, &["workers", "drain", &id_text, "--deadline", "2s"]).await;
+    assert!(ok, "drain: {stdout}\n{stderr}");
+    let event = next_event(&mut watch).await;
+    assert_eq!(event.r#type, v1::WorkerEventType::Draining as i32, "{event:?}");
+    let event = next_event(&mut watch).await;
+    assert_eq!(event.r#type, v1::WorkerEventType::DrainDeadlinePassed as i32, "{event:?}");
+    let worker = event.worker.expect("the record");
+    let drain = worker.drain.expect("the drain");
+    assert!(drain.ended_at_unix >= drain.deadline_unix, "{drain:?}");
+    assert_eq!(worker.state, v1::WorkerState::Draining as i32, "a passed deadline does not make it unreachable");
+    wait_agent_stage(&agent, "deadline-passed").await;
+    let got = get_json(&cluster, &id_text).await;
+    assert_eq!(got["drain"]["outcome"], "deadline-passed", "{got}");
+    let (ok, stdout, _) = musterctl(&cluster, &["workers", "list"]).await;
+    assert!(ok && stdout.contains("deadline-passed"), "list: {stdout}");
+    let (ok, _, stderr) = musterctl(&cluster, &["workers", "drain", &id_text, "--deadline", "400d"]).await;
+    assert!(!ok && stderr.contains("at most"), "a deadline over a year: {stderr}");
+
+    let (ok, _, stderr) = musterctl(&cluster, &["workers", "undrain", &id_text]).await;
+    assert!(ok, "undrain: {stderr}");
+    let event = next_event(&mut watch).await;
+    assert_eq!(event.r#type, v1::WorkerEventType::Ready as i32, "{event:?}");
+    agent.wait_beating(WAIT).await;
 }

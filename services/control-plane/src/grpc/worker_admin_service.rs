@@ -1,4 +1,4 @@
-//! `WorkerAdminService`: operators list, inspect, drain, revoke, relabel, cordon and uncordon
+//! `WorkerAdminService`: operators list, inspect, drain, undrain, revoke, relabel, cordon and uncordon
 //! workers, and rotate the worker CA.
 
 use std::sync::Arc;
@@ -126,9 +126,34 @@ impl WorkerAdminService for WorkerAdminApi {
         Ok(Response::new(v1::WorkerResponse { worker: Some(worker), lease }))
     }
 
-    async fn drain_worker(&self, request: Request<v1::WorkerRequest>) -> Result<Response<v1::WorkerResponse>, Status> {
-        let id = request.into_inner().worker_id;
-        self.change(id, v1::update_worker::Change::State(v1::WorkerState::Draining as i32)).await
+    async fn drain_worker(
+        &self,
+        request: Request<v1::DrainWorkerRequest>,
+    ) -> Result<Response<v1::WorkerResponse>, Status> {
+        let request = request.into_inner();
+        let max = muster_proto::limits::MAX_DRAIN_DEADLINE_SECONDS;
+        if request.deadline_seconds > max {
+            return Err(ApiError::InvalidArgument(format!(
+                "deadline_seconds is {}; a drain deadline is at most {max} s (a year), or 0 for none",
+                request.deadline_seconds
+            ))
+            .into());
+        }
+        // The deadline is fixed here, on the proposer's clock, like every time in a command.
+        let deadline_unix = match request.deadline_seconds {
+            0 => 0,
+            seconds => unix_now().saturating_add(seconds as i64),
+        };
+        tracing::info!(worker_id = request.worker_id, deadline_unix, "draining worker");
+        let start = v1::StartDrain { deadline_unix };
+        self.change(request.worker_id, v1::update_worker::Change::Drain(start)).await
+    }
+
+    async fn undrain_worker(
+        &self,
+        request: Request<v1::WorkerRequest>,
+    ) -> Result<Response<v1::WorkerResponse>, Status> {
+        self.change(request.into_inner().worker_id, v1::update_worker::Change::Undrain(true)).await
     }
 
     async fn revoke_worker(&self, request: Request<v1::WorkerRequest>) -> Result<Response<v1::WorkerResponse>, Status> {

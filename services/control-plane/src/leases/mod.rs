@@ -9,9 +9,11 @@
 //! - [`table`]: the leases, the fleet mirror and the gateways (pure, clock passed in);
 //! - [`serials`]: which certificate a worker may beat with;
 //! - [`notices`]: revocations and retired certificates pushed to every gateway;
+//! - [`drains`]: the drains in progress, told to gateways and ended by report or deadline;
 //! - [`expiry`]: rate-limited down-marking and the mass-silence pause;
 //! - [`sweeper`]: the leader's task.
 
+pub mod drains;
 pub mod expiry;
 pub mod notices;
 pub mod serials;
@@ -32,7 +34,6 @@ use crate::errors::storage_error;
 use crate::leadership::Leadership;
 use crate::store::FsmReader;
 use expiry::ExpiryGate;
-use serials::Serials;
 use table::{FleetRead, LeaseTable};
 
 /// The longest `host:port` a gateway may advertise (a 253-byte DNS name, brackets, a port).
@@ -183,7 +184,7 @@ impl Leases {
                 None
             };
             if let Some(record) = &stored {
-                table.learn_worker(id, record.state, Serials::of(record));
+                table.learn_worker(record);
             }
             let received = now.checked_sub(Duration::from_millis(u64::from(beat.age_ms))).unwrap_or(now);
             let mut refusal = table.record_beat(&gateway, beat, received, self.policy.grace);
@@ -192,13 +193,16 @@ impl Leases {
             if refusal.as_ref().is_some_and(|r| !r.cert_serial.is_empty()) && stored.is_none() {
                 stored = node.applied().worker(id).map_err(storage_error)?;
                 if let Some(record) = &stored {
-                    table.learn_worker(id, record.state, Serials::of(record));
+                    table.learn_worker(record);
                     refusal = table.record_beat(&gateway, beat, received, self.policy.grace);
                 }
             }
             match refusal {
                 Some(refusal) => refused.push(refusal),
                 None => {
+                    if beat.drained {
+                        table.report_drained(id);
+                    }
                     if let (Some(record), Some(profile)) = (stored, &beat.profile)
                         && record.profile.as_ref() != Some(profile)
                         && beat.reported_state != v1::WorkerState::Left as i32
@@ -217,6 +221,7 @@ impl Leases {
         let (notices, notices_through) = table.exchange_notices(&request.gateway_id, seen);
         refused.extend(notices);
         let gateways = table.live_gateways(now, self.tuning.gateway_lease);
+        let draining = table.drain_notices(request.beats.iter().map(|beat| beat.worker_id));
         let response = v1::ReportLivenessResponse {
             policy: Some(self.ttl_policy()),
             worker_count: table.worker_count(),
@@ -225,6 +230,7 @@ impl Leases {
             refused,
             leader_term: term,
             notices_through,
+            draining,
         };
         drop(table);
         // Only a RevokeWorker waiting for the gateways listens.

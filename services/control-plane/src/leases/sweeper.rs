@@ -72,6 +72,7 @@ async fn sweep(node: &impl Leadership<Applied = FsmReader>, leases: &Leases) {
                 Verdict::Paused => {}
             }
         }
+        table.queue_passed_deadlines(unix_now());
         (term, table.take_pending())
     };
     if pending.is_empty() {
@@ -86,11 +87,12 @@ async fn sweep(node: &impl Leadership<Applied = FsmReader>, leases: &Leases) {
     if node.standing().term != term {
         return;
     }
-    let batch = v1::WorkerTransitions { term, now_unix: unix_now(), transitions: pending.clone() };
+    let now_unix = unix_now();
+    let batch = v1::WorkerTransitions { term, now_unix, transitions: pending.clone() };
     match node.propose(v1::command::Op::WorkerTransitions(batch)).await {
         Ok(result) if result.refused().is_none() => {
             log_transitions(leases, &pending);
-            leases.table().applied(&pending, Instant::now());
+            leases.table().applied(&pending, Instant::now(), now_unix);
         }
         Ok(result) => tracing::warn!(error = %result.error, "worker state changes refused"),
         Err(err) => {
@@ -102,19 +104,33 @@ async fn sweep(node: &impl Leadership<Applied = FsmReader>, leases: &Leases) {
 
 fn log_transitions(leases: &Leases, transitions: &[v1::WorkerTransition]) {
     for transition in transitions {
+        let worker_id = transition.worker_id;
+        match v1::DrainOutcome::try_from(transition.drain_outcome).unwrap_or_default() {
+            v1::DrainOutcome::Drained => tracing::info!(worker_id, "worker drained"),
+            v1::DrainOutcome::DeadlinePassed => {
+                tracing::warn!(worker_id, "the worker's drain deadline passed before it reported drained")
+            }
+            v1::DrainOutcome::Unspecified => {}
+        }
         let to = v1::WorkerState::try_from(transition.to).unwrap_or_default();
+        // A change queued in the worker's own state (a profile, a retired certificate, a drain's
+        // end) is no transition.
+        if transition.from == [transition.to] {
+            tracing::debug!(worker_id, "worker profile, certificate or drain updated");
+            continue;
+        }
         let stats = &leases.stats;
         match to {
             v1::WorkerState::Unreachable => {
                 stats.expiries.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(worker_id = transition.worker_id, "worker unreachable: its lease expired");
+                tracing::warn!(worker_id, "worker unreachable: its lease expired");
             }
             v1::WorkerState::Ready if !transition.from.contains(&(v1::WorkerState::Ready as i32)) => {
                 stats.returns.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(worker_id = transition.worker_id, "worker beating again: ready");
+                tracing::info!(worker_id, "worker beating again: ready");
             }
-            v1::WorkerState::Left => tracing::info!(worker_id = transition.worker_id, "worker left"),
-            _ => tracing::debug!(worker_id = transition.worker_id, "worker profile or certificate updated"),
+            v1::WorkerState::Left => tracing::info!(worker_id, "worker left"),
+            _ => tracing::debug!(worker_id, "worker state updated"),
         }
     }
 }

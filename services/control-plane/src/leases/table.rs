@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use muster_proto::v1;
 use muster_proto::v1::WorkerState;
 
+use super::drains::Drains;
 use super::notices::Notices;
 use super::serials::{self, Serials, Standing};
 
@@ -35,11 +36,13 @@ struct GatewaySeen {
     last_batch: Instant,
 }
 
-/// The fleet as read from the FSM: each worker's state and certificate serials.
+/// The fleet as read from the FSM: each worker's state and certificate serials, and the
+/// drains.
 #[derive(Debug, Default)]
 pub struct FleetRead {
     pub states: HashMap<u64, i32>,
     pub serials: HashMap<u64, Serials>,
+    pub drains: Drains,
 }
 
 impl FleetRead {
@@ -48,6 +51,7 @@ impl FleetRead {
         for record in records {
             fleet.serials.insert(record.worker_id, Serials::of(&record));
             fleet.states.insert(record.worker_id, record.state);
+            fleet.drains.learn(&record);
         }
         fleet
     }
@@ -62,6 +66,8 @@ pub struct LeaseTable {
     fleet: HashMap<u64, i32>,
     /// Each worker's recorded certificate serials, read with the states.
     serials: HashMap<u64, Serials>,
+    /// The draining workers' drains, read with the states.
+    drains: Drains,
     /// Transitions waiting for the next sweep, at most one per worker.
     pending: HashMap<u64, v1::WorkerTransition>,
     gateways: HashMap<String, GatewaySeen>,
@@ -85,6 +91,7 @@ fn transition(worker_id: u64, to: WorkerState, from: &[WorkerState]) -> v1::Work
         from: from.iter().map(|state| *state as i32).collect(),
         profile: None,
         retire_serial: String::new(),
+        drain_outcome: 0,
     }
 }
 
@@ -101,6 +108,7 @@ impl LeaseTable {
         self.gateways.clear();
         self.notices = Notices::default();
         self.serials = fleet.serials;
+        self.drains = fleet.drains;
         let fleet = fleet.states;
         self.leases = fleet
             .iter()
@@ -122,6 +130,7 @@ impl LeaseTable {
     /// left or were revoked lose theirs.
     pub fn refresh_fleet(&mut self, fleet: FleetRead, now: Instant, first_lease: Duration) {
         self.serials = fleet.serials;
+        self.drains = fleet.drains;
         let fleet = fleet.states;
         for (id, state) in &fleet {
             if is_leased(*state) {
@@ -166,9 +175,34 @@ impl LeaseTable {
     }
 
     /// Notes a worker as the FSM has it now (registered or renewed since the last refresh).
-    pub fn learn_worker(&mut self, worker_id: u64, state: i32, serials: Serials) {
-        self.fleet.insert(worker_id, state);
-        self.serials.insert(worker_id, serials);
+    pub fn learn_worker(&mut self, record: &v1::WorkerRecord) {
+        self.fleet.insert(record.worker_id, record.state);
+        self.serials.insert(record.worker_id, Serials::of(record));
+        self.drains.learn(record);
+    }
+
+    /// The worker reports its drain finished: queued, if its drain is in progress.
+    pub fn report_drained(&mut self, worker_id: u64) {
+        let Some(state) = self.fleet.get(&worker_id).copied() else { return };
+        if self.drains.in_progress(worker_id) {
+            self.queued_in_state(worker_id, state).drain_outcome = v1::DrainOutcome::Drained as i32;
+        }
+    }
+
+    /// Queues the end of every drain in progress whose deadline passed by `now_unix`.
+    pub fn queue_passed_deadlines(&mut self, now_unix: i64) {
+        for worker_id in self.drains.past_deadline(now_unix) {
+            let Some(state) = self.fleet.get(&worker_id).copied() else { continue };
+            let queued = self.queued_in_state(worker_id, state);
+            if queued.drain_outcome == 0 {
+                queued.drain_outcome = v1::DrainOutcome::DeadlinePassed as i32;
+            }
+        }
+    }
+
+    /// What the acks of a batch's workers say about their drains.
+    pub fn drain_notices(&self, worker_ids: impl IntoIterator<Item = u64>) -> Vec<v1::DrainNotice> {
+        self.drains.notices(worker_ids)
     }
 
     /// The operator revoked `worker_id` (committed): no lease, nothing queued, and every
@@ -301,7 +335,11 @@ impl LeaseTable {
             let from = [WorkerState::Unreachable, WorkerState::Left];
             let queued = self.pending.entry(id).or_insert_with(|| transition(id, WorkerState::Ready, &from));
             if queued.to != WorkerState::Ready as i32 {
-                *queued = transition(id, WorkerState::Ready, &from);
+                // What rides along (a profile, a retired serial, a drain's end) is kept.
+                let riding = std::mem::replace(queued, transition(id, WorkerState::Ready, &from));
+                queued.profile = riding.profile;
+                queued.retire_serial = riding.retire_serial;
+                queued.drain_outcome = riding.drain_outcome;
             }
         }
     }
@@ -361,8 +399,11 @@ impl LeaseTable {
     /// Records that `transitions` were committed: the mirror follows them at once (the next
     /// refresh confirms), and a worker marked Unreachable whose lease was renewed meanwhile (a
     /// beat raced the sweep) is queued straight back to Ready.
-    pub fn applied(&mut self, transitions: &[v1::WorkerTransition], now: Instant) {
+    pub fn applied(&mut self, transitions: &[v1::WorkerTransition], now: Instant, now_unix: i64) {
         for t in transitions {
+            if t.drain_outcome != 0 {
+                self.drains.ended(t.worker_id, t.drain_outcome, now_unix);
+            }
             let Some(state) = self.fleet.get_mut(&t.worker_id) else { continue };
             if !t.from.contains(state) {
                 continue;

@@ -99,6 +99,14 @@ pub(crate) fn worker_event_type(before: Option<&v1::WorkerRecord>, after: &v1::W
             State::Unspecified => Event::Updated,
         };
     }
+    let outcome = |record: &v1::WorkerRecord| record.drain.as_ref().map_or(0, |drain| drain.outcome);
+    if outcome(before) != outcome(after) {
+        match v1::DrainOutcome::try_from(outcome(after)).unwrap_or_default() {
+            v1::DrainOutcome::Drained => return Event::Drained,
+            v1::DrainOutcome::DeadlinePassed => return Event::DrainDeadlinePassed,
+            v1::DrainOutcome::Unspecified => {}
+        }
+    }
     if before.ineligible != after.ineligible {
         if after.ineligible { Event::Cordoned } else { Event::Uncordoned }
     } else if before.labels != after.labels {

@@ -29,6 +29,7 @@ mod state_machine;
 mod tokens;
 pub(crate) mod wal;
 pub mod worker_ca;
+mod worker_drain;
 mod worker_states;
 mod workers;
 

@@ -10,6 +10,7 @@ use redb::{ReadableTable, WriteTransaction};
 
 use super::db::{FSM_META, META_CLUSTER_ID, META_NEXT_WORKER_ID, TOKENS, WORKERS, decode, io_err};
 use super::history::Changes;
+use super::worker_drain::{end_drain, start_drain, undrain};
 
 /// Checks the presented token, takes one use of it and stores a new worker under the next id,
 /// all in the caller's transaction: either everything happens or nothing does.
@@ -70,7 +71,7 @@ pub(crate) fn register(
     })
 }
 
-/// An operator's drain, revoke or relabel. Revocation is final.
+/// An operator's drain, undrain, revoke, relabel, cordon or uncordon. Revocation is final.
 pub(crate) fn update(
     txn: &WriteTransaction,
     index: u64,
@@ -127,6 +128,16 @@ pub(crate) fn update(
                 format!("worker {} is revoked", worker.worker_id),
             ));
         }
+        Some(Change::Drain(start)) => {
+            if let Err(message) = start_drain(&mut worker, start, update.now_unix) {
+                return Ok(v1::CommandResult::refusing(index, v1::Refusal::InvalidTransition, message));
+            }
+        }
+        Some(Change::Undrain(_)) => {
+            if let Err(message) = undrain(&mut worker, update.now_unix) {
+                return Ok(v1::CommandResult::refusing(index, v1::Refusal::InvalidTransition, message));
+            }
+        }
         Some(Change::Eligible(eligible)) => {
             let state = v1::WorkerState::try_from(worker.state).unwrap_or_default();
             if matches!(state, v1::WorkerState::Left | v1::WorkerState::Revoked) {
@@ -172,7 +183,10 @@ pub(crate) fn transitions(
         }
         let moved =
             transition.from.contains(&worker.state) && apply_transition(&mut worker, transition, batch.now_unix);
-        if retired || moved {
+        // The drain's end does not depend on the transition's states either (its own checks).
+        let drain_ended =
+            transition.drain_outcome != 0 && end_drain(&mut worker, transition.drain_outcome, batch.now_unix);
+        if retired || moved || drain_ended {
             put_worker(&mut workers, index, Some(&before), &mut worker, changes)?;
             applied += 1;
         }

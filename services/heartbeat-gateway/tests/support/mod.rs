@@ -46,6 +46,8 @@ pub struct Fake {
     pub worker_ca_pem: Mutex<String>,
     pub revoked: Mutex<HashSet<u64>>,
     pub batches: Mutex<Vec<v1::ReportLivenessRequest>>,
+    /// Workers draining, listed in the answer to every batch that holds their beat.
+    pub draining: Mutex<std::collections::HashMap<u64, v1::WorkerDrain>>,
 }
 
 impl Fake {
@@ -86,6 +88,14 @@ impl LivenessService for FakeService {
             .collect();
         let gateways =
             vec![v1::GatewayEndpoint { gateway_id: request.gateway_id.clone(), addr: request.gateway_addr.clone() }];
+        let draining = {
+            let drains = self.0.draining.lock().unwrap();
+            let notice = |beat: &v1::WorkerBeat| {
+                let drain = *drains.get(&beat.worker_id)?;
+                Some(v1::DrainNotice { worker_id: beat.worker_id, drain: Some(drain) })
+            };
+            request.beats.iter().filter_map(notice).collect()
+        };
         self.0.batches.lock().unwrap().push(request);
         Ok(Response::new(v1::ReportLivenessResponse {
             policy: Some(v1::TtlPolicy {
@@ -101,6 +111,7 @@ impl LivenessService for FakeService {
             refused,
             leader_term: 1,
             notices_through: 0,
+            draining,
         }))
     }
 
@@ -301,10 +312,10 @@ pub fn full(sequence: u64) -> v1::StatusReport {
         state: v1::WorkerState::Ready as i32,
         full: true,
         profile: Some(v1::WorkerProfile { hostname: "worker-host".into(), ..Default::default() }),
-        gateways_epoch: 0,
+        ..Default::default()
     }
 }
 
 pub fn beat(sequence: u64, state: v1::WorkerState) -> v1::StatusReport {
-    v1::StatusReport { sequence, state: state as i32, full: false, profile: None, gateways_epoch: 7 }
+    v1::StatusReport { sequence, state: state as i32, full: false, profile: None, gateways_epoch: 7, drained: false }
 }

@@ -6,14 +6,13 @@ use muster_proto::v1;
 use muster_proto::v1::WorkerState;
 
 use super::{FleetRead, LeaseTable, gateways_epoch};
-use crate::leases::serials::Serials;
 
 const GRACE: Duration = Duration::from_secs(10);
 const FAILOVER: Duration = Duration::from_secs(300);
 
 fn fleet(states: &[(u64, WorkerState)]) -> FleetRead {
     let states: HashMap<u64, i32> = states.iter().map(|(id, state)| (*id, *state as i32)).collect();
-    FleetRead { states, serials: HashMap::new() }
+    FleetRead { states, ..Default::default() }
 }
 
 fn beat(worker_id: u64, ttl_secs: u32) -> v1::WorkerBeat {
@@ -120,7 +119,7 @@ fn a_beat_that_raced_an_expiry_brings_the_worker_straight_back() {
     let proposed = table.take_pending();
     // Worker 1 beats while the expiry is being committed; worker 2 stays silent.
     table.record_beat(&Arc::from("gw"), &beat(1, 10), late, GRACE);
-    table.applied(&proposed, late);
+    table.applied(&proposed, late, 0);
     assert_eq!(table.state(1), Some(WorkerState::Unreachable as i32));
     let back = table.take_pending();
     assert_eq!(back.len(), 1);
@@ -174,7 +173,7 @@ fn beat_with(worker_id: u64, serial: &str) -> v1::WorkerBeat {
 fn a_certificate_that_is_neither_current_nor_previous_is_refused_alone() {
     let now = Instant::now();
     let mut table = leading(now, &[(1, WorkerState::Ready)]);
-    table.learn_worker(1, WorkerState::Ready as i32, Serials::new("0b", "0a"));
+    table.learn_worker(&record(1, WorkerState::Ready, "0b", "0a"));
     let gateway: Arc<str> = Arc::from("gw");
     let refused = table.record_beat(&gateway, &beat_with(1, "ff"), now, GRACE).expect("a minted serial is refused");
     assert_eq!((refused.worker_id, refused.cert_serial.as_str()), (1, "ff"));
@@ -190,7 +189,7 @@ fn a_certificate_that_is_neither_current_nor_previous_is_refused_alone() {
 fn the_first_beat_with_the_renewed_certificate_retires_the_old_one_everywhere() {
     let now = Instant::now();
     let mut table = leading(now, &[(1, WorkerState::Ready)]);
-    table.learn_worker(1, WorkerState::Ready as i32, Serials::new("0b", "0a"));
+    table.learn_worker(&record(1, WorkerState::Ready, "0b", "0a"));
     table.record_gateway("gw-a", "a:1", now);
     table.record_gateway("gw-b", "b:1", now);
     let gateway: Arc<str> = Arc::from("gw-a");
@@ -214,7 +213,7 @@ fn the_first_beat_with_the_renewed_certificate_retires_the_old_one_everywhere() 
 fn a_retirement_rides_along_with_a_return_from_unreachable() {
     let now = Instant::now();
     let mut table = leading(now, &[(1, WorkerState::Unreachable)]);
-    table.learn_worker(1, WorkerState::Unreachable as i32, Serials::new("0b", "0a"));
+    table.learn_worker(&record(1, WorkerState::Unreachable, "0b", "0a"));
     assert!(table.record_beat(&Arc::from("gw"), &beat_with(1, "0b"), now, GRACE).is_none());
     let pending = table.take_pending();
     assert_eq!((pending[0].to, pending[0].retire_serial.as_str()), (WorkerState::Ready as i32, "0a"));
@@ -251,4 +250,15 @@ fn instances_are_counted_per_certificate_name_among_live_gateways() {
     assert_eq!(table.other_instances("gw/c", now, lease), 3, "gw, gw/a, gw/b; not gwx/a, other or the silent one");
     assert_eq!(table.other_instances("gw/a", now, lease), 2, "itself does not count");
     assert_eq!(table.other_instances("gwx", now, lease), 1);
+}
+
+/// A worker record as the FSM would hold it, with its certificate serials.
+fn record(worker_id: u64, state: WorkerState, current: &str, previous: &str) -> v1::WorkerRecord {
+    v1::WorkerRecord {
+        worker_id,
+        state: state as i32,
+        cert_serial: current.into(),
+        previous_cert_serial: previous.into(),
+        ..Default::default()
+    }
 }
