@@ -24,6 +24,7 @@ pub mod budget;
 pub mod config;
 pub mod identity;
 pub mod metrics;
+pub mod profile_updates;
 pub mod readiness;
 pub mod service;
 pub mod session;

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub reports_refused: AtomicU64,
     /// Beats delivered to the leader in successful batches.
     pub beats_forwarded: AtomicU64,
+    /// Worker profiles forwarded (each stream's first, then changes).
+    pub profiles_forwarded: AtomicU64,
     pub ttl_ms: AtomicU64,
     pub worker_count: AtomicU64,
     pub live_gateways: AtomicU64,
@@ -43,6 +45,7 @@ impl Default for Metrics {
             refused: AtomicU64::new(0),
             reports_refused: AtomicU64::new(0),
             beats_forwarded: AtomicU64::new(0),
+            profiles_forwarded: AtomicU64::new(0),
             ttl_ms: AtomicU64::new(0),
             worker_count: AtomicU64::new(0),
             live_gateways: AtomicU64::new(0),
@@ -88,6 +91,11 @@ impl Metrics {
                 load(&self.batch_failures),
             ),
             ("muster_gateway_beats_forwarded_total", "Beats delivered to the leader.", load(&self.beats_forwarded)),
+            (
+                "muster_gateway_profiles_forwarded_total",
+                "Worker profiles forwarded to the leader (each stream's first, then changes).",
+                load(&self.profiles_forwarded),
+            ),
             (
                 "muster_gateway_refused_total",
                 "Workers refused by the leader (revoked or unknown), and certificates it refused (replaced or never issued).",

@@ -23,6 +23,7 @@ use crate::beats::Beat;
 use crate::budget::Take;
 use crate::identity::WorkerIdentity;
 use crate::metrics::Metrics;
+use crate::profile_updates::ProfileUpdates;
 use crate::state::GatewayState;
 use crate::ttl;
 
@@ -77,6 +78,8 @@ pub struct Session {
     last_forwarded: i32,
     /// Admitted: acks go out at once; else the first one waits for the batch answer.
     pub admitted: bool,
+    /// Which of the worker's profiles go to the leader.
+    profiles: ProfileUpdates,
 }
 
 impl Session {
@@ -87,6 +90,7 @@ impl Session {
             last_report: None,
             last_forwarded: WorkerState::Unspecified as i32,
             admitted,
+            profiles: ProfileUpdates::default(),
         }
     }
 
@@ -133,13 +137,21 @@ impl Session {
         if forward != WorkerState::Unspecified {
             self.last_forwarded = forward as i32;
         }
+        // A refused report's profile is dropped (not held for later either).
+        let profile = match refused {
+            None => self.profiles.forward(report.profile, report.full, now),
+            Some(_) => None,
+        };
+        if profile.is_some() {
+            Metrics::count(&state.metrics.profiles_forwarded);
+        }
         state.pending.record(
             self.worker_id,
             Beat {
                 received: now,
                 ttl_ms,
                 reported_state: forward as i32,
-                profile: if report.full && refused.is_none() { report.profile } else { None },
+                profile,
                 // Every beat: the leader checks it is the worker's current certificate.
                 cert_serial: self.cert_serial.clone(),
                 // A refused report gets no ack to hold.

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use muster_config::{AdminLimits, ClusterMode, ConfigError, TelemetryConfig, WorkerTierRole};
 use serde::{Deserialize, Serialize};
@@ -32,8 +33,18 @@ pub struct AgentConfig {
     /// The name this worker reports in its profile. Default: the host's name. Set it where
     /// several agents share a host (as `musterctl dev`'s do), so operators can tell them apart.
     pub hostname: Option<String>,
+    /// A TOML file of extra capacity this node reports (`gpus = 2`), over the CPU and memory
+    /// the agent measures. Re-read every `profile_refresh`. Default: none.
+    pub capacity_file: Option<PathBuf>,
+    /// How often the agent measures its profile again and, if it changed, sends it on the next
+    /// heartbeat. Default 30s; at least 1s.
+    #[serde(with = "humantime_serde")]
+    pub profile_refresh: Duration,
     pub telemetry: TelemetryConfig,
 }
+
+/// Default of `profile_refresh`.
+pub const DEFAULT_PROFILE_REFRESH: Duration = Duration::from_secs(30);
 
 impl Default for AgentConfig {
     fn default() -> Self {
@@ -44,6 +55,8 @@ impl Default for AgentConfig {
             admin_limits: AdminLimits::default(),
             gateways: Vec::new(),
             hostname: None,
+            capacity_file: None,
+            profile_refresh: DEFAULT_PROFILE_REFRESH,
             telemetry: TelemetryConfig::default(),
         }
     }
@@ -82,6 +95,12 @@ impl AgentConfig {
             });
         }
         self.admin_limits.validate("admin_limits")?;
+        if self.profile_refresh < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid {
+                field: "profile_refresh".into(),
+                message: format!("{:?}; it must be at least 1s", self.profile_refresh),
+            });
+        }
         let limit = muster_proto::limits::MAX_HOSTNAME_BYTES;
         if let Some(name) = &self.hostname
             && (name.trim().is_empty() || name.len() > limit)

@@ -20,6 +20,7 @@ use crate::backoff::{Backoff, before_deadline};
 use crate::ending::Ending;
 use crate::gateways::{Gateway, GatewayBook};
 use crate::identity::Identity;
+use crate::profile::Profile;
 use crate::status::{AgentStatus, Lease};
 use crate::stream::{ReportStream, StreamError};
 use crate::tls;
@@ -41,7 +42,8 @@ pub struct Heartbeats {
     pub worker_id: u64,
     pub identity: watch::Receiver<Arc<Identity>>,
     pub book: GatewayBook,
-    pub profile: v1::WorkerProfile,
+    /// Measured again while running; sent on each stream's first report and when it changed.
+    pub profile: Profile,
     pub status: Arc<AgentStatus>,
     /// The grace until the first ack says otherwise (from Register, or the seed's default).
     pub grace: Duration,
@@ -239,9 +241,10 @@ impl Heartbeats {
     }
 
     /// Reports LEFT on `stream` and waits a bounded time for its ack.
-    async fn leave(&self, stream: &mut ReportStream) -> End {
+    async fn leave(&mut self, stream: &mut ReportStream) -> End {
+        let report = self.report(v1::WorkerState::Left, false);
         let attempt = async {
-            let sequence = stream.send(self.report(v1::WorkerState::Left, false)).await?;
+            let sequence = stream.send(report).await?;
             stream.ack(sequence, LEAVE_TIMEOUT).await
         };
         log_leave(tokio::time::timeout(LEAVE_TIMEOUT, attempt).await);
@@ -249,23 +252,28 @@ impl Heartbeats {
     }
 
     /// Shutdown between streams: one bounded try to report LEFT to the first choice.
-    async fn leave_without_stream(&self) {
+    async fn leave_without_stream(&mut self) {
         let Some(gateway) = self.book.ranked(self.worker_id).into_iter().next() else { return };
+        let report = self.report(v1::WorkerState::Left, true);
         let attempt = async {
             let tls = self.tls().map_err(StreamError::Connect)?;
-            let report = self.report(v1::WorkerState::Left, true);
             let mut stream = ReportStream::open(&gateway.addr, tls, LEAVE_TIMEOUT, report).await?;
             stream.ack(1, LEAVE_TIMEOUT).await
         };
         log_leave(tokio::time::timeout(LEAVE_TIMEOUT, attempt).await);
     }
 
-    fn report(&self, state: v1::WorkerState, full: bool) -> v1::StatusReport {
+    fn report(&mut self, state: v1::WorkerState, full: bool) -> v1::StatusReport {
+        let profile = match state {
+            // A leaving worker's profile is of no use to anyone.
+            v1::WorkerState::Left => full.then(|| self.profile.current().clone()),
+            _ => self.profile.for_report(full),
+        };
         v1::StatusReport {
             sequence: 0,
             state: state as i32,
             full,
-            profile: full.then(|| self.profile.clone()),
+            profile,
             gateways_epoch: self.book.epoch(),
             drained: self.status.drain.report_drained(),
         }

@@ -64,7 +64,10 @@ pub struct Start {
 
 /// The identity to run with: the saved one if valid, else a fresh registration (saved, with
 /// the gateway list that came with it).
-pub async fn obtain_identity(settings: &WorkerSettings) -> anyhow::Result<Start> {
+pub async fn obtain_identity(
+    settings: &WorkerSettings,
+    profile: &muster_proto::v1::WorkerProfile,
+) -> anyhow::Result<Start> {
     let dir = &settings.identity_dir;
     if let Some(identity) = Identity::load(dir)? {
         identity.check_not_expired(dir, muster_proto::clock::unix_now())?;
@@ -87,8 +90,7 @@ pub async fn obtain_identity(settings: &WorkerSettings) -> anyhow::Result<Start>
             dir.display()
         )
     })?;
-    let registered =
-        register::register(&settings.servers, token_file, profile::local(&settings.hostname, &settings.labels)).await?;
+    let registered = register::register(&settings.servers, token_file, profile.clone()).await?;
     // The gateways first: a complete identity always has the list it came with next to it.
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     registered.gateways.save(dir)?;
@@ -111,7 +113,13 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let settings = config.validate()?;
-    let start = obtain_identity(&settings).await?;
+    let profile_source = profile::ProfileSource {
+        hostname: settings.hostname.clone(),
+        labels: settings.labels.clone(),
+        capacity_file: config.capacity_file.clone(),
+    };
+    let profile = profile_source.measure()?;
+    let start = obtain_identity(&settings, &profile).await?;
     let worker_id = start.identity.meta.worker_id;
     let (identity, identity_rx) = watch::channel(Arc::new(start.identity));
     let status = Arc::new(AgentStatus::new(identity_rx.clone(), &settings.identity_dir));
@@ -125,7 +133,7 @@ pub async fn run(
         worker_id,
         identity: identity_rx,
         book: GatewayBook::new(settings.identity_dir.clone(), start.gateways, &settings.gateways),
-        profile: profile::local(&settings.hostname, &settings.labels),
+        profile: profile::Profile::new(profile, profile_source, config.profile_refresh),
         status: status.clone(),
         grace: start.grace,
     };

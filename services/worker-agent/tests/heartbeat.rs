@@ -32,7 +32,10 @@ fn agent(pki: &Pki, gateways: Vec<Gateway>) -> Agent {
         worker_id: WORKER_ID,
         identity,
         book: GatewayBook::new(dir.path().into(), GatewayList { epoch: 0, gateways }, &[]),
-        profile: muster_worker_agent::profile::local("test-host", &Default::default()),
+        profile: muster_worker_agent::profile::Profile::fixed(muster_worker_agent::profile::local(
+            "test-host",
+            &Default::default(),
+        )),
         status: status.clone(),
         grace: Duration::from_secs(2),
     };

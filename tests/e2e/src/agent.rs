@@ -16,6 +16,8 @@ pub struct Agent {
     registrars: Vec<String>,
     /// Extra lines for the `[cluster]` table (e.g. `labels = { rack = "r7" }`).
     pub cluster_toml: String,
+    /// Extra top-level lines of the config (e.g. `profile_refresh = "1s"`).
+    pub top_toml: String,
     /// Extra environment of the process (e.g. `OTEL_EXPORTER_OTLP_ENDPOINT`).
     pub env: Vec<(String, String)>,
     child: Option<tokio::process::Child>,
@@ -48,6 +50,7 @@ impl Agent {
             admin: format!("127.0.0.1:{admin_port}"),
             registrars: registrars.to_vec(),
             cluster_toml: String::new(),
+            top_toml: String::new(),
             env: Vec::new(),
             child: None,
         }
@@ -69,10 +72,11 @@ impl Agent {
     pub fn start(&mut self) {
         let servers: Vec<String> = self.registrars.iter().map(|r| toml_str(r)).collect();
         let config = format!(
-            "data_dir = {}\nadmin_addr = {}\n[cluster]\nmode = \"worker-tier\"\nrole = \"worker\"\nservers = [{}]\n\
+            "data_dir = {}\nadmin_addr = {}\n{}\n[cluster]\nmode = \"worker-tier\"\nrole = \"worker\"\nservers = [{}]\n\
              token_file = {}\nidentity_dir = {}\n{}\n",
             toml_str(&self.dir.path().display().to_string()),
             toml_str(&self.admin),
+            self.top_toml,
             servers.join(", "),
             toml_str(&self.dir.path().join("token").display().to_string()),
             toml_str(&self.identity_dir().display().to_string()),

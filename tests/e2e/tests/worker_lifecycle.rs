@@ -3,7 +3,9 @@
 //! in `workers list`, in `workers get -o json` and as a watch event, and the worker stays Ready
 //! throughout (eligibility is not liveness). A worker that has left cannot be cordoned. A
 //! drain reaches the agent (its `/status` and metrics), ends when the node runs `worker-agent
-//! drained` or when its deadline passes, and undrain makes the worker Ready and eligible.
+//! drained` or when its deadline passes, and undrain makes the worker Ready and eligible. A
+//! worker's capacity change reaches its record and watchers, and a steady worker sends its
+//! profile once per stream.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -195,4 +197,59 @@ async fn a_drain_reaches_the_agent_ends_by_report_or_deadline_and_is_lifted() {
     let event = next_event(&mut watch).await;
     assert_eq!(event.r#type, v1::WorkerEventType::Ready as i32, "{event:?}");
     agent.wait_beating(WAIT).await;
+}
+
+/// The gateway's count of profiles forwarded to the leader.
+async fn profiles_forwarded(gateway: &Gateway) -> u64 {
+    let body = muster_e2e::probe::metrics_body(&gateway.admin).await.expect("gateway metrics");
+    let line = body.lines().find(|l| l.starts_with("muster_gateway_profiles_forwarded_total")).expect("the counter");
+    line.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("a number")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_capacity_change_reaches_the_record_once_and_a_steady_profile_is_sent_once() {
+    let options = Options { heartbeat: Some(HeartbeatPolicy::fast()), ..Options::tls() };
+    let cluster = Cluster::start(1, options).await;
+    let registrar = Registrar::start(&cluster);
+    let gateway = Gateway::start(&cluster);
+    gateway.wait_ready().await;
+    let token = token_for(&cluster, 1).await;
+    let capacity = tempfile::tempdir().expect("temp dir");
+    let capacity_file = capacity.path().join("capacity.toml");
+    std::fs::write(&capacity_file, "gpus = 1\n").expect("capacity file");
+    let mut agent = Agent::new(std::slice::from_ref(&registrar.addr), &token);
+    agent.top_toml = format!("capacity_file = {:?}\nprofile_refresh = \"1s\"", capacity_file.display().to_string());
+    agent.start();
+    let id = agent.wait_beating(WAIT).await;
+    let id_text = id.to_string();
+    let got = get_json(&cluster, &id_text).await;
+    assert_eq!(got["capacity"]["gpus"], 1, "{got}");
+
+    // Steady: beat after beat (each re-measures the profile), one profile on the stream.
+    let beats = |metrics: &str| -> u64 {
+        let line = metrics.lines().find(|l| l.starts_with("muster_worker_heartbeats_total")).unwrap_or("x 0");
+        line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0)
+    };
+    let first = beats(&agent.metrics().await.expect("agent metrics"));
+    muster_e2e::eventually_msg("five more beats", WAIT, || async {
+        let now = beats(&agent.metrics().await?);
+        anyhow::ensure!(now >= first + 5, "{now} beats");
+        Ok(())
+    })
+    .await;
+    assert_eq!(profiles_forwarded(&gateway).await, 1, "a steady worker sends its profile once per stream");
+
+    let client = Arc::new(cluster.client());
+    let mut watch = client.watch_workers(v1::WatchWorkersRequest::default());
+    let listed = tokio::time::timeout(WAIT, watch.next()).await.expect("a listing in time").expect("the watch");
+    assert!(matches!(&listed, WorkerWatchItem::Listed { .. }), "{}", describe(&listed));
+    std::fs::write(&capacity_file, "gpus = 2\n").expect("capacity file");
+    let event = next_event(&mut watch).await;
+    assert_eq!(event.r#type, v1::WorkerEventType::ProfileChanged as i32, "{event:?}");
+    let profile = event.worker.and_then(|w| w.profile).expect("the profile");
+    assert_eq!(profile.capacity.get("gpus"), Some(&2));
+    let got = get_json(&cluster, &id_text).await;
+    assert_eq!(got["capacity"]["gpus"], 2, "{got}");
+    assert_eq!(profiles_forwarded(&gateway).await, 2, "the change, once");
+    assert_eq!(got["state"], "ready");
 }
