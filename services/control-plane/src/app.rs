@@ -147,6 +147,7 @@ impl ControlPlane {
         ));
         tasks.spawn(crate::leases::sweeper::run(node.clone(), shutdown_rx.clone()));
         tasks.spawn(crate::worker_ca_export::run(node.clone(), shutdown_rx.clone()));
+        tasks.spawn(crate::worker_gc::run(node.clone(), config.worker_gc.clone(), shutdown_rx.clone()));
         tasks.spawn(lifecycle::run(node.clone(), membership, shutdown_rx));
         Ok(Self { node, shutdown, tasks, _tls_reloader: tls.reloader(&config) })
     }

@@ -35,6 +35,7 @@ pub mod store;
 pub mod types;
 pub mod watch;
 pub mod worker_ca_export;
+pub mod worker_gc;
 
 pub use app::{ControlPlane, Listeners, run};
 

@@ -84,6 +84,7 @@ pub fn worker_event_type(event: &v1::WorkerEvent) -> &'static str {
         Event::Uncordoned => "uncordoned",
         Event::Drained => "drained",
         Event::DrainDeadlinePassed => "drain-deadline-passed",
+        Event::Removed => "removed",
         Event::CertificateIssued => "certificate-issued",
         Event::CertificateRenewed => "certificate-renewed",
         Event::ProfileChanged => "profile-changed",

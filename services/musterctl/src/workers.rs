@@ -1,4 +1,5 @@
-//! `musterctl workers ...`: list, get, drain, undrain, revoke, label, cordon, uncordon, rotate-ca.
+//! `musterctl workers ...`: list, get, drain, undrain, purge, revoke, label, cordon, uncordon,
+//! rotate-ca.
 
 use std::collections::HashMap;
 use std::time::{Duration, UNIX_EPOCH};
@@ -98,6 +99,15 @@ pub enum WorkersCommand {
         /// Every worker with this label: KEY=VALUE (repeatable; all must match).
         #[arg(long = "label", value_parser = crate::token::parse_label, conflicts_with = "worker_id")]
         labels: Vec<(String, String)>,
+    },
+    /// Remove a gone (left, revoked, unreachable) worker's record now, as garbage collection
+    /// would after worker_gc.threshold. Its id is never used again.
+    Purge {
+        /// The worker's id (the ID column of `workers list`).
+        worker_id: u64,
+        /// Purge a live worker too: its identity is revoked first.
+        #[arg(long)]
+        force: bool,
     },
     /// Revoke a worker's identity for good.
     Revoke {
@@ -266,6 +276,15 @@ pub async fn run(command: WorkersCommand, connect: &ConnectArgs, format: Format)
         }
         WorkersCommand::Undrain { worker_id } => {
             (worker_id, client.worker_call(WorkerAction::Undrain, worker_id).await?)
+        }
+        WorkersCommand::Purge { worker_id, force } => {
+            let purged = client.purge_worker(worker_id, force).await?;
+            if format == Format::Table {
+                let was = purged.worker.as_ref().map_or("unknown", |w| state_name(w.state));
+                println!("worker {worker_id} removed (it was {was}); its id is never used again");
+                return Ok(());
+            }
+            (worker_id, purged)
         }
         WorkersCommand::Revoke { worker_id } => (worker_id, client.worker_call(WorkerAction::Revoke, worker_id).await?),
         WorkersCommand::Cordon { worker_id, labels } => {

@@ -90,6 +90,16 @@ impl ControlPlaneClient {
         .await
     }
 
+    /// Removes a gone worker's record now (`force`: a live one too, revoking it first); the
+    /// answer holds the record as it was.
+    pub async fn purge_worker(&self, worker_id: u64, force: bool) -> Result<v1::WorkerResponse, ClientError> {
+        let request = v1::PurgeWorkerRequest { worker_id, force };
+        self.on_leader(|channel| async move {
+            WorkerAdminServiceClient::new(channel).purge_worker(request).await.map(tonic::Response::into_inner)
+        })
+        .await
+    }
+
     /// Drains the worker, which then has `deadline_seconds` (0: no limit) to report drained.
     pub async fn drain_worker(&self, worker_id: u64, deadline_seconds: u64) -> Result<v1::WorkerResponse, ClientError> {
         let request = v1::DrainWorkerRequest { worker_id, deadline_seconds };

@@ -55,6 +55,8 @@ pub struct ControlPlaneConfig {
     pub leases: crate::LeaseTuning,
     /// How watches are served: history kept, progress, slow consumers, caps.
     pub watch: crate::WatchTuning,
+    /// When the records of gone workers (left, revoked, long unreachable) are removed.
+    pub worker_gc: crate::WorkerGc,
     /// Logging.
     pub telemetry: TelemetryConfig,
     /// API addresses of an existing cluster. Non-empty: join it as a learner instead of
@@ -74,6 +76,7 @@ impl Default for ControlPlaneConfig {
             limits: Limits::default(),
             leases: crate::LeaseTuning::default(),
             watch: crate::WatchTuning::default(),
+            worker_gc: crate::WorkerGc::default(),
             telemetry: TelemetryConfig::default(),
             join: Vec::new(),
         }
@@ -422,6 +425,7 @@ impl ControlPlaneConfig {
         self.raft.validate()?;
         self.limits.validate()?;
         self.leases.validate()?;
+        self.worker_gc.validate()?;
         self.watch.validate()?;
         if self.raft.snapshot_chunk_bytes >= self.limits.max_message_bytes {
             return Err(ConfigError::invalid(

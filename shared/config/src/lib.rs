@@ -23,6 +23,7 @@ pub mod listener;
 pub mod load;
 pub mod mode;
 pub mod watch;
+pub mod worker_gc;
 
 #[cfg(test)]
 mod test_support;
@@ -37,6 +38,7 @@ pub use listener::{AdminLimits, ListenerLimits};
 pub use load::ConfigLoader;
 pub use mode::{AdaptiveTtlConfig, ClusterMode, DEFAULT_HEARTBEAT_GRACE, RaftPeer, StaticPeer, WorkerTierRole};
 pub use watch::WatchTuning;
+pub use worker_gc::WorkerGc;
 
 /// Default port of the Raft peer listener (`listen.raft_addr`).
 pub const DEFAULT_RAFT_PORT: u16 = 3668;

@@ -96,6 +96,7 @@ pub const RULES: &[Rule] = &[
     rule("/muster.v1.WorkerAdminService/WatchWorkers", Api, OPERATOR_OR_WATCHER),
     rule("/muster.v1.WorkerAdminService/DrainWorker", Api, OPERATOR),
     rule("/muster.v1.WorkerAdminService/UndrainWorker", Api, OPERATOR),
+    rule("/muster.v1.WorkerAdminService/PurgeWorker", Api, OPERATOR),
     rule("/muster.v1.WorkerAdminService/RevokeWorker", Api, OPERATOR),
     rule("/muster.v1.WorkerAdminService/LabelWorker", Api, OPERATOR),
     rule("/muster.v1.WorkerAdminService/CordonWorker", Api, OPERATOR),
@@ -208,6 +209,7 @@ mod tests {
             "/muster.v1.WorkerAdminService/CordonWorker",
             "/muster.v1.WorkerAdminService/DrainWorker",
             "/muster.v1.WorkerAdminService/UndrainWorker",
+            "/muster.v1.WorkerAdminService/PurgeWorker",
         ];
         for path in admin {
             let rule = rule_for(path).unwrap();

@@ -29,11 +29,11 @@ pub const COMMAND_FORMAT_VERSION: u32 = 2;
 /// | format | adds |
 /// |---|---|
 /// | 1 | every kind up to `Noop` |
-/// | 2 | `RotateWorkerCa`; `UpdateWorker` changing `eligible`, `drain` or `undrain`; `WorkerTransitions` ending a drain (`drain_outcome`) |
+/// | 2 | `RotateWorkerCa`; `RemoveWorkers`; `UpdateWorker` changing `eligible`, `drain` or `undrain`; `WorkerTransitions` ending a drain (`drain_outcome`) |
 pub fn command_format(op: Option<&v1::command::Op>) -> u32 {
     use v1::command::Op;
     match op {
-        Some(Op::RotateWorkerCa(_)) => 2,
+        Some(Op::RotateWorkerCa(_) | Op::RemoveWorkers(_)) => 2,
         Some(Op::UpdateWorker(v1::UpdateWorker { change: Some(change), .. })) => {
             use v1::update_worker::Change;
             match change {
@@ -79,6 +79,7 @@ impl fmt::Display for v1::Command {
             Some(Op::RetireLegacyWorkerCa(retire)) => write!(f, "retire-legacy-worker-ca {}", retire.legacy_sha256)?,
             Some(Op::RotateWorkerCa(rotate)) => write!(f, "rotate-worker-ca {}", rotate.step_name())?,
             Some(Op::RecordWorkerCert(record)) => write!(f, "record-worker-cert {}", record.worker_id)?,
+            Some(Op::RemoveWorkers(remove)) => write!(f, "remove-workers ({})", remove.worker_ids.len())?,
             Some(Op::UpdateWorker(update)) => write!(f, "update-worker {}", update.worker_id)?,
             Some(Op::WorkerTransitions(batch)) => {
                 write!(f, "worker-transitions ({} in term {})", batch.transitions.len(), batch.term)?
@@ -102,6 +103,8 @@ mod tests {
         assert_eq!(command_format(Some(&put)), 1, "a release reading format 1 applies it");
         let rotate = v1::command::Op::RotateWorkerCa(v1::RotateWorkerCa::default());
         assert_eq!(command_format(Some(&rotate)), 2);
+        let remove = v1::command::Op::RemoveWorkers(v1::RemoveWorkers::default());
+        assert_eq!(command_format(Some(&remove)), 2);
         assert_eq!(command_format(None), 1);
         let cordon = v1::command::Op::UpdateWorker(v1::UpdateWorker {
             change: Some(v1::update_worker::Change::Eligible(false)),

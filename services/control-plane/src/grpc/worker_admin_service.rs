@@ -24,6 +24,23 @@ pub struct WorkerAdminApi {
 }
 
 impl WorkerAdminApi {
+    /// Revokes worker `id` and answers once every live gateway refuses it (or the wait ran out).
+    async fn revoke(&self, id: u64) -> Result<v1::WorkerResponse, Status> {
+        tracing::warn!(worker_id = id, "revoking worker identity");
+        let response = self.change(id, v1::update_worker::Change::State(v1::WorkerState::Revoked as i32)).await?;
+        // Answer once every gateway refuses the worker, so its next report gets no ack.
+        let behind = self.node.leases.revoke(&*self.node, id).await;
+        if !behind.is_empty() {
+            tracing::warn!(
+                worker_id = id,
+                gateways = ?behind,
+                "these gateways did not confirm the revocation in time; they refuse the worker once their next \
+                 liveness batch reaches the leader"
+            );
+        }
+        Ok(response.into_inner())
+    }
+
     pub fn new(node: Arc<NodeHandle>) -> Self {
         Self { node }
     }
@@ -156,21 +173,39 @@ impl WorkerAdminService for WorkerAdminApi {
         self.change(request.into_inner().worker_id, v1::update_worker::Change::Undrain(true)).await
     }
 
-    async fn revoke_worker(&self, request: Request<v1::WorkerRequest>) -> Result<Response<v1::WorkerResponse>, Status> {
-        let id = request.into_inner().worker_id;
-        tracing::warn!(worker_id = id, "revoking worker identity");
-        let response = self.change(id, v1::update_worker::Change::State(v1::WorkerState::Revoked as i32)).await?;
-        // Answer once every gateway refuses the worker, so its next report gets no ack.
-        let behind = self.node.leases.revoke(&*self.node, id).await;
-        if !behind.is_empty() {
-            tracing::warn!(
-                worker_id = id,
-                gateways = ?behind,
-                "these gateways did not confirm the revocation in time; they refuse the worker once their next \
-                 liveness batch reaches the leader"
-            );
+    async fn purge_worker(
+        &self,
+        request: Request<v1::PurgeWorkerRequest>,
+    ) -> Result<Response<v1::WorkerResponse>, Status> {
+        let v1::PurgeWorkerRequest { worker_id: id, force } = request.into_inner();
+        self.linearize().await?;
+        let worker = self.node.reader.worker(id).map_err(storage_error)?;
+        let mut worker = worker.ok_or_else(|| ApiError::NotFound(format!("no worker {id}")))?;
+        if !crate::store::is_gone(worker.state) {
+            let state = v1::WorkerState::try_from(worker.state).unwrap_or_default().as_str_name();
+            if !force {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "worker {id} is {state}: it is live. Drain it and let it leave, or purge with force, which \
+                     revokes its identity first"
+                ))
+                .into());
+            }
+            worker = self.revoke(id).await?.worker.unwrap_or_default();
         }
-        Ok(response)
+        tracing::warn!(worker_id = id, "purging worker record");
+        let remove = v1::RemoveWorkers { worker_ids: vec![id], changed_before_unix: i64::MAX };
+        let result = Refused::check(self.node.propose(v1::command::Op::RemoveWorkers(remove)).await?)?;
+        if result.transitions_applied == 0 {
+            return Err(ApiError::FailedPrecondition(format!(
+                "worker {id} changed while it was being purged (it came back, or was purged already); look again"
+            ))
+            .into());
+        }
+        Ok(Response::new(v1::WorkerResponse { worker: Some(worker), lease: None }))
+    }
+
+    async fn revoke_worker(&self, request: Request<v1::WorkerRequest>) -> Result<Response<v1::WorkerResponse>, Status> {
+        Ok(Response::new(self.revoke(request.into_inner().worker_id).await?))
     }
 
     async fn cordon_worker(&self, request: Request<v1::WorkerRequest>) -> Result<Response<v1::WorkerResponse>, Status> {

@@ -123,6 +123,7 @@ pub(crate) fn apply_readable(
         Some(Op::RecordWorkerCert(record)) => super::workers::record_cert(txn, index, record, changes)?,
         Some(Op::UpdateWorker(update)) => super::workers::update(txn, index, update, changes)?,
         Some(Op::WorkerTransitions(batch)) => super::workers::transitions(txn, index, term, batch, changes)?,
+        Some(Op::RemoveWorkers(remove)) => super::workers::remove(txn, index, remove, changes)?,
         // A barrier; before formats were recorded a barrier had no op at all (see `readable`).
         Some(Op::Noop(_)) | None => v1::CommandResult { index, ..Default::default() },
     };

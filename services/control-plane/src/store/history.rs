@@ -79,6 +79,17 @@ impl Changes {
         });
     }
 
+    /// Records a worker removed at `revision`: the event carries the record as it was.
+    pub(crate) fn worker_removed(&mut self, revision: u64, removed: &v1::WorkerRecord) {
+        self.workers.push(v1::WorkerEvent {
+            r#type: v1::WorkerEventType::Removed as i32,
+            revision,
+            worker: Some(removed.clone()),
+            previous_state: removed.state,
+            previous_labels: Default::default(),
+        });
+    }
+
     fn is_empty(&self) -> bool {
         self.kv.is_empty() && self.workers.is_empty()
     }

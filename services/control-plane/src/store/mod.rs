@@ -17,6 +17,7 @@ pub(crate) mod db;
 mod fsm;
 #[doc(hidden)]
 pub mod fuzzing;
+mod gone_workers;
 pub(crate) mod history;
 #[doc(hidden)]
 pub mod legacy_fixture;
@@ -45,3 +46,4 @@ pub use scrub::{ScrubReport, scrub_worker_ca_key};
 pub use snapshot::{SNAPSHOT_FORMAT, SnapshotFile, read_snapshot_records};
 pub use state_machine::StateMachineStore;
 pub use worker_states::{WorkerStateCache, WorkerStates};
+pub(crate) use workers::is_gone;

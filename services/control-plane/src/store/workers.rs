@@ -278,6 +278,36 @@ pub(crate) fn record_cert(
     Ok(v1::CommandResult { index, succeeded: true, worker: Some(worker), ..Default::default() })
 }
 
+/// Whether a worker in `state` is gone (left, revoked or unreachable): its record may be
+/// removed; a live one (ready or draining) may not.
+pub(crate) fn is_gone(state: i32) -> bool {
+    use v1::WorkerState::{Left, Revoked, Unreachable};
+    state == Left as i32 || state == Revoked as i32 || state == Unreachable as i32
+}
+
+/// Removes the listed workers that are gone and have been since `changed_before_unix`; other
+/// ids (live, too recent, unknown) are skipped. `removed` in the result counts them.
+pub(crate) fn remove(
+    txn: &WriteTransaction,
+    index: u64,
+    command: &v1::RemoveWorkers,
+    changes: &mut Changes,
+) -> io::Result<v1::CommandResult> {
+    let mut workers = txn.open_table(WORKERS).map_err(io_err)?;
+    let mut removed = 0u32;
+    for worker_id in &command.worker_ids {
+        let current = workers.get(*worker_id).map_err(io_err)?.map(|v| decode(v.value(), "worker"));
+        let Some(worker): Option<v1::WorkerRecord> = current.transpose()? else { continue };
+        if !is_gone(worker.state) || worker.state_changed_at_unix > command.changed_before_unix {
+            continue;
+        }
+        workers.remove(*worker_id).map_err(io_err)?;
+        changes.worker_removed(index, &worker);
+        removed += 1;
+    }
+    Ok(v1::CommandResult { index, succeeded: true, transitions_applied: removed, ..Default::default() })
+}
+
 /// Stores `worker` as changed at `revision` (from `before`, none for a new worker) and notes
 /// the change for the watch history: every write of a worker record goes through here.
 fn put_worker(
@@ -621,5 +651,34 @@ mod tests {
         let result = transition(&db, 3, 2, 1, v1::WorkerState::Unreachable);
         assert_eq!(result.refused(), Some(v1::Refusal::StaleTerm));
         assert_eq!(state_of(&db, 1), v1::WorkerState::Ready);
+    }
+
+    #[test]
+    fn only_gone_workers_past_the_cutoff_are_removed_and_ids_are_never_reused() {
+        let (_dir, db, token) = setup(3);
+        let live = register_with(&db, 2, &token, NOW).worker.unwrap().worker_id;
+        let gone = register_with(&db, 3, &token, NOW).worker.unwrap().worker_id;
+        transition(&db, 4, 3, gone, v1::WorkerState::Left);
+        let remove = |index, changed_before_unix| {
+            let txn = db.begin_write().unwrap();
+            let command = v1::RemoveWorkers { worker_ids: vec![gone, live, 99], changed_before_unix };
+            let mut changes = Changes::default();
+            let result = remove(&txn, index, &command, &mut changes).unwrap();
+            txn.commit().unwrap();
+            (result.transitions_applied, changes.workers)
+        };
+        let (removed, events) = remove(5, NOW - 1);
+        assert_eq!((removed, events.len()), (0, 0), "left after the cut-off: kept");
+        let (removed, events) = remove(6, NOW);
+        assert_eq!(removed, 1, "the live worker and the unknown id are skipped");
+        assert_eq!(events[0].r#type, v1::WorkerEventType::Removed as i32);
+        assert_eq!(
+            events[0].worker.as_ref().map(|w| (w.worker_id, w.state)),
+            Some((gone, v1::WorkerState::Left as i32))
+        );
+        let reader = FsmReader::new(db.clone());
+        assert!(reader.worker(gone).unwrap().is_none() && reader.worker(live).unwrap().is_some());
+        let next = register_with(&db, 7, &token, NOW).worker.unwrap().worker_id;
+        assert_eq!(next, gone + 1, "the removed (highest) id is not handed out again");
     }
 }

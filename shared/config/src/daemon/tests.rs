@@ -57,6 +57,11 @@ fn empty_file_gives_every_default() {
                 mass_expiry_pause: Duration::from_secs(120),
                 gateway_lease: Duration::from_secs(3),
             },
+            worker_gc: crate::WorkerGc {
+                threshold: Duration::from_secs(24 * 3600),
+                interval: Duration::from_secs(60),
+                max_per_round: 500,
+            },
             watch: crate::WatchTuning {
                 history_max_revisions: 100_000,
                 history_max_age: Duration::from_secs(3600),
