@@ -161,7 +161,14 @@ fn snapshot_seeds() {
     use v1::snapshot_record::Record;
     let mut body = b"MUSTER-SNAPSHOT 1\n".to_vec();
     let kv =
-        v1::KeyValue { key: "k".into(), value: b"v".to_vec(), create_revision: 3, mod_revision: 5, written_by: None };
+        v1::KeyValue {
+            key: "k".into(),
+            value: b"v".to_vec(),
+            create_revision: 3,
+            mod_revision: 5,
+            written_by: None,
+            ..Default::default()
+        };
     let session = v1::ClientSession {
         client_id: 9,
         sequence: 4,
@@ -234,6 +241,7 @@ fn commands() -> Vec<v1::Command> {
                 token_cluster_id: "c0ffee".into(),
                 now_unix: 200,
                 profile: Some(v1::WorkerProfile { hostname: "w1".into(), ..Default::default() }),
+                replaces_worker_id: 0,
             }),
         ),
         command(0, Op::InitWorkerCa(v1::InitWorkerCa { cert_pem: "cert".into(), ..Default::default() })),
@@ -297,7 +305,7 @@ fn proto_seeds() {
             .encode_to_vec(),
         ),
         (4, v1::VoteRequest { vote: Some(vote), last_log_id: Some(log_id(3)) }.encode_to_vec()),
-        (9, v1::RegisterRequest { token: "t".into(), csr_pem: "csr".into(), profile: None }.encode_to_vec()),
+        (9, v1::RegisterRequest { token: "t".into(), csr_pem: "csr".into(), profile: None, ..Default::default() }.encode_to_vec()),
     ];
     for (kind, bytes) in messages {
         write("proto_decode", &format!("kind-{kind:02}"), &Output::default().u8(kind).bytes(&bytes).0);

@@ -217,6 +217,8 @@ fn worker_json(worker: &v1::WorkerRecord, lease: Option<&v1::WorkerLease>) -> se
         "cert_expires_at": when(worker.cert_expires_at_unix),
         "os": profile.os, "arch": profile.arch, "version": profile.version, "capacity": profile.capacity,
         "token_id": worker.token_id,
+        "replaces": (worker.replaces != 0).then_some(worker.replaces),
+        "replaced_by": (worker.replaced_by != 0).then_some(worker.replaced_by),
     })
 }
 

@@ -94,9 +94,14 @@ impl<C: ControlPlane> Registrar<C> {
         Signer::check_csr(&request.csr_pem)?;
         muster_proto::limits::validate_profile(&request.profile.clone().unwrap_or_default())
             .map_err(|err| ApiError::InvalidArgument(err.to_string()))?;
+        let replaces_worker_id = self.replaced_worker(&request)?;
         let registered = self
             .control_plane
-            .register_worker(v1::RegisterWorkerRequest { token: request.token, profile: request.profile })
+            .register_worker(v1::RegisterWorkerRequest {
+                token: request.token,
+                profile: request.profile,
+                replaces_worker_id,
+            })
             .await?;
         let worker =
             registered.worker.ok_or_else(|| ApiError::Internal("the control plane returned no worker".into()))?;
@@ -136,7 +141,33 @@ impl<C: ControlPlane> Registrar<C> {
             grace_ms: liveness.grace_ms,
             gateways: liveness.gateways,
             cert_expires_at_unix: signed.not_after_unix,
+            replaces_worker_id: worker.replaces,
         })
+    }
+
+    /// The worker a registration replaces (0: none), once its proof holds: the old certificate
+    /// is of this cluster's worker CA and the request is for its key.
+    fn replaced_worker(&self, request: &v1::RegisterRequest) -> Result<u64, ApiError> {
+        let pem = &request.replaces_cert_pem;
+        if pem.is_empty() {
+            return Ok(0);
+        }
+        let max = muster_proto::limits::MAX_CA_CERT_PEM_BYTES;
+        if pem.len() > max {
+            return Err(ApiError::InvalidArgument(format!(
+                "replaces_cert_pem is {} bytes; a worker certificate is at most {max}",
+                pem.len()
+            )));
+        }
+        let worker_ca = self.signer.worker_ca();
+        muster_tls::replaced_worker_id(pem, &request.csr_pem, worker_ca.cert_pem(), &self.signer.cluster_id).map_err(
+            |why| {
+                ApiError::FailedPrecondition(format!(
+                    "this registration cannot replace the old identity: {why}. Delete the node's identity dir to \
+                     register it as a new worker"
+                ))
+            },
+        )
     }
 
     pub async fn renew(&self, caller: Caller<'_>, request: v1::RenewRequest) -> Result<v1::RenewResponse, ApiError> {

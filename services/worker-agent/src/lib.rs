@@ -69,20 +69,37 @@ pub async fn obtain_identity(
     profile: &muster_proto::v1::WorkerProfile,
 ) -> anyhow::Result<Start> {
     let dir = &settings.identity_dir;
-    if let Some(identity) = Identity::load(dir)? {
-        identity.check_not_expired(dir, muster_proto::clock::unix_now())?;
-        tracing::info!(
-            worker_id = identity.meta.worker_id,
-            cluster_id = %identity.meta.cluster_id,
-            dir = %dir.display(),
-            "reusing the saved identity; no token needed"
-        );
-        return Ok(Start {
-            identity,
-            gateways: GatewayList::load(dir)?,
-            grace: muster_config::DEFAULT_HEARTBEAT_GRACE,
-        });
-    }
+    let expired = match Identity::load(dir)? {
+        None => None,
+        Some(identity) => match identity.check_not_expired(dir, muster_proto::clock::unix_now()) {
+            Ok(()) => {
+                tracing::info!(
+                    worker_id = identity.meta.worker_id,
+                    cluster_id = %identity.meta.cluster_id,
+                    dir = %dir.display(),
+                    "reusing the saved identity; no token needed"
+                );
+                return Ok(Start {
+                    identity,
+                    gateways: GatewayList::load(dir)?,
+                    grace: muster_config::DEFAULT_HEARTBEAT_GRACE,
+                });
+            }
+            // Without a token to register again with, the error names the way out.
+            Err(err) if settings.token_file.is_none() => return Err(err),
+            Err(_) => {
+                tracing::error!(
+                    worker_id = identity.meta.worker_id,
+                    expired_at_unix = identity.meta.cert_expires_at_unix,
+                    dir = %dir.display(),
+                    "THIS WORKER'S IDENTITY EXPIRED: the node was off longer than its certificate lifetime. \
+                     Registering again with the token in token_file; the new worker records that it replaces the \
+                     old one"
+                );
+                Some(identity)
+            }
+        },
+    };
     let token_file = settings.token_file.as_ref().with_context(|| {
         format!(
             "no identity in {} and no cluster.token_file to register with; create a token with \
@@ -90,7 +107,21 @@ pub async fn obtain_identity(
             dir.display()
         )
     })?;
-    let registered = register::register(&settings.servers, token_file, profile.clone()).await?;
+    let registered = register::register(&settings.servers, token_file, profile.clone(), expired.as_ref())
+        .await
+        .with_context(|| match &expired {
+            Some(old) => format!("registering again after worker {}'s identity expired", old.meta.worker_id),
+            None => "registering".to_string(),
+        })?;
+    if let Some(old) = &expired {
+        tracing::warn!(
+            worker_id = registered.identity.meta.worker_id,
+            replaces = old.meta.worker_id,
+            "registered again: this node is now worker {}, which replaces worker {}",
+            registered.identity.meta.worker_id,
+            old.meta.worker_id
+        );
+    }
     // The gateways first: a complete identity always has the list it came with next to it.
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     registered.gateways.save(dir)?;

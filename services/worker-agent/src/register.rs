@@ -54,17 +54,36 @@ enum Attempt {
 /// Registers with the first registrar that accepts, using the token in `token_file`.
 /// Unreachable registrars are retried round-robin with jittered backoff (capped at 30 s) until
 /// one answers; a refusal (bad token, pin mismatch) ends the attempt at once.
-pub async fn register(servers: &[String], token_file: &Path, profile: v1::WorkerProfile) -> anyhow::Result<Registered> {
+///
+/// `replacing`: the node's expired identity. The request is then for its key, with its
+/// certificate, so the cluster links the new worker to the old one.
+pub async fn register(
+    servers: &[String],
+    token_file: &Path,
+    profile: v1::WorkerProfile,
+    replacing: Option<&Identity>,
+) -> anyhow::Result<Registered> {
     anyhow::ensure!(!servers.is_empty(), "no registrar addresses configured (cluster.servers)");
     let text = std::fs::read_to_string(token_file)
         .with_context(|| format!("reading the bootstrap token file {}", token_file.display()))?;
     let token = muster_token::decode(&text).with_context(|| format!("the token in {}", token_file.display()))?;
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).context("generating the worker key")?;
+    let (key, replaces_cert_pem) = match replacing {
+        Some(old) => {
+            let key = rcgen::KeyPair::from_pem(&old.key_pem).context("reading the expired identity's key")?;
+            (key, leaf_pem(&old.cert_chain_pem).to_string())
+        }
+        None => {
+            let key =
+                rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).context("generating the worker key")?;
+            (key, String::new())
+        }
+    };
     let csr = csr_pem(&key)?;
+    let request = Request { token: &text, csr_pem: &csr, profile: &profile, replaces_cert_pem: &replaces_cert_pem };
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
     for (attempt, server) in (1u32..).zip(servers.iter().cycle()) {
         let span = attempt_span(server, attempt, &token.token_id);
-        let outcome = register_with(server, &text, &token.ca_pin_sha256, &csr, &profile).instrument(span.clone()).await;
+        let outcome = register_with(server, &token.ca_pin_sha256, &request).instrument(span.clone()).await;
         if let Err(Attempt::Fatal(err) | Attempt::Retry(err)) = &outcome {
             span.record("otel.status_code", "error");
             span.record("error", tracing::field::display(format!("{err:#}")));
@@ -116,13 +135,21 @@ fn registered(response: v1::RegisterResponse, key: &rcgen::KeyPair) -> Registere
     }
 }
 
-async fn register_with(
-    server: &str,
-    token: &str,
-    pin: &[u8],
-    csr_pem: &str,
-    profile: &v1::WorkerProfile,
-) -> Result<v1::RegisterResponse, Attempt> {
+/// What every attempt sends.
+struct Request<'a> {
+    token: &'a str,
+    csr_pem: &'a str,
+    profile: &'a v1::WorkerProfile,
+    replaces_cert_pem: &'a str,
+}
+
+/// The first certificate of a chain (the worker's own).
+fn leaf_pem(chain_pem: &str) -> &str {
+    const END: &str = "-----END CERTIFICATE-----";
+    chain_pem.find(END).map_or(chain_pem, |at| &chain_pem[..at + END.len()])
+}
+
+async fn register_with(server: &str, pin: &[u8], request: &Request<'_>) -> Result<v1::RegisterResponse, Attempt> {
     let ca = discover_ca(server, pin).await.map_err(|err| match err.downcast_ref::<PinMismatch>() {
         Some(_) => Attempt::Fatal(err),
         None => Attempt::Retry(err),
@@ -135,9 +162,10 @@ async fn register_with(
         RegistrarConnectError::Connect(err) => Attempt::Retry(err),
     })?;
     let request = v1::RegisterRequest {
-        token: token.trim().to_string(),
-        csr_pem: csr_pem.to_string(),
-        profile: Some(profile.clone()),
+        token: request.token.trim().to_string(),
+        csr_pem: request.csr_pem.to_string(),
+        profile: Some(request.profile.clone()),
+        replaces_cert_pem: request.replaces_cert_pem.to_string(),
     };
     match WorkerRegistrationServiceClient::new(channel).register(request).await {
         Ok(response) => Ok(response.into_inner()),

@@ -68,7 +68,7 @@ fn token_file(pki: &Pki, dir: &tempfile::TempDir) -> std::path::PathBuf {
 async fn attempt(addr: &str, token: &std::path::Path) -> Option<anyhow::Result<u64>> {
     let profile = v1::WorkerProfile { hostname: "node".into(), ..Default::default() };
     let servers = [addr.to_string()];
-    let registered = muster_worker_agent::register::register(&servers, token, profile);
+    let registered = muster_worker_agent::register::register(&servers, token, profile, None);
     // A server of the wrong role is retried as unreachable: bound the attempt.
     tokio::time::timeout(Duration::from_secs(3), registered)
         .await

@@ -29,7 +29,7 @@ pub const COMMAND_FORMAT_VERSION: u32 = 2;
 /// | format | adds |
 /// |---|---|
 /// | 1 | every kind up to `Noop` |
-/// | 2 | `RotateWorkerCa`; `RemoveWorkers`; `UpdateWorker` changing `eligible`, `drain` or `undrain`; `WorkerTransitions` ending a drain (`drain_outcome`) |
+/// | 2 | `RotateWorkerCa`; `RemoveWorkers`; `UpdateWorker` changing `eligible`, `drain` or `undrain`; `WorkerTransitions` ending a drain (`drain_outcome`); `RegisterWorker` replacing a worker |
 pub fn command_format(op: Option<&v1::command::Op>) -> u32 {
     use v1::command::Op;
     match op {
@@ -42,6 +42,7 @@ pub fn command_format(op: Option<&v1::command::Op>) -> u32 {
             }
         }
         Some(Op::WorkerTransitions(batch)) if batch.transitions.iter().any(|t| t.drain_outcome != 0) => 2,
+        Some(Op::RegisterWorker(register)) if register.replaces_worker_id != 0 => 2,
         _ => 1,
     }
 }
@@ -105,6 +106,10 @@ mod tests {
         assert_eq!(command_format(Some(&rotate)), 2);
         let remove = v1::command::Op::RemoveWorkers(v1::RemoveWorkers::default());
         assert_eq!(command_format(Some(&remove)), 2);
+        let register = v1::RegisterWorker::default();
+        assert_eq!(command_format(Some(&v1::command::Op::RegisterWorker(register.clone()))), 1);
+        let replacing = v1::RegisterWorker { replaces_worker_id: 3, ..register };
+        assert_eq!(command_format(Some(&v1::command::Op::RegisterWorker(replacing))), 2);
         assert_eq!(command_format(None), 1);
         let cordon = v1::command::Op::UpdateWorker(v1::UpdateWorker {
             change: Some(v1::update_worker::Change::Eligible(false)),

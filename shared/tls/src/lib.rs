@@ -15,6 +15,7 @@ mod init;
 mod live;
 mod parse;
 mod renew;
+mod replaced;
 pub mod rotate;
 pub mod rotate_worker;
 mod server_config;
@@ -36,6 +37,7 @@ pub use live::{
     Reloader, humanize,
 };
 pub use renew::{PkiRenew, Renewed, renew_pki};
+pub use replaced::replaced_worker_id;
 pub use server_config::{ClientAuth, client_cert_verifier};
 pub use spec::{CertSpec, Pem, Role, TRUST_DOMAIN_PREFIX, default_node_hosts, spiffe_id};
 pub use swappable::SwappableClientVerifier;

@@ -124,6 +124,7 @@ pub async fn register_all(
                 token,
                 csr_pem: muster_worker_agent::register::csr_pem(&key)?,
                 profile: Some(v1::WorkerProfile { hostname: format!("sim-{index}"), ..Default::default() }),
+                replaces_cert_pem: String::new(),
             };
             let response = WorkerRegistrationServiceClient::new(channel)
                 .register(request)

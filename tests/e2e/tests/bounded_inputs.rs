@@ -66,6 +66,7 @@ async fn register_with(
         token: token.to_string(),
         csr_pem: muster_worker_agent::register::csr_pem(&key).unwrap(),
         profile: Some(profile),
+        ..Default::default()
     };
     let response = WorkerRegistrationServiceClient::new(channel).register(request).await?;
     Ok(response.into_inner().worker_id)

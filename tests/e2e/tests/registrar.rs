@@ -41,7 +41,12 @@ async fn register(
     csr_pem: &str,
 ) -> Result<v1::RegisterResponse, tonic::Status> {
     let profile = v1::WorkerProfile { hostname: "worker-host".into(), ..Default::default() };
-    let request = v1::RegisterRequest { token: token.into(), csr_pem: csr_pem.into(), profile: Some(profile) };
+    let request = v1::RegisterRequest {
+        token: token.into(),
+        csr_pem: csr_pem.into(),
+        profile: Some(profile),
+        ..Default::default()
+    };
     Ok(client.register(request).await?.into_inner())
 }
 

@@ -27,7 +27,8 @@ async fn register(
     registry: &mut WorkerRegistryServiceClient<Channel>,
     token: &str,
 ) -> Result<v1::WorkerRecord, tonic::Status> {
-    let request = v1::RegisterWorkerRequest { token: token.to_string(), profile: profile("host") };
+    let request =
+        v1::RegisterWorkerRequest { token: token.to_string(), profile: profile("host"), ..Default::default() };
     Ok(registry.register_worker(request).await?.into_inner().worker.expect("a worker"))
 }
 

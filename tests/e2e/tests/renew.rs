@@ -46,7 +46,7 @@ async fn register(cluster: &Cluster, registrar: &Registrar) -> (v1::RegisterResp
     let client = worker_client(cluster, registrar, None);
     let (key, csr_pem) = key_and_csr();
     let profile = v1::WorkerProfile { hostname: "renewing-host".into(), ..Default::default() };
-    let request = v1::RegisterRequest { token, csr_pem, profile: Some(profile) };
+    let request = v1::RegisterRequest { token, csr_pem, profile: Some(profile), ..Default::default() };
     // The registrar may still be starting: retry while it is unreachable, fail on a refusal.
     let response = eventually_msg("Register through the registrar", WAIT, || {
         let (mut client, request) = (client.clone(), request.clone());

@@ -328,6 +328,7 @@ async fn a_resume_point_older_than_the_history_is_out_of_range_and_the_worker_wa
         .register_worker(v1::RegisterWorkerRequest {
             token,
             profile: Some(v1::WorkerProfile { hostname: "watched".into(), ..Default::default() }),
+            ..Default::default()
         })
         .await
         .expect("a worker")
@@ -486,7 +487,10 @@ async fn a_listing_in_pages_while_workers_churn_is_the_state_at_its_first_revisi
         let (mut registry, token) = (registry.clone(), token.clone());
         async move {
             let profile = Some(v1::WorkerProfile { hostname: format!("listed-{n}"), ..Default::default() });
-            registry.register_worker(v1::RegisterWorkerRequest { token, profile }).await.expect("a worker")
+            registry
+                .register_worker(v1::RegisterWorkerRequest { token, profile, ..Default::default() })
+                .await
+                .expect("a worker")
         }
     };
     let mut registering = JoinSet::new();

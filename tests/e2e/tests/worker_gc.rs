@@ -84,7 +84,10 @@ async fn gone_workers_are_collected_live_ones_stay_and_ids_are_never_reused() {
     let live_text = live_id.to_string();
     let (ok, stdout, stderr) = musterctl(&cluster, &["workers", "list"]).await;
     let rows: Vec<&str> = stdout.lines().skip(1).collect();
-    assert!(ok && rows.len() == 1 && rows[0].starts_with(&live_text), "only the live worker is left: {stdout}\n{stderr}");
+    assert!(
+        ok && rows.len() == 1 && rows[0].starts_with(&live_text),
+        "only the live worker is left: {stdout}\n{stderr}"
+    );
 
     let (ok, _, stderr) = musterctl(&cluster, &["workers", "purge", &live_text]).await;
     assert!(!ok && stderr.contains("live") && stderr.contains("force"), "purge of a live worker: {stderr}");

@@ -61,6 +61,7 @@ impl WorkerRegistryService for RegistryApi {
             token_cluster_id: token.cluster_id.clone(),
             now_unix: unix_now(),
             profile: Some(profile),
+            replaces_worker_id: request.replaces_worker_id,
         };
         let result = self.node.propose(v1::command::Op::RegisterWorker(register)).await?;
         if let Some(reason) = result.refused() {
@@ -68,7 +69,13 @@ impl WorkerRegistryService for RegistryApi {
             return Err(token_refusal(reason, &result.error).into());
         }
         let worker = result.worker.ok_or_else(|| ApiError::Internal("registration stored no worker".into()))?;
-        tracing::info!(worker_id = worker.worker_id, name = %worker.name, token_id = %token.token_id, "worker registered");
+        tracing::info!(
+            worker_id = worker.worker_id,
+            name = %worker.name,
+            token_id = %token.token_id,
+            replaces = worker.replaces,
+            "worker registered"
+        );
         Ok(Response::new(v1::RegisterWorkerResponse { cluster_id: self.cluster_id()?, worker: Some(worker) }))
     }
 

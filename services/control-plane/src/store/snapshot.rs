@@ -245,6 +245,7 @@ mod tests {
                 token_cluster_id: "c-1".into(),
                 now_unix: 100,
                 profile: None,
+                replaces_worker_id: 0,
             }),
             v1::command::Op::InitWorkerCa(v1::InitWorkerCa {
                 cert_pem: "cert".into(),
@@ -302,6 +303,7 @@ mod tests {
             token_cluster_id: "c-1".into(),
             now_unix: 100,
             profile: None,
+            replaces_worker_id: 0,
         });
         let result = crate::store::fsm::apply_command(
             &txn,

@@ -42,6 +42,19 @@ pub(crate) fn register(
     let Some(token) = token.as_mut() else {
         return Ok(v1::CommandResult::refusing(index, v1::Refusal::TokenUnknown, "no such token"));
     };
+    let mut workers = txn.open_table(WORKERS).map_err(io_err)?;
+    let replaced = match command.replaces_worker_id {
+        0 => None,
+        id => workers.get(id).map_err(io_err)?.map(|v| decode::<v1::WorkerRecord>(v.value(), "worker")).transpose()?,
+    };
+    if let Some(old) = replaced.as_ref().filter(|old| old.state == v1::WorkerState::Revoked as i32) {
+        let message = format!(
+            "worker {} was revoked; a revoked worker never comes back by registering again. Delete the node's \
+             identity dir to register it as a new worker",
+            old.worker_id
+        );
+        return Ok(v1::CommandResult::refusing(index, v1::Refusal::WorkerRevoked, message));
+    }
     token.remaining_uses -= 1;
     tokens.insert(token.token_id.as_str(), token.encode_to_vec().as_slice()).map_err(io_err)?;
 
@@ -59,9 +72,22 @@ pub(crate) fn register(
         token_id: token.token_id.clone(),
         registered_at_unix: command.now_unix,
         state_changed_at_unix: command.now_unix,
+        // Kept even if the old record was removed since: operators can still follow the node.
+        replaces: command.replaces_worker_id,
         ..Default::default()
     };
-    put_worker(&mut txn.open_table(WORKERS).map_err(io_err)?, index, None, &mut worker, changes)?;
+    put_worker(&mut workers, index, None, &mut worker, changes)?;
+    if let Some(mut old) = replaced {
+        // The old identity expired and its node now runs as `worker`: it is gone for good.
+        let before = old.clone();
+        if old.state != v1::WorkerState::Left as i32 {
+            old.state = v1::WorkerState::Left as i32;
+            old.state_changed_at_unix = command.now_unix;
+            old.resume_state = 0;
+        }
+        old.replaced_by = worker_id;
+        put_worker(&mut workers, index, Some(&before), &mut old, changes)?;
+    }
     Ok(v1::CommandResult {
         index,
         succeeded: true,
@@ -390,7 +416,18 @@ mod tests {
     }
 
     fn register_with(db: &redb::Database, index: u64, token: &v1::BootstrapToken, now: i64) -> v1::CommandResult {
+        register_replacing(db, index, token, now, 0)
+    }
+
+    fn register_replacing(
+        db: &redb::Database,
+        index: u64,
+        token: &v1::BootstrapToken,
+        now: i64,
+        replaces_worker_id: u64,
+    ) -> v1::CommandResult {
         let command = v1::RegisterWorker {
+            replaces_worker_id,
             token_id: token.token_id.clone(),
             secret_sha256: muster_token::secret_hash(token),
             token_cluster_id: token.cluster_id.clone(),
@@ -680,5 +717,26 @@ mod tests {
         assert!(reader.worker(gone).unwrap().is_none() && reader.worker(live).unwrap().is_some());
         let next = register_with(&db, 7, &token, NOW).worker.unwrap().worker_id;
         assert_eq!(next, gone + 1, "the removed (highest) id is not handed out again");
+    }
+
+    #[test]
+    fn a_replacement_links_both_workers_and_a_revoked_worker_is_never_replaced() {
+        let (_dir, db, token) = setup(4);
+        let old = register_with(&db, 2, &token, NOW).worker.unwrap().worker_id;
+        transition(&db, 3, 3, old, v1::WorkerState::Unreachable);
+        let new = register_replacing(&db, 4, &token, NOW, old).worker.unwrap();
+        assert_eq!(new.replaces, old);
+        let reader = FsmReader::new(db.clone());
+        let old_record = reader.worker(old).unwrap().unwrap();
+        assert_eq!((old_record.state, old_record.replaced_by), (v1::WorkerState::Left as i32, new.worker_id));
+
+        let revoked = register_with(&db, 5, &token, NOW).worker.unwrap().worker_id;
+        assert!(change_state(&db, 6, revoked, v1::WorkerState::Revoked).succeeded);
+        let refused = register_replacing(&db, 7, &token, NOW, revoked);
+        assert_eq!(refused.refused(), Some(v1::Refusal::WorkerRevoked), "{}", refused.error);
+        assert!(refused.error.contains("never comes back"), "{}", refused.error);
+        assert_eq!(reader.token(&token.token_id).unwrap().unwrap().remaining_uses, 1, "the refusal took no use");
+        let removed = register_replacing(&db, 8, &token, NOW, 999).worker.unwrap();
+        assert_eq!(removed.replaces, 999, "a removed worker is still named");
     }
 }

@@ -70,7 +70,7 @@ fn csr() -> String {
 
 fn register_request() -> v1::RegisterRequest {
     let profile = v1::WorkerProfile { hostname: "node-a".into(), ..Default::default() };
-    v1::RegisterRequest { token: "t".into(), csr_pem: csr(), profile: Some(profile) }
+    v1::RegisterRequest { token: "t".into(), csr_pem: csr(), profile: Some(profile), ..Default::default() }
 }
 
 /// The DER of the first certificate of a chain.

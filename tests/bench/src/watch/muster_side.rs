@@ -102,6 +102,7 @@ impl Writer for Registration {
             token: self.token.clone(),
             csr_pem: muster_worker_agent::register::csr_pem(&key)?,
             profile: Some(v1::WorkerProfile { hostname: worker_name(seq, sent), ..Default::default() }),
+            ..Default::default()
         };
         WorkerRegistrationServiceClient::new(self.channel.clone()).register(request).await?;
         Ok(())
