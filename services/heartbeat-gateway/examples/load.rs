@@ -51,7 +51,7 @@ impl LivenessService for Leader {
             refused: Vec::new(),
             leader_term: 1,
             notices_through: 0,
-            draining: Vec::new(),
+            scheduling: Vec::new(),
         }))
     }
 

@@ -20,8 +20,8 @@ pub struct Reply {
 
 impl Reply {
     /// The ack gateway `gateway_id` sends for this reply under `view`, with the worker's drain
-    /// as the leader last told it.
-    pub fn ack(&self, view: &View, gateway_id: &str, drain: Option<v1::WorkerDrain>) -> v1::StatusAck {
+    /// and cordon as the leader last told them.
+    pub fn ack(&self, view: &View, gateway_id: &str, scheduling: Option<&v1::SchedulingNotice>) -> v1::StatusAck {
         let stale = self.reported_epoch != view.gateways_epoch;
         v1::StatusAck {
             sequence: self.sequence,
@@ -33,7 +33,8 @@ impl Reply {
             gateway_id: gateway_id.to_owned(),
             worker_count: view.worker_count,
             live_gateways: view.live_gateways,
-            drain,
+            drain: scheduling.and_then(|notice| notice.drain),
+            ineligible: scheduling.is_some_and(|notice| notice.ineligible),
         }
     }
 }
@@ -64,8 +65,10 @@ mod tests {
         assert_eq!(ack.gateway_id, "gw-1");
         assert!(ack.gateways.is_empty());
         let drain = v1::WorkerDrain { started_at_unix: 5, ..Default::default() };
-        let stale = Reply { reported_epoch: 0, ..reply }.ack(&view, "gw-1", Some(drain));
+        let notice = v1::SchedulingNotice { worker_id: 4, drain: Some(drain), ineligible: true };
+        let stale = Reply { reported_epoch: 0, ..reply }.ack(&view, "gw-1", Some(&notice));
         assert_eq!(stale.gateways.len(), 1);
-        assert_eq!(stale.drain, Some(drain));
+        assert_eq!((stale.drain, stale.ineligible), (Some(drain), true));
+        assert!(!ack.ineligible);
     }
 }

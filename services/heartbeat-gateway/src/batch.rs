@@ -169,7 +169,7 @@ impl<U: Upstream> Batcher<U> {
             Metrics::count(&state.metrics.refused);
             refused.insert((refusal.worker_id, None));
         }
-        state.learn_drains(beats.keys().copied(), &response.draining);
+        state.learn_scheduling(beats.keys().copied(), &response.scheduling);
         // Applied before the next request says so (`notices_seen`).
         state.notices_applied(response.leader_term, response.notices_through);
         for (worker, beat) in beats {
@@ -325,7 +325,7 @@ mod tests {
             refused,
             leader_term: 1,
             notices_through: 0,
-            draining: Vec::new(),
+            scheduling: Vec::new(),
         }
     }
 

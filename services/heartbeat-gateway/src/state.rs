@@ -30,9 +30,9 @@ pub struct GatewayState {
     bucket: Mutex<TokenBucket>,
     /// The leader notices applied: (leader term, highest sequence number).
     notices: Mutex<(u64, u64)>,
-    /// The drains of workers on this gateway, as the last batch answer with each one's beat
-    /// said (only draining workers are here).
-    drains: RwLock<HashMap<u64, v1::WorkerDrain>>,
+    /// Workers on this gateway that are draining or cordoned, as the last batch answer with
+    /// each one's beat said (no one else is here).
+    scheduling: RwLock<HashMap<u64, v1::SchedulingNotice>>,
 }
 
 impl GatewayState {
@@ -52,7 +52,7 @@ impl GatewayState {
             view: RwLock::new(Arc::new(view)),
             bucket: Mutex::new(bucket),
             notices: Mutex::new((0, 0)),
-            drains: RwLock::default(),
+            scheduling: RwLock::default(),
         }
     }
 
@@ -86,25 +86,23 @@ impl GatewayState {
     /// The ack for a reply under the current view; its TTL is counted as issued.
     pub fn ack(&self, reply: &Reply) -> v1::StatusAck {
         self.metrics.ttl_issued.observe(f64::from(reply.ttl_ms) / 1000.0);
-        let drain = {
-            let drains = self.drains.read().unwrap_or_else(PoisonError::into_inner);
-            if drains.is_empty() { None } else { drains.get(&reply.worker_id).cloned() }
-        };
-        reply.ack(&self.view(), &self.id, drain)
+        let scheduling = self.scheduling.read().unwrap_or_else(PoisonError::into_inner);
+        let notice = if scheduling.is_empty() { None } else { scheduling.get(&reply.worker_id) };
+        reply.ack(&self.view(), &self.id, notice)
     }
 
-    /// A batch answer: each worker of the batch is draining if the leader listed it, and not
-    /// otherwise.
-    pub fn learn_drains(&self, batch: impl IntoIterator<Item = u64>, draining: &[v1::DrainNotice]) {
-        let mut drains = self.drains.write().unwrap_or_else(PoisonError::into_inner);
-        if drains.is_empty() && draining.is_empty() {
+    /// A batch answer: each worker of the batch is draining or cordoned if the leader listed
+    /// it, and neither otherwise.
+    pub fn learn_scheduling(&self, batch: impl IntoIterator<Item = u64>, notices: &[v1::SchedulingNotice]) {
+        let mut scheduling = self.scheduling.write().unwrap_or_else(PoisonError::into_inner);
+        if scheduling.is_empty() && notices.is_empty() {
             return;
         }
         for worker_id in batch {
-            drains.remove(&worker_id);
+            scheduling.remove(&worker_id);
         }
-        for notice in draining {
-            drains.insert(notice.worker_id, notice.drain.unwrap_or_default());
+        for notice in notices {
+            scheduling.insert(notice.worker_id, *notice);
         }
     }
 

@@ -1,5 +1,5 @@
-//! A drain as the node sees it. An operator's `musterctl workers drain` reaches the agent in
-//! its acks (`StatusAck.drain`); the agent shows it on the admin listener (`/status`, and
+//! A drain, or a cordon, as the node sees it. An operator's `musterctl workers drain` (or
+//! `cordon`) reaches the agent in its acks (`StatusAck.drain`, `StatusAck.ineligible`); the agent shows it on the admin listener (`/status`, and
 //! `muster_worker_draining` in `/metrics`) so the node's own software can stop taking work and
 //! finish what it runs. When it is done it runs `worker-agent drained`, which leaves a marker
 //! file in the identity dir: whoever may write there (the node's own services) may say so,
@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use muster_proto::v1;
 
@@ -30,25 +31,37 @@ pub fn mark_drained(identity_dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// The drain the last ack carried, and the marker.
+/// The drain and eligibility the last ack carried, and the marker.
 #[derive(Debug)]
 pub struct DrainView {
     marker: PathBuf,
     drain: Mutex<Option<v1::WorkerDrain>>,
+    ineligible: AtomicBool,
 }
 
 impl DrainView {
     pub fn new(identity_dir: &Path) -> Self {
-        Self { marker: identity_dir.join(MARKER), drain: Mutex::new(None) }
+        Self { marker: identity_dir.join(MARKER), drain: Mutex::new(None), ineligible: AtomicBool::new(false) }
+    }
+
+    /// Whether the node may take new work (not cordoned, not draining).
+    pub fn eligible(&self) -> bool {
+        !self.ineligible.load(Ordering::Relaxed)
     }
 
     pub fn current(&self) -> Option<v1::WorkerDrain> {
         *self.drain.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// An ack arrived: its drain (None: not draining) replaces the one held. A marker left
-    /// while no drain is in progress belongs to an ended drain and is removed.
-    pub fn on_ack(&self, drain: Option<v1::WorkerDrain>) {
+    /// An ack arrived: its drain (None: not draining) and eligibility replace the ones held. A
+    /// marker left while no drain is in progress belongs to an ended drain and is removed.
+    pub fn on_ack(&self, drain: Option<v1::WorkerDrain>, ineligible: bool) {
+        if self.ineligible.swap(ineligible, Ordering::Relaxed) != ineligible {
+            match ineligible {
+                true => tracing::warn!("this worker is cordoned: take no new work"),
+                false => tracing::info!("this worker is eligible for new work again"),
+            }
+        }
         let in_progress = drain.as_ref().is_some_and(|drain| drain.outcome == v1::DrainOutcome::Unspecified as i32);
         let mut held = self.drain.lock().unwrap_or_else(|p| p.into_inner());
         if *held != drain {
@@ -102,22 +115,24 @@ mod tests {
         let view = DrainView::new(dir.path());
         mark_drained(dir.path()).unwrap();
         assert!(!view.report_drained(), "no drain in progress");
-        view.on_ack(None);
+        view.on_ack(None, false);
         assert!(!dir.path().join(MARKER).exists(), "a stale marker is removed");
 
-        view.on_ack(Some(v1::WorkerDrain { started_at_unix: 10, deadline_unix: 70, ..Default::default() }));
+        view.on_ack(Some(v1::WorkerDrain { started_at_unix: 10, deadline_unix: 70, ..Default::default() }), true);
         assert_eq!(view.stage(), "draining");
+        assert!(!view.eligible());
         assert!(!view.report_drained(), "not yet marked");
         mark_drained(dir.path()).unwrap();
         assert!(view.report_drained());
 
         let ended = v1::WorkerDrain { outcome: v1::DrainOutcome::Drained as i32, ..view.current().unwrap() };
-        view.on_ack(Some(ended));
+        view.on_ack(Some(ended), true);
         assert_eq!(view.stage(), "drained");
         assert!(!view.report_drained(), "reported once it is recorded");
         assert!(dir.path().join(MARKER).exists(), "kept while the drain stands");
-        view.on_ack(None);
+        view.on_ack(None, false);
         assert_eq!(view.stage(), "none");
+        assert!(view.eligible());
         assert!(!dir.path().join(MARKER).exists(), "undrained: the next drain needs a new report");
     }
 

@@ -197,7 +197,7 @@ impl Heartbeats {
         }
         let gateway_id = if ack.gateway_id.is_empty() { gateway.id.clone() } else { ack.gateway_id.clone() };
         self.status.heartbeats.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.status.drain.on_ack(ack.drain);
+        self.status.drain.on_ack(ack.drain, ack.ineligible);
         self.status.lease.send_replace(Lease {
             deadline: Some(sent_at + ttl + self.grace),
             ttl,

@@ -114,6 +114,8 @@ impl muster_admin::AdminSource for AgentStatus {
             counter(&mut out, name, help, "", value.load(Ordering::Relaxed));
         }
         let drain = self.drain.current();
+        let eligible = u64::from(self.drain.eligible());
+        gauge(&mut out, "muster_worker_eligible", "0 while this worker is cordoned or draining.", "", eligible);
         let draining = u64::from(drain.is_some());
         gauge(&mut out, "muster_worker_draining", "1 while an operator drains this worker.", "", draining);
         let stage = label("stage", self.drain.stage());
@@ -153,6 +155,7 @@ impl muster_admin::AdminSource for AgentStatus {
             "ready": self.until_deadline().is_some(),
             "gateway": lease.gateway_id,
             "ttl_seconds": lease.ttl.as_secs_f64(),
+            "eligible": self.drain.eligible(),
             "draining": drain.is_some(),
             "drain": drain,
         });

@@ -41,6 +41,7 @@ pub mod prometheus;
 pub mod registrar;
 pub mod wait;
 pub mod worker_cert;
+pub mod worker_tier;
 pub mod writer;
 
 pub use cluster::Cluster;

@@ -5,15 +5,9 @@
 //! `replaced_by`. A revoked worker never comes back this way: its agent stops with the reason,
 //! and no new worker appears.
 
-use std::time::Duration;
-
 use muster_e2e::agent::Agent;
-use muster_e2e::fleet::token_for;
-use muster_e2e::gateway::Gateway;
-use muster_e2e::registrar::Registrar;
-use muster_e2e::{Cluster, HeartbeatPolicy, Options, WorkerAction, eventually_msg, v1};
-
-const WAIT: Duration = Duration::from_secs(60);
+use muster_e2e::worker_tier::{WAIT, WorkerTier};
+use muster_e2e::{WorkerAction, eventually_msg, v1};
 
 /// Waits (with a deadline) until the agent's saved certificate has expired.
 async fn wait_expired(agent: &Agent) {
@@ -28,15 +22,11 @@ async fn wait_expired(agent: &Agent) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_identity_registers_again_linked_to_the_old_and_a_revoked_one_never() {
-    let options = Options { heartbeat: Some(HeartbeatPolicy::fast()), ..Options::tls() };
-    let cluster = Cluster::start(1, options).await;
-    let registrar = Registrar::start_with(&cluster, "worker_cert_validity = \"10s\"\n");
-    let gateway = Gateway::start(&cluster);
-    gateway.wait_ready().await;
-    let token = token_for(&cluster, 4).await;
-    let client = cluster.client();
+    let tier = WorkerTier::start("", "worker_cert_validity = \"10s\"\n").await;
+    let client = tier.cluster.client();
 
-    let mut agent = Agent::new(std::slice::from_ref(&registrar.addr), &token);
+    // Two uses each: the registration, and the one after expiry.
+    let mut agent = tier.agent(2).await;
     agent.start();
     let old_id = agent.wait_beating(WAIT).await;
     assert!(agent.terminate().await.success());
@@ -50,7 +40,7 @@ async fn an_expired_identity_registers_again_linked_to_the_old_and_a_revoked_one
     let old = client.worker_action(WorkerAction::Get, old_id).await.expect("the old worker");
     assert_eq!((old.replaced_by, old.state), (new_id, v1::WorkerState::Left as i32), "{old:?}");
 
-    let mut revoked = Agent::new(std::slice::from_ref(&registrar.addr), &token);
+    let mut revoked = tier.agent(2).await;
     revoked.start();
     let revoked_id = revoked.wait_beating(WAIT).await;
     client.worker_action(WorkerAction::Revoke, revoked_id).await.expect("revoke");

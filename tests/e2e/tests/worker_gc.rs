@@ -5,28 +5,10 @@
 //! registered afterwards gets a new id: ids are never reused.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use muster_client::WorkerWatchItem;
-use muster_e2e::agent::Agent;
-use muster_e2e::fleet::token_for;
-use muster_e2e::gateway::Gateway;
-use muster_e2e::process::run_musterctl;
-use muster_e2e::registrar::Registrar;
-use muster_e2e::{Cluster, HeartbeatPolicy, Options, v1};
-
-const WAIT: Duration = Duration::from_secs(60);
-
-async fn musterctl(cluster: &Cluster, args: &[&str]) -> (bool, String, String) {
-    let files = cluster.pki().expect("pki").operator();
-    let endpoints: Vec<String> = cluster.ids().into_iter().map(|id| cluster.addrs(id).api.clone()).collect();
-    let endpoints = endpoints.join(",");
-    let (ca, cert, key) =
-        (files.ca.display().to_string(), files.cert.display().to_string(), files.key.display().to_string());
-    let mut line = vec!["--endpoints", &endpoints, "--ca", &ca, "--cert", &cert, "--key", &key];
-    line.extend_from_slice(args);
-    run_musterctl(line, Duration::from_secs(30)).await
-}
+use muster_e2e::v1;
+use muster_e2e::worker_tier::{WAIT, WorkerTier};
 
 /// Worker events of the watch until `wanted` has been seen for every id in `ids`.
 async fn wait_events(watch: &mut muster_client::WorkerWatch, wanted: v1::WorkerEventType, ids: &[u64]) {
@@ -45,60 +27,44 @@ async fn wait_events(watch: &mut muster_client::WorkerWatch, wanted: v1::WorkerE
     }
 }
 
-async fn start_agent(cluster: &Cluster, registrar: &Registrar) -> (Agent, u64) {
-    let token = token_for(cluster, 1).await;
-    let mut agent = Agent::new(std::slice::from_ref(&registrar.addr), &token);
-    agent.start();
-    let id = agent.wait_beating(WAIT).await;
-    (agent, id)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn gone_workers_are_collected_live_ones_stay_and_ids_are_never_reused() {
-    let options = Options {
-        heartbeat: Some(HeartbeatPolicy::fast()),
-        extra_toml: "[worker_gc]\nthreshold = \"3s\"\ninterval = \"1s\"\n".into(),
-        ..Options::tls()
-    };
-    let cluster = Cluster::start(1, options).await;
-    let registrar = Registrar::start(&cluster);
-    let gateway = Gateway::start(&cluster);
-    gateway.wait_ready().await;
-    let (mut leaving, left_id) = start_agent(&cluster, &registrar).await;
-    let (mut revoked, revoked_id) = start_agent(&cluster, &registrar).await;
-    let (mut silent, silent_id) = start_agent(&cluster, &registrar).await;
-    let (mut live, live_id) = start_agent(&cluster, &registrar).await;
+    let tier = WorkerTier::start("[worker_gc]\nthreshold = \"3s\"\ninterval = \"1s\"\n", "").await;
+    let (mut leaving, left_id) = tier.beating_agent().await;
+    let (mut revoked, revoked_id) = tier.beating_agent().await;
+    let (mut silent, silent_id) = tier.beating_agent().await;
+    let (mut live, live_id) = tier.beating_agent().await;
 
-    let client = Arc::new(cluster.client());
+    let client = Arc::new(tier.cluster.client());
     let mut watch = client.watch_workers(v1::WatchWorkersRequest::default());
     let listed = tokio::time::timeout(WAIT, watch.next()).await.expect("a listing in time").expect("the watch");
     assert!(matches!(&listed, WorkerWatchItem::Listed { workers, .. } if workers.len() == 4));
 
     assert!(leaving.terminate().await.success(), "the agent leaves cleanly");
-    let (ok, _, stderr) = musterctl(&cluster, &["workers", "revoke", &revoked_id.to_string()]).await;
+    let (ok, _, stderr) = tier.musterctl(&["workers", "revoke", &revoked_id.to_string()]).await;
     assert!(ok, "revoke: {stderr}");
     revoked.wait_exit(WAIT).await;
     silent.kill().await;
     wait_events(&mut watch, v1::WorkerEventType::Removed, &[left_id, revoked_id, silent_id]).await;
 
     let live_text = live_id.to_string();
-    let (ok, stdout, stderr) = musterctl(&cluster, &["workers", "list"]).await;
+    let (ok, stdout, stderr) = tier.musterctl(&["workers", "list"]).await;
     let rows: Vec<&str> = stdout.lines().skip(1).collect();
     assert!(
         ok && rows.len() == 1 && rows[0].starts_with(&live_text),
         "only the live worker is left: {stdout}\n{stderr}"
     );
 
-    let (ok, _, stderr) = musterctl(&cluster, &["workers", "purge", &live_text]).await;
+    let (ok, _, stderr) = tier.musterctl(&["workers", "purge", &live_text]).await;
     assert!(!ok && stderr.contains("live") && stderr.contains("force"), "purge of a live worker: {stderr}");
-    let (ok, stdout, stderr) = musterctl(&cluster, &["workers", "purge", &live_text, "--force"]).await;
+    let (ok, stdout, stderr) = tier.musterctl(&["workers", "purge", &live_text, "--force"]).await;
     assert!(ok && stdout.contains("removed"), "purge --force: {stdout}\n{stderr}");
     wait_events(&mut watch, v1::WorkerEventType::Removed, &[live_id]).await;
     live.wait_exit(WAIT).await;
-    let (ok, _, stderr) = musterctl(&cluster, &["workers", "purge", &live_text]).await;
+    let (ok, _, stderr) = tier.musterctl(&["workers", "purge", &live_text]).await;
     assert!(!ok && stderr.contains(&format!("no worker {live_id}")), "purge of a removed worker: {stderr}");
 
-    let (_newcomer, new_id) = start_agent(&cluster, &registrar).await;
+    let (_newcomer, new_id) = tier.beating_agent().await;
     let highest = [left_id, revoked_id, silent_id, live_id].into_iter().max().unwrap_or_default();
     assert!(new_id > highest, "a new worker gets a new id ({new_id}, removed up to {highest})");
 }

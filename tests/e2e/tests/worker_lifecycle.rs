@@ -8,29 +8,12 @@
 //! profile once per stream.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use muster_client::WorkerWatchItem;
 use muster_e2e::agent::Agent;
-use muster_e2e::fleet::token_for;
 use muster_e2e::gateway::Gateway;
-use muster_e2e::process::run_musterctl;
-use muster_e2e::registrar::Registrar;
-use muster_e2e::{Cluster, HeartbeatPolicy, Options, v1};
-
-const WAIT: Duration = Duration::from_secs(60);
-
-/// `musterctl ARGS` as the operator: (succeeded, stdout, stderr).
-async fn musterctl(cluster: &Cluster, args: &[&str]) -> (bool, String, String) {
-    let files = cluster.pki().expect("pki").operator();
-    let endpoints: Vec<String> = cluster.ids().into_iter().map(|id| cluster.addrs(id).api.clone()).collect();
-    let endpoints = endpoints.join(",");
-    let (ca, cert, key) =
-        (files.ca.display().to_string(), files.cert.display().to_string(), files.key.display().to_string());
-    let mut line = vec!["--endpoints", &endpoints, "--ca", &ca, "--cert", &cert, "--key", &key];
-    line.extend_from_slice(args);
-    run_musterctl(line, Duration::from_secs(30)).await
-}
+use muster_e2e::v1;
+use muster_e2e::worker_tier::{WAIT, WorkerTier};
 
 /// The next worker event of the watch, skipping listings and progress notes.
 async fn next_event(watch: &mut muster_client::WorkerWatch) -> v1::WorkerEvent {
@@ -54,39 +37,36 @@ fn describe(item: &WorkerWatchItem) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_live_worker_is_cordoned_and_uncordoned_and_stays_ready() {
-    let options = Options { heartbeat: Some(HeartbeatPolicy::fast()), ..Options::tls() };
-    let cluster = Cluster::start(1, options).await;
-    let registrar = Registrar::start(&cluster);
-    let gateway = Gateway::start(&cluster);
-    gateway.wait_ready().await;
-    let token = token_for(&cluster, 1).await;
-    let mut agent = Agent::new(std::slice::from_ref(&registrar.addr), &token);
+    let tier = WorkerTier::start("", "").await;
+    let mut agent = tier.agent(1).await;
     agent.cluster_toml = "labels = { pool = \"batch\" }\n".into();
     agent.start();
     let id = agent.wait_beating(WAIT).await;
     let id_text = id.to_string();
 
-    let client = Arc::new(cluster.client());
+    let client = Arc::new(tier.cluster.client());
     let mut watch = client.watch_workers(v1::WatchWorkersRequest::default());
     // Opened (the listing came) before anything changes.
     let listed = tokio::time::timeout(WAIT, watch.next()).await.expect("a listing in time").expect("the watch");
     assert!(matches!(&listed, WorkerWatchItem::Listed { workers, .. } if workers.len() == 1), "{}", describe(&listed));
 
-    let (ok, stdout, stderr) = musterctl(&cluster, &["workers", "cordon", &id_text]).await;
+    let (ok, stdout, stderr) = tier.musterctl(&["workers", "cordon", &id_text]).await;
     assert!(ok && stdout.contains("ready,cordoned"), "cordon: {stdout}\n{stderr}");
     let event = next_event(&mut watch).await;
     assert_eq!(event.r#type, v1::WorkerEventType::Cordoned as i32, "{event:?}");
-    let (ok, stdout, _) = musterctl(&cluster, &["workers", "list"]).await;
+    let (ok, stdout, _) = tier.musterctl(&["workers", "list"]).await;
     assert!(ok && stdout.contains("ready,cordoned"), "list: {stdout}");
-    let (ok, stdout, _) = musterctl(&cluster, &["-o", "json", "workers", "get", &id_text]).await;
+    let (ok, stdout, _) = tier.musterctl(&["-o", "json", "workers", "get", &id_text]).await;
     let got: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
     assert!(ok && got[0]["eligible"] == false && got[0]["state"] == "ready", "get: {got}");
+    wait_agent_eligible(&agent, false).await;
 
-    let (ok, stdout, stderr) = musterctl(&cluster, &["workers", "uncordon", "--label", "pool=batch"]).await;
+    let (ok, stdout, stderr) = tier.musterctl(&["workers", "uncordon", "--label", "pool=batch"]).await;
     assert!(ok && stdout.contains(&id_text) && !stdout.contains("cordoned"), "uncordon: {stdout}\n{stderr}");
     let event = next_event(&mut watch).await;
     assert_eq!(event.r#type, v1::WorkerEventType::Uncordoned as i32, "{event:?}");
-    let (ok, stdout, stderr) = musterctl(&cluster, &["workers", "cordon"]).await;
+    wait_agent_eligible(&agent, true).await;
+    let (ok, stdout, stderr) = tier.musterctl(&["workers", "cordon"]).await;
     assert!(!ok && stderr.contains("--label"), "neither an id nor a selector: {stdout}\n{stderr}");
 
     // A worker that has left takes no work either way.
@@ -94,7 +74,7 @@ async fn a_live_worker_is_cordoned_and_uncordoned_and_stays_ready() {
     assert!(status.success(), "the agent leaves cleanly: {status}");
     let event = next_event(&mut watch).await;
     assert_eq!(event.r#type, v1::WorkerEventType::Left as i32, "{event:?}");
-    let (ok, _, stderr) = musterctl(&cluster, &["workers", "cordon", &id_text]).await;
+    let (ok, _, stderr) = tier.musterctl(&["workers", "cordon", &id_text]).await;
     assert!(!ok && stderr.contains("takes no work either way"), "cordoning a worker that left: {stderr}");
 }
 
@@ -109,9 +89,19 @@ async fn wait_agent_stage(agent: &Agent, stage: &str) -> serde_json::Value {
     .await
 }
 
+/// Waits until the agent's `/status` says `eligible` is `eligible`.
+async fn wait_agent_eligible(agent: &Agent, eligible: bool) {
+    muster_e2e::eventually_msg(format!("the agent's /status to show eligible = {eligible}"), WAIT, || async {
+        let status = agent.status().await?;
+        anyhow::ensure!(status["eligible"] == eligible, "{status}");
+        Ok(())
+    })
+    .await;
+}
+
 /// `workers get -o json` of `id`: the worker object.
-async fn get_json(cluster: &Cluster, id: &str) -> serde_json::Value {
-    let (ok, stdout, stderr) = musterctl(cluster, &["-o", "json", "workers", "get", id]).await;
+async fn get_json(tier: &WorkerTier, id: &str) -> serde_json::Value {
+    let (ok, stdout, stderr) = tier.musterctl(&["-o", "json", "workers", "get", id]).await;
     assert!(ok, "get: {stdout}\n{stderr}");
     let got: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
     got[0].clone()
@@ -119,26 +109,19 @@ async fn get_json(cluster: &Cluster, id: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_drain_reaches_the_agent_ends_by_report_or_deadline_and_is_lifted() {
-    let options = Options { heartbeat: Some(HeartbeatPolicy::fast()), ..Options::tls() };
-    let cluster = Cluster::start(1, options).await;
-    let registrar = Registrar::start(&cluster);
-    let gateway = Gateway::start(&cluster);
-    gateway.wait_ready().await;
-    let token = token_for(&cluster, 1).await;
-    let mut agent = Agent::new(std::slice::from_ref(&registrar.addr), &token);
-    agent.start();
-    let id = agent.wait_beating(WAIT).await;
+    let tier = WorkerTier::start("", "").await;
+    let (agent, id) = tier.beating_agent().await;
     let id_text = id.to_string();
     let status = agent.status().await.expect("/status");
     assert_eq!((status["worker_id"].as_u64(), &status["draining"]), (Some(id), &serde_json::json!(false)));
 
-    let client = Arc::new(cluster.client());
+    let client = Arc::new(tier.cluster.client());
     let mut watch = client.watch_workers(v1::WatchWorkersRequest::default());
     let listed = tokio::time::timeout(WAIT, watch.next()).await.expect("a listing in time").expect("the watch");
     assert!(matches!(&listed, WorkerWatchItem::Listed { .. }), "{}", describe(&listed));
 
     // Drain with a deadline the node beats: the agent is told, the node reports drained.
-    let (ok, stdout, stderr) = musterctl(&cluster, &["workers", "drain", &id_text, "--deadline", "10m"]).await;
+    let (ok, stdout, stderr) = tier.musterctl(&["workers", "drain", &id_text, "--deadline", "10m"]).await;
     assert!(ok && stdout.contains("draining"), "drain: {stdout}\n{stderr}");
     let event = next_event(&mut watch).await;
     assert_eq!(event.r#type, v1::WorkerEventType::Draining as i32, "{event:?}");
@@ -148,7 +131,7 @@ async fn a_drain_reaches_the_agent_ends_by_report_or_deadline_and_is_lifted() {
     assert_eq!(status["drain"]["deadline_unix"].as_i64(), Some(drain.deadline_unix), "{status}");
     let metrics = agent.metrics().await.expect("metrics");
     assert!(metrics.contains("muster_worker_draining 1"), "{metrics}");
-    let got = get_json(&cluster, &id_text).await;
+    let got = get_json(&tier, &id_text).await;
     assert!(got["state"] == "draining" && got["eligible"] == false && got["drain"]["outcome"] == "draining", "{got}");
 
     let (ok, stdout, stderr) = agent.mark_drained().await;
@@ -156,25 +139,25 @@ async fn a_drain_reaches_the_agent_ends_by_report_or_deadline_and_is_lifted() {
     let event = next_event(&mut watch).await;
     assert_eq!(event.r#type, v1::WorkerEventType::Drained as i32, "{event:?}");
     wait_agent_stage(&agent, "drained").await;
-    let (ok, stdout, _) = musterctl(&cluster, &["workers", "list"]).await;
+    let (ok, stdout, _) = tier.musterctl(&["workers", "list"]).await;
     assert!(ok && stdout.contains("drained"), "list: {stdout}");
-    let got = get_json(&cluster, &id_text).await;
+    let got = get_json(&tier, &id_text).await;
     assert!(got["drain"]["outcome"] == "drained" && got["drain"]["ended_at"] != "-", "{got}");
 
-    let (ok, stdout, stderr) = musterctl(&cluster, &["workers", "undrain", &id_text]).await;
+    let (ok, stdout, stderr) = tier.musterctl(&["workers", "undrain", &id_text]).await;
     assert!(ok && stdout.contains("ready") && !stdout.contains("drain"), "undrain: {stdout}\n{stderr}");
     let event = next_event(&mut watch).await;
     assert_eq!(event.r#type, v1::WorkerEventType::Ready as i32, "{event:?}");
     let status = wait_agent_stage(&agent, "none").await;
     assert_eq!(status["draining"], false, "{status}");
     assert!(!agent.identity_dir().join("drained").exists(), "the marker of the ended drain is gone");
-    let got = get_json(&cluster, &id_text).await;
+    let got = get_json(&tier, &id_text).await;
     assert!(got["state"] == "ready" && got["eligible"] == true && got["drain"].is_null(), "{got}");
-    let (ok, _, stderr) = musterctl(&cluster, &["workers", "undrain", &id_text]).await;
+    let (ok, _, stderr) = tier.musterctl(&["workers", "undrain", &id_text]).await;
     assert!(!ok && stderr.contains("not draining"), "undrain of a ready worker: {stderr}");
 
     // Drain with a deadline the node misses: recorded as passed; the worker stays live.
-    let (ok, stdout, stderr) = musterctl(&cluster, &["workers", "drain", &id_text, "--deadline", "2s"]).await;
+    let (ok, stdout, stderr) = tier.musterctl(&["workers", "drain", &id_text, "--deadline", "2s"]).await;
     assert!(ok, "drain: {stdout}\n{stderr}");
     let event = next_event(&mut watch).await;
     assert_eq!(event.r#type, v1::WorkerEventType::Draining as i32, "{event:?}");
@@ -185,14 +168,14 @@ async fn a_drain_reaches_the_agent_ends_by_report_or_deadline_and_is_lifted() {
     assert!(drain.ended_at_unix >= drain.deadline_unix, "{drain:?}");
     assert_eq!(worker.state, v1::WorkerState::Draining as i32, "a passed deadline does not make it unreachable");
     wait_agent_stage(&agent, "deadline-passed").await;
-    let got = get_json(&cluster, &id_text).await;
+    let got = get_json(&tier, &id_text).await;
     assert_eq!(got["drain"]["outcome"], "deadline-passed", "{got}");
-    let (ok, stdout, _) = musterctl(&cluster, &["workers", "list"]).await;
+    let (ok, stdout, _) = tier.musterctl(&["workers", "list"]).await;
     assert!(ok && stdout.contains("deadline-passed"), "list: {stdout}");
-    let (ok, _, stderr) = musterctl(&cluster, &["workers", "drain", &id_text, "--deadline", "400d"]).await;
+    let (ok, _, stderr) = tier.musterctl(&["workers", "drain", &id_text, "--deadline", "400d"]).await;
     assert!(!ok && stderr.contains("at most"), "a deadline over a year: {stderr}");
 
-    let (ok, _, stderr) = musterctl(&cluster, &["workers", "undrain", &id_text]).await;
+    let (ok, _, stderr) = tier.musterctl(&["workers", "undrain", &id_text]).await;
     assert!(ok, "undrain: {stderr}");
     let event = next_event(&mut watch).await;
     assert_eq!(event.r#type, v1::WorkerEventType::Ready as i32, "{event:?}");
@@ -208,21 +191,16 @@ async fn profiles_forwarded(gateway: &Gateway) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_capacity_change_reaches_the_record_once_and_a_steady_profile_is_sent_once() {
-    let options = Options { heartbeat: Some(HeartbeatPolicy::fast()), ..Options::tls() };
-    let cluster = Cluster::start(1, options).await;
-    let registrar = Registrar::start(&cluster);
-    let gateway = Gateway::start(&cluster);
-    gateway.wait_ready().await;
-    let token = token_for(&cluster, 1).await;
+    let tier = WorkerTier::start("", "").await;
     let capacity = tempfile::tempdir().expect("temp dir");
     let capacity_file = capacity.path().join("capacity.toml");
     std::fs::write(&capacity_file, "gpus = 1\n").expect("capacity file");
-    let mut agent = Agent::new(std::slice::from_ref(&registrar.addr), &token);
+    let mut agent = tier.agent(1).await;
     agent.top_toml = format!("capacity_file = {:?}\nprofile_refresh = \"1s\"", capacity_file.display().to_string());
     agent.start();
     let id = agent.wait_beating(WAIT).await;
     let id_text = id.to_string();
-    let got = get_json(&cluster, &id_text).await;
+    let got = get_json(&tier, &id_text).await;
     assert_eq!(got["capacity"]["gpus"], 1, "{got}");
 
     // Steady: beat after beat (each re-measures the profile), one profile on the stream.
@@ -237,9 +215,9 @@ async fn a_capacity_change_reaches_the_record_once_and_a_steady_profile_is_sent_
         Ok(())
     })
     .await;
-    assert_eq!(profiles_forwarded(&gateway).await, 1, "a steady worker sends its profile once per stream");
+    assert_eq!(profiles_forwarded(&tier.gateway).await, 1, "a steady worker sends its profile once per stream");
 
-    let client = Arc::new(cluster.client());
+    let client = Arc::new(tier.cluster.client());
     let mut watch = client.watch_workers(v1::WatchWorkersRequest::default());
     let listed = tokio::time::timeout(WAIT, watch.next()).await.expect("a listing in time").expect("the watch");
     assert!(matches!(&listed, WorkerWatchItem::Listed { .. }), "{}", describe(&listed));
@@ -248,8 +226,8 @@ async fn a_capacity_change_reaches_the_record_once_and_a_steady_profile_is_sent_
     assert_eq!(event.r#type, v1::WorkerEventType::ProfileChanged as i32, "{event:?}");
     let profile = event.worker.and_then(|w| w.profile).expect("the profile");
     assert_eq!(profile.capacity.get("gpus"), Some(&2));
-    let got = get_json(&cluster, &id_text).await;
+    let got = get_json(&tier, &id_text).await;
     assert_eq!(got["capacity"]["gpus"], 2, "{got}");
-    assert_eq!(profiles_forwarded(&gateway).await, 2, "the change, once");
+    assert_eq!(profiles_forwarded(&tier.gateway).await, 2, "the change, once");
     assert_eq!(got["state"], "ready");
 }

@@ -9,13 +9,13 @@
 //! - [`table`]: the leases, the fleet mirror and the gateways (pure, clock passed in);
 //! - [`serials`]: which certificate a worker may beat with;
 //! - [`notices`]: revocations and retired certificates pushed to every gateway;
-//! - [`drains`]: the drains in progress, told to gateways and ended by report or deadline;
+//! - [`scheduling`]: cordons and drains, told to gateways; drains ended by report or deadline;
 //! - [`expiry`]: rate-limited down-marking and the mass-silence pause;
 //! - [`sweeper`]: the leader's task.
 
-pub mod drains;
 pub mod expiry;
 pub mod notices;
+pub mod scheduling;
 pub mod serials;
 pub mod sweeper;
 pub mod table;
@@ -221,7 +221,7 @@ impl Leases {
         let (notices, notices_through) = table.exchange_notices(&request.gateway_id, seen);
         refused.extend(notices);
         let gateways = table.live_gateways(now, self.tuning.gateway_lease);
-        let draining = table.drain_notices(request.beats.iter().map(|beat| beat.worker_id));
+        let scheduling = table.scheduling_notices(request.beats.iter().map(|beat| beat.worker_id));
         let response = v1::ReportLivenessResponse {
             policy: Some(self.ttl_policy()),
             worker_count: table.worker_count(),
@@ -230,7 +230,7 @@ impl Leases {
             refused,
             leader_term: term,
             notices_through,
-            draining,
+            scheduling,
         };
         drop(table);
         // Only a RevokeWorker waiting for the gateways listens.

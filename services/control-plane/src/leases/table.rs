@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use muster_proto::v1;
 use muster_proto::v1::WorkerState;
 
-use super::drains::Drains;
 use super::notices::Notices;
+use super::scheduling::Scheduling;
 use super::serials::{self, Serials, Standing};
 
 /// One worker's lease.
@@ -36,13 +36,13 @@ struct GatewaySeen {
     last_batch: Instant,
 }
 
-/// The fleet as read from the FSM: each worker's state and certificate serials, and the
-/// drains.
+/// The fleet as read from the FSM: each worker's state and certificate serials, and which
+/// workers are draining or cordoned.
 #[derive(Debug, Default)]
 pub struct FleetRead {
     pub states: HashMap<u64, i32>,
     pub serials: HashMap<u64, Serials>,
-    pub drains: Drains,
+    pub scheduling: Scheduling,
 }
 
 impl FleetRead {
@@ -51,7 +51,7 @@ impl FleetRead {
         for record in records {
             fleet.serials.insert(record.worker_id, Serials::of(&record));
             fleet.states.insert(record.worker_id, record.state);
-            fleet.drains.learn(&record);
+            fleet.scheduling.learn(&record);
         }
         fleet
     }
@@ -66,8 +66,8 @@ pub struct LeaseTable {
     fleet: HashMap<u64, i32>,
     /// Each worker's recorded certificate serials, read with the states.
     serials: HashMap<u64, Serials>,
-    /// The draining workers' drains, read with the states.
-    drains: Drains,
+    /// The draining and cordoned workers, read with the states.
+    scheduling: Scheduling,
     /// Transitions waiting for the next sweep, at most one per worker.
     pending: HashMap<u64, v1::WorkerTransition>,
     gateways: HashMap<String, GatewaySeen>,
@@ -108,7 +108,7 @@ impl LeaseTable {
         self.gateways.clear();
         self.notices = Notices::default();
         self.serials = fleet.serials;
-        self.drains = fleet.drains;
+        self.scheduling = fleet.scheduling;
         let fleet = fleet.states;
         self.leases = fleet
             .iter()
@@ -130,7 +130,7 @@ impl LeaseTable {
     /// left or were revoked lose theirs.
     pub fn refresh_fleet(&mut self, fleet: FleetRead, now: Instant, first_lease: Duration) {
         self.serials = fleet.serials;
-        self.drains = fleet.drains;
+        self.scheduling = fleet.scheduling;
         let fleet = fleet.states;
         for (id, state) in &fleet {
             if is_leased(*state) {
@@ -178,20 +178,20 @@ impl LeaseTable {
     pub fn learn_worker(&mut self, record: &v1::WorkerRecord) {
         self.fleet.insert(record.worker_id, record.state);
         self.serials.insert(record.worker_id, Serials::of(record));
-        self.drains.learn(record);
+        self.scheduling.learn(record);
     }
 
     /// The worker reports its drain finished: queued, if its drain is in progress.
     pub fn report_drained(&mut self, worker_id: u64) {
         let Some(state) = self.fleet.get(&worker_id).copied() else { return };
-        if self.drains.in_progress(worker_id) {
+        if self.scheduling.in_progress(worker_id) {
             self.queued_in_state(worker_id, state).drain_outcome = v1::DrainOutcome::Drained as i32;
         }
     }
 
     /// Queues the end of every drain in progress whose deadline passed by `now_unix`.
     pub fn queue_passed_deadlines(&mut self, now_unix: i64) {
-        for worker_id in self.drains.past_deadline(now_unix) {
+        for worker_id in self.scheduling.past_deadline(now_unix) {
             let Some(state) = self.fleet.get(&worker_id).copied() else { continue };
             let queued = self.queued_in_state(worker_id, state);
             if queued.drain_outcome == 0 {
@@ -200,9 +200,9 @@ impl LeaseTable {
         }
     }
 
-    /// What the acks of a batch's workers say about their drains.
-    pub fn drain_notices(&self, worker_ids: impl IntoIterator<Item = u64>) -> Vec<v1::DrainNotice> {
-        self.drains.notices(worker_ids)
+    /// What the acks of a batch's workers say about their drains and cordons.
+    pub fn scheduling_notices(&self, worker_ids: impl IntoIterator<Item = u64>) -> Vec<v1::SchedulingNotice> {
+        self.scheduling.notices(worker_ids)
     }
 
     /// The operator revoked `worker_id` (committed): no lease, nothing queued, and every
@@ -402,7 +402,7 @@ impl LeaseTable {
     pub fn applied(&mut self, transitions: &[v1::WorkerTransition], now: Instant, now_unix: i64) {
         for t in transitions {
             if t.drain_outcome != 0 {
-                self.drains.ended(t.worker_id, t.drain_outcome, now_unix);
+                self.scheduling.ended(t.worker_id, t.drain_outcome, now_unix);
             }
             let Some(state) = self.fleet.get_mut(&t.worker_id) else { continue };
             if !t.from.contains(state) {

@@ -88,11 +88,11 @@ impl LivenessService for FakeService {
             .collect();
         let gateways =
             vec![v1::GatewayEndpoint { gateway_id: request.gateway_id.clone(), addr: request.gateway_addr.clone() }];
-        let draining = {
+        let scheduling = {
             let drains = self.0.draining.lock().unwrap();
             let notice = |beat: &v1::WorkerBeat| {
                 let drain = *drains.get(&beat.worker_id)?;
-                Some(v1::DrainNotice { worker_id: beat.worker_id, drain: Some(drain) })
+                Some(v1::SchedulingNotice { worker_id: beat.worker_id, drain: Some(drain), ineligible: true })
             };
             request.beats.iter().filter_map(notice).collect()
         };
@@ -111,7 +111,7 @@ impl LivenessService for FakeService {
             refused,
             leader_term: 1,
             notices_through: 0,
-            draining,
+            scheduling,
         }))
     }
 
