@@ -336,7 +336,7 @@ impl Leases {
 
 /// Every worker's state and certificate serials, read from the FSM.
 fn read_fleet(node: &impl Leadership<Applied = FsmReader>) -> Result<FleetRead, ApiError> {
-    Ok(FleetRead::from_records(node.applied().workers().map_err(storage_error)?))
+    Ok(FleetRead::from_records(node.applied().mirrored_workers().map_err(storage_error)?))
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //!   ([`FsmReader::worker_states`] counts workers by state for `/metrics`).
 
 pub(crate) mod db;
+mod fleet_mirror;
 mod fsm;
 #[doc(hidden)]
 pub mod fuzzing;
