@@ -167,18 +167,19 @@ impl Admission {
     }
 
     /// The stream `stream_id` of `worker` ended; forgets the worker unless a refusal of it is
-    /// still in force.
-    pub fn close(&self, worker: u64, stream_id: u64) {
+    /// still in force. False when a newer stream of the worker had replaced it already.
+    pub fn close(&self, worker: u64, stream_id: u64) -> bool {
         let mut shard = self.shard(worker);
-        let Some(entry) = shard.get_mut(&worker) else { return };
+        let Some(entry) = shard.get_mut(&worker) else { return false };
         if entry.stream.as_ref().is_none_or(|stream| stream.id != stream_id) {
-            return;
+            return false;
         }
         entry.stream = None;
         self.connected.fetch_sub(1, Ordering::Relaxed);
         if entry.is_idle(Instant::now()) {
             shard.remove(&worker);
         }
+        true
     }
 
     /// The batch answer did not refuse `worker`'s certificate `serial`: it may report with it,
@@ -278,9 +279,9 @@ mod tests {
         assert_eq!(state(&first), Control::End(EndReason::Replaced));
         assert_eq!(table.connected(), 1, "one worker, one stream");
         // The replaced stream closing late does not forget the newer one.
-        table.close(1, first.stream_id);
+        assert!(!table.close(1, first.stream_id), "not the worker's stream any more");
         assert_eq!(table.connected(), 1);
-        table.close(1, second.stream_id);
+        assert!(table.close(1, second.stream_id), "its last stream");
         assert_eq!(table.connected(), 0);
         // Forgotten: the next stream is held again.
         assert_eq!(state(&table.open(1, None, now).unwrap()), Control::Held);

@@ -144,7 +144,10 @@ struct Registered {
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        self.state.admission.close(self.worker, self.stream_id);
+        // The worker's last stream here: its cordon and drain are for its next gateway to hold.
+        if self.state.admission.close(self.worker, self.stream_id) {
+            self.state.forget_scheduling(self.worker);
+        }
     }
 }
 

@@ -91,6 +91,14 @@ impl GatewayState {
         reply.ack(&self.view(), &self.id, notice)
     }
 
+    /// `worker` has no stream here any more: what the leader said of it is dropped.
+    pub fn forget_scheduling(&self, worker: u64) {
+        let mut scheduling = self.scheduling.write().unwrap_or_else(PoisonError::into_inner);
+        if !scheduling.is_empty() {
+            scheduling.remove(&worker);
+        }
+    }
+
     /// A batch answer: each worker of the batch is draining or cordoned if the leader listed
     /// it, and neither otherwise.
     pub fn learn_scheduling(&self, batch: impl IntoIterator<Item = u64>, notices: &[v1::SchedulingNotice]) {
