@@ -93,9 +93,9 @@ impl GatewayState {
 
     /// `worker` has no stream here any more: what the leader said of it is dropped.
     pub fn forget_scheduling(&self, worker: u64) {
-        let mut scheduling = self.scheduling.write().unwrap_or_else(PoisonError::into_inner);
-        if !scheduling.is_empty() {
-            scheduling.remove(&worker);
+        // A read lock first: with no worker draining or cordoned, a stream's end takes no writer.
+        if self.scheduling.read().unwrap_or_else(PoisonError::into_inner).contains_key(&worker) {
+            self.scheduling.write().unwrap_or_else(PoisonError::into_inner).remove(&worker);
         }
     }
 

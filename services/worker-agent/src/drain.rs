@@ -37,11 +37,18 @@ pub struct DrainView {
     marker: PathBuf,
     drain: Mutex<Option<v1::WorkerDrain>>,
     ineligible: AtomicBool,
+    /// An ack has been seen: a marker left from before this agent started has been looked at.
+    acked: AtomicBool,
 }
 
 impl DrainView {
     pub fn new(identity_dir: &Path) -> Self {
-        Self { marker: identity_dir.join(MARKER), drain: Mutex::new(None), ineligible: AtomicBool::new(false) }
+        Self {
+            marker: identity_dir.join(MARKER),
+            drain: Mutex::new(None),
+            ineligible: AtomicBool::new(false),
+            acked: AtomicBool::new(false),
+        }
     }
 
     /// Whether the node may take new work (not cordoned, not draining).
@@ -63,7 +70,10 @@ impl DrainView {
             }
         }
         let in_progress = drain.as_ref().is_some_and(|drain| drain.outcome == v1::DrainOutcome::Unspecified as i32);
+        let first = !self.acked.swap(true, Ordering::Relaxed);
         let mut held = self.drain.lock().unwrap_or_else(|p| p.into_inner());
+        // The marker is looked for when a drain is lifted (or on the first ack), not on every ack.
+        let lifted = drain.is_none() && (first || held.is_some());
         if *held != drain {
             match &drain {
                 Some(drain) if in_progress => tracing::warn!(
@@ -78,7 +88,7 @@ impl DrainView {
             *held = drain;
         }
         drop(held);
-        if drain.is_none()
+        if lifted
             && self.marker.exists()
             && let Err(err) = std::fs::remove_file(&self.marker)
         {

@@ -113,6 +113,22 @@ async fn a_bad_csr_or_profile_is_refused_before_the_token_is_spent() {
 }
 
 #[tokio::test]
+async fn a_replacement_without_proof_is_refused_before_the_token_is_spent() {
+    let registrar = registrar(FakeControlPlane::default());
+    let huge = v1::RegisterRequest { replaces_cert_pem: "x".repeat(20_000), ..register_request() };
+    let err = registrar.register(Caller::default(), huge).await.unwrap_err();
+    assert!(err.code() == Code::InvalidArgument && err.to_string().contains("replaces_cert_pem"), "{err}");
+    // A certificate of this cluster, but the request is for another key: no proof.
+    let issued = registrar.register(Caller::default(), register_request()).await.unwrap();
+    let stolen = v1::RegisterRequest { replaces_cert_pem: issued.certificate_chain_pem, ..register_request() };
+    let err = registrar.register(Caller::default(), stolen).await.unwrap_err();
+    assert!(err.code() == Code::FailedPrecondition && err.to_string().contains("only the holder"), "{err}");
+    let garbage = v1::RegisterRequest { replaces_cert_pem: "not a certificate".into(), ..register_request() };
+    assert_eq!(registrar.register(Caller::default(), garbage).await.unwrap_err().code(), Code::FailedPrecondition);
+    assert_eq!(registrar.control_plane.registrations.load(Ordering::Relaxed), 1, "only the first registered");
+}
+
+#[tokio::test]
 async fn a_token_refusal_comes_back_typed() {
     let registrar =
         registrar(FakeControlPlane { refuse_register: Some(v1::Refusal::TokenUsedUp), ..Default::default() });
