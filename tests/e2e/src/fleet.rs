@@ -100,6 +100,36 @@ pub async fn wait_ready_workers(cluster: &crate::Cluster, count: usize, within: 
     .await;
 }
 
+/// Registers `count` workers through `registrar` with one operator token for all of them, 32
+/// at a time.
+pub async fn register_fleet(
+    cluster: &crate::Cluster,
+    registrar: &crate::registrar::Registrar,
+    count: usize,
+) -> Vec<SimIdentity> {
+    let token = token_for(cluster, u32::try_from(count).expect("a fleet fits a token's uses")).await;
+    let ca_pem = cluster.pki().expect("registering workers needs a TLS cluster").ca_pem();
+    register_all(&registrar.addr, &ca_pem, &token, count, 32).await.expect("registering the fleet")
+}
+
+/// Waits until all `count` workers are Ready and hold a lease from a gateway's beat.
+pub async fn wait_all_beating(cluster: &crate::Cluster, count: usize, within: Duration) {
+    crate::eventually_msg(format!("all {count} workers Ready and beating"), within, || async move {
+        let listed = cluster.client().list_workers_with_leases(v1::ListWorkersRequest::default()).await?;
+        let ready = listed.workers.iter().filter(|w| w.state == v1::WorkerState::Ready as i32).count();
+        let beating = listed.leases.values().filter(|l| l.last_beat_unix_ms > 0).count();
+        anyhow::ensure!(ready == count && beating == count, "{ready} Ready, {beating} beating of {count}");
+        Ok(())
+    })
+    .await;
+}
+
+/// How many workers the cluster holds Unreachable now.
+pub async fn unreachable_count(cluster: &crate::Cluster) -> anyhow::Result<usize> {
+    let filter = v1::ListWorkersRequest { state: v1::WorkerState::Unreachable as i32, ..Default::default() };
+    Ok(cluster.client().list_workers(filter).await?.len())
+}
+
 /// Registers `count` workers through the registrar at `registrar` with one multi-use token,
 /// at most `parallel` at a time. `ca_pem` is the cluster CA (the registrar's chain ends there).
 pub async fn register_all(

@@ -26,6 +26,9 @@ impl Drop for Registrar {
     }
 }
 
+/// Registrar TOML lines that lift the per-IP Register limit (see [`Registrar::start_unthrottled`]).
+pub const UNTHROTTLED: &str = "register_per_second = 1000000.0\nregister_burst = 1000000\n";
+
 impl Registrar {
     /// Starts a registrar for `cluster` on free loopback ports (burst 8, 1 Register/s per IP).
     pub fn start(cluster: &Cluster) -> Self {
@@ -42,6 +45,12 @@ impl Registrar {
     pub fn start_with(cluster: &Cluster, extra_toml: &str) -> Self {
         let [port] = free_ports::<1>();
         Self::start_configured(cluster, &format!("127.0.0.1:{port}"), extra_toml)
+    }
+
+    /// A registrar whose per-IP Register limit is far above any test's or benchmark's rate:
+    /// fleets register from one loopback address.
+    pub fn start_unthrottled(cluster: &Cluster) -> Self {
+        Self::start_with(cluster, UNTHROTTLED)
     }
 
     /// The process id (`None` once it has been reaped).

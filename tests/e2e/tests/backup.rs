@@ -46,7 +46,7 @@ async fn inspect(cluster: &Cluster, file: &Path) -> (bool, String, String) {
 async fn a_saved_snapshot_holds_every_acknowledged_write_and_bad_files_are_refused() {
     let options = Options { heartbeat: Some(HeartbeatPolicy::fast()), ..Options::tls() };
     let cluster = Cluster::start(3, options).await;
-    let registrar = Registrar::start_with(&cluster, "register_per_second = 1000.0\nregister_burst = 1000\n");
+    let registrar = Registrar::start_unthrottled(&cluster);
     let client = cluster.client();
     let token = client
         .create_token(v1::CreateTokenRequest { ttl_seconds: 600, uses: WORKERS as u32, ..Default::default() })
@@ -151,7 +151,7 @@ fn restore(cluster: &Cluster, id: u64, file: &Path) -> std::process::Output {
 async fn a_cluster_whose_data_dirs_are_destroyed_comes_back_from_a_backup_with_its_id_and_writes() {
     let options = Options { heartbeat: Some(HeartbeatPolicy::fast()), ..Options::tls() };
     let mut cluster = Cluster::start(3, options).await;
-    let registrar = Registrar::start_with(&cluster, "register_per_second = 1000.0\nregister_burst = 1000\n");
+    let registrar = Registrar::start_unthrottled(&cluster);
     let gateway = Gateway::start_with(&cluster, "gw-1", "batch_interval = \"100ms\"\n");
     gateway.wait_ready().await;
     let client = cluster.client();

@@ -126,7 +126,7 @@ async fn oversize_inputs_are_refused_and_a_report_flood_costs_no_lease() {
     let policy = HeartbeatPolicy { min_ttl: "2s", grace: "3s", ..HeartbeatPolicy::fast() };
     let options = Options { heartbeat: Some(policy), ..Options::tls() };
     let cluster = Cluster::start(1, options).await;
-    let registrar = Registrar::start_with(&cluster, "register_per_second = 100000.0\nregister_burst = 100000\n");
+    let registrar = Registrar::start_unthrottled(&cluster);
     wait_listening(&registrar.addr).await;
     let gateway = Gateway::start_with(&cluster, "gw-1", "batch_interval = \"100ms\"\nmin_report_interval = \"0s\"\n");
     gateway.wait_ready().await;
@@ -234,7 +234,7 @@ async fn lists_page_and_musterctl_copes_with_huge_values() {
     const WORKERS: usize = 60;
     const TOKENS: usize = 1_010;
     let cluster = Cluster::start(1, Options::tls()).await;
-    let registrar = Registrar::start_with(&cluster, "register_per_second = 100000.0\nregister_burst = 100000\n");
+    let registrar = Registrar::start_unthrottled(&cluster);
     wait_listening(&registrar.addr).await;
     let client = cluster.client();
     let shared = token(&cluster, WORKERS as u32).await;

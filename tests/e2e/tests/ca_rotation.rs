@@ -20,7 +20,7 @@ use muster_e2e::fleet::{BeatPlan, Fleet, register_all, register_one, token_for, 
 use muster_e2e::gateway::Gateway;
 use muster_e2e::probe::{cert_expiries, metric_value, metrics_body};
 use muster_e2e::process::run_musterctl;
-use muster_e2e::registrar::Registrar;
+use muster_e2e::registrar::{Registrar, UNTHROTTLED};
 use muster_e2e::writer::Writer;
 use muster_e2e::{Cluster, HeartbeatPolicy, Options, eventually_msg, v1};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
@@ -65,10 +65,7 @@ async fn the_cluster_ca_is_replaced_in_three_steps_while_workers_beat_and_writes
     let options = Options { heartbeat: Some(HeartbeatPolicy::fast()), ..Options::tls() };
     let cluster = Cluster::start(3, options).await;
     // Ten-second worker certificates: the agent renews every 5-8 s.
-    let mut registrar = Registrar::start_with(
-        &cluster,
-        "register_per_second = 1000.0\nregister_burst = 1000\nworker_cert_validity = \"10s\"\n",
-    );
+    let mut registrar = Registrar::start_with(&cluster, &format!("{UNTHROTTLED}worker_cert_validity = \"10s\"\n"));
     let gateway = Gateway::start_with(&cluster, "gw-1", "batch_interval = \"100ms\"\n");
     gateway.wait_ready().await;
     let pki = cluster.pki().expect("a TLS cluster");

@@ -58,7 +58,7 @@ async fn short_lived_certificates_are_renewed_and_reloaded_everywhere_without_a_
     let options =
         Options { heartbeat: Some(HeartbeatPolicy::fast()), leaf_cert_validity: Some(LEAF_VALIDITY), ..Options::tls() };
     let cluster = Cluster::start(3, options).await;
-    let mut registrar = Registrar::start_with(&cluster, "register_per_second = 1000.0\nregister_burst = 1000\n");
+    let mut registrar = Registrar::start_unthrottled(&cluster);
     let gateway = Gateway::start_with(&cluster, "gw-1", "batch_interval = \"100ms\"\n");
     gateway.wait_ready().await;
     let pki = cluster.pki().expect("a TLS cluster");

@@ -45,7 +45,7 @@ async fn a_survivor_of_a_lost_majority_recovers_every_acknowledged_write_and_new
         ..Options::tls()
     };
     let mut cluster = Cluster::start(3, options).await;
-    let registrar = Registrar::start_with(&cluster, "register_per_second = 1000.0\nregister_burst = 1000\n");
+    let registrar = Registrar::start_unthrottled(&cluster);
     let gateway = Gateway::start_with(&cluster, "gw-1", "batch_interval = \"100ms\"\n");
     gateway.wait_ready().await;
     let client = cluster.client();

@@ -14,10 +14,22 @@ use muster_e2e::compose::{repo_root, run};
 /// Ports the script uses from its base (see its header).
 const PORTS: u16 = 37;
 
+/// The lowest port the kernel hands out for port 0 and outgoing connections.
+fn ephemeral_low() -> u16 {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    range.split_whitespace().next().and_then(|low| low.parse().ok()).unwrap_or(32_768)
+}
+
 /// A base port with `PORTS` free ports from it, all bound at once to check, then released.
+///
+/// The block lies below the kernel's ephemeral range: the other tests running beside this one
+/// bind port 0 and connect out all the time, and a port from that range could be taken between
+/// this check and the script's own bind.
 fn free_block() -> u16 {
+    let low = 10_000;
+    let span = ephemeral_low().saturating_sub(low + PORTS).max(1_000);
     for _ in 0..200 {
-        let base = 20_000 + rand::random::<u16>() % 30_000;
+        let base = low + rand::random::<u16>() % span;
         let held: Vec<_> =
             (base..base + PORTS).map_while(|port| std::net::TcpListener::bind(("127.0.0.1", port)).ok()).collect();
         if held.len() == usize::from(PORTS) {

@@ -51,7 +51,7 @@ fn of_type(events: &[(u64, v1::WorkerEvent)], kind: v1::WorkerEventType) -> Vec<
 async fn a_watcher_sees_every_worker_register_and_exactly_the_killed_ones_go_unreachable() {
     let options = Options { heartbeat: Some(HeartbeatPolicy::fast()), ..Options::tls() };
     let cluster = Cluster::start(1, options).await;
-    let registrar = Registrar::start_with(&cluster, "register_per_second = 100000.0\nregister_burst = 100000\n");
+    let registrar = Registrar::start_unthrottled(&cluster);
     let gateway = Gateway::start_with(&cluster, "gw-1", "batch_interval = \"100ms\"\n");
     gateway.wait_ready().await;
     let client = Arc::new(cluster.client());

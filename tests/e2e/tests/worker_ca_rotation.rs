@@ -77,7 +77,7 @@ async fn the_worker_ca_is_replaced_in_three_steps_while_workers_beat() {
     let options = Options { heartbeat: Some(HeartbeatPolicy::fast()), ..Options::tls() };
     let cluster = Cluster::start(3, options).await;
     // Hour-long certificates for the fleet; ten-second ones for the agent (it renews every 5-8 s).
-    let registrar = Registrar::start_with(&cluster, "register_per_second = 1000.0\nregister_burst = 1000\n");
+    let registrar = Registrar::start_unthrottled(&cluster);
     let renewing = Registrar::start_with(&cluster, "worker_cert_validity = \"10s\"\n");
     let gateway = Gateway::start_with(&cluster, "gw-1", "batch_interval = \"100ms\"\n");
     gateway.wait_ready().await;

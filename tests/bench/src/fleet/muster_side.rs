@@ -111,7 +111,7 @@ fn options(lease_ttl: Duration) -> Options {
 pub async fn bench(args: &FleetArgs, lease_ttl: Duration) -> anyhow::Result<SystemRun> {
     eprintln!("muster: starting 3 worker-tier nodes, a registrar and a gateway (mTLS)");
     let cluster = Cluster::start(3, options(lease_ttl)).await;
-    let registrar = Registrar::start_with(&cluster, "register_per_second = 1000000.0\nregister_burst = 1000000\n");
+    let registrar = Registrar::start_unthrottled(&cluster);
     let gateway = Gateway::start_with(&cluster, "gw-1", "batch_interval = \"250ms\"\nmin_report_interval = \"0s\"\n");
     gateway.wait_ready().await;
     let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;

@@ -44,7 +44,7 @@ impl MusterSide {
             ..Options::tls()
         };
         let cluster = Cluster::start(3, options).await;
-        let registrar = Registrar::start_with(&cluster, "register_per_second = 1000000.0\nregister_burst = 1000000\n");
+        let registrar = Registrar::start_unthrottled(&cluster);
         let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
         let pki = cluster.pki().context("a TLS cluster")?;
         let ca_pem = pki.ca_pem();
