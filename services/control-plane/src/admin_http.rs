@@ -16,11 +16,17 @@ impl NodeHandle {
     /// The leader's lease gauges and counters (zero on followers).
     fn render_lease_metrics(&self, out: &mut String, labels: &str) {
         let stats = &self.leases.stats;
-        let (gateways, workers, leased) = self.leases.gauges();
+        let (gateways, workers, leased, failover_left) = self.leases.gauges();
         let gauges = [
             ("muster_leases_live_gateways", "Heartbeat gateways heard from within their lease.", gateways as u64),
             ("muster_leases_workers", "N: workers that count toward the heartbeat budget.", workers),
             ("muster_leases_leased_workers", "Workers holding a lease that can expire.", leased as u64),
+            (
+                "muster_leases_failover_remaining_seconds",
+                "Seconds left in the failover window after this leader's election: until then no worker it \
+                 inherited is marked Unreachable.",
+                failover_left,
+            ),
         ];
         for (name, help, value) in gauges {
             gauge(out, name, help, labels, value);

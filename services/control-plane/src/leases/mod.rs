@@ -324,12 +324,15 @@ impl Leases {
     }
 
     /// Gauges for `/metrics`: (live gateways, worker count) as this node sees them.
-    pub fn gauges(&self) -> (usize, u64, usize) {
+    /// Live gateways, N, leased workers, and the whole seconds left in the failover window.
+    pub fn gauges(&self) -> (usize, u64, usize, u64) {
         let table = self.table();
+        let now = Instant::now();
         (
-            table.live_gateways(Instant::now(), self.tuning.gateway_lease).len(),
+            table.live_gateways(now, self.tuning.gateway_lease).len(),
             table.worker_count(),
             table.leased_count(),
+            table.failover_remaining(now).as_secs_f64().ceil() as u64,
         )
     }
 }

@@ -28,6 +28,9 @@ pub struct Lease {
     pub last_beat: Option<Instant>,
     pub ttl: Duration,
     pub gateway_id: Arc<str>,
+    /// The worker was leased when this term began: until the failover window ends, its
+    /// lease ends no earlier than the window (see [`LeaseTable::record_beat`]).
+    pub inherited: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -72,6 +75,9 @@ pub struct LeaseTable {
     pending: HashMap<u64, v1::WorkerTransition>,
     gateways: HashMap<String, GatewaySeen>,
     notices: Notices,
+    /// The end of this term's failover window: until then a beat extends a lease but never
+    /// shortens it (see [`LeaseTable::record_beat`]).
+    failover_until: Option<Instant>,
 }
 
 /// States whose workers hold a lease that can expire.
@@ -114,10 +120,18 @@ impl LeaseTable {
             .iter()
             .filter(|(_, state)| is_leased(**state))
             .map(|(id, _)| {
-                (*id, Lease { deadline: now + failover, last_beat: None, ttl: failover, gateway_id: Arc::from("") })
+                let lease = Lease {
+                    deadline: now + failover,
+                    last_beat: None,
+                    ttl: failover,
+                    gateway_id: Arc::from(""),
+                    inherited: true,
+                };
+                (*id, lease)
             })
             .collect();
         self.fleet = fleet;
+        self.failover_until = Some(now + failover);
     }
 
     /// Stops leading: forget every lease (the next leader starts its own at the failover TTL).
@@ -139,6 +153,7 @@ impl LeaseTable {
                     last_beat: None,
                     ttl: first_lease,
                     gateway_id: Arc::from(""),
+                    inherited: false,
                 });
             }
         }
@@ -160,6 +175,12 @@ impl LeaseTable {
         let unreachable = self.fleet.values().filter(|state| **state == WorkerState::Unreachable as i32).count();
         let queued = self.pending.values().filter(|t| t.to == WorkerState::Unreachable as i32).count();
         unreachable + queued
+    }
+
+    /// How long this term's failover window still holds the inherited leases (zero once it
+    /// has ended, or when not leading).
+    pub fn failover_remaining(&self, now: Instant) -> Duration {
+        self.failover_until.map_or(Duration::ZERO, |until| until.saturating_duration_since(now))
     }
 
     pub fn leased_count(&self) -> usize {
@@ -321,8 +342,17 @@ impl LeaseTable {
             return;
         }
         let ttl = Duration::from_millis(u64::from(beat.ttl_ms));
-        let deadline = received + ttl + grace;
-        let lease = Lease { deadline, last_beat: Some(received), ttl, gateway_id: gateway_id.clone() };
+        // A worker the term inherited keeps its lease to the end of the failover window. An
+        // election delays beats: the gateways' batches wait for the new leader and retry, and
+        // the workers of a gateway that died with it reconnect to the others all at once. A
+        // worker whose first beat reached the new leader promptly and whose next one was held
+        // up past grace would otherwise be marked Unreachable while alive (at 100,000 workers, about
+        // 1,700 were, each Ready again a moment later). Workers registered in this term are
+        // not covered: nothing about an election delays them.
+        let inherited = self.leases.get(&id).is_some_and(|lease| lease.inherited);
+        let window_end = self.failover_until.filter(|_| inherited).unwrap_or(received);
+        let deadline = (received + ttl + grace).max(window_end);
+        let lease = Lease { deadline, last_beat: Some(received), ttl, gateway_id: gateway_id.clone(), inherited };
         match self.leases.get_mut(&id) {
             // Batches can arrive out of order across gateways: keep the later deadline.
             Some(existing) if existing.last_beat.is_some_and(|last| last > received) => {}

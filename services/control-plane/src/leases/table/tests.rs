@@ -39,8 +39,10 @@ fn a_new_term_gives_every_leased_worker_the_failover_window() {
 
 #[test]
 fn a_beat_sets_the_deadline_to_beat_plus_ttl_plus_grace() {
+    // A worker registered in this term (no failover window of its own).
     let now = Instant::now();
-    let mut table = leading(now, &[(1, WorkerState::Ready)]);
+    let mut table = leading(now, &[]);
+    table.refresh_fleet(fleet(&[(1, WorkerState::Ready)]), now, GRACE);
     let gateway: Arc<str> = Arc::from("gw-a");
     assert!(table.record_beat(&gateway, &beat(1, 20), now, GRACE).is_none());
     let lease = table.lease(1).unwrap();
@@ -51,6 +53,26 @@ fn a_beat_sets_the_deadline_to_beat_plus_ttl_plus_grace() {
     // An older beat arriving late (another gateway's batch) does not shorten the lease.
     table.record_beat(&gateway, &beat(1, 5), now - Duration::from_secs(1), GRACE);
     assert_eq!(table.lease(1).unwrap().deadline, now + Duration::from_secs(30));
+}
+
+#[test]
+fn an_inherited_worker_keeps_its_lease_to_the_end_of_the_failover_window() {
+    let now = Instant::now();
+    let mut table = leading(now, &[(1, WorkerState::Ready)]);
+    let gateway: Arc<str> = Arc::from("gw-a");
+    // It beats once early in the window, then its next beat is held up past TTL + grace.
+    table.record_beat(&gateway, &beat(1, 20), now + Duration::from_secs(1), GRACE);
+    assert_eq!(table.lease(1).unwrap().deadline, now + FAILOVER, "not shortened inside the window");
+    assert!(table.expired(now + Duration::from_secs(60)).is_empty());
+    // Late in the window a beat extends it past the window as usual.
+    let late = now + FAILOVER - Duration::from_secs(5);
+    table.record_beat(&gateway, &beat(1, 20), late, GRACE);
+    assert_eq!(table.lease(1).unwrap().deadline, late + Duration::from_secs(30));
+    // After the window, beats set the deadline as they always do.
+    let after = now + FAILOVER + Duration::from_secs(60);
+    table.record_beat(&gateway, &beat(1, 20), after, GRACE);
+    assert_eq!(table.lease(1).unwrap().deadline, after + Duration::from_secs(30));
+    assert_eq!(table.expired(after + Duration::from_secs(31)), vec![1]);
 }
 
 #[test]
