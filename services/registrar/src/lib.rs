@@ -13,6 +13,7 @@
 //!   [`metrics`], the wording of errors on the wire).
 
 pub mod config;
+pub mod gateway_list;
 pub mod metrics;
 pub mod rate_limit;
 pub mod registrar;
@@ -71,6 +72,7 @@ pub async fn run(
             control_plane: client,
             signer: Signer::new(worker_ca, cluster_id, config.worker_cert_validity),
             ca_bundle,
+            gateway_list: Default::default(),
         },
         limiter: RateLimiter::new(config.register_per_second, config.register_burst),
         stats: Default::default(),

@@ -22,6 +22,7 @@ use muster_middleware::{ApiError, Refused};
 use muster_proto::v1;
 use muster_tls::SignedCert;
 
+use crate::gateway_list::GatewayList;
 use crate::signing::{Certified, Signer};
 use crate::upstream::ControlPlane;
 
@@ -34,6 +35,8 @@ pub struct Registrar<C = ControlPlaneClient> {
     pub signer: Signer,
     /// The cluster CA, handed to workers as their trust bundle for control-plane components.
     pub ca_bundle: CaBundle,
+    /// The gateways and policy handed to workers, shared by concurrent registrations.
+    pub gateway_list: GatewayList,
 }
 
 /// The cluster CA bundle workers are given: fixed, or whatever the registrar's TLS files hold
@@ -107,7 +110,8 @@ impl<C: ControlPlane> Registrar<C> {
             registered.worker.ok_or_else(|| ApiError::Internal("the control plane returned no worker".into()))?;
         let id = worker.worker_id;
         let Certified { signed, chain_pem } = self.signer.certify(id, &request.csr_pem)?;
-        let (recorded, listed) = tokio::join!(self.record(id, &signed, ""), self.control_plane.list_gateways());
+        let (recorded, listed) =
+            tokio::join!(self.record(id, &signed, ""), self.gateway_list.get(&*self.control_plane));
         if let Err(err) = recorded {
             // The worker has its identity either way; the record only feeds `workers get`.
             tracing::warn!(worker_id = id, error = %err, "could not record the certificate serial");
@@ -183,7 +187,7 @@ impl<C: ControlPlane> Registrar<C> {
         Signer::check_csr(&request.csr_pem)?;
         let Certified { signed, chain_pem } = self.signer.certify(id, &request.csr_pem)?;
         let recording = self.record(id, &signed, &presented.serial_hex);
-        let (recorded, listed) = tokio::join!(recording, self.control_plane.list_gateways());
+        let (recorded, listed) = tokio::join!(recording, self.gateway_list.get(&*self.control_plane));
         recorded.inspect_err(|err| {
             if let ApiError::Refused(Refused { reason, message }) = err {
                 tracing::warn!(worker_id = id, reason = reason.label(), detail = %message, "refused to renew a certificate");

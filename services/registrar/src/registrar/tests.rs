@@ -17,6 +17,7 @@ struct FakeControlPlane {
     refuse_record: Option<v1::Refusal>,
     gateways_down: bool,
     registrations: AtomicU32,
+    listings: AtomicU32,
     recorded: Mutex<Vec<v1::RecordWorkerCertRequest>>,
 }
 
@@ -43,6 +44,7 @@ impl ControlPlane for FakeControlPlane {
     }
 
     async fn list_gateways(&self) -> Result<v1::ListGatewaysResponse, ApiError> {
+        self.listings.fetch_add(1, Ordering::Relaxed);
         if self.gateways_down {
             return Err(ApiError::Unavailable("control plane unreachable".into()));
         }
@@ -60,7 +62,12 @@ impl ControlPlane for FakeControlPlane {
 fn registrar(control_plane: FakeControlPlane) -> Registrar<FakeControlPlane> {
     let worker_ca = CertificateAuthority::generate("test worker CA", Duration::from_secs(3600)).unwrap();
     let signer = Signer::new(worker_ca, "c0ffee".into(), Duration::from_secs(600));
-    Registrar { control_plane: Arc::new(control_plane), signer, ca_bundle: CaBundle::Fixed("cluster CA".into()) }
+    Registrar {
+        control_plane: Arc::new(control_plane),
+        signer,
+        ca_bundle: CaBundle::Fixed("cluster CA".into()),
+        gateway_list: Default::default(),
+    }
 }
 
 fn csr() -> String {
@@ -89,6 +96,29 @@ async fn a_registered_worker_gets_its_certificate_the_gateways_and_the_policy() 
     assert_eq!(answer.ca_bundle_pem, "cluster CA");
     let recorded = registrar.control_plane.recorded.lock().unwrap().clone();
     assert_eq!((recorded.len(), recorded[0].serial.as_str()), (1, named.serial_hex.as_str()));
+}
+
+#[tokio::test]
+async fn a_registration_storm_asks_for_the_gateway_list_once_a_second() {
+    let registrar = Arc::new(registrar(FakeControlPlane::default()));
+    let storm = (0..20).map(|_| {
+        let registrar = registrar.clone();
+        tokio::spawn(async move { registrar.register(Caller::default(), register_request()).await })
+    });
+    for answer in futures::future::join_all(storm).await {
+        assert_eq!(answer.unwrap().unwrap().gateways.len(), 1, "every worker gets the list");
+    }
+    assert_eq!(registrar.control_plane.registrations.load(Ordering::Relaxed), 20);
+    assert_eq!(registrar.control_plane.listings.load(Ordering::Relaxed), 1, "one ListGateways for 20 registrations");
+}
+
+#[tokio::test]
+async fn a_failed_gateway_list_is_asked_for_again() {
+    let registrar = registrar(FakeControlPlane { gateways_down: true, ..Default::default() });
+    for _ in 0..2 {
+        registrar.register(Caller::default(), register_request()).await.unwrap();
+    }
+    assert_eq!(registrar.control_plane.listings.load(Ordering::Relaxed), 2, "a failure is not cached");
 }
 
 #[tokio::test]
