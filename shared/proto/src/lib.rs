@@ -9,6 +9,7 @@ use std::fmt;
 
 pub mod backup;
 pub mod clock;
+pub mod codec;
 pub mod limits;
 mod refusal;
 mod worker_ca;
