@@ -7,6 +7,7 @@
 //! cargo run --release -p muster-bench -- fleet [--workers 10000] [--interval 450ms]
 //! cargo run --release -p muster-bench -- failover [--kills 20]
 //! cargo run --release -p muster-bench -- watch [--watchers 1000] [--rates 100,400]
+//! cargo run --release -p muster-bench -- scale [--sizes 1000,10000,30000,100000] [--gateways 3]
 //! ```
 //!
 //! `kv`: the same KV workload on each system. Each system runs alone: Muster's cluster is
@@ -15,7 +16,8 @@
 //! keys and values are written. `fleet`: simulated workers heartbeating through the worker
 //! tier against the same number of etcd leases kept alive (see [`fleet`]). `failover`: leader
 //! `kill -9` to the first acknowledged write (see [`failover`]). `watch`: watchers on every
-//! node following a fixed write rate (see [`watch`]).
+//! node following a fixed write rate (see [`watch`]). `scale`: one worker tier grown to 100,000
+//! workers, each stage's cost per size, against the transport's floor (see [`scale`]).
 //!
 //! Modules: [`cluster`] (Muster processes), [`etcd`] and [`etcd_rpc`] (etcd processes and
 //! its gRPC API), [`workload`] (client loops and histograms), [`report`] (tables),
@@ -30,6 +32,7 @@ mod fleet;
 mod machine;
 mod procs;
 mod report;
+mod scale;
 mod watch;
 mod workload;
 
@@ -65,6 +68,15 @@ enum Bench {
     /// Watchers spread over the nodes following puts (and, Muster only, registering
     /// workers) at a fixed rate, Muster vs etcd.
     Watch(watch::WatchArgs),
+    /// One worker tier grown through fleet sizes (to 100,000): each stage's cost per size,
+    /// the gateway against a bare tonic floor, and a leader and gateway kill at the largest.
+    Scale(scale::ScaleArgs),
+    /// The floor `scale` measures gateways against (started by `scale` itself).
+    #[command(hide = true)]
+    FloorServer(scale::FloorServerArgs),
+    /// A share of `scale`'s simulated workers in a process of its own (started by `scale`).
+    #[command(hide = true)]
+    FleetPart(scale::FleetPartArgs),
 }
 
 #[derive(Parser, Debug, Clone)]
@@ -282,6 +294,9 @@ async fn main() -> ExitCode {
             Bench::Fleet(args) => fleet::run(args).await,
             Bench::Failover(args) => failover::run(args).await,
             Bench::Watch(args) => watch::run(args).await,
+            Bench::Scale(args) => scale::run(args).await,
+            Bench::FloorServer(args) => scale::serve_floor(args).await,
+            Bench::FleetPart(args) => scale::run_part(args).await,
         }
     };
     // Dropping the benchmark future (on a signal) kills every server and removes the temp dir.

@@ -6,6 +6,7 @@
 //! the streams use the lean client of [`crate::grpc_stream`] so that the fleet costs its host
 //! as little CPU as it can.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -24,6 +25,8 @@ use crate::grpc_stream::BidiStream;
 
 /// The heartbeat stream's method path.
 const REPORT_STATUS: &str = "/muster.v1.HeartbeatService/ReportStatus";
+/// How long a TCP connect to a gateway may take (its backlog full in a reconnect storm).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One registered simulated worker.
 #[derive(Clone)]
@@ -231,6 +234,18 @@ impl Fleet {
     /// Starts one beating task per identity, on the fleet's own threads ([`ClientThreads`]).
     /// `ca_pem` verifies the gateways.
     pub fn start(identities: &[SimIdentity], ca_pem: &str, plan: BeatPlan) -> anyhow::Result<Self> {
+        Self::start_from(identities, ca_pem, plan, &[])
+    }
+
+    /// [`start`](Self::start), each worker connecting from one of `sources` in turn (none:
+    /// the system picks): a fleet larger than one address's ephemeral ports spreads over
+    /// several loopback addresses.
+    pub fn start_from(
+        identities: &[SimIdentity],
+        ca_pem: &str,
+        plan: BeatPlan,
+        sources: &[IpAddr],
+    ) -> anyhow::Result<Self> {
         let stats = Arc::new(FleetStats::default());
         *stats.current_gateway.lock().unwrap_or_else(|p| p.into_inner()) = vec![String::new(); identities.len()];
         *stats.last_ttl_ms.lock().unwrap_or_else(|p| p.into_inner()) = vec![0; identities.len()];
@@ -244,6 +259,7 @@ impl Fleet {
                 tls: gateway_tls(identity, ca_pem)?,
                 stats: stats.clone(),
                 interval: interval.clone(),
+                source: (!sources.is_empty()).then(|| sources[index % sources.len()]),
             };
             workers.push(worker.run());
         }
@@ -286,6 +302,8 @@ struct SimWorker {
     tls: Arc<rustls::ClientConfig>,
     stats: Arc<FleetStats>,
     interval: Arc<SharedInterval>,
+    /// The local address to connect from (`None`: the system's choice).
+    source: Option<IpAddr>,
 }
 
 /// Why a stream ended.
@@ -332,7 +350,8 @@ impl SimWorker {
     }
 
     async fn beat_to(&self, gateway: &Gateway, epoch: &mut u64) -> StreamEnd {
-        let opened = ReportStream::open(&gateway.addr, self.tls.clone(), REPORT_STATUS, Duration::from_secs(2)).await;
+        let opened =
+            ReportStream::open_from(self.source, &gateway.addr, self.tls.clone(), REPORT_STATUS, CONNECT_TIMEOUT).await;
         let Ok(mut stream) = opened else { return StreamEnd::Failed };
         let first = v1::StatusReport {
             sequence: 1,
