@@ -9,6 +9,7 @@
 //! [`super::notices`].
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -349,16 +350,21 @@ impl LeaseTable {
         // up past grace would otherwise be marked Unreachable while alive (at 100,000 workers, about
         // 1,700 were, each Ready again a moment later). Workers registered in this term are
         // not covered: nothing about an election delays them.
-        let inherited = self.leases.get(&id).is_some_and(|lease| lease.inherited);
-        let window_end = self.failover_until.filter(|_| inherited).unwrap_or(received);
-        let deadline = (received + ttl + grace).max(window_end);
-        let lease = Lease { deadline, last_beat: Some(received), ttl, gateway_id: gateway_id.clone(), inherited };
-        match self.leases.get_mut(&id) {
+        let new_lease = |inherited: bool| {
+            let window_end = self.failover_until.filter(|_| inherited).unwrap_or(received);
+            let deadline = (received + ttl + grace).max(window_end);
+            Lease { deadline, last_beat: Some(received), ttl, gateway_id: gateway_id.clone(), inherited }
+        };
+        // One lookup per beat: this runs for every beat of the fleet.
+        match self.leases.entry(id) {
             // Batches can arrive out of order across gateways: keep the later deadline.
-            Some(existing) if existing.last_beat.is_some_and(|last| last > received) => {}
-            Some(existing) => *existing = lease,
-            None => {
-                self.leases.insert(id, lease);
+            Entry::Occupied(existing) if existing.get().last_beat.is_some_and(|last| last > received) => {}
+            Entry::Occupied(mut existing) => {
+                let inherited = existing.get().inherited;
+                existing.insert(new_lease(inherited));
+            }
+            Entry::Vacant(vacant) => {
+                vacant.insert(new_lease(false));
             }
         }
         if state == WorkerState::Unreachable as i32 || state == WorkerState::Left as i32 {

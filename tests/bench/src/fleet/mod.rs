@@ -24,7 +24,7 @@
 
 mod etcd_side;
 mod keepalive;
-mod measure;
+pub(crate) mod measure;
 mod muster_side;
 mod stalls;
 mod table;

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use muster_e2e::v1;
+use muster_e2e::fleet::unreachable_count;
 
 use super::grow::Fleets;
 use super::tier::{GRACE, Tier};
@@ -35,9 +35,9 @@ impl Failure {
     }
 }
 
-async fn unreachable(tier: &Tier) -> anyhow::Result<usize> {
-    let filter = v1::ListWorkersRequest { state: v1::WorkerState::Unreachable as i32, ..Default::default() };
-    Ok(tier.cluster.client().list_workers(filter).await?.len())
+/// Workers Unreachable now, besides the `dead` ones killed on purpose.
+async fn live_unreachable(tier: &Tier, dead: usize) -> anyhow::Result<usize> {
+    Ok(unreachable_count(&tier.cluster).await?.saturating_sub(dead))
 }
 
 /// Runs the failure stage on `fleets` (every worker beating) and `doomed` (a separate fleet,
@@ -58,11 +58,11 @@ pub async fn run(tier: &mut Tier, fleets: &Fleets, mut doomed: Fleets, workers: 
     }
     let killed = doomed.workers();
     let killed_ttl = Duration::from_millis(u64::from(doomed.max_ttl_ms()));
-    let before = unreachable(tier).await?;
+    let before = unreachable_count(&tier.cluster).await?;
     doomed.kill().await;
     let died_at = Instant::now();
     loop {
-        let now = unreachable(tier).await?;
+        let now = unreachable_count(&tier.cluster).await?;
         if now >= before + killed {
             break;
         }
@@ -75,7 +75,7 @@ pub async fn run(tier: &mut Tier, fleets: &Fleets, mut doomed: Fleets, workers: 
     }
     let detected = died_at.elapsed();
     eprintln!("  {killed} workers killed at once (TTL {killed_ttl:.1?}) all Unreachable after {detected:.1?}");
-    let dead = unreachable(tier).await?;
+    let dead = unreachable_count(&tier.cluster).await?;
 
     let dead_gateway = tier.gateways.first().context("a gateway")?.id.clone();
     let moved = fleets.on_gateway(&dead_gateway);
@@ -95,7 +95,7 @@ pub async fn run(tier: &mut Tier, fleets: &Fleets, mut doomed: Fleets, workers: 
             "{} workers still on the dead gateway after 10 minutes",
             fleets.on_gateway(&dead_gateway)
         );
-        unreachable_max = unreachable_max.max(unreachable(tier).await?.saturating_sub(dead));
+        unreachable_max = unreachable_max.max(live_unreachable(tier, dead).await?);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let reconnect_all = gateway_killed_at.elapsed();
@@ -105,11 +105,11 @@ pub async fn run(tier: &mut Tier, fleets: &Fleets, mut doomed: Fleets, workers: 
     // after it, nobody else may expire.
     let begun_by = Instant::now() + Duration::from_secs(30);
     while tier.failover_remaining().await?.is_zero() && Instant::now() < begun_by {
-        unreachable_max = unreachable_max.max(unreachable(tier).await?.saturating_sub(dead));
+        unreachable_max = unreachable_max.max(live_unreachable(tier, dead).await?);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     loop {
-        unreachable_max = unreachable_max.max(unreachable(tier).await?.saturating_sub(dead));
+        unreachable_max = unreachable_max.max(live_unreachable(tier, dead).await?);
         if tier.failover_remaining().await?.is_zero() {
             break;
         }
@@ -117,7 +117,7 @@ pub async fn run(tier: &mut Tier, fleets: &Fleets, mut doomed: Fleets, workers: 
     }
     let watch_until = Instant::now() + Duration::from_millis(u64::from(fleets.max_ttl_ms())) + GRACE;
     while Instant::now() < watch_until {
-        unreachable_max = unreachable_max.max(unreachable(tier).await?.saturating_sub(dead));
+        unreachable_max = unreachable_max.max(live_unreachable(tier, dead).await?);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     eprintln!("  at most {unreachable_max} live workers Unreachable through the failover");

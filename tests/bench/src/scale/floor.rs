@@ -163,16 +163,7 @@ pub async fn measure(
         .collect();
     let mut fleet = Fleets::default();
     fleet.start(&floor_identities, &tier.ca_pem, sources)?;
-    let started = Instant::now();
-    while fleet.acked() < identities.len() {
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(600),
-            "only {} of {} floor workers acked",
-            fleet.acked(),
-            identities.len()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    fleet.wait_acked(identities.len(), Duration::from_secs(600), || Ok(())).await?;
     // One TTL for every worker to move from its first report to its steady grid.
     tokio::time::sleep(Duration::from_millis(u64::from(ttl_ms))).await;
     let pids = servers.pids();

@@ -113,6 +113,19 @@ impl Fleets {
         self.statuses().map(|s| s.workers).sum()
     }
 
+    /// Waits until `want` workers are acked at least once, within `timeout` (the fleet
+    /// benchmark's wait, reporting progress); `check` fails the wait early (a server died).
+    pub async fn wait_acked(
+        &self,
+        want: usize,
+        timeout: Duration,
+        check: impl FnMut() -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let (_, acked) = crate::fleet::measure::wait_all_acked(want, timeout, || self.acked(), check).await?;
+        anyhow::ensure!(acked >= want, "only {acked} of {want} workers acked after {timeout:?}");
+        Ok(())
+    }
+
     /// SIGKILLs every part: all their workers die at once.
     pub async fn kill(&mut self) {
         for part in &mut self.parts {
@@ -125,20 +138,7 @@ impl Fleets {
 /// long it took.
 pub async fn wait_ready(tier: &Tier, fleets: &Fleets, want: usize, timeout: Duration) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let mut reported = started;
-    while fleets.acked() < want {
-        tier.check_alive()?;
-        anyhow::ensure!(
-            started.elapsed() < timeout,
-            "only {} of {want} workers acked after {timeout:?}",
-            fleets.acked()
-        );
-        if reported.elapsed() >= Duration::from_secs(10) {
-            eprintln!("  {} of {want} acked after {:.0?}", fleets.acked(), started.elapsed());
-            reported = Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    fleets.wait_acked(want, timeout, || tier.check_alive()).await?;
     let ready = v1::ListWorkersRequest { state: v1::WorkerState::Ready as i32, ..Default::default() };
     loop {
         let count = tier.cluster.client().list_workers(ready.clone()).await?.len();

@@ -11,7 +11,7 @@ use muster_e2e::registrar::Registrar;
 use muster_e2e::{Cluster, HeartbeatPolicy, Options};
 
 use super::ScaleArgs;
-use crate::procs::{children_named, cpu_seconds, rss_bytes};
+use crate::procs::{children_named, rss_bytes, total_cpu_seconds};
 
 /// The executables the harness starts.
 pub const BINARIES: [&str; 3] = ["control-plane", "registrar", "heartbeat-gateway"];
@@ -139,7 +139,7 @@ pub struct Usage {
 
 impl Usage {
     pub fn of(pids: &[u32]) -> Self {
-        Self { rss: pids.iter().map(|pid| rss_bytes(*pid)).sum(), cpu: pids.iter().map(|pid| cpu_seconds(*pid)).sum() }
+        Self { rss: pids.iter().map(|pid| rss_bytes(*pid)).sum(), cpu: total_cpu_seconds(pids) }
     }
 }
 
