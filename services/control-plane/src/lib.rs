@@ -36,6 +36,7 @@ pub mod types;
 pub mod watch;
 pub mod worker_ca_export;
 pub mod worker_gc;
+pub mod write_batch;
 
 pub use app::{ControlPlane, Listeners, run};
 

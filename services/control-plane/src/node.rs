@@ -352,6 +352,20 @@ impl NodeHandle {
     }
 }
 
+/// The registration batcher writes through the node, in the newest format every member reads.
+impl crate::write_batch::Proposer for NodeHandle {
+    async fn propose_command(&self, command: v1::Command) -> Result<v1::CommandResult, ApiError> {
+        Ok(self.client_write(command).await?.data)
+    }
+
+    fn writable_format(&self) -> u32 {
+        let metrics = self.raft.metrics();
+        let members: Vec<NodeId> =
+            metrics.borrow_watched().membership_config.membership().nodes().map(|(id, _)| *id).collect();
+        self.channels.formats.writable(self.id, muster_proto::COMMAND_FORMAT_VERSION, members)
+    }
+}
+
 /// openraft's answers to the leadership seam.
 impl Leadership for NodeHandle {
     type Applied = FsmReader;

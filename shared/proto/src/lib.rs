@@ -22,7 +22,7 @@ pub mod v1 {
 /// command (or changes what one means) raises it; a node that meets a command of a higher
 /// format, or of a kind it does not know, stops applying instead of skipping it (which would
 /// leave its state behind the others').
-pub const COMMAND_FORMAT_VERSION: u32 = 2;
+pub const COMMAND_FORMAT_VERSION: u32 = 3;
 
 /// The format a command is written in: the lowest that has its kind, so a release that reads
 /// only older formats applies every command but the new kinds (and stops at one of those).
@@ -31,9 +31,15 @@ pub const COMMAND_FORMAT_VERSION: u32 = 2;
 /// |---|---|
 /// | 1 | every kind up to `Noop` |
 /// | 2 | `RotateWorkerCa`; `RemoveWorkers`; `UpdateWorker` changing `eligible`, `drain` or `undrain`; `WorkerTransitions` ending a drain (`drain_outcome`); `RegisterWorker` replacing a worker |
+/// | 3 | `CommandBatch` (several commands in one entry) |
+///
+/// A batch is written in the highest format of itself and what it holds.
 pub fn command_format(op: Option<&v1::command::Op>) -> u32 {
     use v1::command::Op;
     match op {
+        Some(Op::Batch(batch)) => {
+            batch.commands.iter().map(|inner| command_format(inner.op.as_ref())).fold(3, u32::max)
+        }
         Some(Op::RotateWorkerCa(_) | Op::RemoveWorkers(_)) => 2,
         Some(Op::UpdateWorker(v1::UpdateWorker { change: Some(change), .. })) => {
             use v1::update_worker::Change;
@@ -82,6 +88,7 @@ impl fmt::Display for v1::Command {
             Some(Op::RotateWorkerCa(rotate)) => write!(f, "rotate-worker-ca {}", rotate.step_name())?,
             Some(Op::RecordWorkerCert(record)) => write!(f, "record-worker-cert {}", record.worker_id)?,
             Some(Op::RemoveWorkers(remove)) => write!(f, "remove-workers ({})", remove.worker_ids.len())?,
+            Some(Op::Batch(batch)) => write!(f, "batch ({} commands)", batch.commands.len())?,
             Some(Op::UpdateWorker(update)) => write!(f, "update-worker {}", update.worker_id)?,
             Some(Op::WorkerTransitions(batch)) => {
                 write!(f, "worker-transitions ({} in term {})", batch.transitions.len(), batch.term)?
@@ -112,6 +119,13 @@ mod tests {
         let replacing = v1::RegisterWorker { replaces_worker_id: 3, ..register };
         assert_eq!(command_format(Some(&v1::command::Op::RegisterWorker(replacing))), 2);
         assert_eq!(command_format(None), 1);
+        let batch = |commands: Vec<v1::command::Op>| {
+            let commands = commands.into_iter().map(|op| v1::Command { op: Some(op), ..Default::default() }).collect();
+            v1::command::Op::Batch(v1::CommandBatch { commands })
+        };
+        assert_eq!(command_format(Some(&batch(vec![put.clone(), remove]))), 3, "format 3 has batches");
+        assert_eq!(command_format(Some(&batch(vec![]))), 3);
+        assert_eq!(command_format(Some(&batch(vec![batch(vec![put])]))), 3, "a batch takes its highest command's");
         let cordon = v1::command::Op::UpdateWorker(v1::UpdateWorker {
             change: Some(v1::update_worker::Change::Eligible(false)),
             ..Default::default()

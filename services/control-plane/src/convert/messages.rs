@@ -34,7 +34,7 @@ pub fn append_response_to_pb(resp: &AppendEntriesResponse<TypeConfig>) -> v1::Ap
         AppendEntriesResponse::Conflict => R::Conflict(v1::Blank {}),
         AppendEntriesResponse::HigherVote(vote) => R::HigherVote(vote_to_pb(vote)),
     };
-    v1::AppendEntriesResponse { result: Some(result) }
+    v1::AppendEntriesResponse { result: Some(result), command_format: muster_proto::COMMAND_FORMAT_VERSION }
 }
 
 pub fn append_response_from_pb(

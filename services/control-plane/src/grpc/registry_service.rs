@@ -13,16 +13,20 @@ use crate::errors::storage_error;
 use crate::leadership::Leadership as _;
 use crate::node::NodeHandle;
 use crate::store::worker_ca;
+use crate::write_batch::WriteBatcher;
 use muster_proto::clock::unix_now;
 
 #[derive(Clone)]
 pub struct RegistryApi {
     node: Arc<NodeHandle>,
+    /// Registrations and certificate records share log entries while they queue.
+    batcher: WriteBatcher,
 }
 
 impl RegistryApi {
+    /// Starts the write batcher: call inside the runtime.
     pub fn new(node: Arc<NodeHandle>) -> Self {
-        Self { node }
+        Self { batcher: WriteBatcher::start(node.clone()), node }
     }
 
     fn cluster_id(&self) -> Result<String, ApiError> {
@@ -63,7 +67,7 @@ impl WorkerRegistryService for RegistryApi {
             profile: Some(profile),
             replaces_worker_id: request.replaces_worker_id,
         };
-        let result = self.node.propose(v1::command::Op::RegisterWorker(register)).await?;
+        let result = self.batcher.propose(v1::command::Op::RegisterWorker(register)).await?;
         if let Some(reason) = result.refused() {
             tracing::warn!(token_id = %token.token_id, reason = reason.label(), "registration refused");
             return Err(token_refusal(reason, &result.error).into());
@@ -119,7 +123,7 @@ impl WorkerRegistryService for RegistryApi {
             expires_at_unix: request.expires_at_unix,
             presented_serial: request.presented_serial,
         };
-        let result = Refused::check(self.node.propose(v1::command::Op::RecordWorkerCert(record)).await?)?;
+        let result = Refused::check(self.batcher.propose(v1::command::Op::RecordWorkerCert(record)).await?)?;
         Ok(Response::new(v1::RecordWorkerCertResponse { worker: result.worker }))
     }
 }

@@ -18,6 +18,7 @@ use super::snapshot_push::SnapshotSender;
 use crate::convert::{append_request_to_pb, append_response_from_pb, vote_request_to_pb, vote_response_from_pb};
 use crate::store::SnapshotFile;
 use crate::types::{NodeAddr, NodeId, Snapshot, TypeConfig, Vote};
+use crate::write_batch::PeerFormats;
 
 /// Peer calls traced at DEBUG: replication and elections run many times a second (and
 /// the start-up health checks poll), so at `info` they are neither logged nor exported.
@@ -38,11 +39,13 @@ pub struct PeerChannels {
     max_message_bytes: usize,
     snapshot_chunk_bytes: usize,
     channels: Arc<Mutex<HashMap<String, TracedChannel>>>,
+    /// The command format each peer says it applies (from its AppendEntries answers).
+    pub formats: PeerFormats,
 }
 
 impl PeerChannels {
     pub fn new(tls: Option<ClientTls>, max_message_bytes: usize, snapshot_chunk_bytes: usize) -> Self {
-        Self { tls, max_message_bytes, snapshot_chunk_bytes, channels: Arc::default() }
+        Self { tls, max_message_bytes, snapshot_chunk_bytes, channels: Arc::default(), formats: PeerFormats::default() }
     }
 
     /// The channel to `addr`, created (lazily connecting) on first use.
@@ -123,8 +126,9 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             .max_decoding_message_size(self.channels.max_message_bytes)
             .max_encoding_message_size(self.channels.max_message_bytes);
         let request = with_deadline(append_request_to_pb(&rpc), option.hard_ttl());
-        let response = client.append_entries(request).await.map_err(status_to_rpc_error)?;
-        append_response_from_pb(response.into_inner()).map_err(|err| RPCError::Network(NetworkError::new(&err)))
+        let response = client.append_entries(request).await.map_err(status_to_rpc_error)?.into_inner();
+        self.channels.formats.heard(self.target, response.command_format);
+        append_response_from_pb(response).map_err(|err| RPCError::Network(NetworkError::new(&err)))
     }
 
     async fn vote(

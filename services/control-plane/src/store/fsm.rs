@@ -67,6 +67,10 @@ pub(crate) fn apply_readable(
     command: &v1::Command,
     changes: &mut Changes,
 ) -> io::Result<v1::CommandResult> {
+    // A batch has no session of its own: each of its commands has its own.
+    if let Some(Op::Batch(batch)) = &command.op {
+        return apply_batch(txn, index, term, batch, changes);
+    }
     let mut sessions = txn.open_table(SESSIONS).map_err(io_err)?;
     if command.client_id != 0 {
         let existing = sessions.get(command.client_id).map_err(io_err)?;
@@ -124,6 +128,8 @@ pub(crate) fn apply_readable(
         Some(Op::UpdateWorker(update)) => super::workers::update(txn, index, update, changes)?,
         Some(Op::WorkerTransitions(batch)) => super::workers::transitions(txn, index, term, batch, changes)?,
         Some(Op::RemoveWorkers(remove)) => super::workers::remove(txn, index, remove, changes)?,
+        // Taken before the sessions table is opened (each command in it opens it again).
+        Some(Op::Batch(_)) => unreachable!("a batch is applied before its session is looked at"),
         // A barrier; before formats were recorded a barrier had no op at all (see `readable`).
         Some(Op::Noop(_)) | None => v1::CommandResult { index, ..Default::default() },
     };
@@ -138,6 +144,32 @@ pub(crate) fn apply_readable(
         record_session(txn, &mut sessions, &session, MAX_SESSIONS)?;
     }
     Ok(result)
+}
+
+/// Applies each command of `batch` in order at `index`, as its own entry would be: its own
+/// session check and its own result. A nested batch is refused (and nothing else with it):
+/// the leader never writes one, and refusing it keeps the apply one level deep.
+fn apply_batch(
+    txn: &WriteTransaction,
+    index: u64,
+    term: u64,
+    batch: &v1::CommandBatch,
+    changes: &mut Changes,
+) -> io::Result<v1::CommandResult> {
+    let mut results = Vec::with_capacity(batch.commands.len());
+    for command in &batch.commands {
+        let result = match &command.op {
+            Some(Op::Batch(_)) => v1::CommandResult {
+                index,
+                error: "a batch may not hold a batch".into(),
+                refusal: v1::Refusal::IncompleteCommand as i32,
+                ..Default::default()
+            },
+            _ => apply_readable(txn, index, term, command, changes)?,
+        };
+        results.push(result);
+    }
+    Ok(v1::CommandResult { index, succeeded: true, results, ..Default::default() })
 }
 
 /// Most client sessions remembered; past this the session idle longest is forgotten (its
@@ -396,6 +428,39 @@ mod tests {
             assert!(sessions.get(10).unwrap().is_some() && sessions.get(30).unwrap().is_some());
         }
         assert_eq!(txn.open_table(SESSION_AGE).unwrap().len().unwrap(), 2);
+    }
+
+    #[test]
+    fn a_batch_applies_each_command_as_its_own_entry_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_database(&dir.path().join("db")).unwrap();
+        let reader = FsmReader::new(db.clone());
+        apply(&db, 1, &command(7, 1, put("k", "v1")));
+        let batch = |commands: Vec<v1::Command>| command(0, 0, Op::Batch(v1::CommandBatch { commands }));
+        let result = apply(
+            &db,
+            2,
+            &batch(vec![
+                command(7, 1, put("k", "retried")),
+                command(8, 1, put("a", "1")),
+                command(0, 0, Op::Delete(v1::KvDelete { key: "missing".into() })),
+                batch(vec![command(0, 0, put("nested", "x"))]),
+                command(9, 1, put("k", "v2")),
+            ]),
+        );
+        assert!(result.succeeded);
+        let results = &result.results;
+        assert_eq!(results.len(), 5, "one result per command, in order");
+        assert!(results[0].deduplicated && results[0].index == 1, "a retry inside a batch applies once");
+        assert!(results[1].succeeded && !results[1].deduplicated && results[1].index == 2);
+        assert!(!results[2].succeeded, "a delete of nothing fails alone");
+        assert!(results[3].error.contains("may not hold a batch"), "{:?}", results[3]);
+        assert!(reader.get("nested").unwrap().is_none());
+        assert_eq!(results[4].previous.as_ref().unwrap().value, b"v1", "later commands see earlier ones");
+        assert_eq!(reader.get("k").unwrap().unwrap().value, b"v2");
+        assert_eq!(reader.get("a").unwrap().unwrap().mod_revision, 2, "every command takes the entry's index");
+        // Each command's session is kept: a retry of one outside the batch applies nothing.
+        assert!(apply(&db, 3, &command(8, 1, put("a", "again"))).deduplicated);
     }
 
     #[test]

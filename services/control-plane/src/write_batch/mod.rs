@@ -1,0 +1,139 @@
+//! Coalescing concurrent writes into one log entry. A registration storm sends the leader
+//! thousands of `RegisterWorker` and `RecordWorkerCert` commands at once; written one entry
+//! each, every worker costs the log two entries (two appends, two replications, two applies).
+//! The [`WriteBatcher`] queues them, and each time a write slot is free it takes every queued
+//! command (up to [`MAX_COMMANDS`] or [`MAX_BYTES`]) into one [`v1::CommandBatch`] entry. A lone
+//! command is written as itself, so a quiet cluster's writes wait for nothing: batches form
+//! only while earlier writes are in flight, which is exactly when there is a queue.
+//!
+//! A batch is command format 3; it is written only once every member applies format 3
+//! ([`PeerFormats`]), and until then each command goes in an entry of its own, as before.
+
+mod formats;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use muster_middleware::ApiError;
+use muster_proto::v1;
+use prost::Message as _;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tonic::Status;
+use tracing::{Instrument as _, Span};
+
+pub use formats::{PeerFormats, UNANNOUNCED_FORMAT};
+
+/// The command format that has batches.
+pub const BATCH_FORMAT: u32 = 3;
+/// Most commands in one batch.
+pub const MAX_COMMANDS: usize = 256;
+/// A batch stops growing past this many encoded bytes (well inside a Raft message).
+pub const MAX_BYTES: usize = 512 * 1024;
+/// Batches written at once: while one commits, the next fills.
+const WRITES_IN_FLIGHT: usize = 4;
+/// Commands that may wait for a slot; past it a caller waits to queue.
+const QUEUE: usize = 8 * MAX_COMMANDS;
+
+/// What the batcher needs from the node: a way to write one command, and the newest format
+/// every member applies.
+pub trait Proposer: Send + Sync + 'static {
+    fn propose_command(&self, command: v1::Command)
+    -> impl Future<Output = Result<v1::CommandResult, ApiError>> + Send;
+    fn writable_format(&self) -> u32;
+}
+
+struct Queued {
+    command: v1::Command,
+    answer: oneshot::Sender<Result<v1::CommandResult, Status>>,
+    /// The caller's span: its write joins the caller's trace.
+    span: Span,
+}
+
+/// The queue in front of the log for commands that may share an entry.
+#[derive(Clone)]
+pub struct WriteBatcher {
+    queue: mpsc::Sender<Queued>,
+}
+
+impl WriteBatcher {
+    /// Starts the task that writes what is queued through `proposer`; it ends when every
+    /// clone of the batcher is dropped.
+    pub fn start<P: Proposer>(proposer: Arc<P>) -> Self {
+        Self::with_slots(proposer, WRITES_IN_FLIGHT)
+    }
+
+    fn with_slots<P: Proposer>(proposer: Arc<P>, slots: usize) -> Self {
+        let (queue, queued) = mpsc::channel(QUEUE);
+        tokio::spawn(run(proposer, queued, slots));
+        Self { queue }
+    }
+
+    /// Writes `op` (in a batch or alone); what applying it produced, once applied here.
+    pub async fn propose(&self, op: v1::command::Op) -> Result<v1::CommandResult, Status> {
+        let (answer, answered) = oneshot::channel();
+        let command = v1::Command { op: Some(op), ..Default::default() };
+        let stopped = || Status::from(ApiError::Unavailable("the node is shutting down".into()));
+        self.queue.send(Queued { command, answer, span: Span::current() }).await.map_err(|_| stopped())?;
+        answered.await.map_err(|_| stopped())?
+    }
+}
+
+async fn run<P: Proposer>(proposer: Arc<P>, mut queued: mpsc::Receiver<Queued>, slots: usize) {
+    let slots = Arc::new(Semaphore::new(slots));
+    loop {
+        // A slot first: while every slot is busy the queue grows, and the next batch takes it.
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let Some(first) = queued.recv().await else { return };
+        let mut bytes = first.command.encoded_len();
+        let mut batch = vec![first];
+        while batch.len() < MAX_COMMANDS && bytes < MAX_BYTES {
+            let Ok(next) = queued.try_recv() else { break };
+            bytes += next.command.encoded_len();
+            batch.push(next);
+        }
+        let proposer = proposer.clone();
+        tokio::spawn(async move {
+            write(&*proposer, batch).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Writes `batch` as one entry when it holds several commands and every member reads
+/// batches; else each command in an entry of its own, in its caller's trace. A batch's write
+/// joins the trace of its first command's caller.
+async fn write<P: Proposer>(proposer: &P, batch: Vec<Queued>) {
+    if batch.len() == 1 || proposer.writable_format() < BATCH_FORMAT {
+        let writes = batch.into_iter().map(|Queued { command, answer, span }| async move {
+            let written = proposer.propose_command(command).instrument(span).await;
+            let _ = answer.send(written.map_err(Status::from));
+        });
+        futures::future::join_all(writes).await;
+        return;
+    }
+    let span = batch[0].span.clone();
+    let (commands, answers): (Vec<_>, Vec<_>) = batch.into_iter().map(|q| (q.command, q.answer)).unzip();
+    let count = commands.len();
+    let entry = v1::Command { op: Some(v1::command::Op::Batch(v1::CommandBatch { commands })), ..Default::default() };
+    match proposer.propose_command(entry).instrument(span).await {
+        Ok(result) if result.results.len() == count => {
+            for (answer, result) in answers.into_iter().zip(result.results) {
+                let _ = answer.send(Ok(result));
+            }
+        }
+        Ok(result) => {
+            let status = Status::from(ApiError::Internal(format!(
+                "a batch of {count} commands applied with {} results",
+                result.results.len()
+            )));
+            answers.into_iter().for_each(|answer| drop(answer.send(Err(status.clone()))));
+        }
+        Err(err) => {
+            let status = Status::from(err);
+            answers.into_iter().for_each(|answer| drop(answer.send(Err(status.clone()))));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
