@@ -284,3 +284,65 @@ fn record(worker_id: u64, state: WorkerState, current: &str, previous: &str) -> 
         ..Default::default()
     }
 }
+
+/// A table past its failover window (a zero one), with worker 1 Ready, beating through `gw`
+/// at `t1` with a 10 s TTL: its lease ends at `t1 + 20 s`.
+fn beating_through(gw: &Arc<str>, t0: Instant, t1: Instant) -> LeaseTable {
+    let mut table = LeaseTable::default();
+    table.begin_term(7, t0, fleet(&[(1, WorkerState::Ready)]), Duration::ZERO);
+    table.record_gateway(gw, "gw:1", t1);
+    assert!(table.record_beat(gw, &beat(1, 10), t1, GRACE).is_none());
+    assert_eq!(table.lease(1).unwrap().deadline, t1 + Duration::from_secs(20));
+    table
+}
+
+#[test]
+fn a_lease_expires_only_once_its_gateway_has_batched_past_the_deadline() {
+    let gw: Arc<str> = Arc::from("gw-1");
+    let t0 = Instant::now();
+    let t1 = t0 + Duration::from_secs(1);
+    let mut table = beating_through(&gw, t0, t1);
+    let past = t1 + Duration::from_secs(21);
+    assert!(table.expired(past).is_empty(), "the renewal may be in the gateway's next batch");
+    table.record_gateway(&gw, "gw:1", t1 + Duration::from_secs(19));
+    assert!(table.expired(past).is_empty(), "a batch sent before the deadline proves nothing");
+    table.record_gateway(&gw, "gw:1", t1 + Duration::from_millis(20_250));
+    assert_eq!(table.expired(past), vec![1], "a batch after the deadline without the worker's beat");
+}
+
+#[test]
+fn a_silent_gateways_workers_get_the_failover_window_once() {
+    let gw: Arc<str> = Arc::from("gw-1");
+    let t0 = Instant::now();
+    let t1 = t0 + Duration::from_secs(1);
+    let mut table = beating_through(&gw, t0, t1);
+    let lease = Duration::from_secs(3);
+    let window = Duration::from_secs(60);
+    assert!(table.cover_lapsed_gateways(t1 + Duration::from_secs(2), lease, window).is_empty(), "still live");
+    let lapsed_at = t1 + Duration::from_secs(4);
+    assert_eq!(table.cover_lapsed_gateways(lapsed_at, lease, window), vec![("gw-1".to_string(), 1)]);
+    assert_eq!(table.lease(1).unwrap().deadline, lapsed_at + window);
+    assert!(table.cover_lapsed_gateways(lapsed_at + Duration::from_secs(30), lease, window).is_empty(), "once");
+    assert!(table.expired(lapsed_at + window - Duration::from_millis(1)).is_empty());
+    assert_eq!(table.expired(lapsed_at + window + Duration::from_millis(1)), vec![1], "a silent gateway sends nothing");
+
+    // The gateway comes back: a later silence covers its workers again.
+    table.record_gateway(&gw, "gw:1", lapsed_at + Duration::from_secs(5));
+    assert!(table.record_beat(&gw, &beat(1, 10), lapsed_at + Duration::from_secs(5), GRACE).is_none());
+    let again = lapsed_at + Duration::from_secs(9);
+    assert_eq!(table.cover_lapsed_gateways(again, lease, window), vec![("gw-1".to_string(), 1)]);
+}
+
+#[test]
+fn a_worker_that_moved_on_is_not_covered_by_its_old_gateway() {
+    let (old, new): (Arc<str>, Arc<str>) = (Arc::from("gw-1"), Arc::from("gw-2"));
+    let t0 = Instant::now();
+    let t1 = t0 + Duration::from_secs(1);
+    let mut table = beating_through(&old, t0, t1);
+    table.record_gateway(&new, "gw:2", t1 + Duration::from_secs(2));
+    assert!(table.record_beat(&new, &beat(1, 10), t1 + Duration::from_secs(2), GRACE).is_none());
+    let lapsed =
+        table.cover_lapsed_gateways(t1 + Duration::from_secs(4), Duration::from_secs(3), Duration::from_secs(60));
+    assert_eq!(lapsed, vec![("gw-1".to_string(), 0)]);
+    assert_eq!(table.lease(1).unwrap().deadline, t1 + Duration::from_secs(22));
+}
