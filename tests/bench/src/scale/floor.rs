@@ -1,5 +1,5 @@
 //! The floor a gateway is measured against: a bare tonic server whose `ReportStatus` answers
-//! each report with an ack carrying a fixed TTL, over the same transport as a gateway (rustls
+//! each report with an ack carrying the policy's TTL with the gateway's stagger, over the same transport as a gateway (rustls
 //! with worker client certificates required, the same listener, HTTP/2 without keepalive
 //! pings) and nothing else: no lease state, no batching, no authorization, tracing or
 //! overload layers. The same simulated workers connect to it at the same count and beat at the
@@ -64,7 +64,13 @@ impl HeartbeatService for Echo {
         let ttl_ms = self.ttl_ms;
         // The response stream polls the request stream itself: no task, no channel.
         let acks = request.into_inner().map(move |report| {
-            report.map(|report| v1::StatusAck { sequence: report.sequence, ttl_ms, ..Default::default() })
+            report.map(|report| {
+                // The gateway's stagger, drawn per ack: the workers' beats spread over time as
+                // they do against a gateway (a fixed TTL keeps the clumps of the connection
+                // storm, and a clump costs fewer wake-ups per ack than the same beats spread).
+                let ttl_ms = muster_heartbeat_gateway::ttl::staggered(ttl_ms, rand::random::<f64>());
+                v1::StatusAck { sequence: report.sequence, ttl_ms, ..Default::default() }
+            })
         });
         Ok(Response::new(Box::pin(acks)))
     }
