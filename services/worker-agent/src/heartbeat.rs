@@ -172,8 +172,11 @@ impl Heartbeats {
                 tracing::info!(from = %current, to = %top.id, addr = %top.addr, "the gateway list changed; moving");
                 return End::Moved;
             }
+            // The next report is due one TTL after this one was sent, not after its ack came
+            // back: the lease runs from when the gateway received the report, so a slow ack
+            // (a gateway busy with a reconnect storm) must not push the next beat past grace.
             tokio::select! {
-                _ = tokio::time::sleep(ttl) => {}
+                _ = tokio::time::sleep_until(sent_at + ttl) => {}
                 Ok(()) = self.identity.changed() => {
                     tracing::info!(gateway = %current, "the certificate was renewed; reconnecting with it");
                     return End::Renewed;

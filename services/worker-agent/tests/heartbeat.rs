@@ -84,6 +84,29 @@ async fn beats_full_first_then_plain_and_leaves_on_shutdown() {
 }
 
 #[tokio::test]
+async fn a_slow_ack_does_not_delay_the_next_beat() {
+    // Acks take 800 ms; the TTL is 1 s. Beats must still come one TTL apart (the lease runs
+    // from when the gateway received the report), not TTL + ack delay (1.8 s, past a short
+    // grace).
+    let pki = Pki::new();
+    let (tx, mut received) = mpsc::unbounded_channel();
+    let slow = Behaviour { ttl_ms: 1_000, ack_delay: Duration::from_millis(800), ..Default::default() };
+    let addr = support::start_gateway(&pki, "gw-a", Role::Gateway, slow, tx).await;
+    let agent = agent(&pki, vec![gateway("gw-a", &addr)]);
+    let mut last = next(&mut received).await.at;
+    let mut gaps = Vec::new();
+    for _ in 0..3 {
+        let at = next(&mut received).await.at;
+        gaps.push(at - last);
+        last = at;
+    }
+    gaps.sort();
+    assert!(gaps[1] < Duration::from_millis(1_500), "beats came {gaps:?} apart: the ack delay was added to the TTL");
+    assert!(gaps[1] >= Duration::from_millis(950), "beats came {gaps:?} apart: sooner than the TTL");
+    agent.stop.send_replace(true);
+}
+
+#[tokio::test]
 async fn fails_over_down_the_ranking_and_starts_each_stream_full() {
     let pki = Pki::new();
     let (tx, mut received) = mpsc::unbounded_channel();

@@ -391,7 +391,8 @@ impl SimWorker {
             }
             let next = match (self.interval.get(), ack.throttled) {
                 (Some(interval), false) => clock.next(interval, Instant::now()),
-                _ => Instant::now() + Duration::from_millis(u64::from(ack.ttl_ms)),
+                // As the agent does: one TTL after the report was sent, whatever the ack took.
+                _ => sent_at + Duration::from_millis(u64::from(ack.ttl_ms)),
             };
             if next > Instant::now() && stream.idle_until(next).await.is_err() {
                 return StreamEnd::Failed;

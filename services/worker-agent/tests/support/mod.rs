@@ -60,6 +60,8 @@ pub struct Behaviour {
     /// Hand this list (with epoch 1) to workers holding another epoch.
     pub gateways: Vec<v1::GatewayEndpoint>,
     pub ttl_ms: u32,
+    /// How long each ack is held back.
+    pub ack_delay: Duration,
 }
 
 /// One report as a gateway saw it.
@@ -67,6 +69,8 @@ pub struct Behaviour {
 pub struct Received {
     pub gateway_id: String,
     pub report: v1::StatusReport,
+    /// When the gateway read it.
+    pub at: tokio::time::Instant,
 }
 
 struct Fake {
@@ -104,7 +108,8 @@ impl HeartbeatService for Fake {
                     gateway_id: id.clone(),
                     ..Default::default()
                 };
-                let _ = received.send(Received { gateway_id: id.clone(), report });
+                let _ = received.send(Received { gateway_id: id.clone(), report, at: tokio::time::Instant::now() });
+                tokio::time::sleep(behaviour.ack_delay).await;
                 if acks.send(Ok(ack)).await.is_err() {
                     break;
                 }

@@ -1,9 +1,9 @@
 //! The floor a gateway is measured against: a bare tonic server whose `ReportStatus` answers
 //! each report with an ack carrying the policy's TTL and the gateway's stagger, over the same
 //! transport as a gateway (rustls with worker client certificates required, the same
-//! listener, HTTP/2 without keepalive pings) and nothing else: no lease state, no batching, no authorization, tracing or
-//! overload layers. The same simulated workers connect to it at the same count and beat at the
-//! same TTL, so its CPU per ack and memory per connection are what the transport alone costs,
+//! listener, HTTP/2 without keepalive pings) and nothing else: no lease state, no batching,
+//! no authorization, tracing or overload layers. The same simulated workers connect to it at
+//! the same count and beat at the same TTL, so its CPU per ack and memory per connection are what the transport alone costs,
 //! and the gateway's divided by them is what Muster's logic adds.
 //!
 //! Each floor server is its own process (`muster-bench floor-server`, hidden), so its CPU and
