@@ -49,15 +49,6 @@ async fn sweep(node: &impl Leadership<Applied = FsmReader>, leases: &Leases) {
     let (term, pending) = {
         let Ok((mut table, term)) = leases.leading_table(node, now) else { return };
         table.forget_gateways(now, leases.tuning.gateway_lease * FORGET_GATEWAY_AFTER_LEASES);
-        let window = leases.failover_window(table.worker_count());
-        for (gateway, workers) in table.cover_lapsed_gateways(now, leases.tuning.gateway_lease, window) {
-            tracing::warn!(
-                gateway = %gateway,
-                workers,
-                window_secs = window.as_secs(),
-                "heartbeat gateway went silent: its workers have the failover window to reach another gateway"
-            );
-        }
         let expired = table.expired(now);
         if !expired.is_empty() {
             let (silent, fleet) = (table.silent_count(), table.worker_count() as usize);

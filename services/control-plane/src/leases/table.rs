@@ -38,9 +38,6 @@ pub struct Lease {
 struct GatewaySeen {
     addr: String,
     last_batch: Instant,
-    /// Silent past its gateway lease, and its workers' leases already stretched for it (see
-    /// [`LeaseTable::cover_lapsed_gateways`]); cleared by its next batch.
-    lapsed: bool,
 }
 
 /// The fleet as read from the FSM: each worker's state and certificate serials, and which
@@ -396,23 +393,12 @@ impl LeaseTable {
     }
 
     /// Leased workers whose deadline passed and that have no transition queued.
-    ///
-    /// A lease renewed through a gateway that is still sending batches expires only once that
-    /// gateway has sent one since the deadline: until then the renewal may be in that batch
-    /// (a gateway slowed down, or its batches retried through an election), and a late batch
-    /// must not mark a live worker down. A lease whose gateway went silent ends at its
-    /// deadline, which [`cover_lapsed_gateways`](Self::cover_lapsed_gateways) stretched.
     pub fn expired(&self, now: Instant) -> Vec<u64> {
-        let heard_since = |lease: &Lease| match self.gateways.get(&*lease.gateway_id) {
-            Some(seen) if !seen.lapsed => seen.last_batch >= lease.deadline,
-            _ => true,
-        };
         let mut expired: Vec<u64> = self
             .leases
             .iter()
             .filter(|(id, lease)| {
                 lease.deadline < now
-                    && heard_since(lease)
                     && !self.pending.contains_key(id)
                     && self.fleet.get(id).is_some_and(|state| is_leased(*state))
             })
@@ -491,7 +477,7 @@ impl LeaseTable {
 
     /// A gateway's batch arrived: it is live until `gateway_lease` after `now`.
     pub fn record_gateway(&mut self, id: &str, addr: &str, now: Instant) {
-        let seen = GatewaySeen { addr: addr.to_string(), last_batch: now, lapsed: false };
+        let seen = GatewaySeen { addr: addr.to_string(), last_batch: now };
         self.gateways.insert(id.to_string(), seen);
     }
 
@@ -505,40 +491,6 @@ impl LeaseTable {
             .collect();
         live.sort_by(|a, b| a.gateway_id.cmp(&b.gateway_id));
         live
-    }
-
-    /// A gateway silent for more than `gateway_lease` died or lost the leader: its workers
-    /// cannot beat until they reach another gateway, so each lease last renewed through it
-    /// ends no earlier than `now + window` (the failover window a new leader gives every
-    /// lease), once per silence. Returns the gateways that just lapsed and how many leases
-    /// each had.
-    pub fn cover_lapsed_gateways(
-        &mut self,
-        now: Instant,
-        gateway_lease: Duration,
-        window: Duration,
-    ) -> Vec<(String, usize)> {
-        let lapsed: Vec<String> = self
-            .gateways
-            .iter_mut()
-            .filter(|(_, seen)| !seen.lapsed && now.saturating_duration_since(seen.last_batch) > gateway_lease)
-            .map(|(id, seen)| {
-                seen.lapsed = true;
-                id.clone()
-            })
-            .collect();
-        if lapsed.is_empty() {
-            return Vec::new();
-        }
-        let mut covered: HashMap<&str, usize> = lapsed.iter().map(|id| (id.as_str(), 0)).collect();
-        let until = now + window;
-        for lease in self.leases.values_mut() {
-            if let Some(count) = covered.get_mut(&*lease.gateway_id) {
-                lease.deadline = lease.deadline.max(until);
-                *count += 1;
-            }
-        }
-        lapsed.iter().map(|id| (id.clone(), covered[id.as_str()])).collect()
     }
 
     /// Forgets gateways silent for more than `forget_after`.
