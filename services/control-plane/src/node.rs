@@ -352,16 +352,17 @@ impl NodeHandle {
     }
 }
 
-/// The registration batcher writes through the node, in the newest format every member reads.
+/// The registration batcher writes through the node (the leadership seam's proposal), in the
+/// newest format every member reads.
 impl crate::write_batch::Proposer for NodeHandle {
     async fn propose_command(&self, command: v1::Command) -> Result<v1::CommandResult, ApiError> {
-        Ok(self.client_write(command).await?.data)
+        Leadership::propose_command(self, command).await
     }
 
     fn writable_format(&self) -> u32 {
         let metrics = self.raft.metrics();
-        let members: Vec<NodeId> =
-            metrics.borrow_watched().membership_config.membership().nodes().map(|(id, _)| *id).collect();
+        let metrics = metrics.borrow_watched();
+        let members = metrics.membership_config.membership().nodes().map(|(id, _)| *id);
         self.channels.formats.writable(self.id, muster_proto::COMMAND_FORMAT_VERSION, members)
     }
 }

@@ -104,6 +104,7 @@ async fn a_slow_ack_does_not_delay_the_next_beat() {
     assert!(gaps[1] < Duration::from_millis(1_500), "beats came {gaps:?} apart: the ack delay was added to the TTL");
     assert!(gaps[1] >= Duration::from_millis(950), "beats came {gaps:?} apart: sooner than the TTL");
     agent.stop.send_replace(true);
+    agent.task.await.unwrap().expect("a graceful leave is a clean exit");
 }
 
 #[tokio::test]

@@ -125,7 +125,7 @@ mod tests {
         };
         assert_eq!(command_format(Some(&batch(vec![put.clone(), remove]))), 3, "format 3 has batches");
         assert_eq!(command_format(Some(&batch(vec![]))), 3);
-        assert_eq!(command_format(Some(&batch(vec![batch(vec![put])]))), 3, "a batch takes its highest command's");
+        assert_eq!(command_format(Some(&batch(vec![batch(vec![put])]))), 3, "a nested batch is still format 3");
         let cordon = v1::command::Op::UpdateWorker(v1::UpdateWorker {
             change: Some(v1::update_worker::Change::Eligible(false)),
             ..Default::default()

@@ -53,6 +53,17 @@ impl Registrar {
         Self::start_with(cluster, UNTHROTTLED)
     }
 
+    /// Waits until `/readyz` answers 200: the registrar reaches the control plane and serves
+    /// Register.
+    pub async fn wait_ready(&self) {
+        crate::eventually_msg("the registrar is ready", std::time::Duration::from_secs(30), || async {
+            let response = crate::probe::admin_get(&self.admin, "/readyz").await?;
+            anyhow::ensure!(response.starts_with("HTTP/1.1 200"), "{}", response.lines().last().unwrap_or(""));
+            Ok(())
+        })
+        .await;
+    }
+
     /// The process id (`None` once it has been reaped).
     pub fn pid(&self) -> Option<u32> {
         self.child.id()

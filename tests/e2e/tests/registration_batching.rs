@@ -16,10 +16,7 @@ const WORKERS: usize = 300;
 async fn a_registration_storm_costs_the_log_less_than_an_entry_per_worker() {
     let cluster = Cluster::start(3, Options::tls()).await;
     let registrar = Registrar::start_unthrottled(&cluster);
-    eventually_msg("the registrar listens", Duration::from_secs(30), || async {
-        Ok(tokio::net::TcpStream::connect(&registrar.addr).await.map(drop)?)
-    })
-    .await;
+    registrar.wait_ready().await;
     let token = token_for(&cluster, WORKERS as u32).await;
     let leader = cluster.current_leader().await.expect("a leader");
     let before = cluster.metadata_of(leader).await.expect("the leader's metadata").last_log_index;

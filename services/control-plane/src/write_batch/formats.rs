@@ -20,10 +20,7 @@ impl PeerFormats {
     /// `peer` answered an AppendEntries saying it applies up to `format` (0: it did not say).
     pub fn heard(&self, peer: NodeId, format: u32) {
         let format = if format == 0 { UNANNOUNCED_FORMAT } else { format };
-        let mut formats = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if formats.get(&peer) != Some(&format) {
-            formats.insert(peer, format);
-        }
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).insert(peer, format);
     }
 
     /// The newest format every one of `members` applies: `own` for this node, what each

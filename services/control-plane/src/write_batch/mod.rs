@@ -115,22 +115,25 @@ async fn write<P: Proposer>(proposer: &P, batch: Vec<Queued>) {
     let (commands, answers): (Vec<_>, Vec<_>) = batch.into_iter().map(|q| (q.command, q.answer)).unzip();
     let count = commands.len();
     let entry = v1::Command { op: Some(v1::command::Op::Batch(v1::CommandBatch { commands })), ..Default::default() };
-    match proposer.propose_command(entry).instrument(span).await {
-        Ok(result) if result.results.len() == count => {
-            for (answer, result) in answers.into_iter().zip(result.results) {
+    let results = match proposer.propose_command(entry).instrument(span).await {
+        Ok(result) if result.results.len() == count => Ok(result.results),
+        Ok(result) => Err(Status::from(ApiError::Internal(format!(
+            "a batch of {count} commands applied with {} results",
+            result.results.len()
+        )))),
+        Err(err) => Err(Status::from(err)),
+    };
+    match results {
+        Ok(results) => {
+            for (answer, result) in answers.into_iter().zip(results) {
                 let _ = answer.send(Ok(result));
             }
         }
-        Ok(result) => {
-            let status = Status::from(ApiError::Internal(format!(
-                "a batch of {count} commands applied with {} results",
-                result.results.len()
-            )));
-            answers.into_iter().for_each(|answer| drop(answer.send(Err(status.clone()))));
-        }
-        Err(err) => {
-            let status = Status::from(err);
-            answers.into_iter().for_each(|answer| drop(answer.send(Err(status.clone()))));
+        // Every command of a failed batch fails with its reason.
+        Err(status) => {
+            for answer in answers {
+                let _ = answer.send(Err(status.clone()));
+            }
         }
     }
 }

@@ -1,5 +1,4 @@
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use tokio::sync::Notify;
 
@@ -9,14 +8,15 @@ use super::*;
 /// released, so the writes behind it queue.
 struct FakeLog {
     entries: Mutex<Vec<v1::Command>>,
-    format: AtomicU32,
+    /// What `writable_format` answers.
+    format: u32,
     release: Notify,
     fail: bool,
 }
 
 impl FakeLog {
     fn new(format: u32, fail: bool) -> Arc<Self> {
-        Arc::new(Self { entries: Mutex::default(), format: AtomicU32::new(format), release: Notify::new(), fail })
+        Arc::new(Self { entries: Mutex::default(), format, release: Notify::new(), fail })
     }
 
     fn entries(&self) -> Vec<v1::Command> {
@@ -54,7 +54,7 @@ impl Proposer for FakeLog {
     }
 
     fn writable_format(&self) -> u32 {
-        self.format.load(Ordering::Relaxed)
+        self.format
     }
 }
 
