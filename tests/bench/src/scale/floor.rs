@@ -24,7 +24,7 @@ use muster_tls::{ClientAuth, LiveTls, Role, SwappableClientVerifier, TlsFiles};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::grow::Fleets;
-use super::tier::{Tier, Usage};
+use super::tier::{PerAck, Tier, Usage};
 use crate::procs::{free_ports, rss_bytes};
 
 /// `muster-bench floor-server`: serves the echo `ReportStatus` until killed.
@@ -98,9 +98,8 @@ pub async fn serve(args: FloorServerArgs) -> anyhow::Result<()> {
 /// The floor's figures at one fleet size.
 #[derive(Clone, Debug, Default)]
 pub struct Floor {
-    pub us_per_ack: f64,
+    pub per_ack: PerAck,
     pub bytes_per_connection: f64,
-    pub acks_per_second: f64,
 }
 
 /// Floor servers, one per gateway the tier runs, killed when dropped.
@@ -159,6 +158,7 @@ pub async fn measure(
     ttl_ms: u32,
     sources: &[std::net::IpAddr],
     window: Duration,
+    windows: usize,
 ) -> anyhow::Result<Floor> {
     let dir = tempfile::Builder::new().prefix("muster-bench-floor-").tempdir()?;
     let servers = Servers::start(tier, tier.gateways.len(), ttl_ms, dir.path()).await?;
@@ -173,15 +173,8 @@ pub async fn measure(
     // One TTL for every worker to move from its first report to its steady grid.
     tokio::time::sleep(Duration::from_millis(u64::from(ttl_ms))).await;
     let pids = servers.pids();
-    let (before, acks_before) = (Usage::of(&pids), fleet.acks());
-    let measured = Instant::now();
-    tokio::time::sleep(window).await;
-    let (after, acks_after) = (Usage::of(&pids), fleet.acks());
+    let per_ack = PerAck::measure(&pids, || fleet.acks(), window, windows).await;
+    let rss = Usage::of(&pids).rss;
     fleet.kill().await;
-    let acks = acks_after.saturating_sub(acks_before).max(1) as f64;
-    Ok(Floor {
-        us_per_ack: (after.cpu - before.cpu) * 1e6 / acks,
-        bytes_per_connection: after.rss.saturating_sub(idle) as f64 / identities.len() as f64,
-        acks_per_second: acks / measured.elapsed().as_secs_f64(),
-    })
+    Ok(Floor { per_ack, bytes_per_connection: rss.saturating_sub(idle) as f64 / identities.len() as f64 })
 }

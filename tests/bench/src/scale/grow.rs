@@ -21,6 +21,12 @@ pub struct Registration {
     /// CPU of the registrars per worker registered (the CSR check, the signature, the call to
     /// the leader), in microseconds.
     pub registrar_us_per_worker: f64,
+    /// CPU of the leader per worker registered (the token, the worker and its certificate
+    /// written to the log and applied), in microseconds.
+    pub leader_us_per_worker: f64,
+    /// CPU of the benchmark itself per worker (its key, its CSR, its calls), in microseconds:
+    /// it shares the machine with the tier.
+    pub client_us_per_worker: f64,
 }
 
 impl Registration {
@@ -34,7 +40,9 @@ pub async fn register(tier: &Tier, count: usize, parallel: usize) -> anyhow::Res
     let token = token_for(&tier.cluster, u32::try_from(count)?).await;
     let shares = tier.registrars.len();
     let before_index = tier.raft_index().await?;
-    let before = Usage::of(&tier.registrar_pids());
+    let leader = [tier.cluster.pid(tier.leader().await)];
+    let client = [std::process::id()];
+    let before = (Usage::of(&tier.registrar_pids()), Usage::of(&leader), Usage::of(&client));
     let started = Instant::now();
     let calls = tier.registrars.iter().enumerate().map(|(n, registrar)| {
         let share = count / shares + usize::from(n < count % shares);
@@ -45,13 +53,18 @@ pub async fn register(tier: &Tier, count: usize, parallel: usize) -> anyhow::Res
         identities.extend(share);
     }
     let took = started.elapsed();
-    let cpu = Usage::of(&tier.registrar_pids()).cpu - before.cpu;
+    let us_per_worker = |pids: &[u32], before: Usage| (Usage::of(pids).cpu - before.cpu) * 1e6 / count as f64;
+    let registrar_us_per_worker = us_per_worker(&tier.registrar_pids(), before.0);
+    let leader_us_per_worker = us_per_worker(&leader, before.1);
+    let client_us_per_worker = us_per_worker(&client, before.2);
     let entries = tier.raft_index().await?.saturating_sub(before_index);
     let figures = Registration {
         workers: count,
         took,
         raft_entries_per_worker: entries as f64 / count as f64,
-        registrar_us_per_worker: cpu * 1e6 / count as f64,
+        registrar_us_per_worker,
+        leader_us_per_worker,
+        client_us_per_worker,
     };
     Ok((identities, figures))
 }

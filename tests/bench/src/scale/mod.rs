@@ -68,6 +68,10 @@ pub struct ScaleArgs {
     /// Measured time of each steady window.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub window: Duration,
+    /// Steady windows measured at each size, on the gateways and on the floor: the CPU per
+    /// ack reported is the median window's, with the lowest and highest beside it.
+    #[arg(long, default_value_t = 3)]
+    pub windows: usize,
     /// Longest wait for a size's workers to be acked and Ready.
     #[arg(long, default_value = "600s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
@@ -86,6 +90,12 @@ pub struct ScaleArgs {
     /// Skip the registration storm (the largest size at once, on a tier of its own).
     #[arg(long)]
     pub no_storm: bool,
+    /// Run only the registration storm, `--storm-rounds` times, each on a fresh tier.
+    #[arg(long, conflicts_with = "no_storm")]
+    pub storm_only: bool,
+    /// Storms run with `--storm-only`, to see their spread.
+    #[arg(long, default_value_t = 3, requires = "storm_only")]
+    pub storm_rounds: usize,
 }
 
 /// Open files the benchmark process wants for itself (its workers live in other processes).
@@ -150,16 +160,15 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
     );
     println!();
 
+    if args.storm_only {
+        for round in 1..=args.storm_rounds {
+            eprintln!("scale: registration storm {round} of {}", args.storm_rounds);
+            println!("storm {round}: {}", table::storm_line(&storm(&args, gateways, largest).await?));
+        }
+        return Ok(());
+    }
     // The registration storm first, on a tier of its own with no fleet: the largest size at once.
-    let storm = if args.no_storm {
-        None
-    } else {
-        let tier = Tier::start(&args, gateways).await?;
-        eprintln!("scale: registration storm: {largest} workers at once");
-        let (_, storm) = grow::register(&tier, largest, args.register_parallel).await?;
-        eprintln!("  registered in {:.1?} ({:.0}/s)", storm.took, storm.per_second());
-        Some(storm)
-    };
+    let storm = if args.no_storm { None } else { Some(storm(&args, gateways, largest).await?) };
 
     let mut tier = Tier::start(&args, gateways).await?;
     let leader = tier.leader().await;
@@ -189,7 +198,7 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
         // One TTL for every worker to settle onto its steady grid, then the window.
         let settle = Duration::from_millis(u64::from(fleets.median_ttl_ms()));
         tokio::time::sleep(settle).await;
-        let steady = stages::steady(&tier, &fleets, args.window).await?;
+        let steady = stages::steady(&tier, &fleets, args.window, args.windows).await?;
         let state = stages::state_size(&tier).await?;
         let reads = stages::reads(&tier, size).await?;
         let restart = stages::restart_follower(&mut tier).await?;
@@ -221,8 +230,15 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
     if !args.no_floor {
         for row in &mut rows {
             eprintln!("scale: the floor at {} workers", row.workers);
-            let floor =
-                floor::measure(&tier, &identities[..row.workers], row.steady.ttl_ms, &sources, args.window).await?;
+            let floor = floor::measure(
+                &tier,
+                &identities[..row.workers],
+                row.steady.ttl_ms,
+                &sources,
+                args.window,
+                args.windows,
+            )
+            .await?;
             row.floor = Some(floor);
         }
     }
@@ -230,6 +246,15 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
     println!();
     print!("{}", table::render(&rows, storm.as_ref(), failure.as_ref()));
     Ok(())
+}
+
+/// `workers` registering at once through every registrar of a fresh tier with no fleet.
+async fn storm(args: &ScaleArgs, gateways: usize, workers: usize) -> anyhow::Result<grow::Registration> {
+    let tier = Tier::start(args, gateways).await?;
+    eprintln!("scale: registration storm: {workers} workers at once");
+    let (_, storm) = grow::register(&tier, workers, args.register_parallel).await?;
+    eprintln!("  {}", table::storm_line(&storm));
+    Ok(storm)
 }
 
 #[cfg(test)]
@@ -253,6 +278,17 @@ mod tests {
         let quick = parse(&["--sizes", "500,2000", "--no-floor"]);
         assert_eq!(quick.sizes, [500, 2_000]);
         assert!(quick.no_floor && !quick.no_failure);
+        assert_eq!(args.windows, 3);
+    }
+
+    #[test]
+    fn storm_rounds_go_with_a_storm_only_run() {
+        let storms = parse(&["--storm-only", "--storm-rounds", "5", "--sizes", "100000"]);
+        assert!(storms.storm_only);
+        assert_eq!(storms.storm_rounds, 5);
+        let argv = |args: &[&str]| crate::Cli::try_parse_from(["muster-bench", "scale"].iter().chain(args)).map(|_| ());
+        assert!(argv(&["--storm-rounds", "5"]).is_err(), "rounds without --storm-only");
+        assert!(argv(&["--storm-only", "--no-storm"]).is_err(), "a storm-only run without its storm");
     }
 
     #[test]

@@ -10,37 +10,34 @@ use muster_client::WorkerWatchItem;
 use muster_e2e::v1;
 
 use super::grow::Fleets;
-use super::tier::{Tier, Usage, dir_bytes};
+use super::tier::{PerAck, Tier, Usage, dir_bytes};
 
 /// The figures of one size, from the moment every worker beats.
 #[derive(Clone, Debug, Default)]
 pub struct Steady {
     pub ttl_ms: u32,
-    pub acks_per_second: f64,
-    /// Gateway CPU per ack, microseconds (every gateway's CPU over every ack).
-    pub gateway_us_per_ack: f64,
+    /// Gateway CPU per ack (every gateway's CPU over every ack), with acks per second.
+    pub gateway: PerAck,
     /// Cores the leader used while the fleet beat.
     pub leader_cores: f64,
     pub gateway_rss: u64,
     pub leader_rss: u64,
 }
 
-/// Acks and CPU over `window` of steady beating.
-pub async fn steady(tier: &Tier, fleets: &Fleets, window: Duration) -> anyhow::Result<Steady> {
+/// Acks and CPU over `windows` windows of `window` of steady beating.
+pub async fn steady(tier: &Tier, fleets: &Fleets, window: Duration, windows: usize) -> anyhow::Result<Steady> {
     let leader = tier.leader().await;
     let leader_pid = [tier.cluster.pid(leader)];
     let gateways = Tier::gateway_pids();
-    let (gateway_before, leader_before, acks_before) = (Usage::of(&gateways), Usage::of(&leader_pid), fleets.acks());
+    let leader_before = Usage::of(&leader_pid);
     let started = Instant::now();
-    tokio::time::sleep(window).await;
+    let gateway = PerAck::measure(&gateways, || fleets.acks(), window, windows).await;
     tier.check_alive()?;
     let elapsed = started.elapsed().as_secs_f64();
-    let (gateway_after, leader_after, acks_after) = (Usage::of(&gateways), Usage::of(&leader_pid), fleets.acks());
-    let acks = acks_after.saturating_sub(acks_before).max(1) as f64;
+    let (gateway_after, leader_after) = (Usage::of(&gateways), Usage::of(&leader_pid));
     Ok(Steady {
         ttl_ms: fleets.median_ttl_ms(),
-        acks_per_second: acks / elapsed,
-        gateway_us_per_ack: (gateway_after.cpu - gateway_before.cpu) * 1e6 / acks,
+        gateway,
         leader_cores: (leader_after.cpu - leader_before.cpu) / elapsed,
         gateway_rss: gateway_after.rss,
         leader_rss: leader_after.rss,

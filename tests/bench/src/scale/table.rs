@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::SizeRow;
 use super::failure::Failure;
 use super::grow::Registration;
+use super::tier::PerAck;
 
 fn secs(duration: Duration) -> String {
     if duration < Duration::from_secs(1) {
@@ -24,6 +25,11 @@ fn bytes(n: f64) -> String {
     } else {
         format!("{n:.0} B")
     }
+}
+
+/// A median CPU per ack with the spread of its windows: `12.3 (11.9-13.0)`.
+fn per_ack(cost: &PerAck) -> String {
+    format!("{:.1} ({:.1}-{:.1})", cost.median_us, cost.min_us, cost.max_us)
 }
 
 fn ratio(measured: f64, floor: Option<f64>) -> String {
@@ -55,26 +61,32 @@ pub fn one_line(row: &SizeRow) -> String {
         "{} workers: TTL {} ms, {:.0} acks/s, gateway {:.1} us/ack and {} per worker, leader {} per lease",
         row.workers,
         row.steady.ttl_ms,
-        row.steady.acks_per_second,
-        row.steady.gateway_us_per_ack,
+        row.steady.gateway.acks_per_second,
+        row.steady.gateway.median_us,
         bytes(row.gateway_bytes_per_worker),
         bytes(row.leader_bytes_per_lease),
+    )
+}
+
+/// The storm in one line, as the benchmark prints it once the storm is over.
+pub fn storm_line(storm: &Registration) -> String {
+    format!(
+        "registration storm: {} workers at once through the registrars in {} ({:.0}/s); {:.2} Raft entries per \
+         worker; CPU per worker: registrars {:.0} us, leader {:.0} us, the benchmark's clients {:.0} us",
+        storm.workers,
+        secs(storm.took),
+        storm.per_second(),
+        storm.raft_entries_per_worker,
+        storm.registrar_us_per_worker,
+        storm.leader_us_per_worker,
+        storm.client_us_per_worker,
     )
 }
 
 pub fn render(rows: &[SizeRow], storm: Option<&Registration>, failure: Option<&Failure>) -> String {
     let mut out = String::new();
     if let Some(storm) = storm {
-        let _ = writeln!(
-            out,
-            "registration storm: {} workers at once through the registrars in {} ({:.0}/s); {:.2} Raft entries and {:.0} us \
-         of registrar CPU per worker",
-            storm.workers,
-            secs(storm.took),
-            storm.per_second(),
-            storm.raft_entries_per_worker,
-            storm.registrar_us_per_worker,
-        );
+        let _ = writeln!(out, "{}", storm_line(storm));
         out.push('\n');
     }
     let growth: Vec<Vec<String>> = rows
@@ -104,11 +116,11 @@ pub fn render(rows: &[SizeRow], storm: Option<&Registration>, failure: Option<&F
             vec![
                 r.workers.to_string(),
                 format!("{} ms", r.steady.ttl_ms),
-                format!("{:.0}", r.steady.acks_per_second),
-                floor.map_or("-".into(), |f| format!("{:.0}", f.acks_per_second)),
-                format!("{:.1}", r.steady.gateway_us_per_ack),
-                floor.map_or("-".into(), |f| format!("{:.1}", f.us_per_ack)),
-                ratio(r.steady.gateway_us_per_ack, floor.map(|f| f.us_per_ack)),
+                format!("{:.0}", r.steady.gateway.acks_per_second),
+                floor.map_or("-".into(), |f| format!("{:.0}", f.per_ack.acks_per_second)),
+                per_ack(&r.steady.gateway),
+                floor.map_or("-".into(), |f| per_ack(&f.per_ack)),
+                ratio(r.steady.gateway.median_us, floor.map(|f| f.per_ack.median_us)),
                 bytes(r.gateway_bytes_per_worker),
                 floor.map_or("-".into(), |f| bytes(f.bytes_per_connection)),
                 ratio(r.gateway_bytes_per_worker, floor.map(|f| f.bytes_per_connection)),
@@ -124,9 +136,9 @@ pub fn render(rows: &[SizeRow], storm: Option<&Registration>, failure: Option<&F
             "TTL",
             "acks/s",
             "floor acks/s",
-            "gw us/ack",
-            "floor us/ack",
-            "cpu ratio",
+            "gw us/ack (min-max)",
+            "floor us/ack (min-max)",
+            "cpu ratio (medians)",
             "gw mem/worker",
             "floor mem/conn",
             "mem ratio",

@@ -143,6 +143,41 @@ impl Usage {
     }
 }
 
+/// CPU per ack over consecutive windows: the median window and the spread. One window can
+/// catch a burst (a batch to the leader, a scheduler hiccup on a shared 2-core machine); the
+/// median of several is what a beat costs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PerAck {
+    pub median_us: f64,
+    pub min_us: f64,
+    pub max_us: f64,
+    pub acks_per_second: f64,
+}
+
+impl PerAck {
+    /// `windows` consecutive windows of `window`: CPU seconds of `pids` over the acks `acks`
+    /// counts in each.
+    pub async fn measure(pids: &[u32], acks: impl Fn() -> u64, window: Duration, windows: usize) -> Self {
+        let started = std::time::Instant::now();
+        let (mut per_window, mut total_acks) = (Vec::new(), 0);
+        for _ in 0..windows.max(1) {
+            let (cpu_before, acks_before) = (Usage::of(pids).cpu, acks());
+            tokio::time::sleep(window).await;
+            let (cpu_after, acks_after) = (Usage::of(pids).cpu, acks());
+            let counted = acks_after.saturating_sub(acks_before);
+            total_acks += counted;
+            per_window.push((cpu_after - cpu_before) * 1e6 / counted.max(1) as f64);
+        }
+        Self::of(per_window, total_acks as f64 / started.elapsed().as_secs_f64())
+    }
+
+    fn of(mut per_window: Vec<f64>, acks_per_second: f64) -> Self {
+        per_window.sort_by(f64::total_cmp);
+        let median_us = per_window[per_window.len() / 2];
+        Self { median_us, min_us: per_window[0], max_us: per_window[per_window.len() - 1], acks_per_second }
+    }
+}
+
 /// Bytes of every file under `dir`.
 pub fn dir_bytes(dir: &std::path::Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
@@ -154,4 +189,16 @@ pub fn dir_bytes(dir: &std::path::Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PerAck;
+
+    #[test]
+    fn cost_per_ack_is_the_median_window_with_its_spread() {
+        let cost = PerAck::of(vec![14.0, 9.5, 10.0, 30.0, 10.5], 100.0);
+        assert_eq!((cost.median_us, cost.min_us, cost.max_us), (10.5, 9.5, 30.0));
+        assert_eq!(PerAck::of(vec![7.0], 1.0).median_us, 7.0);
+    }
 }
