@@ -33,6 +33,8 @@ mod machine;
 mod procs;
 mod report;
 mod scale;
+mod spread;
+mod stalls;
 mod watch;
 mod workload;
 
@@ -48,6 +50,7 @@ use crate::etcd::EtcdCluster;
 use crate::etcd_rpc::EtcdKv;
 use crate::procs::{Processes, total_cpu_seconds};
 use crate::report::{Measurement, Row};
+use crate::stalls::{StallMonitor, Stalls};
 use crate::workload::{KvClient, Op, Plan, Window};
 
 #[derive(Parser, Debug)]
@@ -108,6 +111,11 @@ struct KvArgs {
     /// Benchmark only one system.
     #[arg(long)]
     only: Option<System>,
+    /// Rounds of each system, alternating (Muster, etcd, Muster, etcd, ...), each on fresh
+    /// clusters: the tables give the median of the rounds and their range, and the ratio of
+    /// each round's Muster to the etcd that ran right after it.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -151,9 +159,9 @@ async fn run_rows<C: KvClient>(
         }
         let plan = Plan { op: row.op, value: value.clone(), key_prefix: format!("bench/row{i}") };
         let window = Window::after_warmup(args.warmup, args.duration);
-        let cpu = tokio::spawn(cpu_during(pids.clone(), window));
+        let usage = tokio::spawn(usage_during(pids.clone(), window));
         let stats = workload::run(clients, &plan, window).await?;
-        let server_cpu_secs = cpu.await.context("CPU sampler")?;
+        let (server_cpu_secs, stalls) = usage.await.context("CPU sampler")??;
         procs.check_alive().with_context(|| format!("{system} died during {}", row.name))?;
         let summary = stats.summary();
         anyhow::ensure!(
@@ -171,17 +179,20 @@ async fn run_rows<C: KvClient>(
             summary.errors,
             stats.first_error.map(|e| format!(" (first: {e})")).unwrap_or_default(),
         );
-        results.push(Measurement { summary, server_cpu_secs, window: window.length() });
+        results.push(Measurement { summary, server_cpu_secs, window: window.length(), stalls });
     }
     Ok(results)
 }
 
-/// Server CPU seconds spent inside `window`.
-async fn cpu_during(pids: Vec<u32>, window: Window) -> f64 {
+/// Server CPU seconds spent inside the measured part of `window`, and how much the machine
+/// stalled meanwhile.
+async fn usage_during(pids: Vec<u32>, window: Window) -> anyhow::Result<(f64, Stalls)> {
     tokio::time::sleep_until(window.measure_from.into()).await;
     let before = total_cpu_seconds(&pids);
+    let stalls = StallMonitor::start()?;
     tokio::time::sleep_until(window.end.into()).await;
-    total_cpu_seconds(&pids) - before
+    let stalls = stalls.finish();
+    Ok((total_cpu_seconds(&pids) - before, stalls))
 }
 
 async fn bench_muster(root: &std::path::Path, rows: &[RowSpec], args: &KvArgs) -> anyhow::Result<Vec<Measurement>> {
@@ -237,23 +248,35 @@ async fn kv(args: KvArgs) -> anyhow::Result<()> {
     println!();
 
     let rows = row_specs(&args.clients);
-    let muster = if run_muster { Some(bench_muster(dir.path(), &rows, &args).await?) } else { None };
-    let etcd = if run_etcd { Some(bench_etcd(dir.path(), &rows, &args).await?) } else { None };
-    let table: Vec<Row> = rows
-        .iter()
-        .enumerate()
-        .map(|(i, spec)| Row {
-            name: spec.name.clone(),
-            muster: muster.as_ref().map(|m| m[i]),
-            etcd: etcd.as_ref().map(|e| e[i]),
-        })
-        .collect();
+    let mut table: Vec<Row> =
+        rows.iter().map(|spec| Row { name: spec.name.clone(), muster: Vec::new(), etcd: Vec::new() }).collect();
+    for round in 1..=args.rounds {
+        eprintln!("round {round} of {}", args.rounds);
+        let round_dir = dir.path().join(format!("round-{round}"));
+        if run_muster {
+            for (row, measured) in table.iter_mut().zip(bench_muster(&round_dir, &rows, &args).await?) {
+                row.muster.push(measured);
+            }
+        }
+        if run_etcd {
+            for (row, measured) in table.iter_mut().zip(bench_etcd(&round_dir, &rows, &args).await?) {
+                row.etcd.push(measured);
+            }
+        }
+    }
 
     println!();
+    println!(
+        "medians of {} rounds (lowest-highest); ratio: each round's Muster over the etcd run after it",
+        args.rounds
+    );
     print!("{}", report::results_table(&table));
     println!();
     println!("server CPU (user+sys of the 3 server processes during the measured window; 100% = all cores):");
     print!("{}", report::cpu_table(&table, machine::cores()));
+    println!();
+    println!("the machine's stalls during the measured windows (a sleeping thread's overruns past 1 ms):");
+    print!("{}", report::stalls_table(&table));
     for note in report::error_notes(&table) {
         println!("note: {note}");
     }
@@ -331,6 +354,8 @@ mod tests {
         assert_eq!(args.clients, [1, 64]);
         assert_eq!(args.value_bytes, 128);
         assert!(!args.keep);
+        assert_eq!(args.rounds, 3);
+        assert!(Cli::try_parse_from(["muster-bench", "kv", "--rounds", "0"]).is_err(), "a run of no rounds");
         let cli = Cli::try_parse_from(["muster-bench", "kv", "--duration", "5s", "--clients", "1,8,64"]).unwrap();
         let Bench::Kv(args) = cli.command else { panic!("not kv") };
         assert_eq!(args.duration, Duration::from_secs(5));

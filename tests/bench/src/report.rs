@@ -1,12 +1,15 @@
-//! The printed results: one table row per workload with Muster's and etcd's throughput and
-//! latency side by side, and a second table with the servers' CPU cost per operation.
+//! The printed results of `kv`: per workload row, each system's throughput, latency and CPU
+//! per operation as the median of its rounds with the lowest and highest beside it, the ratio
+//! of the two systems round by round, and how much the machine stalled while they ran.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::spread::Spread;
+use crate::stalls::Stalls;
 use crate::workload::Summary;
 
-/// One system's numbers for one row.
+/// One system's numbers for one row in one round.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Measurement {
     pub summary: Summary,
@@ -14,6 +17,8 @@ pub struct Measurement {
     pub server_cpu_secs: f64,
     /// Length of the measured window.
     pub window: Duration,
+    /// How much the machine stalled during the window.
+    pub stalls: Stalls,
 }
 
 impl Measurement {
@@ -29,12 +34,64 @@ impl Measurement {
     }
 }
 
-/// A workload row: "put c=1", "get(lin) c=64", ...
+/// A workload row ("put c=1", "get(lin) c=64", ...) with each system's rounds, in order:
+/// round `n` of Muster ran just before round `n` of etcd.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
     pub name: String,
-    pub muster: Option<Measurement>,
-    pub etcd: Option<Measurement>,
+    pub muster: Vec<Measurement>,
+    pub etcd: Vec<Measurement>,
+}
+
+impl Row {
+    /// `figure` of each of `rounds`, spread.
+    fn spread(rounds: &[Measurement], figure: impl Fn(&Measurement) -> Option<f64>) -> Option<Spread> {
+        Spread::of(rounds.iter().filter_map(figure))
+    }
+
+    /// Muster's `figure` over etcd's, round by round (a round of each ran back to back).
+    fn ratio(&self, figure: impl Fn(&Measurement) -> Option<f64>) -> Option<Spread> {
+        let paired = self.muster.iter().zip(&self.etcd).filter_map(|(m, e)| match (figure(m), figure(e)) {
+            (Some(m), Some(e)) if e > 0.0 => Some(m / e),
+            _ => None,
+        });
+        Spread::of(paired)
+    }
+}
+
+fn ops_per_sec(m: &Measurement) -> Option<f64> {
+    Some(m.summary.ops_per_sec)
+}
+
+/// The median over the rounds of one latency of each round's summary.
+fn median_latency(rounds: &[Measurement], latency: impl Fn(&Summary) -> Duration) -> String {
+    match Row::spread(rounds, |m| Some(latency(&m.summary).as_secs_f64())) {
+        Some(spread) => format_latency(Duration::from_secs_f64(spread.median)),
+        None => "-".to_string(),
+    }
+}
+
+fn millis(latency: Duration) -> f64 {
+    latency.as_secs_f64() * 1e3
+}
+
+/// A spread with `decimals` places and `unit` after the median, or `-`.
+fn cell(spread: Option<Spread>, decimals: usize, unit: &str) -> String {
+    match spread {
+        Some(spread) if spread.min == spread.max => format!("{}{unit}", spread.format(decimals)),
+        Some(spread) => {
+            format!("{:.decimals$}{unit} ({:.decimals$}-{:.decimals$})", spread.median, spread.min, spread.max)
+        }
+        None => "-".to_string(),
+    }
+}
+
+fn ratio_cell(spread: Option<Spread>) -> String {
+    match spread {
+        Some(spread) if spread.min == spread.max => format!("{:.2}x", spread.median),
+        Some(spread) => format!("{:.2}x ({:.2}-{:.2})", spread.median, spread.min, spread.max),
+        None => "-".to_string(),
+    }
 }
 
 /// `850µs`, `1.23ms`, `2.50s`.
@@ -52,23 +109,6 @@ pub fn format_latency(latency: Duration) -> String {
 /// Whole operations per second.
 pub fn format_ops(ops_per_sec: f64) -> String {
     format!("{ops_per_sec:.0}")
-}
-
-/// Muster's throughput as a multiple of etcd's.
-pub fn format_ratio(muster: Option<&Measurement>, etcd: Option<&Measurement>) -> String {
-    match (muster, etcd) {
-        (Some(m), Some(e)) if e.summary.ops_per_sec > 0.0 => {
-            format!("{:.2}x", m.summary.ops_per_sec / e.summary.ops_per_sec)
-        }
-        _ => "-".to_string(),
-    }
-}
-
-fn cells(m: Option<&Measurement>) -> [String; 3] {
-    match m {
-        Some(m) => [format_ops(m.summary.ops_per_sec), format_latency(m.summary.p50), format_latency(m.summary.p99)],
-        None => ["-".to_string(), "-".to_string(), "-".to_string()],
-    }
 }
 
 /// Left-aligned first column, right-aligned others, two spaces apart.
@@ -99,42 +139,65 @@ pub(crate) fn render(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// The main table: throughput and latency of both systems and the throughput ratio.
+/// The main table: each system's throughput and latency (medians of the rounds, with the
+/// throughput's range), and Muster's throughput over etcd's, round by round.
 pub fn results_table(rows: &[Row]) -> String {
     let header = ["workload", "muster ops/s", "p50", "p99", "etcd ops/s", "p50", "p99", "ratio (muster/etcd)"];
+    let system = |rounds: &[Measurement]| {
+        [
+            cell(Row::spread(rounds, ops_per_sec), 0, ""),
+            median_latency(rounds, |s| s.p50),
+            median_latency(rounds, |s| s.p99),
+        ]
+    };
     let body: Vec<Vec<String>> = rows
         .iter()
         .map(|row| {
-            let mut cellsv = vec![row.name.clone()];
-            cellsv.extend(cells(row.muster.as_ref()));
-            cellsv.extend(cells(row.etcd.as_ref()));
-            cellsv.push(format_ratio(row.muster.as_ref(), row.etcd.as_ref()));
-            cellsv
+            let mut cells = vec![row.name.clone()];
+            cells.extend(system(&row.muster));
+            cells.extend(system(&row.etcd));
+            cells.push(ratio_cell(row.ratio(ops_per_sec)));
+            cells
         })
         .collect();
     render(&header, &body)
 }
 
-/// CPU cost of the three server processes per operation and as a share of the machine.
+/// CPU of the three server processes per operation (medians of the rounds with their range),
+/// Muster's over etcd's round by round, and the median share of the machine each used.
 pub fn cpu_table(rows: &[Row], cores: usize) -> String {
-    let per_op = |m: Option<&Measurement>| match m.and_then(Measurement::cpu_us_per_op) {
-        Some(us) => format!("{us:.0}µs"),
+    let share = |rounds: &[Measurement]| match Row::spread(rounds, |m| Some(m.cpu_percent(cores))) {
+        Some(share) => format!("{:.0}%", share.median),
         None => "-".to_string(),
     };
-    let share = |m: Option<&Measurement>| m.map_or("-".to_string(), |m| format!("{:.0}%", m.cpu_percent(cores)));
-    let header = ["workload", "muster cpu/op", "muster cpu", "etcd cpu/op", "etcd cpu"];
+    let header = ["workload", "muster cpu/op (µs)", "etcd cpu/op (µs)", "cpu/op ratio", "muster cpu", "etcd cpu"];
     let body: Vec<Vec<String>> = rows
         .iter()
         .map(|row| {
             vec![
                 row.name.clone(),
-                per_op(row.muster.as_ref()),
-                share(row.muster.as_ref()),
-                per_op(row.etcd.as_ref()),
-                share(row.etcd.as_ref()),
+                cell(Row::spread(&row.muster, Measurement::cpu_us_per_op), 0, ""),
+                cell(Row::spread(&row.etcd, Measurement::cpu_us_per_op), 0, ""),
+                ratio_cell(row.ratio(Measurement::cpu_us_per_op)),
+                share(&row.muster),
+                share(&row.etcd),
             ]
         })
         .collect();
+    render(&header, &body)
+}
+
+/// How much the machine stalled while each system ran each row: the worst single stall over
+/// the rounds, and stalls of 10 ms or more added over the rounds.
+pub fn stalls_table(rows: &[Row]) -> String {
+    let stalls = |rounds: &[Measurement]| {
+        let worst = rounds.iter().map(|m| m.stalls.worst).max().unwrap_or_default();
+        let long: u32 = rounds.iter().map(|m| m.stalls.long).sum();
+        format!("{:.1} ms, {long}", millis(worst))
+    };
+    let header = ["workload", "muster: worst stall, long stalls", "etcd: worst stall, long stalls"];
+    let body: Vec<Vec<String>> =
+        rows.iter().map(|row| vec![row.name.clone(), stalls(&row.muster), stalls(&row.etcd)]).collect();
     render(&header, &body)
 }
 
@@ -142,9 +205,14 @@ pub fn cpu_table(rows: &[Row], cores: usize) -> String {
 pub fn error_notes(rows: &[Row]) -> Vec<String> {
     let mut notes = Vec::new();
     for row in rows {
-        for (system, m) in [("muster", &row.muster), ("etcd", &row.etcd)] {
-            if let Some(m) = m.filter(|m| m.summary.errors > 0) {
-                notes.push(format!("{system} {}: {} failed operations (not counted)", row.name, m.summary.errors));
+        for (system, rounds) in [("muster", &row.muster), ("etcd", &row.etcd)] {
+            for (round, m) in rounds.iter().enumerate().filter(|(_, m)| m.summary.errors > 0) {
+                notes.push(format!(
+                    "{system} {} round {}: {} failed operations (not counted)",
+                    row.name,
+                    round + 1,
+                    m.summary.errors
+                ));
             }
         }
     }
@@ -166,6 +234,7 @@ mod tests {
             },
             server_cpu_secs: 5.0,
             window: Duration::from_secs(10),
+            stalls: Stalls::default(),
         }
     }
 
@@ -177,24 +246,35 @@ mod tests {
     }
 
     #[test]
-    fn table_lines_up_and_shows_the_ratio() {
-        let rows = vec![
-            Row {
-                name: "put c=1".into(),
-                muster: Some(measurement(500.0, 1_900, 4_100)),
-                etcd: Some(measurement(1000.0, 950, 2_000)),
-            },
-            Row { name: "get(lin) c=64".into(), muster: None, etcd: Some(measurement(20000.0, 3_000, 9_000)) },
-        ];
-        let table = results_table(&rows);
+    fn the_ratio_is_the_median_of_the_rounds_paired_in_order() {
+        // Round by round: 0.50x, 2.00x, 1.00x; the medians of each side would give 1.00x too,
+        // but the range shows how far a single round strays.
+        let row = Row {
+            name: "put c=1".into(),
+            muster: vec![
+                measurement(500.0, 1_900, 4_100),
+                measurement(2000.0, 900, 2_000),
+                measurement(1000.0, 1_000, 3_000),
+            ],
+            etcd: vec![
+                measurement(1000.0, 950, 2_000),
+                measurement(1000.0, 950, 2_000),
+                measurement(1000.0, 950, 2_000),
+            ],
+        };
+        let table = results_table(&[
+            row,
+            Row { name: "get(lin) c=64".into(), muster: vec![], etcd: vec![measurement(20000.0, 3_000, 9_000)] },
+        ]);
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 4);
         assert!(lines[0].starts_with("workload"));
         assert!(lines[0].ends_with("ratio (muster/etcd)"));
         assert!(lines[2].starts_with("put c=1 "));
-        assert!(lines[2].contains("1.90ms"));
-        assert!(lines[2].ends_with("0.50x"));
-        assert!(lines[3].ends_with('-'));
+        assert!(lines[2].contains("1000 (500-2000)"), "{}", lines[2]);
+        assert!(lines[2].contains("1.00ms"), "the median p50: {}", lines[2]);
+        assert!(lines[2].ends_with("1.00x (0.50-2.00)"), "{}", lines[2]);
+        assert!(lines[3].ends_with('-'), "no Muster rounds, no ratio: {}", lines[3]);
         // Every data line is as wide as the header rule (right-aligned final column).
         assert_eq!(lines[1].chars().count(), lines[2].chars().count());
     }
@@ -204,7 +284,22 @@ mod tests {
         let m = measurement(1000.0, 1, 1);
         assert_eq!(m.cpu_us_per_op(), Some(500.0));
         assert!((m.cpu_percent(2) - 25.0).abs() < 1e-9);
-        let table = cpu_table(&[Row { name: "put c=1".into(), muster: Some(m), etcd: None }], 2);
-        assert!(table.lines().nth(2).unwrap().contains("500µs"));
+        let e = measurement(2000.0, 1, 1);
+        let table = cpu_table(&[Row { name: "put c=1".into(), muster: vec![m], etcd: vec![e] }], 2);
+        let line = table.lines().nth(2).unwrap();
+        assert!(line.contains(" 500 ") && line.contains(" 250 "), "{line}");
+        assert!(line.contains("2.00x"), "Muster's CPU per op over etcd's: {line}");
+    }
+
+    #[test]
+    fn stalls_are_the_worst_and_the_long_ones_over_the_rounds() {
+        let stalled = |worst_ms: u64, long: u32| Measurement {
+            stalls: Stalls { worst: Duration::from_millis(worst_ms), long, total: Duration::ZERO },
+            ..measurement(1.0, 1, 1)
+        };
+        let row =
+            Row { name: "put c=1".into(), muster: vec![stalled(12, 1), stalled(30, 2)], etcd: vec![stalled(3, 0)] };
+        let line = stalls_table(&[row]).lines().nth(2).unwrap().to_string();
+        assert!(line.contains("30.0 ms, 3") && line.contains("3.0 ms, 0"), "{line}");
     }
 }

@@ -6,8 +6,8 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use super::stalls::{StallMonitor, Stalls};
 use crate::procs::{cpu_seconds, machine_cpu_seconds, rss_bytes, total_cpu_seconds};
+use crate::stalls::{StallMonitor, Stalls};
 
 /// Cumulative counters of one system at one instant.
 #[derive(Clone, Debug)]

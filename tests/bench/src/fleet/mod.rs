@@ -15,18 +15,17 @@
 //! window. Muster's workers use the lean streams of `muster_e2e::grpc_stream`, etcd's clients
 //! tonic's (why: [`keepalive`]). The systems run one after the
 //! other, each alone on the machine with the simulated workers. Every window also records how
-//! much the machine itself stalled ([`stalls`]).
+//! much the machine itself stalled ([`crate::stalls`]).
 //!
 //! Modules: [`muster_side`] and [`etcd_side`] (start, register, beat, measure each system),
 //! [`keepalive`] (the simulated etcd clients), [`measure`] (counters, windows, phases),
-//! [`stalls`] (how much the machine itself stalled), [`table`] (the printed results and
+//! [`crate::stalls`] (how much the machine itself stalled), [`table`] (the printed results and
 //! targets).
 
 mod etcd_side;
 mod keepalive;
 pub(crate) mod measure;
 mod muster_side;
-mod stalls;
 mod table;
 
 use std::path::PathBuf;

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use super::measure::{Phase, SystemRun};
-use super::stalls::Stalls;
 use crate::report::{self, format_ops};
+use crate::stalls::Stalls;
 
 /// The targets (for 10,000 workers on the 2-core development machine).
 pub const TARGET_REGISTER: Duration = Duration::from_secs(20);

@@ -7,7 +7,6 @@ use std::time::Duration;
 use super::SizeRow;
 use super::failure::Failure;
 use super::grow::Registration;
-use super::tier::PerAck;
 
 fn secs(duration: Duration) -> String {
     if duration < Duration::from_secs(1) {
@@ -25,11 +24,6 @@ fn bytes(n: f64) -> String {
     } else {
         format!("{n:.0} B")
     }
-}
-
-/// A median CPU per ack with the spread of its windows: `12.3 (11.9-13.0)`.
-fn per_ack(cost: &PerAck) -> String {
-    format!("{:.1} ({:.1}-{:.1})", cost.median_us, cost.min_us, cost.max_us)
 }
 
 fn ratio(measured: f64, floor: Option<f64>) -> String {
@@ -62,7 +56,7 @@ pub fn one_line(row: &SizeRow) -> String {
         row.workers,
         row.steady.ttl_ms,
         row.steady.gateway.acks_per_second,
-        row.steady.gateway.median_us,
+        row.steady.gateway.us.median,
         bytes(row.gateway_bytes_per_worker),
         bytes(row.leader_bytes_per_lease),
     )
@@ -118,9 +112,9 @@ pub fn render(rows: &[SizeRow], storm: Option<&Registration>, failure: Option<&F
                 format!("{} ms", r.steady.ttl_ms),
                 format!("{:.0}", r.steady.gateway.acks_per_second),
                 floor.map_or("-".into(), |f| format!("{:.0}", f.per_ack.acks_per_second)),
-                per_ack(&r.steady.gateway),
-                floor.map_or("-".into(), |f| per_ack(&f.per_ack)),
-                ratio(r.steady.gateway.median_us, floor.map(|f| f.per_ack.median_us)),
+                r.steady.gateway.us.format(1),
+                floor.map_or("-".into(), |f| f.per_ack.us.format(1)),
+                ratio(r.steady.gateway.us.median, floor.map(|f| f.per_ack.us.median)),
                 bytes(r.gateway_bytes_per_worker),
                 floor.map_or("-".into(), |f| bytes(f.bytes_per_connection)),
                 ratio(r.gateway_bytes_per_worker, floor.map(|f| f.bytes_per_connection)),

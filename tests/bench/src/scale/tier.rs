@@ -12,6 +12,7 @@ use muster_e2e::{Cluster, HeartbeatPolicy, Options};
 
 use super::ScaleArgs;
 use crate::procs::{children_named, rss_bytes, total_cpu_seconds};
+use crate::spread::Spread;
 
 /// The executables the harness starts.
 pub const BINARIES: [&str; 3] = ["control-plane", "registrar", "heartbeat-gateway"];
@@ -148,9 +149,8 @@ impl Usage {
 /// median of several is what a beat costs.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PerAck {
-    pub median_us: f64,
-    pub min_us: f64,
-    pub max_us: f64,
+    /// Microseconds of CPU per ack, over the windows.
+    pub us: Spread,
     pub acks_per_second: f64,
 }
 
@@ -168,13 +168,8 @@ impl PerAck {
             total_acks += counted;
             per_window.push((cpu_after - cpu_before) * 1e6 / counted.max(1) as f64);
         }
-        Self::of(per_window, total_acks as f64 / started.elapsed().as_secs_f64())
-    }
-
-    fn of(mut per_window: Vec<f64>, acks_per_second: f64) -> Self {
-        per_window.sort_by(f64::total_cmp);
-        let median_us = per_window[per_window.len() / 2];
-        Self { median_us, min_us: per_window[0], max_us: per_window[per_window.len() - 1], acks_per_second }
+        let us = Spread::of(per_window).unwrap_or_default();
+        Self { us, acks_per_second: total_acks as f64 / started.elapsed().as_secs_f64() }
     }
 }
 
@@ -189,16 +184,4 @@ pub fn dir_bytes(dir: &std::path::Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::PerAck;
-
-    #[test]
-    fn cost_per_ack_is_the_median_window_with_its_spread() {
-        let cost = PerAck::of(vec![14.0, 9.5, 10.0, 30.0, 10.5], 100.0);
-        assert_eq!((cost.median_us, cost.min_us, cost.max_us), (10.5, 9.5, 30.0));
-        assert_eq!(PerAck::of(vec![7.0], 1.0).median_us, 7.0);
-    }
 }
