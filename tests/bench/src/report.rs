@@ -75,23 +75,14 @@ fn millis(latency: Duration) -> f64 {
     latency.as_secs_f64() * 1e3
 }
 
-/// A spread with `decimals` places and `unit` after the median, or `-`.
-fn cell(spread: Option<Spread>, decimals: usize, unit: &str) -> String {
-    match spread {
-        Some(spread) if spread.min == spread.max => format!("{}{unit}", spread.format(decimals)),
-        Some(spread) => {
-            format!("{:.decimals$}{unit} ({:.decimals$}-{:.decimals$})", spread.median, spread.min, spread.max)
-        }
-        None => "-".to_string(),
-    }
+/// A figure over the rounds, whole numbers, or `-` when no round measured it.
+fn cell(spread: Option<Spread>) -> String {
+    spread.map_or_else(|| "-".to_string(), |spread| spread.format(0, ""))
 }
 
+/// Muster's figure over etcd's, round by round, or `-`.
 fn ratio_cell(spread: Option<Spread>) -> String {
-    match spread {
-        Some(spread) if spread.min == spread.max => format!("{:.2}x", spread.median),
-        Some(spread) => format!("{:.2}x ({:.2}-{:.2})", spread.median, spread.min, spread.max),
-        None => "-".to_string(),
-    }
+    spread.map_or_else(|| "-".to_string(), |spread| spread.format(2, "x"))
 }
 
 /// `850µs`, `1.23ms`, `2.50s`.
@@ -144,11 +135,7 @@ pub(crate) fn render(header: &[&str], rows: &[Vec<String>]) -> String {
 pub fn results_table(rows: &[Row]) -> String {
     let header = ["workload", "muster ops/s", "p50", "p99", "etcd ops/s", "p50", "p99", "ratio (muster/etcd)"];
     let system = |rounds: &[Measurement]| {
-        [
-            cell(Row::spread(rounds, ops_per_sec), 0, ""),
-            median_latency(rounds, |s| s.p50),
-            median_latency(rounds, |s| s.p99),
-        ]
+        [cell(Row::spread(rounds, ops_per_sec)), median_latency(rounds, |s| s.p50), median_latency(rounds, |s| s.p99)]
     };
     let body: Vec<Vec<String>> = rows
         .iter()
@@ -176,8 +163,8 @@ pub fn cpu_table(rows: &[Row], cores: usize) -> String {
         .map(|row| {
             vec![
                 row.name.clone(),
-                cell(Row::spread(&row.muster, Measurement::cpu_us_per_op), 0, ""),
-                cell(Row::spread(&row.etcd, Measurement::cpu_us_per_op), 0, ""),
+                cell(Row::spread(&row.muster, Measurement::cpu_us_per_op)),
+                cell(Row::spread(&row.etcd, Measurement::cpu_us_per_op)),
                 ratio_cell(row.ratio(Measurement::cpu_us_per_op)),
                 share(&row.muster),
                 share(&row.etcd),

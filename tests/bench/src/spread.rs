@@ -24,12 +24,13 @@ impl Spread {
         Some(Self { median, min: sorted[0], max: sorted[sorted.len() - 1] })
     }
 
-    /// `12.3 (11.9-13.0)` with `decimals` places; the range left out when there is none.
-    pub fn format(&self, decimals: usize) -> String {
+    /// `12.3 (11.9-13.0)` with `decimals` places and `unit` after the median (`1.05x
+    /// (0.98-1.10)`); the range left out when there is none.
+    pub fn format(&self, decimals: usize, unit: &str) -> String {
         if self.min == self.max {
-            format!("{:.decimals$}", self.median)
+            format!("{:.decimals$}{unit}", self.median)
         } else {
-            format!("{:.decimals$} ({:.decimals$}-{:.decimals$})", self.median, self.min, self.max)
+            format!("{:.decimals$}{unit} ({:.decimals$}-{:.decimals$})", self.median, self.min, self.max)
         }
     }
 }
@@ -42,7 +43,8 @@ mod tests {
     fn the_median_of_an_odd_count_is_the_middle_one() {
         let spread = Spread::of([14.0, 9.5, 10.0, 30.0, 10.5]).unwrap();
         assert_eq!(spread, Spread { median: 10.5, min: 9.5, max: 30.0 });
-        assert_eq!(spread.format(1), "10.5 (9.5-30.0)");
+        assert_eq!(spread.format(1, ""), "10.5 (9.5-30.0)");
+        assert_eq!(spread.format(2, "x"), "10.50x (9.50-30.00)");
     }
 
     #[test]
@@ -52,7 +54,7 @@ mod tests {
 
     #[test]
     fn one_measurement_has_no_range_and_none_has_no_spread() {
-        assert_eq!(Spread::of([7.0]).unwrap().format(2), "7.00");
+        assert_eq!(Spread::of([7.0]).unwrap().format(2, "x"), "7.00x");
         assert_eq!(Spread::of([]), None);
         assert_eq!(Spread::of([1.0, f64::NAN]), None);
     }
