@@ -117,6 +117,7 @@ impl AdminSource for NodeHandle {
         self.render_worker_states(&mut out, &labels);
         self.render_lease_metrics(&mut out, &labels);
         self.watches.render_metrics(&mut out, &labels);
+        crate::write_profile::render(&mut out, &labels);
         out
     }
 }

@@ -96,6 +96,7 @@ impl ControlPlane {
         let config = Arc::new(config);
 
         crate::data_dir::secure(&config.data_dir)?;
+        crate::write_profile::enable(config.raft.profile_write_path);
         crate::data_dir::refuse_other_mode(&config.data_dir, config.cluster.name())?;
         crate::store::scrub_worker_ca_key(&config.data_dir).context("removing a stored worker CA key")?;
         let log_meta = open_database(&config.data_dir.join("raft-meta.redb"))?;

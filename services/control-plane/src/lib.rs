@@ -37,6 +37,7 @@ pub mod watch;
 pub mod worker_ca_export;
 pub mod worker_gc;
 pub mod write_batch;
+pub mod write_profile;
 
 pub use app::{ControlPlane, Listeners, run};
 

@@ -23,6 +23,7 @@ use crate::leadership::{Confirmation, Leadership, Standing};
 use crate::network::PeerChannels;
 use crate::store::{FsmReader, StateMachineStore};
 use crate::types::{NodeAddr, NodeId, Raft, RaftMetrics, TypeConfig};
+use crate::write_profile::{self, Hop};
 
 /// What the node found on disk when it started, before Raft ran.
 pub struct Restored {
@@ -396,7 +397,10 @@ impl Leadership for NodeHandle {
     }
 
     async fn propose_command(&self, command: v1::Command) -> Result<v1::CommandResult, ApiError> {
-        Ok(self.client_write(command).await?.data)
+        let started = write_profile::start();
+        let written = self.client_write(command).await?.data;
+        write_profile::record(Hop::Propose, started, 1);
+        Ok(written)
     }
 
     fn applied(&self) -> &FsmReader {

@@ -226,6 +226,10 @@ pub struct RaftTuning {
     /// Deadline for installing a whole snapshot on a follower. Default 30s.
     #[serde(with = "humantime_serde")]
     pub install_snapshot_timeout: Duration,
+    /// Time every hop of the write path (proposal, log append, fsync, replication, apply) and
+    /// publish the histograms on `/metrics` as `muster_write_hop_seconds{hop}`. Default false:
+    /// off, a hop costs one flag check.
+    pub profile_write_path: bool,
 }
 
 impl Default for RaftTuning {
@@ -239,6 +243,7 @@ impl Default for RaftTuning {
             max_logs_to_keep: 1_000,
             snapshot_chunk_bytes: 1024 * 1024,
             install_snapshot_timeout: Duration::from_secs(30),
+            profile_write_path: false,
         }
     }
 }

@@ -74,6 +74,7 @@ pub const RULES: &[Rule] = &[
     rule("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", Every, Access::Open),
     // Raft between control-plane nodes only.
     rule("/muster.v1.RaftReplicationService/AppendEntries", Peer, NODE),
+    rule("/muster.v1.RaftReplicationService/StreamAppend", Peer, NODE),
     rule("/muster.v1.RaftElectionService/RequestVote", Peer, NODE),
     rule("/muster.v1.RaftElectionService/PreVote", Peer, NODE),
     rule("/muster.v1.SnapshotService/InstallSnapshot", Peer, NODE),

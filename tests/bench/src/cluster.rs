@@ -21,6 +21,8 @@ pub struct MusterCluster {
     pub procs: Processes,
     /// API addresses, leader first once [`MusterCluster::wait_ready`] has run.
     pub endpoints: Vec<String>,
+    /// Admin (`/metrics`) addresses, in the order of [`Self::endpoints`].
+    pub admins: Vec<String>,
 }
 
 /// Where to find `control-plane`: `--muster-bin-dir`, else next to this benchmark's binary.
@@ -64,8 +66,23 @@ struct Node {
     admin: String,
 }
 
+/// How the bench's nodes run, beyond what every node shares.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeOptions<'a> {
+    /// `telemetry.log_level`.
+    pub log_level: &'a str,
+    /// `raft.profile_write_path`.
+    pub profile_write_path: bool,
+}
+
+impl<'a> NodeOptions<'a> {
+    pub fn logging(log_level: &'a str) -> Self {
+        Self { log_level, profile_write_path: false }
+    }
+}
+
 /// The node's TOML configuration.
-fn config_toml(node: &Node, nodes: &[Node], data_dir: &Path, log_level: &str) -> String {
+fn config_toml(node: &Node, nodes: &[Node], data_dir: &Path, options: NodeOptions) -> String {
     let mut peers = String::new();
     for (i, peer) in nodes.iter().enumerate() {
         let sep = if i == 0 { "" } else { ", " };
@@ -75,8 +92,10 @@ fn config_toml(node: &Node, nodes: &[Node], data_dir: &Path, log_level: &str) ->
     format!(
         "data_dir = {data_dir:?}\n\n[cluster]\nmode = \"raft\"\nnode_id = {id}\npeers = [{peers}]\n\n[listen]\n\
          raft_addr = \"{raft}\"\napi_addr = \"{api}\"\nadmin_addr = \"{admin}\"\n\n[tls]\ninsecure = true\n\n\
-         [telemetry]\nlog_level = \"{log_level}\"\n",
+         [telemetry]\nlog_level = \"{log_level}\"\n\n[raft]\nprofile_write_path = {profile}\n",
         data_dir = data_dir.display().to_string(),
+        log_level = options.log_level,
+        profile = options.profile_write_path,
         id = node.id,
         raft = node.raft,
         api = node.api,
@@ -86,7 +105,7 @@ fn config_toml(node: &Node, nodes: &[Node], data_dir: &Path, log_level: &str) ->
 
 impl MusterCluster {
     /// Writes the configs and starts three nodes under `root`.
-    pub fn start(binary: &Path, root: &Path, log_level: &str) -> anyhow::Result<Self> {
+    pub fn start(binary: &Path, root: &Path, options: NodeOptions) -> anyhow::Result<Self> {
         let ports = free_ports(9)?;
         let addr = |i: usize| format!("127.0.0.1:{}", ports[i]);
         let nodes: Vec<Node> = (0..3)
@@ -97,12 +116,16 @@ impl MusterCluster {
             let dir = root.join(format!("muster-{}", node.id));
             std::fs::create_dir_all(&dir)?;
             let config = dir.join("config.toml");
-            std::fs::write(&config, config_toml(node, &nodes, &dir.join("data"), log_level))?;
+            std::fs::write(&config, config_toml(node, &nodes, &dir.join("data"), options))?;
             let mut command = Command::new(binary);
             command.arg("--config").arg(&config);
             procs.spawn(&format!("muster node {}", node.id), command, &dir.join("node.log"), "MUSTER_")?;
         }
-        Ok(Self { procs, endpoints: nodes.iter().map(|n| n.api.clone()).collect() })
+        Ok(Self {
+            procs,
+            endpoints: nodes.iter().map(|n| n.api.clone()).collect(),
+            admins: nodes.iter().map(|n| n.admin.clone()).collect(),
+        })
     }
 
     /// Waits until every node is ready and agrees on a leader that has recorded the cluster
@@ -121,8 +144,9 @@ impl MusterCluster {
             }
             match self.leader_if_ready(&probe).await {
                 Ok(leader) => {
-                    self.endpoints.retain(|e| *e != leader);
-                    self.endpoints.insert(0, leader);
+                    let at = self.endpoints.iter().position(|e| *e == leader).unwrap_or(0);
+                    self.endpoints.swap(0, at);
+                    self.admins.swap(0, at);
                     break;
                 }
                 Err(err) => last = format!("{err:#}"),
@@ -195,7 +219,7 @@ mod tests {
     #[test]
     fn config_names_every_peer_and_listener() {
         let nodes = test_nodes();
-        let text = config_toml(&nodes[1], &nodes, Path::new("/tmp/x/data"), "info");
+        let text = config_toml(&nodes[1], &nodes, Path::new("/tmp/x/data"), NodeOptions::logging("info"));
         assert!(text.contains("node_id = 2\n"));
         assert!(text.contains("{ id = 3, raft_addr = \"127.0.0.1:1003\", api_addr = \"127.0.0.1:2003\" }"));
         assert!(text.contains("admin_addr = \"127.0.0.1:3002\""));
@@ -208,12 +232,22 @@ mod tests {
         let nodes = test_nodes();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
-        std::fs::write(&path, config_toml(&nodes[0], &nodes, &dir.path().join("data"), "warn")).unwrap();
+        std::fs::write(
+            &path,
+            config_toml(
+                &nodes[0],
+                &nodes,
+                &dir.path().join("data"),
+                NodeOptions { log_level: "warn", profile_write_path: true },
+            ),
+        )
+        .unwrap();
         let config: muster_config::ControlPlaneConfig = muster_config::ConfigLoader::new().file(&path).load().unwrap();
         config.validate().unwrap();
         assert!(config.tls.insecure);
         assert_eq!(config.advertised_api_addr(), "127.0.0.1:2001");
         assert_eq!(config.telemetry.log_level, "warn");
+        assert!(config.raft.profile_write_path);
         match config.cluster {
             muster_config::ClusterMode::Raft { node_id, peers } => {
                 assert_eq!(node_id, 1);

@@ -18,7 +18,7 @@ use clap::Parser;
 use muster_client::{ClientOptions, ControlPlaneClient};
 use tokio::task::JoinSet;
 
-use crate::cluster::{self, MusterCluster};
+use crate::cluster::{self, MusterCluster, NodeOptions};
 use crate::etcd::{self, EtcdCluster};
 use crate::etcd_rpc::EtcdKv;
 use crate::machine;
@@ -220,7 +220,7 @@ pub async fn run(args: FailoverArgs) -> anyhow::Result<()> {
     );
     println!();
 
-    let mut muster = Target::new("muster", MusterCluster::start(&binary, dir.path(), "info")?);
+    let mut muster = Target::new("muster", MusterCluster::start(&binary, dir.path(), NodeOptions::logging("info"))?);
     let mut etcd = Target::new("etcd", EtcdCluster::start(&args.etcd_bin, dir.path(), None)?);
     let (mut muster_times, mut etcd_times) = (Vec::new(), Vec::new());
     for round in 0..args.kills {

@@ -37,6 +37,7 @@ mod spread;
 mod stalls;
 mod watch;
 mod workload;
+mod write_profile;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,13 +46,14 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::cluster::{MusterCluster, MusterKv};
+use crate::cluster::{MusterCluster, MusterKv, NodeOptions};
 use crate::etcd::EtcdCluster;
 use crate::etcd_rpc::EtcdKv;
 use crate::procs::{Processes, total_cpu_seconds};
 use crate::report::{Measurement, Row};
 use crate::stalls::{StallMonitor, Stalls};
 use crate::workload::{KvClient, Op, Plan, Window};
+use crate::write_profile::HopTotals;
 
 #[derive(Parser, Debug)]
 #[command(name = "muster-bench", about = "Benchmarks Muster against etcd on a local 3-node cluster each")]
@@ -116,6 +118,10 @@ struct KvArgs {
     /// each round's Muster to the etcd that ran right after it.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
+    /// Run the Muster nodes with `raft.profile_write_path` and print, after each row, where a
+    /// write's time went hop by hop on the leader and on the followers.
+    #[arg(long)]
+    profile_write_path: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -140,12 +146,15 @@ fn row_specs(clients: &[usize]) -> Vec<RowSpec> {
 }
 
 /// Runs every row against one system; `connect` makes one client (connection, session).
+/// `profiled`: the admin addresses (leader first) of nodes running the write-path profile,
+/// whose per-hop table is printed after each row.
 async fn run_rows<C: KvClient>(
     system: &str,
     procs: &mut Processes,
     connect: impl Fn() -> anyhow::Result<C>,
     rows: &[RowSpec],
     args: &KvArgs,
+    profiled: &[String],
 ) -> anyhow::Result<Vec<Measurement>> {
     let value: Vec<u8> = (0..args.value_bytes).map(|i| b'a' + (i % 26) as u8).collect();
     let pids = procs.pids();
@@ -160,7 +169,9 @@ async fn run_rows<C: KvClient>(
         let plan = Plan { op: row.op, value: value.clone(), key_prefix: format!("bench/row{i}") };
         let window = Window::after_warmup(args.warmup, args.duration);
         let usage = tokio::spawn(usage_during(pids.clone(), window));
+        let hops = tokio::spawn(hops_during(profiled.to_vec(), window));
         let stats = workload::run(clients, &plan, window).await?;
+        let hops = hops.await.context("write-path profile")??;
         let (server_cpu_secs, stalls) = usage.await.context("CPU sampler")??;
         procs.check_alive().with_context(|| format!("{system} died during {}", row.name))?;
         let summary = stats.summary();
@@ -179,6 +190,13 @@ async fn run_rows<C: KvClient>(
             summary.errors,
             stats.first_error.map(|e| format!(" (first: {e})")).unwrap_or_default(),
         );
+        if let Some((leader, followers)) = hops.split_first() {
+            let followers = followers.iter().fold(HopTotals::default(), |sum, node| sum.plus(node));
+            let ops = summary.ops_per_sec * window.length().as_secs_f64();
+            println!("write path, {system} {}, per operation:", row.name);
+            print!("{}", write_profile::table(ops, leader, &followers));
+            println!();
+        }
         results.push(Measurement { summary, server_cpu_secs, window: window.length(), stalls });
     }
     Ok(results)
@@ -195,14 +213,32 @@ async fn usage_during(pids: Vec<u32>, window: Window) -> anyhow::Result<(f64, St
     Ok((total_cpu_seconds(&pids) - before, stalls))
 }
 
+/// Every profiled node's hop totals over the measured part of `window`, in the order given.
+async fn hops_during(admins: Vec<String>, window: Window) -> anyhow::Result<Vec<HopTotals>> {
+    async fn scrape_all(admins: &[String]) -> anyhow::Result<Vec<HopTotals>> {
+        let mut totals = Vec::with_capacity(admins.len());
+        for admin in admins {
+            totals.push(HopTotals::scrape(admin).await?);
+        }
+        Ok(totals)
+    }
+    tokio::time::sleep_until(window.measure_from.into()).await;
+    let before = scrape_all(&admins).await?;
+    tokio::time::sleep_until(window.end.into()).await;
+    let after = scrape_all(&admins).await?;
+    Ok(after.iter().zip(&before).map(|(now, then)| now.since(then)).collect())
+}
+
 async fn bench_muster(root: &std::path::Path, rows: &[RowSpec], args: &KvArgs) -> anyhow::Result<Vec<Measurement>> {
     let binary = cluster::locate_binary(args.muster_bin_dir.as_deref())?;
     eprintln!("starting 3 Muster nodes ({})", binary.display());
-    let mut cluster = MusterCluster::start(&binary, root, &args.muster_log_level)?;
+    let options = NodeOptions { log_level: &args.muster_log_level, profile_write_path: args.profile_write_path };
+    let mut cluster = MusterCluster::start(&binary, root, options)?;
     cluster.wait_ready(Duration::from_secs(60)).await?;
     eprintln!("Muster ready; leader at {}", cluster.endpoints[0]);
     let endpoints = cluster.endpoints.clone();
-    let results = run_rows("muster", &mut cluster.procs, || MusterKv::connect(&endpoints), rows, args).await;
+    let profiled = if args.profile_write_path { cluster.admins.clone() } else { Vec::new() };
+    let results = run_rows("muster", &mut cluster.procs, || MusterKv::connect(&endpoints), rows, args, &profiled).await;
     cluster.procs.kill_all();
     results
 }
@@ -213,7 +249,7 @@ async fn bench_etcd(root: &std::path::Path, rows: &[RowSpec], args: &KvArgs) -> 
     cluster.wait_ready(Duration::from_secs(60)).await?;
     eprintln!("etcd ready; leader at {}", cluster.endpoints[0]);
     let leader = cluster.endpoints[0].clone();
-    let results = run_rows("etcd", &mut cluster.procs, || EtcdKv::new(&leader), rows, args).await;
+    let results = run_rows("etcd", &mut cluster.procs, || EtcdKv::new(&leader), rows, args, &[]).await;
     cluster.procs.kill_all();
     results
 }

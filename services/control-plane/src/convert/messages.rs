@@ -1,7 +1,9 @@
 //! The peer RPC messages: AppendEntries and RequestVote, both directions.
 
 use muster_proto::v1;
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, StreamAppendError, StreamAppendResult, VoteRequest, VoteResponse,
+};
 
 use super::{ConvertError, entry_from_pb, entry_to_pb, opt_log_id_from_pb, opt_log_id_to_pb, vote_from_pb, vote_to_pb};
 use crate::types::TypeConfig;
@@ -48,6 +50,28 @@ pub fn append_response_from_pb(
         }
         R::Conflict(_) => AppendEntriesResponse::Conflict,
         R::HigherVote(vote) => AppendEntriesResponse::HigherVote(vote_from_pb(Some(vote), "AppendEntriesResponse")?),
+    })
+}
+
+/// One pipelined answer on the wire.
+pub fn stream_append_result_to_pb(result: &StreamAppendResult<TypeConfig>) -> v1::StreamAppendResponse {
+    use v1::stream_append_response::Result as R;
+    let result = match result {
+        Ok(matching) => R::Matched(v1::PartialSuccess { matching: opt_log_id_to_pb(matching) }),
+        Err(StreamAppendError::Conflict(log_id)) => R::Conflict(super::log_id_to_pb(log_id)),
+        Err(StreamAppendError::HigherVote(vote)) => R::HigherVote(vote_to_pb(vote)),
+    };
+    v1::StreamAppendResponse { result: Some(result), command_format: muster_proto::COMMAND_FORMAT_VERSION }
+}
+
+pub fn stream_append_result_from_pb(
+    resp: v1::StreamAppendResponse,
+) -> Result<StreamAppendResult<TypeConfig>, ConvertError> {
+    use v1::stream_append_response::Result as R;
+    Ok(match resp.result.ok_or_else(|| ConvertError::missing("StreamAppendResponse", "result"))? {
+        R::Matched(matched) => Ok(opt_log_id_from_pb(matched.matching, "StreamAppendResponse")?),
+        R::Conflict(log_id) => Err(StreamAppendError::Conflict(super::log_id_from_pb(log_id, "StreamAppendResponse")?)),
+        R::HigherVote(vote) => Err(StreamAppendError::HigherVote(vote_from_pb(Some(vote), "StreamAppendResponse")?)),
     })
 }
 

@@ -16,8 +16,9 @@ pub use membership::{
     stored_membership_to_pb,
 };
 pub use messages::{
-    append_request_from_pb, append_request_to_pb, append_response_from_pb, append_response_to_pb, vote_request_from_pb,
-    vote_request_to_pb, vote_response_from_pb, vote_response_to_pb,
+    append_request_from_pb, append_request_to_pb, append_response_from_pb, append_response_to_pb,
+    stream_append_result_from_pb, stream_append_result_to_pb, vote_request_from_pb, vote_request_to_pb,
+    vote_response_from_pb, vote_response_to_pb,
 };
 
 /// A protobuf message lacked a field openraft needs, or held an impossible value.

@@ -1,24 +1,33 @@
 //! One peer connection and the factory openraft asks for them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt as _};
 
 use muster_middleware::{ChannelOptions, TracedChannel, lazy_channel};
 use muster_proto::v1::raft_election_service_client::RaftElectionServiceClient;
 use muster_proto::v1::raft_replication_service_client::RaftReplicationServiceClient;
 use muster_tls::ClientTls;
-use openraft::RaftNetworkFactory;
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
-use openraft::network::{RPCOption, RaftNetworkV2};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::network::{RPCOption, RaftNetworkV2, stream_append_sequential};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, VoteRequest, VoteResponse,
+};
+use openraft::{OptionalSend, RaftNetworkFactory};
 
 use super::snapshot_push::SnapshotSender;
-use crate::convert::{append_request_to_pb, append_response_from_pb, vote_request_to_pb, vote_response_from_pb};
+use crate::convert::{
+    append_request_to_pb, append_response_from_pb, stream_append_result_from_pb, vote_request_to_pb,
+    vote_response_from_pb,
+};
 use crate::store::SnapshotFile;
 use crate::types::{NodeAddr, NodeId, Snapshot, TypeConfig, Vote};
 use crate::write_batch::PeerFormats;
+use crate::write_profile::{self, Hop};
 
 /// Peer calls traced at DEBUG: replication and elections run many times a second (and
 /// the start-up health checks poll), so at `info` they are neither logged nor exported.
@@ -41,11 +50,21 @@ pub struct PeerChannels {
     channels: Arc<Mutex<HashMap<String, TracedChannel>>>,
     /// The command format each peer says it applies (from its AppendEntries answers).
     pub formats: PeerFormats,
+    /// Peers that answered StreamAppend with UNIMPLEMENTED (an older release): replicated to
+    /// one AppendEntries at a time.
+    without_streams: Arc<Mutex<HashSet<NodeId>>>,
 }
 
 impl PeerChannels {
     pub fn new(tls: Option<ClientTls>, max_message_bytes: usize, snapshot_chunk_bytes: usize) -> Self {
-        Self { tls, max_message_bytes, snapshot_chunk_bytes, channels: Arc::default(), formats: PeerFormats::default() }
+        Self {
+            tls,
+            max_message_bytes,
+            snapshot_chunk_bytes,
+            channels: Arc::default(),
+            formats: PeerFormats::default(),
+            without_streams: Arc::default(),
+        }
     }
 
     /// The channel to `addr`, created (lazily connecting) on first use.
@@ -125,10 +144,65 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let mut client = RaftReplicationServiceClient::new(self.channel()?)
             .max_decoding_message_size(self.channels.max_message_bytes)
             .max_encoding_message_size(self.channels.max_message_bytes);
+        let started = write_profile::start();
         let request = with_deadline(append_request_to_pb(&rpc), option.hard_ttl());
         let response = client.append_entries(request).await.map_err(status_to_rpc_error)?.into_inner();
         self.channels.formats.heard(self.target, response.command_format);
-        append_response_from_pb(response).map_err(|err| RPCError::Network(NetworkError::new(&err)))
+        let response = append_response_from_pb(response).map_err(|err| RPCError::Network(NetworkError::new(&err)));
+        write_profile::record(Hop::Replicate, started, rpc.entries.len());
+        response
+    }
+
+    /// Pipelined replication over one `StreamAppend` call: each request goes out as soon as
+    /// openraft has it, and answers come back in order. While a request is unanswered for longer
+    /// than `option.hard_ttl()` (what one AppendEntries may take), the stream fails as a network
+    /// error would. A peer without the RPC gets one AppendEntries at a time from then on.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>, RPCError<TypeConfig>>,
+    >
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+    {
+        if self.channels.without_streams.lock().unwrap_or_else(|p| p.into_inner()).contains(&self.target) {
+            return stream_append_sequential(self, input, option);
+        }
+        Box::pin(async move {
+            let mut client = RaftReplicationServiceClient::new(self.channel()?)
+                .max_decoding_message_size(self.channels.max_message_bytes)
+                .max_encoding_message_size(self.channels.max_message_bytes);
+            let in_flight = InFlight::default();
+            let sent = in_flight.clone();
+            let outbound = input.map(move |rpc| {
+                sent.push(rpc.entries.len());
+                append_request_to_pb(&rpc)
+            });
+            let answers = match client.stream_append(outbound).await {
+                Ok(response) => response.into_inner(),
+                Err(status) if status.code() == tonic::Code::Unimplemented => {
+                    tracing::info!(
+                        peer = self.target,
+                        "peer has no pipelined replication (an older release); sending it one AppendEntries at a time"
+                    );
+                    self.channels.without_streams.lock().unwrap_or_else(|p| p.into_inner()).insert(self.target);
+                    return Err(RPCError::Network(NetworkError::new(&status)));
+                }
+                Err(status) => return Err(status_to_rpc_error(status)),
+            };
+            let answers = Answers {
+                answers: Some(answers),
+                in_flight,
+                deadline: option.hard_ttl(),
+                target: self.target,
+                formats: self.channels.formats.clone(),
+            };
+            let answers: BoxStream<'s, _> = Box::pin(futures::stream::unfold(answers, Answers::next));
+            Ok(answers)
+        })
     }
 
     async fn vote(
@@ -161,5 +235,122 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             result = sender.send(vote, snapshot) => result,
             closed = cancel => Err(StreamingError::Closed(closed)),
         }
+    }
+}
+
+/// The requests sent on a `StreamAppend` call and not yet answered, oldest first: when each
+/// was sent and how many entries it carried.
+#[derive(Clone, Default)]
+struct InFlight(Arc<Mutex<VecDeque<(Instant, usize)>>>);
+
+impl InFlight {
+    fn push(&self, entries: usize) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push_back((Instant::now(), entries));
+    }
+
+    fn oldest(&self) -> Option<Instant> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).front().map(|(sent, _)| *sent)
+    }
+
+    fn answered(&self) {
+        if let Some((sent, entries)) = self.0.lock().unwrap_or_else(|p| p.into_inner()).pop_front() {
+            write_profile::record(Hop::Replicate, write_profile::enabled().then_some(sent), entries);
+        }
+    }
+}
+
+/// The leader's end of the answers on one `StreamAppend` call.
+struct Answers {
+    /// `None` once the stream ended with an error.
+    answers: Option<tonic::Streaming<muster_proto::v1::StreamAppendResponse>>,
+    in_flight: InFlight,
+    deadline: Duration,
+    target: NodeId,
+    formats: PeerFormats,
+}
+
+impl Answers {
+    /// The next answer, in request order; an error ends the stream.
+    async fn next(mut self) -> Option<(Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>, Self)> {
+        let answers = self.answers.as_mut()?;
+        let message = loop {
+            // Wait for as long as the oldest unanswered request may still be answered; with
+            // none in flight, look again after one deadline (a request may have gone out).
+            let oldest = self.in_flight.oldest();
+            let until = oldest.unwrap_or_else(Instant::now) + self.deadline;
+            match tokio::time::timeout_at(until.into(), answers.message()).await {
+                Ok(message) => break message,
+                Err(_) if oldest.is_some() => {
+                    let late = std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no answer to a pipelined AppendEntries within {:?}", self.deadline),
+                    );
+                    self.answers = None;
+                    return Some((Err(RPCError::Network(NetworkError::new(&late))), self));
+                }
+                Err(_) => continue,
+            }
+        };
+        let answer = match message {
+            Ok(Some(answer)) => answer,
+            Ok(None) => return None,
+            Err(status) => {
+                self.answers = None;
+                return Some((Err(status_to_rpc_error(status)), self));
+            }
+        };
+        self.in_flight.answered();
+        self.formats.heard(self.target, answer.command_format);
+        match stream_append_result_from_pb(answer) {
+            Ok(result) => Some((Ok(result), self)),
+            Err(err) => {
+                self.answers = None;
+                Some((Err(RPCError::Network(NetworkError::new(&err))), self))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer on a release without `StreamAppend` answers UNIMPLEMENTED: the first stream
+    /// fails as a network error would (openraft retries), and from then on that peer gets one
+    /// AppendEntries at a time.
+    #[tokio::test]
+    async fn a_peer_without_streams_falls_back_to_one_append_at_a_time() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(health)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let channels = PeerChannels::new(None, 1 << 20, 1 << 20);
+        let mut peer = PeerClient { target: 7, addr: addr.to_string(), channels: channels.clone() };
+        let request = || AppendEntriesRequest::<TypeConfig> {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            entries: Vec::new(),
+            leader_commit: None,
+        };
+        let option = RPCOption::new(Duration::from_secs(5));
+
+        let first = peer.stream_append(futures::stream::iter([request()]), option.clone()).await;
+        assert!(matches!(first, Err(RPCError::Network(_))), "UNIMPLEMENTED is a network error");
+        drop(first);
+        assert!(channels.without_streams.lock().unwrap().contains(&7), "the peer is remembered");
+
+        // Now one request at a time over AppendEntries (which this server lacks as well).
+        let mut answers = peer
+            .stream_append(futures::stream::iter([request()]), option)
+            .await
+            .unwrap_or_else(|_| panic!("the one-at-a-time stream starts without a call"));
+        let answer = answers.next().await.expect("an answer to the one request");
+        assert!(answer.is_err(), "AppendEntries is unimplemented here too");
+        drop(answers);
+        server.abort();
     }
 }

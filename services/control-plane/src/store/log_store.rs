@@ -24,6 +24,7 @@ use super::db::{META_COMMITTED, META_PURGED, META_VOTE, RAFT_META, blocking, dec
 use super::wal::Wal;
 use crate::convert::{entry_from_pb, entry_to_pb, log_id_from_pb, log_id_to_pb, vote_from_pb, vote_to_pb};
 use crate::types::{Entry, LogId, TypeConfig, Vote};
+use crate::write_profile::{self, Hop};
 
 /// How often the committed pointer is written.
 const SAVE_COMMITTED_EVERY: Duration = Duration::from_secs(1);
@@ -37,8 +38,9 @@ pub struct LogStore {
     syncer: std_mpsc::Sender<SyncRequest>,
 }
 
-/// "Tell openraft once this file's writes are on disk."
-type SyncRequest = (Arc<File>, IOFlushed<TypeConfig>);
+/// "Tell openraft once this file's writes are on disk" (and when the append began, for the
+/// write-path profile).
+type SyncRequest = (Arc<File>, IOFlushed<TypeConfig>, Option<Instant>);
 
 /// The group-commit thread: takes every pending request, syncs each file involved once, then
 /// reports all of them flushed, in order. An append returns as soon as its entries are written
@@ -49,7 +51,8 @@ fn run_syncer(requests: std_mpsc::Receiver<SyncRequest>) {
         batch.extend(requests.try_iter());
         let mut result = Ok(());
         let mut synced: Vec<*const File> = Vec::new();
-        for (file, _) in &batch {
+        let fsync_started = write_profile::start();
+        for (file, _, _) in &batch {
             let ptr = Arc::as_ptr(file);
             if !synced.contains(&ptr) {
                 synced.push(ptr);
@@ -59,7 +62,9 @@ fn run_syncer(requests: std_mpsc::Receiver<SyncRequest>) {
                 }
             }
         }
-        for (_, callback) in batch {
+        write_profile::record(Hop::Fsync, fsync_started, batch.len());
+        for (_, callback, appended) in batch {
+            write_profile::record(Hop::LogFlush, appended, 1);
             match &result {
                 Ok(()) => callback.io_completed(Ok(())),
                 Err(err) => callback.io_completed(Err(io::Error::new(err.kind(), err.to_string()))),
@@ -138,8 +143,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
+        let started = write_profile::start();
         let bounds: (Bound<u64>, Bound<u64>) = (range.start_bound().cloned(), range.end_bound().cloned());
-        to_entries(self.with_wal(|wal| wal.read(bounds))?)
+        let entries = to_entries(self.with_wal(|wal| wal.read(bounds))?)?;
+        write_profile::record(Hop::LogRead, started, entries.len());
+        Ok(entries)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
@@ -193,6 +201,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let started = write_profile::start();
         let mut encoded: Vec<v1::Entry> = entries.into_iter().map(|entry| entry_to_pb(&entry)).collect();
         // An entry from a leader on an older release may carry the worker CA key: never on disk.
         for entry in &mut encoded {
@@ -201,9 +210,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Inline, not on the blocking pool: without the fsync this is a write into the page
         // cache, cheaper than the thread hop.
         let written = self.wal.write().unwrap_or_else(|p| p.into_inner()).append_unsynced(&encoded);
+        write_profile::record(Hop::LogAppend, started, encoded.len());
         match written {
             Ok(Some(file)) => {
-                if let Err(std_mpsc::SendError((_, callback))) = self.syncer.send((file, callback)) {
+                if let Err(std_mpsc::SendError((_, callback, _))) = self.syncer.send((file, callback, started)) {
                     callback.io_completed(Err(io::Error::other("the log sync thread has stopped")));
                 }
                 Ok(())

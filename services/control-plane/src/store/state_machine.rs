@@ -30,6 +30,7 @@ use crate::convert::{
 };
 use crate::types::{EntryPayload, LogId, NodeId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::watch::HistoryFeed;
+use crate::write_profile::{self, Hop};
 
 /// The FSM of one node. Cheap to clone; clones share the database.
 #[derive(Clone)]
@@ -144,6 +145,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
+        let started = write_profile::start();
         let mut batch = Vec::new();
         while let Some(item) = entries.next().await {
             batch.push(item?);
@@ -229,6 +231,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // Raft on any error.
         let (batch, results, records, applied, unreadable) = outcome.map_err(stopped)?;
         self.feed.publish(records, applied);
+        write_profile::record(Hop::Apply, started, batch_len);
         // Answers for the entries applied (all of them, unless one could not be read).
         for ((_, responder), result) in batch.into_iter().zip(results) {
             if let Some(responder) = responder {

@@ -48,6 +48,7 @@ fn empty_file_gives_every_default() {
                 max_logs_to_keep: 1_000,
                 snapshot_chunk_bytes: 1 << 20,
                 install_snapshot_timeout: Duration::from_secs(30),
+                profile_write_path: false,
             },
             leases: crate::LeaseTuning {
                 sweep_interval: Duration::from_millis(250),
