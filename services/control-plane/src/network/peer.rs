@@ -1,6 +1,6 @@
 //! One peer connection and the factory openraft asks for them.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,6 +37,10 @@ use crate::write_profile::{self, Hop};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const KEEPALIVE: Duration = Duration::from_secs(2);
 
+/// How long a peer that answered StreamAppend with UNIMPLEMENTED is replicated to one
+/// AppendEntries at a time before the stream is tried again (it may have been upgraded).
+const STREAMS_RETRIED_AFTER: Duration = Duration::from_secs(60);
+
 const QUIET_PATHS: &[&str] =
     &["/muster.v1.RaftReplicationService/", "/muster.v1.RaftElectionService/", "/grpc.health.v1.Health/"];
 
@@ -50,9 +54,9 @@ pub struct PeerChannels {
     channels: Arc<Mutex<HashMap<String, TracedChannel>>>,
     /// The command format each peer says it applies (from its AppendEntries answers).
     pub formats: PeerFormats,
-    /// Peers that answered StreamAppend with UNIMPLEMENTED (an older release): replicated to
-    /// one AppendEntries at a time.
-    without_streams: Arc<Mutex<HashSet<NodeId>>>,
+    /// Peers that answered StreamAppend with UNIMPLEMENTED (an older release), and when:
+    /// replicated to one AppendEntries at a time for [`STREAMS_RETRIED_AFTER`].
+    without_streams: Arc<Mutex<HashMap<NodeId, Instant>>>,
 }
 
 impl PeerChannels {
@@ -156,7 +160,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     /// Pipelined replication over one `StreamAppend` call: each request goes out as soon as
     /// openraft has it, and answers come back in order. While a request is unanswered for longer
     /// than `option.hard_ttl()` (what one AppendEntries may take), the stream fails as a network
-    /// error would. A peer without the RPC gets one AppendEntries at a time from then on.
+    /// error would. A peer without the RPC gets one AppendEntries at a time for a while.
     fn stream_append<'s, S>(
         &'s mut self,
         input: S,
@@ -168,7 +172,9 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     where
         S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
     {
-        if self.channels.without_streams.lock().unwrap_or_else(|p| p.into_inner()).contains(&self.target) {
+        let refused_at =
+            self.channels.without_streams.lock().unwrap_or_else(|p| p.into_inner()).get(&self.target).copied();
+        if refused_at.is_some_and(|at| at.elapsed() < STREAMS_RETRIED_AFTER) {
             return stream_append_sequential(self, input, option);
         }
         Box::pin(async move {
@@ -188,7 +194,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                         peer = self.target,
                         "peer has no pipelined replication (an older release); sending it one AppendEntries at a time"
                     );
-                    self.channels.without_streams.lock().unwrap_or_else(|p| p.into_inner()).insert(self.target);
+                    let mut without = self.channels.without_streams.lock().unwrap_or_else(|p| p.into_inner());
+                    without.insert(self.target, Instant::now());
                     return Err(RPCError::Network(NetworkError::new(&status)));
                 }
                 Err(status) => return Err(status_to_rpc_error(status)),
@@ -341,7 +348,7 @@ mod tests {
         let first = peer.stream_append(futures::stream::iter([request()]), option.clone()).await;
         assert!(matches!(first, Err(RPCError::Network(_))), "UNIMPLEMENTED is a network error");
         drop(first);
-        assert!(channels.without_streams.lock().unwrap().contains(&7), "the peer is remembered");
+        assert!(channels.without_streams.lock().unwrap().contains_key(&7), "the peer is remembered");
 
         // Now one request at a time over AppendEntries (which this server lacks as well).
         let mut answers = peer
