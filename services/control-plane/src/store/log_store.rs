@@ -21,6 +21,7 @@ use prost::Message;
 use redb::{Database, Durability, ReadableDatabase};
 
 use super::db::{META_COMMITTED, META_PURGED, META_VOTE, RAFT_META, blocking, decode, io_err};
+use super::log_tail::LogTail;
 use super::wal::Wal;
 use crate::convert::{entry_from_pb, entry_to_pb, log_id_from_pb, log_id_to_pb, vote_from_pb, vote_to_pb};
 use crate::types::{Entry, LogId, TypeConfig, Vote};
@@ -33,6 +34,8 @@ const SAVE_COMMITTED_EVERY: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct LogStore {
     wal: Arc<RwLock<Wal>>,
+    /// The newest entries in memory; changed only while holding `wal`'s write lock.
+    tail: Arc<Mutex<LogTail>>,
     meta: Arc<Database>,
     committed_saved_at: Arc<Mutex<Option<Instant>>>,
     syncer: std_mpsc::Sender<SyncRequest>,
@@ -79,7 +82,7 @@ impl LogStore {
         let (syncer, requests) = std_mpsc::channel();
         std::thread::Builder::new().name("raft-log-sync".into()).spawn(move || run_syncer(requests))?;
         let wal = Arc::new(RwLock::new(Wal::open(wal_dir)?));
-        let store = Self { wal, meta, committed_saved_at: Arc::default(), syncer };
+        let store = Self { wal, tail: Arc::default(), meta, committed_saved_at: Arc::default(), syncer };
         // Segments may still hold entries at or below the purge point; forget them.
         if let Some(purged) = store.read_log_id_meta(META_PURGED)? {
             store.wal.write().unwrap_or_else(|p| p.into_inner()).purge(purged.index)?;
@@ -128,6 +131,10 @@ impl LogStore {
     fn with_wal<T>(&self, f: impl FnOnce(&Wal) -> io::Result<T>) -> io::Result<T> {
         f(&self.wal.read().unwrap_or_else(|p| p.into_inner()))
     }
+
+    fn with_tail<T>(tail: &Mutex<LogTail>, f: impl FnOnce(&mut LogTail) -> T) -> T {
+        f(&mut tail.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 fn invalid(err: impl std::fmt::Display) -> io::Error {
@@ -144,8 +151,22 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
         let started = write_profile::start();
-        let bounds: (Bound<u64>, Bound<u64>) = (range.start_bound().cloned(), range.end_bound().cloned());
-        let entries = to_entries(self.with_wal(|wal| wal.read(bounds))?)?;
+        let start = match range.start_bound() {
+            Bound::Included(&index) => index,
+            Bound::Excluded(&index) => index.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&index) => index.saturating_add(1),
+            Bound::Excluded(&index) => index,
+            Bound::Unbounded => u64::MAX,
+        };
+        // Under the segments' read lock: an append changes both under the write lock, so the
+        // tail and the segments agree for the length of this read.
+        let entries = self.with_wal(|wal| match Self::with_tail(&self.tail, |tail| tail.read(start, end)) {
+            Some(entries) => Ok(entries),
+            None => to_entries(wal.read(start..end)?),
+        })?;
         write_profile::record(Hop::LogRead, started, entries.len());
         Ok(entries)
     }
@@ -202,14 +223,28 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let started = write_profile::start();
-        let mut encoded: Vec<v1::Entry> = entries.into_iter().map(|entry| entry_to_pb(&entry)).collect();
-        // An entry from a leader on an older release may carry the worker CA key: never on disk.
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let mut encoded: Vec<v1::Entry> = entries.iter().map(entry_to_pb).collect();
+        // An entry from a leader on an older release may carry the worker CA key: never on disk,
+        // nor in the tail (which must hold what the disk holds).
+        let mut stripped = false;
         for entry in &mut encoded {
-            super::worker_ca::strip_entry(entry);
+            stripped |= super::worker_ca::strip_entry(entry);
         }
         // Inline, not on the blocking pool: without the fsync this is a write into the page
         // cache, cheaper than the thread hop.
-        let written = self.wal.write().unwrap_or_else(|p| p.into_inner()).append_unsynced(&encoded);
+        let mut wal = self.wal.write().unwrap_or_else(|p| p.into_inner());
+        let written = wal.append_unsynced(&encoded);
+        if written.is_ok() {
+            Self::with_tail(&self.tail, |tail| {
+                if stripped {
+                    tail.clear();
+                } else {
+                    tail.appended(entries.into_iter().zip(encoded.iter().map(|pb| pb.encoded_len())));
+                }
+            });
+        }
+        drop(wal);
         write_profile::record(Hop::LogAppend, started, encoded.len());
         match written {
             Ok(Some(file)) => {
@@ -230,16 +265,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
-        let wal = self.wal.clone();
-        blocking(move || wal.write().unwrap_or_else(|p| p.into_inner()).truncate_after(last_log_id.map(|id| id.index)))
-            .await
+        let (wal, tail) = (self.wal.clone(), self.tail.clone());
+        blocking(move || {
+            let mut wal = wal.write().unwrap_or_else(|p| p.into_inner());
+            let last_kept = last_log_id.map(|id| id.index);
+            // The tail first: should the segments fail part-way, reads go to them.
+            Self::with_tail(&tail, |tail| tail.truncated_after(last_kept));
+            wal.truncate_after(last_kept)
+        })
+        .await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         // Record the purge point durably first: entries below it are then never read again,
         // whatever happens to the segment files afterwards.
         self.write_meta(META_PURGED, log_id_to_pb(&log_id).encode_to_vec()).await?;
-        let wal = self.wal.clone();
-        blocking(move || wal.write().unwrap_or_else(|p| p.into_inner()).purge(log_id.index)).await
+        let (wal, tail) = (self.wal.clone(), self.tail.clone());
+        blocking(move || {
+            let mut wal = wal.write().unwrap_or_else(|p| p.into_inner());
+            Self::with_tail(&tail, |tail| tail.purged(log_id.index));
+            wal.purge(log_id.index)
+        })
+        .await
     }
 }

@@ -24,6 +24,7 @@ pub(crate) mod history;
 pub mod legacy_fixture;
 mod listings;
 mod log_store;
+mod log_tail;
 mod pages;
 mod scrub;
 pub(crate) mod snapshot;
