@@ -168,11 +168,9 @@ async fn run_rows<C: KvClient>(
         }
         let plan = Plan { op: row.op, value: value.clone(), key_prefix: format!("bench/row{i}") };
         let window = Window::after_warmup(args.warmup, args.duration);
-        let usage = tokio::spawn(usage_during(pids.clone(), window));
-        let hops = tokio::spawn(hops_during(profiled.to_vec(), window));
+        let usage = tokio::spawn(usage_during(pids.clone(), profiled.to_vec(), window));
         let stats = workload::run(clients, &plan, window).await?;
-        let hops = hops.await.context("write-path profile")??;
-        let (server_cpu_secs, stalls) = usage.await.context("CPU sampler")??;
+        let WindowUsage { cpu_secs: server_cpu_secs, stalls, hops } = usage.await.context("CPU sampler")??;
         procs.check_alive().with_context(|| format!("{system} died during {}", row.name))?;
         let summary = stats.summary();
         anyhow::ensure!(
@@ -202,19 +200,19 @@ async fn run_rows<C: KvClient>(
     Ok(results)
 }
 
-/// Server CPU seconds spent inside the measured part of `window`, and how much the machine
-/// stalled meanwhile.
-async fn usage_during(pids: Vec<u32>, window: Window) -> anyhow::Result<(f64, Stalls)> {
-    tokio::time::sleep_until(window.measure_from.into()).await;
-    let before = total_cpu_seconds(&pids);
-    let stalls = StallMonitor::start()?;
-    tokio::time::sleep_until(window.end.into()).await;
-    let stalls = stalls.finish();
-    Ok((total_cpu_seconds(&pids) - before, stalls))
+/// What the servers did over the measured part of a row's window.
+struct WindowUsage {
+    /// Server CPU seconds.
+    cpu_secs: f64,
+    /// How much the machine stalled meanwhile.
+    stalls: Stalls,
+    /// Each profiled node's hop totals, in the order given (none unless profiled).
+    hops: Vec<HopTotals>,
 }
 
-/// Every profiled node's hop totals over the measured part of `window`, in the order given.
-async fn hops_during(admins: Vec<String>, window: Window) -> anyhow::Result<Vec<HopTotals>> {
+/// Samples the servers at both edges of the measured part of `window`: their CPU time, the
+/// profiled nodes' hop totals, and the machine's stalls in between.
+async fn usage_during(pids: Vec<u32>, admins: Vec<String>, window: Window) -> anyhow::Result<WindowUsage> {
     async fn scrape_all(admins: &[String]) -> anyhow::Result<Vec<HopTotals>> {
         let mut totals = Vec::with_capacity(admins.len());
         for admin in admins {
@@ -223,10 +221,15 @@ async fn hops_during(admins: Vec<String>, window: Window) -> anyhow::Result<Vec<
         Ok(totals)
     }
     tokio::time::sleep_until(window.measure_from.into()).await;
-    let before = scrape_all(&admins).await?;
+    let cpu_before = total_cpu_seconds(&pids);
+    let hops_before = scrape_all(&admins).await?;
+    let stalls = StallMonitor::start()?;
     tokio::time::sleep_until(window.end.into()).await;
-    let after = scrape_all(&admins).await?;
-    Ok(after.iter().zip(&before).map(|(now, then)| now.since(then)).collect())
+    let stalls = stalls.finish();
+    let cpu_secs = total_cpu_seconds(&pids) - cpu_before;
+    let hops_after = scrape_all(&admins).await?;
+    let hops = hops_after.iter().zip(&hops_before).map(|(now, then)| now.since(then)).collect();
+    Ok(WindowUsage { cpu_secs, stalls, hops })
 }
 
 async fn bench_muster(root: &std::path::Path, rows: &[RowSpec], args: &KvArgs) -> anyhow::Result<Vec<Measurement>> {

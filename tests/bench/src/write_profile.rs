@@ -12,14 +12,44 @@ use muster_e2e::probe::metrics_body;
 const HOPS: [&str; 8] =
     ["propose", "log_append", "log_flush", "fsync", "log_read", "replicate", "follower_append", "apply"];
 
-/// One node's running totals per hop: calls, seconds, entries.
+/// One hop's running totals on one node.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct HopCounts {
+    calls: f64,
+    seconds: f64,
+    entries: f64,
+}
+
+impl std::ops::Add for HopCounts {
+    type Output = Self;
+    fn add(self, other: Self) -> Self {
+        Self {
+            calls: self.calls + other.calls,
+            seconds: self.seconds + other.seconds,
+            entries: self.entries + other.entries,
+        }
+    }
+}
+
+impl std::ops::Sub for HopCounts {
+    type Output = Self;
+    fn sub(self, other: Self) -> Self {
+        Self {
+            calls: self.calls - other.calls,
+            seconds: self.seconds - other.seconds,
+            entries: self.entries - other.entries,
+        }
+    }
+}
+
+/// One node's running totals, per hop.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct HopTotals(BTreeMap<String, (f64, f64, f64)>);
+pub struct HopTotals(BTreeMap<String, HopCounts>);
 
 impl HopTotals {
     /// Reads the totals out of a `/metrics` body (no profile series: all zero).
     pub fn parse(body: &str) -> Self {
-        let mut totals: BTreeMap<String, (f64, f64, f64)> = BTreeMap::new();
+        let mut totals: BTreeMap<String, HopCounts> = BTreeMap::new();
         for line in body.lines().filter(|line| !line.starts_with('#')) {
             let Some((series, value)) = line.rsplit_once(' ') else { continue };
             let Ok(value) = value.parse::<f64>() else { continue };
@@ -27,9 +57,9 @@ impl HopTotals {
             let Some(hop) = labels.split("hop=\"").nth(1).and_then(|rest| rest.split('"').next()) else { continue };
             let slot = totals.entry(hop.to_string()).or_default();
             match name {
-                "muster_write_hop_seconds_count" => slot.0 = value,
-                "muster_write_hop_seconds_sum" => slot.1 = value,
-                "muster_write_hop_entries_sum" => slot.2 = value,
+                "muster_write_hop_seconds_count" => slot.calls = value,
+                "muster_write_hop_seconds_sum" => slot.seconds = value,
+                "muster_write_hop_entries_sum" => slot.entries = value,
                 _ => {}
             }
         }
@@ -41,26 +71,23 @@ impl HopTotals {
         Ok(Self::parse(&metrics_body(admin).await?))
     }
 
-    fn get(&self, hop: &str) -> (f64, f64, f64) {
+    fn get(&self, hop: &str) -> HopCounts {
         self.0.get(hop).copied().unwrap_or_default()
+    }
+
+    /// Every hop of `self` combined with the same hop of `other`.
+    fn zip_with(&self, other: &Self, combine: impl Fn(HopCounts, HopCounts) -> HopCounts) -> Self {
+        Self(HOPS.iter().map(|hop| (hop.to_string(), combine(self.get(hop), other.get(hop)))).collect())
     }
 
     /// What happened between `before` and `self`.
     pub fn since(&self, before: &Self) -> Self {
-        let hops = HOPS.iter().map(|hop| {
-            let (now, then) = (self.get(hop), before.get(hop));
-            (hop.to_string(), (now.0 - then.0, now.1 - then.1, now.2 - then.2))
-        });
-        Self(hops.collect())
+        self.zip_with(before, |now, then| now - then)
     }
 
     /// Adds another node's totals (the followers are reported together).
     pub fn plus(&self, other: &Self) -> Self {
-        let hops = HOPS.iter().map(|hop| {
-            let (a, b) = (self.get(hop), other.get(hop));
-            (hop.to_string(), (a.0 + b.0, a.1 + b.1, a.2 + b.2))
-        });
-        Self(hops.collect())
+        self.zip_with(other, |a, b| a + b)
     }
 }
 
@@ -74,7 +101,7 @@ pub fn table(ops: f64, leader: &HopTotals, followers: &HopTotals) -> String {
     );
     let _ = writeln!(out, "{}", "-".repeat(99));
     let cells = |totals: &HopTotals, hop: &str| {
-        let (calls, seconds, entries) = totals.get(hop);
+        let HopCounts { calls, seconds, entries } = totals.get(hop);
         if calls < 0.5 {
             return ("-".to_string(), "-".to_string(), "-".to_string());
         }
@@ -109,7 +136,7 @@ mod tests {
     #[test]
     fn a_row_is_the_difference_of_two_scrapes() {
         let after = HopTotals::parse(BODY);
-        assert_eq!(after.get("fsync"), (4.0, 0.0004, 8.0));
+        assert_eq!(after.get("fsync"), HopCounts { calls: 4.0, seconds: 0.0004, entries: 8.0 });
         let row = after.since(&HopTotals::default());
         let table = table(2.0, &row, &row.plus(&row));
         let fsync = table.lines().find(|line| line.starts_with("fsync")).unwrap();

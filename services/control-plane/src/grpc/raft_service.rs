@@ -56,7 +56,8 @@ impl RaftReplicationService for RaftPeerApi {
     ) -> Result<Response<Self::StreamAppendStream>, Status> {
         let incoming = request.into_inner();
         let (malformed_tx, mut malformed_rx) = tokio::sync::oneshot::channel::<Status>();
-        let arrivals: Arrivals = Arc::default();
+        // Kept only while the profile is on: an answer's arrival time is what it times.
+        let arrivals: Option<Arrivals> = write_profile::enabled().then(Arrivals::default);
         let arrived = arrivals.clone();
         let requests = futures::stream::unfold((incoming, Some(malformed_tx)), move |(mut incoming, malformed)| {
             let arrived = arrived.clone();
@@ -67,10 +68,12 @@ impl RaftReplicationService for RaftPeerApi {
                 };
                 match decoded {
                     Ok(rpc) => {
-                        arrived
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push_back((write_profile::start(), rpc.entries.len()));
+                        if let Some(arrived) = &arrived {
+                            arrived
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push_back((write_profile::start(), rpc.entries.len()));
+                        }
                         Some((rpc, (incoming, malformed)))
                     }
                     Err(status) => {
@@ -83,9 +86,11 @@ impl RaftReplicationService for RaftPeerApi {
             }
         });
         let answers = self.node.raft.stream_append(requests).map(move |answer| {
-            let (started, entries) =
-                arrivals.lock().unwrap_or_else(|p| p.into_inner()).pop_front().unwrap_or((None, 0));
-            write_profile::record(Hop::FollowerAppend, started, entries);
+            if let Some(arrivals) = &arrivals {
+                let (started, entries) =
+                    arrivals.lock().unwrap_or_else(|p| p.into_inner()).pop_front().unwrap_or((None, 0));
+                write_profile::record(Hop::FollowerAppend, started, entries);
+            }
             match answer {
                 Ok(answer) => Ok(stream_append_result_to_pb(&answer)),
                 Err(stopped) => Err(fatal(stopped)),

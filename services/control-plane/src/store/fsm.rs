@@ -10,10 +10,10 @@ use std::sync::Arc;
 use muster_proto::v1;
 use muster_proto::v1::command::Op;
 use prost::Message;
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 
 use super::db::{
-    FSM_META, KV, META_CLUSTER_ID, META_WORKER_CA, SESSION_AGE, SESSIONS, TOKENS, WORKERS, decode, io_err,
+    FSM_META, HISTORY, KV, META_CLUSTER_ID, META_WORKER_CA, SESSION_AGE, SESSIONS, TOKENS, WORKERS, decode, io_err,
 };
 use super::history::Changes;
 
@@ -43,6 +43,21 @@ pub(crate) fn unreadable(index: u64, problem: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("entry {index}: {problem}"))
 }
 
+/// The write side of one applied batch: its transaction, and the tables nearly every entry
+/// writes, opened once for the batch (opening a table costs about as much as a small write).
+/// Nothing else opens these two tables inside an apply.
+pub(crate) struct ApplyTables<'txn> {
+    pub(crate) txn: &'txn WriteTransaction,
+    kv: Table<'txn, &'static str, &'static [u8]>,
+    pub(crate) history: Table<'txn, u64, &'static [u8]>,
+}
+
+impl<'txn> ApplyTables<'txn> {
+    pub(crate) fn open(txn: &'txn WriteTransaction) -> io::Result<Self> {
+        Ok(Self { txn, kv: txn.open_table(KV).map_err(io_err)?, history: txn.open_table(HISTORY).map_err(io_err)? })
+    }
+}
+
 /// Applies one command at `index` and returns what the client sees; what it changed goes into
 /// `changes` (for the watch history). Deterministic: every replica computes the same result
 /// from the same log. A command this release cannot read is refused before anything is read
@@ -55,13 +70,13 @@ pub(crate) fn apply_command(
     changes: &mut Changes,
 ) -> io::Result<v1::CommandResult> {
     readable(command).map_err(|problem| unreadable(index, problem))?;
-    apply_readable(txn, index, term, command, changes)
+    apply_readable(&mut ApplyTables::open(txn)?, index, term, command, changes)
 }
 
 /// [`apply_command`] for a command [`readable`] has passed: the state machine checks each
 /// entry once, where it decides how far a batch goes.
 pub(crate) fn apply_readable(
-    txn: &WriteTransaction,
+    tables: &mut ApplyTables<'_>,
     index: u64,
     term: u64,
     command: &v1::Command,
@@ -69,10 +84,15 @@ pub(crate) fn apply_readable(
 ) -> io::Result<v1::CommandResult> {
     // A batch has no session of its own: each of its commands has its own.
     if let Some(Op::Batch(batch)) = &command.op {
-        return apply_batch(txn, index, term, batch, changes);
+        return apply_batch(tables, index, term, batch, changes);
     }
-    let mut sessions = txn.open_table(SESSIONS).map_err(io_err)?;
-    if command.client_id != 0 {
+    let txn = tables.txn;
+    // Only a command with a client id has a session (most have none: skip the table).
+    let mut sessions = match command.client_id {
+        0 => None,
+        _ => Some(txn.open_table(SESSIONS).map_err(io_err)?),
+    };
+    if let Some(sessions) = &sessions {
         let existing = sessions.get(command.client_id).map_err(io_err)?;
         if let Some(session) = existing.map(|v| decode::<v1::ClientSession>(v.value(), "client session")).transpose()?
             && command.sequence <= session.sequence
@@ -89,21 +109,20 @@ pub(crate) fn apply_readable(
     }
 
     let result = match &command.op {
-        Some(Op::Put(put)) => put_value(txn, index, &put.key, &put.value, changes, |_| true)?,
-        Some(Op::Cas(cas)) => {
-            put_value(txn, index, &cas.key, &cas.new_value, changes, |current| match cas.expected_mod_revision {
-                Some(0) => current.is_none(),
-                Some(revision) => current.is_some_and(|kv| kv.mod_revision == revision),
-                None => match current {
-                    None => cas.expect_absent,
-                    Some(kv) => !cas.expect_absent && kv.value == cas.expected,
-                },
-            })?
-        }
+        Some(Op::Put(put)) => put_value(&mut tables.kv, index, &put.key, &put.value, changes, |_| true)?,
+        Some(Op::Cas(cas)) => put_value(&mut tables.kv, index, &cas.key, &cas.new_value, changes, |current| match cas
+            .expected_mod_revision
+        {
+            Some(0) => current.is_none(),
+            Some(revision) => current.is_some_and(|kv| kv.mod_revision == revision),
+            None => match current {
+                None => cas.expect_absent,
+                Some(kv) => !cas.expect_absent && kv.value == cas.expected,
+            },
+        })?,
         Some(Op::Delete(del)) => {
-            let mut kv = txn.open_table(KV).map_err(io_err)?;
             let previous =
-                kv.remove(del.key.as_str()).map_err(io_err)?.map(|v| decode::<v1::KeyValue>(v.value(), "value"));
+                tables.kv.remove(del.key.as_str()).map_err(io_err)?.map(|v| decode::<v1::KeyValue>(v.value(), "value"));
             let previous = previous.transpose()?;
             if let Some(previous) = &previous {
                 changes.delete(index, previous);
@@ -134,14 +153,14 @@ pub(crate) fn apply_readable(
         Some(Op::Noop(_)) | None => v1::CommandResult { index, ..Default::default() },
     };
 
-    if command.client_id != 0 {
+    if let Some(sessions) = &mut sessions {
         let session = v1::ClientSession {
             client_id: command.client_id,
             sequence: command.sequence,
             result: Some(result.clone()),
             last_index: index,
         };
-        record_session(txn, &mut sessions, &session, MAX_SESSIONS)?;
+        record_session(txn, sessions, &session, MAX_SESSIONS)?;
     }
     Ok(result)
 }
@@ -150,7 +169,7 @@ pub(crate) fn apply_readable(
 /// session check and its own result. A nested batch is refused (and nothing else with it):
 /// the leader never writes one, and refusing it keeps the apply one level deep.
 fn apply_batch(
-    txn: &WriteTransaction,
+    tables: &mut ApplyTables<'_>,
     index: u64,
     term: u64,
     batch: &v1::CommandBatch,
@@ -165,7 +184,7 @@ fn apply_batch(
                 refusal: v1::Refusal::IncompleteCommand as i32,
                 ..Default::default()
             },
-            _ => apply_readable(txn, index, term, command, changes)?,
+            _ => apply_readable(tables, index, term, command, changes)?,
         };
         results.push(result);
     }
@@ -205,14 +224,13 @@ pub(crate) fn record_session(
 
 /// Writes `value` under `key` if `allowed(current)` holds; the result says whether it did.
 fn put_value(
-    txn: &WriteTransaction,
+    kv: &mut Table<'_, &'static str, &'static [u8]>,
     index: u64,
     key: &str,
     value: &[u8],
     changes: &mut Changes,
     allowed: impl FnOnce(Option<&v1::KeyValue>) -> bool,
 ) -> io::Result<v1::CommandResult> {
-    let mut kv = txn.open_table(KV).map_err(io_err)?;
     let current = kv.get(key).map_err(io_err)?.map(|v| decode::<v1::KeyValue>(v.value(), "value")).transpose()?;
     if !allowed(current.as_ref()) {
         return Ok(v1::CommandResult { index, succeeded: false, previous: current, ..Default::default() });

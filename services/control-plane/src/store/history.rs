@@ -35,6 +35,9 @@ impl Default for Retention {
     }
 }
 
+/// The history table, open for writing in an apply's transaction.
+pub(crate) type HistoryTable<'txn> = redb::Table<'txn, u64, &'static [u8]>;
+
 /// The changes one entry makes, collected while it applies.
 #[derive(Debug, Default)]
 pub struct Changes {
@@ -135,7 +138,7 @@ pub(crate) fn worker_event_type(before: Option<&v1::WorkerRecord>, after: &v1::W
 
 /// Stores the entry's changes, if it made any; the record as stored.
 pub(crate) fn record(
-    txn: &WriteTransaction,
+    history: &mut HistoryTable<'_>,
     revision: u64,
     changes: Changes,
     now_unix_ms: i64,
@@ -145,29 +148,53 @@ pub(crate) fn record(
     }
     let record =
         v1::HistoryRecord { revision, applied_at_unix_ms: now_unix_ms, kv: changes.kv, workers: changes.workers };
-    let mut history = txn.open_table(HISTORY).map_err(io_err)?;
     history.insert(revision, record.encode_to_vec().as_slice()).map_err(io_err)?;
     Ok(Some(record))
 }
 
-/// Drops the records past `retention` (too many, or older than its age), never the newest:
-/// once per applied batch, not per entry.
-pub(crate) fn trim(txn: &WriteTransaction, now_unix_ms: i64, retention: Retention) -> io::Result<()> {
-    let mut history = txn.open_table(HISTORY).map_err(io_err)?;
-    let oldest_kept = now_unix_ms.saturating_sub(i64::try_from(retention.max_age.as_millis()).unwrap_or(i64::MAX));
+/// How far below `max_revisions` a trim over the count cuts: the next batches then find
+/// nothing to remove, and the removals are made together (one pass over the oldest pages)
+/// rather than one per applied entry. A 64th of the count, at most 256 records.
+fn trim_margin(retention: Retention) -> u64 {
+    (retention.max_revisions / 64).min(256)
+}
+
+/// Drops the records past `retention`, never the newest. Called once per applied batch:
+/// over `max_revisions`, the oldest records go down to the count less [`trim_margin`]; when
+/// `check_age`, records older than `max_age` go too (the state machine asks for that about
+/// once a second: reading the oldest record's time on every batch cost more than the trim).
+pub(crate) fn trim(
+    txn: &WriteTransaction,
+    history: &mut HistoryTable<'_>,
+    now_unix_ms: i64,
+    retention: Retention,
+    check_age: bool,
+) -> io::Result<()> {
+    let len = history.len().map_err(io_err)?;
     let mut trimmed_through = None;
-    while history.len().map_err(io_err)? > 1 {
-        let over_count = history.len().map_err(io_err)? > retention.max_revisions;
-        let Some((first, value)) = history.first().map_err(io_err)? else { break };
-        let first_revision = first.value();
-        // Decoding only the time: a record older than the limit, or one too many.
-        let too_old = applied_at(value.value()) < oldest_kept;
-        drop((first, value));
-        if !(over_count || too_old) {
-            break;
+    if len > retention.max_revisions {
+        let excess = (len - retention.max_revisions + trim_margin(retention)).min(len - 1);
+        // The newest revision to drop: the `excess`-th oldest.
+        let cut = history.range::<u64>(..).map_err(io_err)?.nth(usize::try_from(excess - 1).unwrap_or(usize::MAX));
+        let cut = cut.transpose().map_err(io_err)?.map(|(revision, _)| revision.value());
+        if let Some(cut) = cut {
+            history.retain_in(..=cut, |_, _| false).map_err(io_err)?;
+            trimmed_through = Some(cut);
         }
-        history.remove(first_revision).map_err(io_err)?;
-        trimmed_through = Some(first_revision);
+    }
+    if check_age {
+        let oldest_kept = now_unix_ms.saturating_sub(i64::try_from(retention.max_age.as_millis()).unwrap_or(i64::MAX));
+        while history.len().map_err(io_err)? > 1 {
+            let Some((first, value)) = history.first().map_err(io_err)? else { break };
+            let first_revision = first.value();
+            let too_old = applied_at(value.value()) < oldest_kept;
+            drop((first, value));
+            if !too_old {
+                break;
+            }
+            history.remove(first_revision).map_err(io_err)?;
+            trimmed_through = Some(first_revision);
+        }
     }
     if let Some(through) = trimmed_through {
         set_history_from(txn, through)?;
@@ -175,8 +202,15 @@ pub(crate) fn trim(txn: &WriteTransaction, now_unix_ms: i64, retention: Retentio
     Ok(())
 }
 
+/// The one field of a [`v1::HistoryRecord`] the trim reads, decoded without the changes.
+#[derive(Clone, PartialEq, prost::Message)]
+struct AppliedAt {
+    #[prost(int64, tag = "2")]
+    applied_at_unix_ms: i64,
+}
+
 fn applied_at(encoded: &[u8]) -> i64 {
-    v1::HistoryRecord::decode(encoded).map_or(i64::MIN, |record| record.applied_at_unix_ms)
+    AppliedAt::decode(encoded).map_or(i64::MIN, |record| record.applied_at_unix_ms)
 }
 
 /// Every change after `revision` is in the history from now on (nothing at or before it is).
@@ -278,40 +312,69 @@ mod tests {
         assert_eq!(worker_event_type(Some(&ready), &ready), Event::Updated);
     }
 
+    fn from(txn: &WriteTransaction) -> u64 {
+        let meta = txn.open_table(FSM_META).unwrap();
+        history_from(meta.get(META_HISTORY_FROM).unwrap().as_ref().map(|v| v.value()))
+    }
+
+    fn revisions(history: &HistoryTable<'_>) -> Vec<u64> {
+        history.iter().unwrap().map(|item| item.unwrap().0.value()).collect()
+    }
+
+    fn put(history: &mut HistoryTable<'_>, revision: u64, at: i64) {
+        let mut changes = Changes::default();
+        changes.put(revision, v1::KeyValue { key: "k".into(), ..Default::default() }, None);
+        record(history, revision, changes, at).unwrap();
+    }
+
     #[test]
     fn the_history_is_trimmed_by_count_and_age_and_says_where_it_starts() {
         let dir = tempfile::tempdir().unwrap();
         let db = open_database(&dir.path().join("db")).unwrap();
         let retention = Retention { max_revisions: 3, max_age: Duration::from_secs(60) };
-        let kv = |key: &str| v1::KeyValue { key: key.into(), ..Default::default() };
         let txn = db.begin_write().unwrap();
-        for revision in 1..=5 {
-            let mut changes = Changes::default();
-            changes.put(revision, kv("k"), None);
-            record(&txn, revision, changes, 1_000).unwrap();
-        }
-        trim(&txn, 1_000, retention).unwrap();
+        let mut history = txn.open_table(HISTORY).unwrap();
+        (1..=5).for_each(|revision| put(&mut history, revision, 1_000));
+        trim(&txn, &mut history, 1_000, retention, true).unwrap();
         // Nothing changed at 6: no record.
-        assert!(record(&txn, 6, Changes::default(), 1_000).unwrap().is_none());
-        let history = txn.open_table(HISTORY).unwrap();
-        assert_eq!(history.iter().unwrap().map(|item| item.unwrap().0.value()).collect::<Vec<_>>(), [3, 4, 5]);
-        drop(history);
-        let from = |txn: &WriteTransaction| {
-            let meta = txn.open_table(FSM_META).unwrap();
-            history_from(meta.get(META_HISTORY_FROM).unwrap().as_ref().map(|v| v.value()))
-        };
+        assert!(record(&mut history, 6, Changes::default(), 1_000).unwrap().is_none());
+        assert_eq!(revisions(&history), [3, 4, 5]);
         assert_eq!(from(&txn), 2);
         // A minute later, everything but the newest record is too old.
-        let mut changes = Changes::default();
-        changes.put(7, kv("k"), None);
-        record(&txn, 7, changes, 61_001).unwrap();
-        trim(&txn, 61_001, retention).unwrap();
-        let history = txn.open_table(HISTORY).unwrap();
-        assert_eq!(history.iter().unwrap().map(|item| item.unwrap().0.value()).collect::<Vec<_>>(), [7]);
-        drop(history);
+        put(&mut history, 7, 61_001);
+        trim(&txn, &mut history, 61_001, retention, true).unwrap();
+        assert_eq!(revisions(&history), [7]);
         assert_eq!(from(&txn), 5);
+        drop(history);
         restart_at(&txn, 40).unwrap();
         assert_eq!(from(&txn), 40);
         assert_eq!(txn.open_table(HISTORY).unwrap().len().unwrap(), 0);
+    }
+
+    #[test]
+    fn over_its_count_the_history_is_cut_below_it_and_its_age_is_read_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_database(&dir.path().join("db")).unwrap();
+        // A margin of 640 / 64 = 10 records.
+        let retention = Retention { max_revisions: 640, max_age: Duration::from_secs(60) };
+        let txn = db.begin_write().unwrap();
+        let mut history = txn.open_table(HISTORY).unwrap();
+        let extent = |history: &HistoryTable<'_>| {
+            let first = history.first().unwrap().map(|(revision, _)| revision.value());
+            (first, history.len().unwrap())
+        };
+        (1..=641).for_each(|revision| put(&mut history, revision, 1_000));
+        trim(&txn, &mut history, 1_000, retention, false).unwrap();
+        assert_eq!(extent(&history), (Some(12), 630), "one over the count: cut to the count less the margin");
+        assert_eq!(from(&txn), 11);
+        (642..=651).for_each(|revision| put(&mut history, revision, 1_000));
+        trim(&txn, &mut history, 1_000, retention, false).unwrap();
+        assert_eq!(extent(&history), (Some(12), 640), "at the count: nothing to do");
+        // A minute later every record but the newest is too old, but only an age check says so.
+        trim(&txn, &mut history, 61_001, retention, false).unwrap();
+        assert_eq!(extent(&history), (Some(12), 640));
+        trim(&txn, &mut history, 61_001, retention, true).unwrap();
+        assert_eq!(extent(&history), (Some(651), 1));
+        assert_eq!(from(&txn), 650);
     }
 }

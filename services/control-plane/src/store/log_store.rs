@@ -21,7 +21,7 @@ use prost::Message;
 use redb::{Database, Durability, ReadableDatabase};
 
 use super::db::{META_COMMITTED, META_PURGED, META_VOTE, RAFT_META, blocking, decode, io_err};
-use super::log_tail::LogTail;
+use super::log_tail::SharedLogTail;
 use super::wal::Wal;
 use crate::convert::{entry_from_pb, entry_to_pb, log_id_from_pb, log_id_to_pb, vote_from_pb, vote_to_pb};
 use crate::types::{Entry, LogId, TypeConfig, Vote};
@@ -35,7 +35,7 @@ const SAVE_COMMITTED_EVERY: Duration = Duration::from_secs(1);
 pub struct LogStore {
     wal: Arc<RwLock<Wal>>,
     /// The newest entries in memory; changed only while holding `wal`'s write lock.
-    tail: Arc<Mutex<LogTail>>,
+    tail: SharedLogTail,
     meta: Arc<Database>,
     committed_saved_at: Arc<Mutex<Option<Instant>>>,
     syncer: std_mpsc::Sender<SyncRequest>,
@@ -82,7 +82,7 @@ impl LogStore {
         let (syncer, requests) = std_mpsc::channel();
         std::thread::Builder::new().name("raft-log-sync".into()).spawn(move || run_syncer(requests))?;
         let wal = Arc::new(RwLock::new(Wal::open(wal_dir)?));
-        let store = Self { wal, tail: Arc::default(), meta, committed_saved_at: Arc::default(), syncer };
+        let store = Self { wal, tail: SharedLogTail::default(), meta, committed_saved_at: Arc::default(), syncer };
         // Segments may still hold entries at or below the purge point; forget them.
         if let Some(purged) = store.read_log_id_meta(META_PURGED)? {
             store.wal.write().unwrap_or_else(|p| p.into_inner()).purge(purged.index)?;
@@ -131,10 +131,6 @@ impl LogStore {
     fn with_wal<T>(&self, f: impl FnOnce(&Wal) -> io::Result<T>) -> io::Result<T> {
         f(&self.wal.read().unwrap_or_else(|p| p.into_inner()))
     }
-
-    fn with_tail<T>(tail: &Mutex<LogTail>, f: impl FnOnce(&mut LogTail) -> T) -> T {
-        f(&mut tail.lock().unwrap_or_else(|p| p.into_inner()))
-    }
 }
 
 fn invalid(err: impl std::fmt::Display) -> io::Error {
@@ -163,7 +159,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         };
         // Under the segments' read lock: an append changes both under the write lock, so the
         // tail and the segments agree for the length of this read.
-        let entries = self.with_wal(|wal| match Self::with_tail(&self.tail, |tail| tail.read(start, end)) {
+        let entries = self.with_wal(|wal| match self.tail.with(|tail| tail.read(start, end)) {
             Some(entries) => Ok(entries),
             None => to_entries(wal.read(start..end)?),
         })?;
@@ -236,7 +232,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut wal = self.wal.write().unwrap_or_else(|p| p.into_inner());
         let written = wal.append_unsynced(&encoded);
         if written.is_ok() {
-            Self::with_tail(&self.tail, |tail| {
+            self.tail.with(|tail| {
                 if stripped {
                     tail.clear();
                 } else {
@@ -270,7 +266,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut wal = wal.write().unwrap_or_else(|p| p.into_inner());
             let last_kept = last_log_id.map(|id| id.index);
             // The tail first: should the segments fail part-way, reads go to them.
-            Self::with_tail(&tail, |tail| tail.truncated_after(last_kept));
+            tail.with(|tail| tail.truncated_after(last_kept));
             wal.truncate_after(last_kept)
         })
         .await
@@ -283,7 +279,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let (wal, tail) = (self.wal.clone(), self.tail.clone());
         blocking(move || {
             let mut wal = wal.write().unwrap_or_else(|p| p.into_inner());
-            Self::with_tail(&tail, |tail| tail.purged(log_id.index));
+            tail.with(|tail| tail.purged(log_id.index));
             wal.purge(log_id.index)
         })
         .await

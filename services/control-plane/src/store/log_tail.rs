@@ -10,6 +10,7 @@
 //! tail exactly as the segments. A read the tail cannot answer whole goes to the segments.
 
 use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 use crate::types::Entry;
 
@@ -17,6 +18,17 @@ use crate::types::Entry;
 const MAX_ENTRIES: usize = 4096;
 /// Most encoded bytes kept (registration batches are up to 512 KiB an entry).
 const MAX_BYTES: usize = 32 * 1024 * 1024;
+
+/// The tail shared by the log store's clones; changed and read under the segments' lock.
+#[derive(Clone, Debug, Default)]
+pub struct SharedLogTail(Arc<Mutex<LogTail>>);
+
+impl SharedLogTail {
+    /// Runs `f` on the tail, holding its lock.
+    pub fn with<T>(&self, f: impl FnOnce(&mut LogTail) -> T) -> T {
+        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
 
 /// Consecutive entries ending at the log's last one, with their encoded sizes.
 #[derive(Debug, Default)]

@@ -8,7 +8,7 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,7 @@ use redb::{Database, Durability, ReadableDatabase};
 use tracing::Span;
 
 use super::db::{FSM_META, META_APPLIED, META_MEMBERSHIP, META_SNAPSHOT, blocking, decode, io_err};
-use super::fsm::{FsmReader, apply_readable};
+use super::fsm::{ApplyTables, FsmReader, apply_readable};
 use super::history::{self, Changes, Retention};
 use super::snapshot::{SnapshotFile, load_records, read_snapshot_records, remove_other_snapshots, write_snapshot};
 use crate::convert::{
@@ -44,6 +44,8 @@ pub struct StateMachineStore {
     /// Where applied changes go for watches.
     feed: Arc<HistoryFeed>,
     retention: Retention,
+    /// When (unix ms) the history was last trimmed by age.
+    age_trimmed_at: Arc<AtomicI64>,
 }
 
 /// Apply batches up to this size run on the calling task instead of the blocking pool.
@@ -51,6 +53,9 @@ const INLINE_APPLY_MAX: usize = 32;
 
 /// How stale the durable FSM may get; a crash replays at most this much of the log.
 const DURABLE_EVERY: Duration = Duration::from_secs(1);
+
+/// How often the history's oldest record is checked against its age limit.
+const AGE_TRIM_EVERY_MS: i64 = 1_000;
 
 impl StateMachineStore {
     pub fn new(db: Arc<Database>, snapshot_dir: PathBuf, retention: Retention) -> io::Result<Self> {
@@ -63,6 +68,7 @@ impl StateMachineStore {
             node_id: Arc::new(AtomicU64::new(0)),
             feed,
             retention,
+            age_trimmed_at: Arc::default(),
         })
     }
 
@@ -167,9 +173,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
         };
         let retention = self.retention;
+        let age_trimmed_at = self.age_trimmed_at.clone();
         let apply_batch = move || {
             let mut txn = db.begin_write().map_err(io_err)?;
             txn.set_durability(durability).map_err(io::Error::other)?;
+            let mut tables = ApplyTables::open(&txn)?;
             let mut results = Vec::with_capacity(batch.len());
             let mut records = Vec::new();
             let mut last_applied = None;
@@ -188,8 +196,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         let _span = apply_span(node_id, &entry.log_id, command).entered();
                         let mut changes = Changes::default();
                         let term = entry.log_id.leader_id.term;
-                        let result = apply_readable(&txn, index, term, command, &mut changes)?;
-                        records.extend(history::record(&txn, index, changes, now_unix_ms)?);
+                        let result = apply_readable(&mut tables, index, term, command, &mut changes)?;
+                        records.extend(history::record(&mut tables.history, index, changes, now_unix_ms)?);
                         result
                     }
                     EntryPayload::Membership(membership) => {
@@ -205,8 +213,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 last_applied = Some(entry.log_id);
             }
             if !records.is_empty() {
-                history::trim(&txn, now_unix_ms, retention)?;
+                let last_age_trim = age_trimmed_at.load(Ordering::Relaxed);
+                let check_age = now_unix_ms.saturating_sub(last_age_trim) >= AGE_TRIM_EVERY_MS;
+                history::trim(&txn, &mut tables.history, now_unix_ms, retention, check_age)?;
+                if check_age {
+                    age_trimmed_at.store(now_unix_ms, Ordering::Relaxed);
+                }
             }
+            drop(tables);
             if let Some(applied) = last_applied {
                 let encoded = log_id_to_pb(&applied).encode_to_vec();
                 txn.open_table(FSM_META).map_err(io_err)?.insert(META_APPLIED, encoded.as_slice()).map_err(io_err)?;
