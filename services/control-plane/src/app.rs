@@ -31,6 +31,7 @@ use crate::raft_config;
 use crate::server::{GrpcServer, Port};
 use crate::store::{LogStore, StateMachineStore, open_database};
 use crate::types::{NodeAddr, NodeId, Raft};
+use crate::write_batch::WriteBatcher;
 
 /// The three listeners a node serves on, bound by the caller (tests bind port 0).
 pub struct Listeners {
@@ -131,7 +132,7 @@ impl ControlPlane {
 
         let api_server = GrpcServer::new(Port::Api, limits, &tls, node.subscribe_ready())?
             .forwarding_to_leader(id, &tls)
-            .with_service(kv_server(node.clone(), limits))
+            .with_service(kv_server(node.clone(), limits, Some(WriteBatcher::start(node.clone()))))
             .with_service(ClusterManagementServiceServer::new(ClusterApi::new(node.clone()).with_tls(tls.live.clone())))
             .with_service(TokenServiceServer::new(TokenApi::new(node.clone(), tls.live.clone())))
             .with_service(WorkerRegistryServiceServer::new(RegistryApi::new(node.clone())))

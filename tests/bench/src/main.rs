@@ -8,6 +8,7 @@
 //! cargo run --release -p muster-bench -- failover [--kills 20]
 //! cargo run --release -p muster-bench -- watch [--watchers 1000] [--rates 100,400]
 //! cargo run --release -p muster-bench -- scale [--sizes 1000,10000,30000,100000] [--gateways 3]
+//! cargo run --release -p muster-bench -- apply [--batch-sizes 1,18,64]
 //! ```
 //!
 //! `kv`: the same KV workload on each system. Each system runs alone: Muster's cluster is
@@ -18,12 +19,14 @@
 //! `kill -9` to the first acknowledged write (see [`failover`]). `watch`: watchers on every
 //! node following a fixed write rate (see [`watch`]). `scale`: one worker tier grown to 100,000
 //! workers, each stage's cost per size, against the transport's floor (see [`scale`]).
+//! `apply`: one node's state machine alone, the cost of applying puts (see [`apply`]).
 //!
 //! Modules: [`cluster`] (Muster processes), [`etcd`] and [`etcd_rpc`] (etcd processes and
 //! its gRPC API), [`workload`] (client loops and histograms), [`report`] (tables),
 //! [`machine`] (host facts), [`procs`] (child-process guard, ports, CPU time, memory),
 //! [`fleet`] (the fleet benchmark).
 
+mod apply;
 mod cluster;
 mod etcd;
 mod etcd_rpc;
@@ -66,6 +69,8 @@ struct Cli {
 enum Bench {
     /// KV puts at each client count and linearizable gets at the largest, Muster vs etcd.
     Kv(KvArgs),
+    /// One node's state machine alone: the cost of applying puts, per entry and per batch.
+    Apply(apply::ApplyArgs),
     /// N simulated workers heartbeating through one gateway vs N etcd leases kept alive.
     Fleet(fleet::FleetArgs),
     /// Leader kill -9 to the first acknowledged write, repeated, Muster vs etcd.
@@ -353,6 +358,7 @@ async fn main() -> ExitCode {
     let bench = async {
         match cli.command {
             Bench::Kv(args) => kv(args).await,
+            Bench::Apply(args) => apply::run(args).await,
             Bench::Fleet(args) => fleet::run(args).await,
             Bench::Failover(args) => failover::run(args).await,
             Bench::Watch(args) => watch::run(args).await,

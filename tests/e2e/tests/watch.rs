@@ -181,16 +181,20 @@ async fn a_watch_resumes_on_another_node_after_kill_9_with_no_gap_and_no_repeat(
         other => panic!("a new watch first says where it starts, got {other:?}"),
     };
 
+    // Every event delivered with its revision, and the revision of each delivery (one per
+    // revision: concurrent writes may share an entry, so one revision may hold several events).
     let delivered: Arc<Mutex<Vec<(u64, v1::KvEvent)>>> = Arc::default();
+    let deliveries: Arc<Mutex<Vec<u64>>> = Arc::default();
     // How far the watch has delivered (events or progress).
     let position = Arc::new(std::sync::atomic::AtomicU64::new(start));
     let reader = {
-        let (delivered, position) = (delivered.clone(), position.clone());
+        let (delivered, deliveries, position) = (delivered.clone(), deliveries.clone(), position.clone());
         tokio::spawn(async move {
             loop {
                 match watch.next().await.expect("the watch resumes, never fails") {
                     KvWatchItem::Events { revision, events } => {
                         delivered.lock().unwrap().extend(events.into_iter().map(|event| (revision, event)));
+                        deliveries.lock().unwrap().push(revision);
                         position.store(revision, Ordering::Relaxed);
                     }
                     KvWatchItem::Progress { revision } => position.store(revision, Ordering::Relaxed),
@@ -243,15 +247,17 @@ async fn a_watch_resumes_on_another_node_after_kill_9_with_no_gap_and_no_repeat(
     let delivered = delivered.lock().unwrap();
 
     // In order, each revision once.
-    let revisions: Vec<u64> = delivered.iter().map(|(revision, _)| *revision).collect();
-    assert!(revisions.windows(2).all(|pair| pair[0] < pair[1]), "a revision repeated or out of order");
-    assert!(revisions.first().is_some_and(|first| *first > start));
-    // No gap: every acknowledged write was delivered, at its revision.
-    let by_revision: HashMap<u64, &v1::KvEvent> =
-        delivered.iter().map(|(revision, event)| (*revision, event)).collect();
+    let deliveries = deliveries.lock().unwrap();
+    assert!(deliveries.windows(2).all(|pair| pair[0] < pair[1]), "a revision repeated or out of order");
+    assert!(deliveries.first().is_some_and(|first| *first > start));
+    // No gap: every acknowledged write was delivered, at its revision, once.
+    let mut by_write: HashMap<(u64, &str), usize> = HashMap::new();
+    for (revision, event) in delivered.iter() {
+        *by_write.entry((*revision, event.kv.as_ref().map_or("", |kv| kv.key.as_str()))).or_default() += 1;
+    }
     for (key, revision) in &acknowledged {
-        let event = by_revision.get(revision).unwrap_or_else(|| panic!("{key} at {revision} was never delivered"));
-        assert_eq!(event.kv.as_ref().map(|kv| kv.key.as_str()), Some(key.as_str()));
+        let times = by_write.get(&(*revision, key.as_str())).copied().unwrap_or_default();
+        assert_eq!(times, 1, "{key} at {revision} delivered {times} times");
     }
     // And what was delivered up to the list's revision is the listed state.
     let mut replayed = BTreeMap::new();

@@ -12,33 +12,42 @@ use tonic::{Request, Response, Status};
 
 use crate::errors::storage_error;
 use crate::leadership::{AppliedKv as _, Confirmation, Leadership};
+use crate::write_batch::WriteBatcher;
 
 /// Longest key accepted, in bytes.
 pub const MAX_KEY_BYTES: usize = 4096;
 
-/// The KV service over `node`, with the message limits of the API port.
+/// The KV service over `node`, with the message limits of the API port. With a `batcher`,
+/// concurrent writes share log entries: a put queued behind others shares their entry (one
+/// log append, replication, apply transaction and revision); a lone write is written as
+/// itself and waits for nothing.
 pub fn kv_server<N: Leadership>(
     node: Arc<N>,
     limits: &muster_config::Limits,
+    batcher: Option<WriteBatcher>,
 ) -> muster_proto::v1::raft_client_service_server::RaftClientServiceServer<ClientApi<N>> {
-    muster_proto::v1::raft_client_service_server::RaftClientServiceServer::new(ClientApi::new(node))
+    let api = ClientApi { node, batcher };
+    muster_proto::v1::raft_client_service_server::RaftClientServiceServer::new(api)
         .max_decoding_message_size(limits.max_message_bytes)
         .max_encoding_message_size(limits.max_message_bytes)
 }
 
 pub struct ClientApi<N> {
     node: Arc<N>,
+    /// Concurrent writes share log entries while they queue (Raft mode); none: each write is
+    /// proposed alone (static mode replicates each write by itself).
+    batcher: Option<WriteBatcher>,
 }
 
 impl<N> Clone for ClientApi<N> {
     fn clone(&self) -> Self {
-        Self { node: self.node.clone() }
+        Self { node: self.node.clone(), batcher: self.batcher.clone() }
     }
 }
 
 impl<N: Leadership> ClientApi<N> {
     pub fn new(node: Arc<N>) -> Self {
-        Self { node }
+        Self { node, batcher: None }
     }
 
     fn response(&self, result: v1::client_response::Result, found: bool) -> v1::ClientResponse {
@@ -120,7 +129,10 @@ impl<N: Leadership> RaftClientService for ClientApi<N> {
         request: Request<v1::ClientWriteRequest>,
     ) -> Result<Response<v1::ClientResponse>, Status> {
         let command = to_command(request.into_inner())?;
-        let written = self.node.propose_command(command).await?;
+        let written = match &self.batcher {
+            Some(batcher) => batcher.propose_command(command).await?,
+            None => self.node.propose_command(command).await?,
+        };
         Ok(Response::new(self.response(v1::client_response::Result::Write(written), true)))
     }
 

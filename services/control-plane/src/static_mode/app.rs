@@ -71,7 +71,7 @@ impl StaticControlPlane {
 
         let api_server = GrpcServer::new(Port::Api, limits, &tls, node.subscribe_ready())?
             .forwarding_to_leader(id, &tls)
-            .with_service(kv_server(node.clone(), limits))
+            .with_service(kv_server(node.clone(), limits, None))
             .with_service(ClusterManagementServiceServer::new(StaticClusterApi::new(node.clone(), tls.live.clone())))
             .with_service(NeedsWorkerTier::<TokenServiceServer<TokenApi>>::new())
             .with_service(NeedsWorkerTier::<WorkerRegistryServiceServer<RegistryApi>>::new())

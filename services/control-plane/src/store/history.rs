@@ -174,8 +174,10 @@ pub(crate) fn trim(
     let mut trimmed_through = None;
     if len > retention.max_revisions {
         let excess = (len - retention.max_revisions + trim_margin(retention)).min(len - 1);
-        // The newest revision to drop: the `excess`-th oldest.
-        let cut = history.range::<u64>(..).map_err(io_err)?.nth(usize::try_from(excess - 1).unwrap_or(usize::MAX));
+        // The newest revision to drop: the `excess`-th oldest (`len > max_revisions >= 1`, so
+        // there is one, and the newest record stays).
+        let skip = usize::try_from(excess.saturating_sub(1)).unwrap_or(usize::MAX);
+        let cut = history.range::<u64>(..).map_err(io_err)?.nth(skip);
         let cut = cut.transpose().map_err(io_err)?.map(|(revision, _)| revision.value());
         if let Some(cut) = cut {
             history.retain_in(..=cut, |_, _| false).map_err(io_err)?;

@@ -70,8 +70,13 @@ impl WriteBatcher {
 
     /// Writes `op` (in a batch or alone); what applying it produced, once applied here.
     pub async fn propose(&self, op: v1::command::Op) -> Result<v1::CommandResult, Status> {
+        self.propose_command(v1::Command { op: Some(op), ..Default::default() }).await
+    }
+
+    /// [`Self::propose`] for a whole command: its client id and sequence go with it into the
+    /// batch, where its retries are recognised as they are in an entry of its own.
+    pub async fn propose_command(&self, command: v1::Command) -> Result<v1::CommandResult, Status> {
         let (answer, answered) = oneshot::channel();
-        let command = v1::Command { op: Some(op), ..Default::default() };
         let stopped = || Status::from(ApiError::Unavailable("the node is shutting down".into()));
         self.queue.send(Queued { command, answer, span: Span::current() }).await.map_err(|_| stopped())?;
         answered.await.map_err(|_| stopped())?
