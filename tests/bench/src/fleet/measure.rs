@@ -113,6 +113,16 @@ impl Phase {
         self.raft_entries as f64 / self.secs()
     }
 
+    /// Raft entries per ack (every ack counted at least once, so a window of none divides by 1).
+    pub fn raft_per_ack(&self) -> f64 {
+        self.raft_entries as f64 / self.acks.max(1) as f64
+    }
+
+    /// Beats per second that reached the leader (Muster only).
+    pub fn forwarded_per_sec(&self) -> Option<f64> {
+        self.forwarded.map(|beats| beats as f64 / self.secs())
+    }
+
     /// Cores busy on average, for `cpu_secs` spent in this window.
     pub fn cores(&self, cpu_secs: f64) -> f64 {
         cpu_secs / self.secs()

@@ -14,25 +14,30 @@
 //! for a steady window, then flat out (each worker again as soon as acked) for a second
 //! window. Muster's workers use the lean streams of `muster_e2e::grpc_stream`, etcd's clients
 //! tonic's (why: [`keepalive`]). The systems run one after the
-//! other, each alone on the machine with the simulated workers. Every window also records how
-//! much the machine itself stalled ([`crate::stalls`]).
+//! other, each alone on the machine with the simulated workers, in `--rounds` alternating
+//! rounds (Muster, etcd, Muster, etcd, ...), each on fresh clusters: on a shared 2-core
+//! machine one round can catch someone else's burst, so the results are the medians of the
+//! rounds with their ranges, and Muster is set against the etcd round that ran right after it.
+//! Every window also records how much the machine itself stalled ([`crate::stalls`]).
 //!
 //! Modules: [`muster_side`] and [`etcd_side`] (start, register, beat, measure each system),
 //! [`keepalive`] (the simulated etcd clients), [`measure`] (counters, windows, phases),
-//! [`crate::stalls`] (how much the machine itself stalled), [`table`] (the printed results and
-//! targets).
+//! [`crate::stalls`] (how much the machine itself stalled), [`table`] (the printed results
+//! over the rounds), [`targets`] (the targets, judged on the medians).
 
 mod etcd_side;
 mod keepalive;
 pub(crate) mod measure;
 mod muster_side;
 mod table;
+mod targets;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 
+use self::measure::SystemRun;
 use crate::machine;
 use crate::procs::raise_open_files;
 
@@ -73,6 +78,11 @@ pub struct FleetArgs {
     /// The etcd server binary.
     #[arg(long, default_value = "etcd")]
     pub etcd_bin: PathBuf,
+    /// Rounds of each system, alternating (Muster, etcd, Muster, etcd, ...), each on fresh
+    /// clusters: the tables give the median of the rounds and their range, and the ratio of
+    /// each round's Muster to the etcd that ran right after it.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
 }
 
 impl FleetArgs {
@@ -122,22 +132,42 @@ pub async fn run(args: FleetArgs) -> anyhow::Result<()> {
     );
     println!();
 
-    let muster = if run_muster { Some(muster_side::bench(&args, lease_ttl).await?) } else { None };
-    let etcd = if run_etcd { Some(etcd_side::bench(&args, dir.path()).await?) } else { None };
+    let (mut muster, mut etcd) = (Vec::new(), Vec::new());
+    for round in 1..=args.rounds {
+        eprintln!("round {round} of {}", args.rounds);
+        if run_muster {
+            muster.push(muster_side::bench(&args, lease_ttl).await?);
+        }
+        if run_etcd {
+            etcd.push(etcd_side::bench(&args, &dir.path().join(format!("round-{round}"))).await?);
+        }
+    }
 
     println!();
-    print!("{}", table::results(muster.as_ref(), etcd.as_ref()));
-    for note in muster.iter().chain(etcd.iter()).flat_map(|run| run.notes.iter()) {
-        println!("note: {note}");
+    println!(
+        "medians of {} rounds (lowest-highest); muster/etcd: each round's Muster over the etcd round right after it",
+        args.rounds
+    );
+    print!("{}", table::results(&muster, &etcd));
+    for (round, runs) in (1..).zip(round_pairs(&muster, &etcd)) {
+        for note in runs.iter().flat_map(|run| run.notes.iter()) {
+            println!("note: round {round}: {note}");
+        }
     }
-    if let Some(muster) = &muster {
+    let targets = targets::targets(&muster, &etcd);
+    if !targets.is_empty() {
         println!();
-        println!("targets (the issue's, for 10000 workers on the 2-core machine):");
-        for line in table::targets(muster, etcd.as_ref()) {
+        println!("targets (the issue's, for 10000 workers on the 2-core machine; judged on the medians):");
+        for line in targets {
             println!("  {line}");
         }
     }
     Ok(())
+}
+
+/// Each round's runs, Muster's before etcd's (either missing when that system did not run).
+fn round_pairs<'a>(muster: &'a [SystemRun], etcd: &'a [SystemRun]) -> impl Iterator<Item = Vec<&'a SystemRun>> {
+    (0..muster.len().max(etcd.len())).map(|i| muster.get(i).into_iter().chain(etcd.get(i)).collect())
 }
 
 #[cfg(test)]
@@ -158,10 +188,33 @@ mod tests {
         assert_eq!(args.duration, Duration::from_secs(20));
         assert!(!args.no_max && args.only.is_none());
         assert_eq!(args.lease_ttl(), Duration::from_secs(1));
-        let quick =
-            Cli::try_parse_from(["fleet", "--workers", "1000", "--interval", "2s", "--only", "muster"]).unwrap();
+        assert_eq!(args.rounds, 3);
+        assert!(Cli::try_parse_from(["fleet", "--rounds", "0"]).is_err(), "a run of no rounds");
+        let quick = Cli::try_parse_from([
+            "fleet",
+            "--workers",
+            "1000",
+            "--interval",
+            "2s",
+            "--only",
+            "muster",
+            "--rounds",
+            "1",
+        ])
+        .unwrap();
         assert_eq!(quick.args.workers, 1000);
         assert_eq!(quick.args.lease_ttl(), Duration::from_secs(4));
         assert_eq!(quick.args.only, Some(Only::Muster));
+        assert_eq!(quick.args.rounds, 1);
+    }
+
+    #[test]
+    fn notes_go_round_by_round_muster_first() {
+        let note = |text: &str| SystemRun { notes: vec![text.to_string()], ..table::tests::run(12, 1, 1) };
+        let (muster, etcd) = ([note("m1"), note("m2")], [note("e1"), note("e2")]);
+        let notes: Vec<Vec<&str>> =
+            round_pairs(&muster, &etcd).map(|runs| runs.iter().map(|r| r.notes[0].as_str()).collect()).collect();
+        assert_eq!(notes, [["m1", "e1"], ["m2", "e2"]]);
+        assert_eq!(round_pairs(&[], &etcd).count(), 2, "etcd alone");
     }
 }

@@ -12,16 +12,22 @@
 //! run at a fixed rate for a warm-up and a measured window (one row per `--rates` entry). A
 //! further Muster row has workers register through the registrar at `--worker-rate` while
 //! the same number of `WatchWorkers` streams follow the fleet (etcd has no counterpart).
+//! The systems run in `--rounds` alternating rounds (Muster, etcd, Muster, etcd, ...), each on
+//! fresh clusters: on a shared 2-core machine one round can catch someone else's burst, so the
+//! tables give the medians of the rounds with their ranges, and set each Muster round against
+//! the etcd round that ran right after it.
 //!
 //! Per row: events delivered per second (all watchers together, counted on arrival inside the
 //! window), the latency from a write being sent and from its acknowledgement to each watcher
 //! receiving it (p50 / p99, see [`load`]), the servers' CPU per delivered event, and events
 //! that never arrived. Modules: [`load`] (payload, writer, tallies), [`muster_side`],
-//! [`etcd_side`], [`table`].
+//! [`etcd_side`], [`result`] (one row's figures in one round), [`table`] (the printed results
+//! over the rounds).
 
 mod etcd_side;
 mod load;
 mod muster_side;
+mod result;
 mod table;
 
 use std::future::Future;
@@ -36,7 +42,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use self::load::{AckBook, Clock, Shared, Tally, Window, Writer, WriterTally, write_at_rate};
-use self::table::{RowResult, System};
+use self::result::RowResult;
+use self::table::RowRounds;
+use crate::System;
 use crate::machine;
 use crate::procs::total_cpu_seconds;
 
@@ -76,6 +84,11 @@ pub struct WatchArgs {
     /// The etcd server binary.
     #[arg(long, default_value = "etcd")]
     pub etcd_bin: PathBuf,
+    /// Rounds of each system, alternating (Muster, etcd, Muster, etcd, ...), each on fresh
+    /// clusters: the tables give the median of the rounds and their range, and the ratio of
+    /// each round's Muster to the etcd that ran right after it.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
 }
 
 impl WatchArgs {
@@ -245,23 +258,35 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     println!();
 
     let specs = row_specs(&args);
-    let muster = if run_muster {
-        let mut side = muster_side::MusterSide::start(&args).await?;
-        Some(run_rows(&mut side, &specs, &args).await?)
-    } else {
-        None
-    };
-    let etcd = if run_etcd {
-        let kv_specs: Vec<RowSpec> = specs.iter().filter(|spec| spec.kind == RowKind::Kv).cloned().collect();
-        let mut side = etcd_side::EtcdSide::start(&args, dir.path()).await?;
-        let results = run_rows(&mut side, &kv_specs, &args).await;
-        side.stop();
-        Some(results?)
-    } else {
-        None
-    };
+    let mut rows: Vec<RowRounds> =
+        specs.iter().map(|spec| RowRounds { spec: spec.clone(), muster: Vec::new(), etcd: Vec::new() }).collect();
+    // etcd runs the KV rows only, in order.
+    let kv_specs: Vec<RowSpec> = specs.iter().filter(|spec| spec.kind == RowKind::Kv).cloned().collect();
+    for round in 1..=args.rounds {
+        eprintln!("round {round} of {}", args.rounds);
+        if run_muster {
+            // The cluster stops when `side` is dropped, before etcd's round starts.
+            let mut side = muster_side::MusterSide::start(&args).await?;
+            for (row, result) in rows.iter_mut().zip(run_rows(&mut side, &specs, &args).await?) {
+                row.muster.push(result);
+            }
+        }
+        if run_etcd {
+            let mut side = etcd_side::EtcdSide::start(&args, &dir.path().join(format!("round-{round}"))).await?;
+            let results = run_rows(&mut side, &kv_specs, &args).await;
+            side.stop();
+            let kv_rows = rows.iter_mut().filter(|row| row.spec.kind == RowKind::Kv);
+            for (row, result) in kv_rows.zip(results?) {
+                row.etcd.push(result);
+            }
+        }
+    }
     println!();
-    print!("{}", table::render(&specs, muster.as_deref(), etcd.as_deref(), machine::cores()));
+    println!(
+        "medians of {} rounds (lowest-highest); Muster / etcd: each round's Muster over the etcd round right after it",
+        args.rounds
+    );
+    print!("{}", table::render(&rows, machine::cores()));
     Ok(())
 }
 
@@ -274,6 +299,9 @@ mod tests {
         let args = WatchArgs::try_parse_from(["watch"]).unwrap();
         assert_eq!((args.watchers, args.connections), (1000, 30));
         assert_eq!(args.rates, [100.0, 400.0]);
+        assert_eq!(args.rounds, 3);
+        assert!(WatchArgs::try_parse_from(["watch", "--rounds", "0"]).is_err(), "a run of no rounds");
+        assert_eq!(WatchArgs::try_parse_from(["watch", "--rounds", "1"]).unwrap().rounds, 1);
         let names: Vec<String> = row_specs(&args).into_iter().map(|row| row.name).collect();
         assert_eq!(names, ["kv puts 100/s", "kv puts 400/s", "workers registering 50/s"]);
         let etcd_only = WatchArgs::try_parse_from(["watch", "--only", "etcd"]).unwrap();
