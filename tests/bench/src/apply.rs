@@ -2,7 +2,8 @@
 //! the largest share of its CPU at 64 clients (docs/benchmarks.md), and in a cluster its
 //! time is mixed with everything else on the machine; this drives one node's real
 //! `StateMachineStore` (its redb file, history and all) with batches of new-key puts, as
-//! openraft hands it committed entries, and prints the cost per entry and per batch.
+//! openraft hands it committed entries, and prints the cost per entry and per batch. The puts
+//! come from 64 clients, each with its session (client id and sequence), as Muster's do.
 //!
 //! The history is kept at `--history-revisions` (less than a node's default, so the trim is
 //! in its steady state from the first measured window) and filled before measuring.
@@ -37,7 +38,7 @@ pub struct ApplyArgs {
 
 /// Windows measured per row.
 const WINDOWS: usize = 3;
-/// Clients the keys are spread over (as `kv` names them: `bench/row/<client>/<seq>`).
+/// Clients the puts come from, each with its session (as `kv` names keys: `bench/row/<client>/<seq>`).
 const CLIENTS: u64 = 64;
 
 /// One row's figures: microseconds per entry of each window.
@@ -63,7 +64,10 @@ async fn apply_puts(
                 *next += 1;
                 let put =
                     v1::KvPut { key: format!("bench/row/{:03}/{index:09}", index % CLIENTS), value: value.to_vec() };
+                // Each client's session, as Muster's clients send one with every write.
                 let command = v1::Command {
+                    client_id: index % CLIENTS + 1,
+                    sequence: index,
                     op: Some(v1::command::Op::Put(put)),
                     format_version: muster_proto::COMMAND_FORMAT_VERSION,
                     ..Default::default()
@@ -125,7 +129,7 @@ pub async fn run(args: ApplyArgs) -> anyhow::Result<()> {
         "--batch-sizes must be positive"
     );
     println!(
-        "apply: new-key puts of {} bytes into one node's state machine (fsm.redb in a temporary directory), \
+        "apply: new-key puts of {} bytes from {CLIENTS} client sessions into one node's state machine (fsm.redb in a temporary directory), \
          history kept at {} revisions; {WINDOWS} windows of {} entries per row, medians (lowest-highest)",
         args.value_bytes, args.history_revisions, args.entries
     );
