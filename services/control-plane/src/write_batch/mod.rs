@@ -27,7 +27,8 @@ pub use formats::{PeerFormats, UNANNOUNCED_FORMAT};
 pub const BATCH_FORMAT: u32 = 3;
 /// Most commands in one batch.
 pub const MAX_COMMANDS: usize = 256;
-/// A batch stops growing past this many encoded bytes (well inside a Raft message).
+/// Most encoded bytes of the commands in one batch (well inside a Raft message); a command
+/// that would take a batch past it waits for the next.
 pub const MAX_BYTES: usize = 512 * 1024;
 /// Batches written at once: while one commits, the next fills.
 const WRITES_IN_FLIGHT: usize = 4;
@@ -85,15 +86,30 @@ impl WriteBatcher {
 
 async fn run<P: Proposer>(proposer: Arc<P>, mut queued: mpsc::Receiver<Queued>, slots: usize) {
     let slots = Arc::new(Semaphore::new(slots));
+    // A command that would have taken the batch past `MAX_BYTES`: it starts the next one.
+    let mut carried: Option<Queued> = None;
     loop {
         // A slot first: while every slot is busy the queue grows, and the next batch takes it.
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        let Some(first) = queued.recv().await else { return };
+        let first = match carried.take() {
+            Some(first) => first,
+            None => match queued.recv().await {
+                Some(first) => first,
+                None => return,
+            },
+        };
         let mut bytes = first.command.encoded_len();
         let mut batch = vec![first];
-        while batch.len() < MAX_COMMANDS && bytes < MAX_BYTES {
+        // A batch never grows past `MAX_BYTES` (a KV value may be megabytes; a batch must stay
+        // well inside a Raft message); a command larger than that is written alone.
+        while batch.len() < MAX_COMMANDS {
             let Ok(next) = queued.try_recv() else { break };
-            bytes += next.command.encoded_len();
+            let len = next.command.encoded_len();
+            if bytes + len > MAX_BYTES {
+                carried = Some(next);
+                break;
+            }
+            bytes += len;
             batch.push(next);
         }
         let proposer = proposer.clone();

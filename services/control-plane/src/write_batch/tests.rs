@@ -112,6 +112,43 @@ async fn commands_queued_behind_a_write_share_one_entry_and_each_gets_its_own_re
 }
 
 #[tokio::test]
+async fn a_batch_never_grows_past_its_bytes_and_what_would_overflow_it_goes_next() {
+    let log = FakeLog::new(BATCH_FORMAT, false);
+    let batcher = WriteBatcher::with_slots(log.clone(), 1);
+    let propose = |key: &str, value_bytes: usize| {
+        let (batcher, key) = (batcher.clone(), key.to_string());
+        tokio::spawn(async move {
+            batcher.propose(v1::command::Op::Put(v1::KvPut { key, value: vec![7; value_bytes] })).await
+        })
+    };
+    let first = propose("a", 0);
+    until("the first write never started", || !log.entries().is_empty()).await;
+    // Queued in this order behind the held write: two that do not fit one batch together.
+    let mut rest = Vec::new();
+    for (n, (key, value_bytes)) in
+        [("big1", MAX_BYTES * 3 / 5), ("big2", MAX_BYTES * 3 / 5), ("s", 0)].into_iter().enumerate()
+    {
+        rest.push(propose(key, value_bytes));
+        until("the command never queued", || batcher.queue.capacity() == QUEUE - n - 1).await;
+    }
+    log.release.notify_one();
+    assert!(first.await.unwrap().is_ok());
+    for task in rest {
+        assert!(task.await.unwrap().is_ok());
+    }
+    let entries: Vec<Vec<String>> = log
+        .entries()
+        .iter()
+        .map(|entry| match &entry.op {
+            Some(v1::command::Op::Batch(batch)) => batch.commands.iter().map(key_of).collect(),
+            _ => vec![key_of(entry)],
+        })
+        .collect();
+    assert_eq!(entries, [vec!["a"], vec!["big1"], vec!["big2", "s"]], "in order, no batch past its bytes");
+    assert!(log.entries().iter().all(|entry| entry.encoded_len() <= MAX_BYTES + 64));
+}
+
+#[tokio::test]
 async fn a_batch_is_capped_in_commands() {
     let log = FakeLog::new(BATCH_FORMAT, false);
     let answers = storm(&log, MAX_COMMANDS + 10).await;
