@@ -299,3 +299,34 @@ async fn lists_page_and_musterctl_copes_with_huge_values() {
     let (ok, stdout, stderr) = musterctl(&cluster, &["kv", "list", "-o", "json"]).await;
     assert!(ok && stdout.contains(&huge), "the JSON has the whole value: {stderr}");
 }
+
+/// Values of 1.5 MiB, more of them than fit one 4 MiB peer message: a follower that was down
+/// while they were written catches up on all of them (replication sends as many entries as
+/// fit half a message, however many are missing).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_catches_up_on_more_large_values_than_fit_one_message() {
+    const VALUE_BYTES: usize = 1536 * 1024;
+    const VALUES: u8 = 4;
+    let mut cluster = Cluster::start(3, Options::default()).await;
+    let leader = cluster.wait_for_leader(WAIT).await;
+    let lagging = cluster.ids().into_iter().find(|id| *id != leader).expect("a follower");
+    cluster.kill(lagging);
+    let client = cluster.client();
+    for n in 0..VALUES {
+        let put = client.put(&format!("large/{n}"), vec![n; VALUE_BYTES]).await;
+        assert!(put.expect("a large put on the remaining majority").succeeded);
+    }
+    cluster.restart(lagging);
+    let follower = cluster.client_for(lagging);
+    eventually_msg("the restarted follower applies every large value", WAIT, || {
+        let follower = &follower;
+        async move {
+            for n in 0..VALUES {
+                let stored = follower.get(&format!("large/{n}"), v1::ReadConsistency::Stale).await?;
+                ensure!(stored.is_some_and(|kv| kv.value == vec![n; VALUE_BYTES]), "large/{n} not there yet");
+            }
+            Ok(())
+        }
+    })
+    .await;
+}

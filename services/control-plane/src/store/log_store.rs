@@ -39,7 +39,14 @@ pub struct LogStore {
     meta: Arc<Database>,
     committed_saved_at: Arc<Mutex<Option<Instant>>>,
     syncer: std_mpsc::Sender<SyncRequest>,
+    /// Most encoded bytes of entries replication reads for one AppendEntries (at least one
+    /// entry): what is sent must fit a peer message however large the values are.
+    replication_bytes: usize,
 }
+
+/// [`LogStore::replication_bytes`] until [`LogStore::limit_replication_to`] sets it: half the
+/// default message limit.
+const DEFAULT_REPLICATION_BYTES: usize = 2 * 1024 * 1024;
 
 /// "Tell openraft once this file's writes are on disk" (and when the append began, for the
 /// write-path profile).
@@ -82,12 +89,39 @@ impl LogStore {
         let (syncer, requests) = std_mpsc::channel();
         std::thread::Builder::new().name("raft-log-sync".into()).spawn(move || run_syncer(requests))?;
         let wal = Arc::new(RwLock::new(Wal::open(wal_dir)?));
-        let store = Self { wal, tail: SharedLogTail::default(), meta, committed_saved_at: Arc::default(), syncer };
+        let store = Self {
+            wal,
+            tail: SharedLogTail::default(),
+            meta,
+            committed_saved_at: Arc::default(),
+            syncer,
+            replication_bytes: DEFAULT_REPLICATION_BYTES,
+        };
         // Segments may still hold entries at or below the purge point; forget them.
         if let Some(purged) = store.read_log_id_meta(META_PURGED)? {
             store.wal.write().unwrap_or_else(|p| p.into_inner()).purge(purged.index)?;
         }
         Ok(store)
+    }
+
+    /// Replication reads at most `bytes` of entries for one AppendEntries (always at least one
+    /// entry): half a peer message, so the request's own fields always fit beside them.
+    pub fn limit_replication_to(mut self, bytes: usize) -> Self {
+        self.replication_bytes = bytes.max(1);
+        self
+    }
+
+    /// The entries `start..end`, as many as fit `max_bytes` (at least one). Under the segments'
+    /// read lock: an append changes both under the write lock, so the tail and the segments
+    /// agree for the length of this read.
+    fn read_entries(&self, start: u64, end: u64, max_bytes: usize) -> io::Result<Vec<Entry>> {
+        let started = write_profile::start();
+        let entries = self.with_wal(|wal| match self.tail.with(|tail| tail.read(start, end, max_bytes)) {
+            Some(entries) => Ok(entries),
+            None => to_entries(within_bytes(wal.read(start..end)?, max_bytes)),
+        })?;
+        write_profile::record(Hop::LogRead, started, entries.len());
+        Ok(entries)
     }
 
     /// The index of the last entry in the log segments (0 for none: a log purged up to its
@@ -137,6 +171,13 @@ fn invalid(err: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, err.to_string())
 }
 
+/// The first of `pbs` whose encoded sizes add up to at most `max_bytes` (at least one).
+fn within_bytes(mut pbs: Vec<v1::Entry>, max_bytes: usize) -> Vec<v1::Entry> {
+    let sizes = pbs.iter().map(Message::encoded_len);
+    pbs.truncate(super::log_tail::count_within(sizes, max_bytes));
+    pbs
+}
+
 fn to_entries(pbs: Vec<v1::Entry>) -> io::Result<Vec<Entry>> {
     pbs.into_iter().map(|pb| entry_from_pb(pb).map_err(invalid)).collect()
 }
@@ -146,7 +187,6 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
-        let started = write_profile::start();
         let start = match range.start_bound() {
             Bound::Included(&index) => index,
             Bound::Excluded(&index) => index.saturating_add(1),
@@ -157,14 +197,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(&index) => index,
             Bound::Unbounded => u64::MAX,
         };
-        // Under the segments' read lock: an append changes both under the write lock, so the
-        // tail and the segments agree for the length of this read.
-        let entries = self.with_wal(|wal| match self.tail.with(|tail| tail.read(start, end)) {
-            Some(entries) => Ok(entries),
-            None => to_entries(wal.read(start..end)?),
-        })?;
-        write_profile::record(Hop::LogRead, started, entries.len());
-        Ok(entries)
+        self.read_entries(start, end, usize::MAX)
+    }
+
+    /// What replication sends: as many entries of `start..end` as fit half a peer message.
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, io::Error> {
+        self.read_entries(start, end, self.replication_bytes)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {

@@ -89,18 +89,35 @@ impl LogTail {
         }
     }
 
-    /// The entries `start..end` (end exclusive; `u64::MAX` for "to the last"), if the tail holds
-    /// all of them that the log does: the range starts inside the tail (the tail ends where the
-    /// log ends).
-    pub fn read(&self, start: u64, end: u64) -> Option<Vec<Entry>> {
+    /// The entries `start..end` (end exclusive; `u64::MAX` for "to the last"), as many as fit
+    /// `max_bytes` encoded (at least one), if the tail holds all of them that the log does: the
+    /// range starts inside the tail (the tail ends where the log ends).
+    pub fn read(&self, start: u64, end: u64, max_bytes: usize) -> Option<Vec<Entry>> {
         let first = self.first_index()?;
         if start < first {
             return None;
         }
         let skip = usize::try_from(start - first).ok()?;
         let count = usize::try_from(end.saturating_sub(start)).unwrap_or(usize::MAX);
-        Some(self.entries.iter().skip(skip).take(count).map(|(entry, _)| entry.clone()).collect())
+        let range = || self.entries.iter().skip(skip).take(count);
+        let count = count_within(range().map(|(_, size)| *size), max_bytes);
+        Some(range().take(count).map(|(entry, _)| entry.clone()).collect())
     }
+}
+
+/// How many of the leading `sizes` add up to at most `max_bytes`: at least one (an entry larger
+/// than the limit goes alone), none only when there are none.
+pub fn count_within(sizes: impl IntoIterator<Item = usize>, max_bytes: usize) -> usize {
+    let mut total = 0usize;
+    let mut count = 0;
+    for size in sizes {
+        total = total.saturating_add(size);
+        if count > 0 && total > max_bytes {
+            break;
+        }
+        count += 1;
+    }
+    count
 }
 
 #[cfg(test)]
@@ -121,13 +138,13 @@ mod tests {
     #[test]
     fn reads_inside_the_tail_only() {
         let mut tail = LogTail::default();
-        assert_eq!(tail.read(1, u64::MAX), None, "empty: the segments answer");
+        assert_eq!(tail.read(1, u64::MAX, usize::MAX), None, "empty: the segments answer");
         tail.appended((5..=8).map(entry));
-        assert_eq!(indexes(tail.read(5, u64::MAX)), Some(vec![5, 6, 7, 8]));
-        assert_eq!(indexes(tail.read(6, 8)), Some(vec![6, 7]));
-        assert_eq!(indexes(tail.read(8, 20)), Some(vec![8]), "the tail ends where the log ends");
-        assert_eq!(indexes(tail.read(9, 20)), Some(vec![]), "past the end, as the segments");
-        assert_eq!(tail.read(4, 7), None, "starts before the tail");
+        assert_eq!(indexes(tail.read(5, u64::MAX, usize::MAX)), Some(vec![5, 6, 7, 8]));
+        assert_eq!(indexes(tail.read(6, 8, usize::MAX)), Some(vec![6, 7]));
+        assert_eq!(indexes(tail.read(8, 20, usize::MAX)), Some(vec![8]), "the tail ends where the log ends");
+        assert_eq!(indexes(tail.read(9, 20, usize::MAX)), Some(vec![]), "past the end, as the segments");
+        assert_eq!(tail.read(4, 7, usize::MAX), None, "starts before the tail");
     }
 
     #[test]
@@ -135,17 +152,30 @@ mod tests {
         let mut tail = LogTail::default();
         tail.appended((1..=5).map(entry));
         tail.truncated_after(Some(3));
-        assert_eq!(indexes(tail.read(1, u64::MAX)), Some(vec![1, 2, 3]));
+        assert_eq!(indexes(tail.read(1, u64::MAX, usize::MAX)), Some(vec![1, 2, 3]));
         tail.appended([entry(4)]);
         tail.purged(2);
-        assert_eq!(tail.read(2, u64::MAX), None);
-        assert_eq!(indexes(tail.read(3, u64::MAX)), Some(vec![3, 4]));
+        assert_eq!(tail.read(2, u64::MAX, usize::MAX), None);
+        assert_eq!(indexes(tail.read(3, u64::MAX, usize::MAX)), Some(vec![3, 4]));
         tail.appended([entry(10)]);
-        assert_eq!(tail.read(3, u64::MAX), None, "a jump starts the tail again");
-        assert_eq!(indexes(tail.read(10, u64::MAX)), Some(vec![10]));
+        assert_eq!(tail.read(3, u64::MAX, usize::MAX), None, "a jump starts the tail again");
+        assert_eq!(indexes(tail.read(10, u64::MAX, usize::MAX)), Some(vec![10]));
         tail.truncated_after(None);
-        assert_eq!(tail.read(10, u64::MAX), None);
+        assert_eq!(tail.read(10, u64::MAX, usize::MAX), None);
         assert_eq!(tail.bytes, 0);
+    }
+
+    #[test]
+    fn a_limited_read_takes_what_fits_and_never_nothing() {
+        let mut tail = LogTail::default();
+        // Entries of 10 bytes each.
+        tail.appended((1..=8).map(entry));
+        assert_eq!(indexes(tail.read(2, u64::MAX, 35)), Some(vec![2, 3, 4]));
+        assert_eq!(indexes(tail.read(2, u64::MAX, 5)), Some(vec![2]), "one entry larger than the limit goes alone");
+        assert_eq!(indexes(tail.read(9, u64::MAX, 5)), Some(vec![]), "past the end: none");
+        assert_eq!(count_within([3, 3, 3], 6), 2);
+        assert_eq!(count_within([7, 1], 6), 1);
+        assert_eq!(count_within([], 6), 0);
     }
 
     #[test]
