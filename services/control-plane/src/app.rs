@@ -101,8 +101,7 @@ impl ControlPlane {
         crate::data_dir::refuse_other_mode(&config.data_dir, config.cluster.name())?;
         crate::store::scrub_worker_ca_key(&config.data_dir).context("removing a stored worker CA key")?;
         let log_meta = open_database(&config.data_dir.join("raft-meta.redb"))?;
-        let log_store = LogStore::open(&config.data_dir.join("raft-log"), log_meta)?
-            .limit_replication_to(config.limits.max_message_bytes / 2);
+        let log_store = LogStore::open(&config.data_dir.join("raft-log"), log_meta, config.limits.max_message_bytes)?;
         let restored = Restored { last_log_index: log_store.last_index(), had_vote: log_store.has_saved_vote()? };
         let fsm_db = open_database(&config.data_dir.join("fsm.redb"))?;
         let state_machine =

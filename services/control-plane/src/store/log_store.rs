@@ -40,13 +40,10 @@ pub struct LogStore {
     committed_saved_at: Arc<Mutex<Option<Instant>>>,
     syncer: std_mpsc::Sender<SyncRequest>,
     /// Most encoded bytes of entries replication reads for one AppendEntries (at least one
-    /// entry): what is sent must fit a peer message however large the values are.
+    /// entry): half a peer message, so what is sent fits one however large the values are,
+    /// with the request's own fields beside them.
     replication_bytes: usize,
 }
-
-/// [`LogStore::replication_bytes`] until [`LogStore::limit_replication_to`] sets it: half the
-/// default message limit.
-const DEFAULT_REPLICATION_BYTES: usize = 2 * 1024 * 1024;
 
 /// "Tell openraft once this file's writes are on disk" (and when the append began, for the
 /// write-path profile).
@@ -84,8 +81,9 @@ fn run_syncer(requests: std_mpsc::Receiver<SyncRequest>) {
 }
 
 impl LogStore {
-    /// Opens the log in `wal_dir` with its pointers in `meta`.
-    pub fn open(wal_dir: &Path, meta: Arc<Database>) -> io::Result<Self> {
+    /// Opens the log in `wal_dir` with its pointers in `meta`; replication sends peers messages
+    /// of at most `max_message_bytes`.
+    pub fn open(wal_dir: &Path, meta: Arc<Database>, max_message_bytes: usize) -> io::Result<Self> {
         let (syncer, requests) = std_mpsc::channel();
         std::thread::Builder::new().name("raft-log-sync".into()).spawn(move || run_syncer(requests))?;
         let wal = Arc::new(RwLock::new(Wal::open(wal_dir)?));
@@ -95,20 +93,13 @@ impl LogStore {
             meta,
             committed_saved_at: Arc::default(),
             syncer,
-            replication_bytes: DEFAULT_REPLICATION_BYTES,
+            replication_bytes: (max_message_bytes / 2).max(1),
         };
         // Segments may still hold entries at or below the purge point; forget them.
         if let Some(purged) = store.read_log_id_meta(META_PURGED)? {
             store.wal.write().unwrap_or_else(|p| p.into_inner()).purge(purged.index)?;
         }
         Ok(store)
-    }
-
-    /// Replication reads at most `bytes` of entries for one AppendEntries (always at least one
-    /// entry): half a peer message, so the request's own fields always fit beside them.
-    pub fn limit_replication_to(mut self, bytes: usize) -> Self {
-        self.replication_bytes = bytes.max(1);
-        self
     }
 
     /// The entries `start..end`, as many as fit `max_bytes` (at least one). Under the segments'
@@ -118,7 +109,7 @@ impl LogStore {
         let started = write_profile::start();
         let entries = self.with_wal(|wal| match self.tail.with(|tail| tail.read(start, end, max_bytes)) {
             Some(entries) => Ok(entries),
-            None => to_entries(within_bytes(wal.read(start..end)?, max_bytes)),
+            None => to_entries(wal.read_within(start..end, max_bytes)?),
         })?;
         write_profile::record(Hop::LogRead, started, entries.len());
         Ok(entries)
@@ -169,13 +160,6 @@ impl LogStore {
 
 fn invalid(err: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, err.to_string())
-}
-
-/// The first of `pbs` whose encoded sizes add up to at most `max_bytes` (at least one).
-fn within_bytes(mut pbs: Vec<v1::Entry>, max_bytes: usize) -> Vec<v1::Entry> {
-    let sizes = pbs.iter().map(Message::encoded_len);
-    pbs.truncate(super::log_tail::count_within(sizes, max_bytes));
-    pbs
 }
 
 fn to_entries(pbs: Vec<v1::Entry>) -> io::Result<Vec<Entry>> {

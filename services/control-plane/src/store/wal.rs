@@ -147,8 +147,16 @@ impl Wal {
 
     /// Encoded entries in `range`, in order (absent ones skipped).
     pub fn read(&self, range: impl std::ops::RangeBounds<u64>) -> io::Result<Vec<v1::Entry>> {
-        let mut entries = Vec::new();
-        for (index, position) in self.index.range(range) {
+        self.read_within(range, usize::MAX)
+    }
+
+    /// The leading entries of `range` whose encoded sizes add up to at most `max_bytes` (at
+    /// least one). Sizes come from the index, so what does not fit is never read from disk.
+    pub fn read_within(&self, range: impl std::ops::RangeBounds<u64>, max_bytes: usize) -> io::Result<Vec<v1::Entry>> {
+        let positions = || self.index.range((range.start_bound().cloned(), range.end_bound().cloned()));
+        let count = super::log_tail::count_within(positions().map(|(_, position)| position.len as usize), max_bytes);
+        let mut entries = Vec::with_capacity(count);
+        for (index, position) in positions().take(count) {
             let segment = self
                 .segments
                 .get(&position.segment)
@@ -331,6 +339,25 @@ mod tests {
 
     fn indexes(wal: &Wal) -> Vec<u64> {
         wal.read(..).unwrap().iter().map(|e| e.log_id.unwrap().index).collect()
+    }
+
+    #[test]
+    fn a_limited_read_stops_at_its_bytes_without_reading_what_does_not_fit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path()).unwrap();
+        wal.append(&[entry(1), entry(2), entry(3)]).unwrap();
+        let size = entry(1).encoded_len();
+        // Cut the third record off its segment: a read that reached it would fail.
+        let segment = fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+        let file = OpenOptions::new().write(true).open(segment).unwrap();
+        file.set_len(file.metadata().unwrap().len() - 1).unwrap();
+        let read = |max_bytes| {
+            wal.read_within(1.., max_bytes).unwrap().iter().map(|e| e.log_id.unwrap().index).collect::<Vec<_>>()
+        };
+        assert_eq!(read(2 * size), [1, 2]);
+        assert_eq!(read(2 * size + size / 2), [1, 2]);
+        assert_eq!(read(1), [1], "an entry larger than the limit goes alone");
+        assert!(wal.read(1..).is_err(), "the unlimited read does reach the cut record");
     }
 
     #[test]
