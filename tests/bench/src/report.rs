@@ -44,18 +44,9 @@ pub struct Row {
 }
 
 impl Row {
-    /// `figure` of each of `rounds`, spread.
-    fn spread(rounds: &[Measurement], figure: impl Fn(&Measurement) -> Option<f64>) -> Option<Spread> {
-        Spread::of(rounds.iter().filter_map(figure))
-    }
-
     /// Muster's `figure` over etcd's, round by round (a round of each ran back to back).
     fn ratio(&self, figure: impl Fn(&Measurement) -> Option<f64>) -> Option<Spread> {
-        let paired = self.muster.iter().zip(&self.etcd).filter_map(|(m, e)| match (figure(m), figure(e)) {
-            (Some(m), Some(e)) if e > 0.0 => Some(m / e),
-            _ => None,
-        });
-        Spread::of(paired)
+        Spread::ratio(&self.muster, &self.etcd, figure)
     }
 }
 
@@ -65,7 +56,7 @@ fn ops_per_sec(m: &Measurement) -> Option<f64> {
 
 /// The median over the rounds of one latency of each round's summary.
 fn median_latency(rounds: &[Measurement], latency: impl Fn(&Summary) -> Duration) -> String {
-    match Row::spread(rounds, |m| Some(latency(&m.summary).as_secs_f64())) {
+    match Spread::over(rounds, |m| Some(latency(&m.summary).as_secs_f64())) {
         Some(spread) => format_latency(Duration::from_secs_f64(spread.median)),
         None => "-".to_string(),
     }
@@ -77,12 +68,12 @@ fn millis(latency: Duration) -> f64 {
 
 /// A figure over the rounds, whole numbers, or `-` when no round measured it.
 fn cell(spread: Option<Spread>) -> String {
-    spread.map_or_else(|| "-".to_string(), |spread| spread.format(0, ""))
+    Spread::cell(spread, 0, "")
 }
 
 /// Muster's figure over etcd's, round by round, or `-`.
 fn ratio_cell(spread: Option<Spread>) -> String {
-    spread.map_or_else(|| "-".to_string(), |spread| spread.format(2, "x"))
+    Spread::cell(spread, 2, "x")
 }
 
 /// `850µs`, `1.23ms`, `2.50s`.
@@ -135,7 +126,7 @@ pub(crate) fn render(header: &[&str], rows: &[Vec<String>]) -> String {
 pub fn results_table(rows: &[Row]) -> String {
     let header = ["workload", "muster ops/s", "p50", "p99", "etcd ops/s", "p50", "p99", "ratio (muster/etcd)"];
     let system = |rounds: &[Measurement]| {
-        [cell(Row::spread(rounds, ops_per_sec)), median_latency(rounds, |s| s.p50), median_latency(rounds, |s| s.p99)]
+        [cell(Spread::over(rounds, ops_per_sec)), median_latency(rounds, |s| s.p50), median_latency(rounds, |s| s.p99)]
     };
     let body: Vec<Vec<String>> = rows
         .iter()
@@ -153,7 +144,7 @@ pub fn results_table(rows: &[Row]) -> String {
 /// CPU of the three server processes per operation (medians of the rounds with their range),
 /// Muster's over etcd's round by round, and the median share of the machine each used.
 pub fn cpu_table(rows: &[Row], cores: usize) -> String {
-    let share = |rounds: &[Measurement]| match Row::spread(rounds, |m| Some(m.cpu_percent(cores))) {
+    let share = |rounds: &[Measurement]| match Spread::over(rounds, |m| Some(m.cpu_percent(cores))) {
         Some(share) => format!("{:.0}%", share.median),
         None => "-".to_string(),
     };
@@ -163,8 +154,8 @@ pub fn cpu_table(rows: &[Row], cores: usize) -> String {
         .map(|row| {
             vec![
                 row.name.clone(),
-                cell(Row::spread(&row.muster, Measurement::cpu_us_per_op)),
-                cell(Row::spread(&row.etcd, Measurement::cpu_us_per_op)),
+                cell(Spread::over(&row.muster, Measurement::cpu_us_per_op)),
+                cell(Spread::over(&row.etcd, Measurement::cpu_us_per_op)),
                 ratio_cell(row.ratio(Measurement::cpu_us_per_op)),
                 share(&row.muster),
                 share(&row.etcd),
