@@ -398,8 +398,13 @@ impl Leadership for NodeHandle {
 
     async fn propose_command(&self, command: v1::Command) -> Result<v1::CommandResult, ApiError> {
         let started = write_profile::start();
+        // Entries per call, as the other hops count: the commands the entry carries.
+        let commands = match &command.op {
+            Some(v1::command::Op::Batch(batch)) => batch.commands.len(),
+            _ => 1,
+        };
         let written = self.client_write(command).await?.data;
-        write_profile::record(Hop::Propose, started, 1);
+        write_profile::record(Hop::Propose, started, commands);
         Ok(written)
     }
 

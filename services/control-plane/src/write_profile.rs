@@ -17,7 +17,8 @@ use muster_admin::metrics::{join, label};
 /// One step of a write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hop {
-    /// Leader: a command proposed until its result is back from the state machine.
+    /// Leader: a command proposed until its result is back from the state machine (entries:
+    /// the commands it carries, more than one when the write batcher joined them).
     Propose,
     /// Any node: encoding a batch of entries and writing it to the log segment (no fsync).
     LogAppend,
