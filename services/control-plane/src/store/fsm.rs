@@ -10,12 +10,11 @@ use std::sync::Arc;
 use muster_proto::v1;
 use muster_proto::v1::command::Op;
 use prost::Message;
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
+use redb::{Database, ReadableDatabase, ReadableTable, Table, WriteTransaction};
 
-use super::db::{
-    FSM_META, HISTORY, KV, META_CLUSTER_ID, META_WORKER_CA, SESSION_AGE, SESSIONS, TOKENS, WORKERS, decode, io_err,
-};
+use super::db::{FSM_META, HISTORY, KV, META_CLUSTER_ID, META_WORKER_CA, TOKENS, WORKERS, decode, io_err};
 use super::history::Changes;
+use super::sessions::{MAX_SESSIONS, SessionTables};
 
 /// Whether this release can apply `command`: its format is one it reads, and it names a kind
 /// of command this release knows (prost decodes a kind added later as no op at all, which
@@ -44,17 +43,31 @@ pub(crate) fn unreadable(index: u64, problem: String) -> io::Error {
 }
 
 /// The write side of one applied batch: its transaction, and the tables nearly every entry
-/// writes, opened once for the batch (opening a table costs about as much as a small write).
-/// Nothing else opens these two tables inside an apply.
+/// writes, opened once for the batch (opening a table costs about as much as a small write);
+/// the sessions only once a command with a session comes (most commands other than KV writes
+/// have none). Nothing else opens these tables inside an apply.
 pub(crate) struct ApplyTables<'txn> {
     pub(crate) txn: &'txn WriteTransaction,
     kv: Table<'txn, &'static str, &'static [u8]>,
     pub(crate) history: Table<'txn, u64, &'static [u8]>,
+    sessions: Option<SessionTables<'txn>>,
 }
 
 impl<'txn> ApplyTables<'txn> {
     pub(crate) fn open(txn: &'txn WriteTransaction) -> io::Result<Self> {
-        Ok(Self { txn, kv: txn.open_table(KV).map_err(io_err)?, history: txn.open_table(HISTORY).map_err(io_err)? })
+        Ok(Self {
+            txn,
+            kv: txn.open_table(KV).map_err(io_err)?,
+            history: txn.open_table(HISTORY).map_err(io_err)?,
+            sessions: None,
+        })
+    }
+
+    fn sessions(&mut self) -> io::Result<&mut SessionTables<'txn>> {
+        match &mut self.sessions {
+            Some(sessions) => Ok(sessions),
+            none => Ok(none.insert(SessionTables::open(self.txn)?)),
+        }
     }
 }
 
@@ -87,25 +100,11 @@ pub(crate) fn apply_readable(
         return apply_batch(tables, index, term, batch, changes);
     }
     let txn = tables.txn;
-    // Only a command with a client id has a session (most have none: skip the table).
-    let mut sessions = match command.client_id {
-        0 => None,
-        _ => Some(txn.open_table(SESSIONS).map_err(io_err)?),
-    };
-    if let Some(sessions) = &sessions {
-        let existing = sessions.get(command.client_id).map_err(io_err)?;
-        if let Some(session) = existing.map(|v| decode::<v1::ClientSession>(v.value(), "client session")).transpose()?
-            && command.sequence <= session.sequence
-        {
-            // A retry: answer with the original result, apply nothing.
-            let mut result = if command.sequence == session.sequence {
-                session.result.unwrap_or_default()
-            } else {
-                v1::CommandResult { index: session.last_index, ..Default::default() }
-            };
-            result.deduplicated = true;
-            return Ok(result);
-        }
+    // Only a command with a client id has a session (most have none: skip the tables).
+    let has_session = command.client_id != 0;
+    if has_session && let Some(answer) = tables.sessions()?.retry_answer(command)? {
+        // A retry: answer as the first time, apply nothing.
+        return Ok(answer);
     }
 
     let result = match &command.op {
@@ -147,20 +146,20 @@ pub(crate) fn apply_readable(
         Some(Op::UpdateWorker(update)) => super::workers::update(txn, index, update, changes)?,
         Some(Op::WorkerTransitions(batch)) => super::workers::transitions(txn, index, term, batch, changes)?,
         Some(Op::RemoveWorkers(remove)) => super::workers::remove(txn, index, remove, changes)?,
-        // Taken before the sessions table is opened (each command in it opens it again).
+        // Taken before the session is looked at (each command in it has its own).
         Some(Op::Batch(_)) => unreachable!("a batch is applied before its session is looked at"),
         // A barrier; before formats were recorded a barrier had no op at all (see `readable`).
         Some(Op::Noop(_)) | None => v1::CommandResult { index, ..Default::default() },
     };
 
-    if let Some(sessions) = &mut sessions {
+    if has_session {
         let session = v1::ClientSession {
             client_id: command.client_id,
             sequence: command.sequence,
             result: Some(result.clone()),
             last_index: index,
         };
-        record_session(txn, sessions, &session, MAX_SESSIONS)?;
+        tables.sessions()?.record(&session, MAX_SESSIONS)?;
     }
     Ok(result)
 }
@@ -189,37 +188,6 @@ fn apply_batch(
         results.push(result);
     }
     Ok(v1::CommandResult { index, succeeded: true, results, ..Default::default() })
-}
-
-/// Most client sessions remembered; past this the session idle longest is forgotten (its
-/// retries would then apply again). Part of the replicated logic: changing it is a format
-/// change, since every replica must evict the same sessions.
-pub(crate) const MAX_SESSIONS: u64 = 100_000;
-
-/// Stores `session` and keeps the age index in step, evicting the idlest session when the
-/// table is full. Deterministic: depends only on the log.
-pub(crate) fn record_session(
-    txn: &WriteTransaction,
-    sessions: &mut redb::Table<u64, &[u8]>,
-    session: &v1::ClientSession,
-    max_sessions: u64,
-) -> io::Result<()> {
-    let mut age = txn.open_table(SESSION_AGE).map_err(io_err)?;
-    let previous = sessions
-        .insert(session.client_id, session.encode_to_vec().as_slice())
-        .map_err(io_err)?
-        .map(|v| decode::<v1::ClientSession>(v.value(), "client session"))
-        .transpose()?;
-    if let Some(previous) = previous {
-        age.remove((previous.last_index, previous.client_id)).map_err(io_err)?;
-    }
-    age.insert((session.last_index, session.client_id), ()).map_err(io_err)?;
-    while sessions.len().map_err(io_err)? > max_sessions {
-        let Some((oldest, _)) = age.pop_first().map_err(io_err)? else { break };
-        let (_, client_id) = oldest.value();
-        sessions.remove(client_id).map_err(io_err)?;
-    }
-    Ok(())
 }
 
 /// Writes `value` under `key` if `allowed(current)` holds; the result says whether it did.
@@ -428,24 +396,6 @@ mod tests {
         assert!(!apply(&db, 3, &command(0, 0, cas("x", false, "b"))).succeeded);
         assert!(apply(&db, 4, &command(0, 0, cas("a", false, "b"))).succeeded);
         assert_eq!(FsmReader::new(db).get("k").unwrap().unwrap().value, b"b");
-    }
-
-    #[test]
-    fn idlest_session_is_evicted_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = open_database(&dir.path().join("db")).unwrap();
-        let txn = db.begin_write().unwrap();
-        {
-            let mut sessions = txn.open_table(SESSIONS).unwrap();
-            for (index, client_id) in [(1, 10), (2, 20), (3, 10), (4, 30)] {
-                let session = v1::ClientSession { client_id, sequence: index, result: None, last_index: index };
-                record_session(&txn, &mut sessions, &session, 2).unwrap();
-            }
-            // Client 20 (last write at 2) is the idlest once client 10 wrote again at 3.
-            assert!(sessions.get(20).unwrap().is_none());
-            assert!(sessions.get(10).unwrap().is_some() && sessions.get(30).unwrap().is_some());
-        }
-        assert_eq!(txn.open_table(SESSION_AGE).unwrap().len().unwrap(), 2);
     }
 
     #[test]

@@ -27,6 +27,7 @@ mod log_store;
 mod log_tail;
 mod pages;
 mod scrub;
+mod sessions;
 pub(crate) mod snapshot;
 mod state_machine;
 mod tokens;

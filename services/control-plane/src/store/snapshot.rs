@@ -14,10 +14,10 @@ use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::db::{
-    FSM_META, KV, META_APPLIED, META_CLUSTER_ID, META_MEMBERSHIP, META_NEXT_WORKER_ID, META_WORKER_CA, SESSION_AGE,
-    SESSIONS, TOKENS, WORKERS, decode, io_err,
+    FSM_META, KV, META_APPLIED, META_CLUSTER_ID, META_MEMBERSHIP, META_NEXT_WORKER_ID, META_WORKER_CA, SESSIONS,
+    TOKENS, WORKERS, decode, io_err,
 };
-use super::fsm::{MAX_SESSIONS, record_session};
+use super::sessions::{MAX_SESSIONS, SessionTables};
 use crate::convert::{opt_log_id_from_pb, stored_membership_from_pb};
 use crate::types::SnapshotMeta;
 
@@ -161,11 +161,10 @@ pub(crate) fn scrub_worker_ca_key(path: &Path) -> io::Result<bool> {
 /// Replaces the FSM tables' contents with the snapshot's records.
 pub(crate) fn load_records(txn: &WriteTransaction, records: Vec<v1::SnapshotRecord>) -> io::Result<()> {
     let mut kv = txn.open_table(KV).map_err(io_err)?;
-    let mut sessions = txn.open_table(SESSIONS).map_err(io_err)?;
+    let mut sessions = SessionTables::open(txn)?;
     let mut meta = txn.open_table(FSM_META).map_err(io_err)?;
     kv.retain(|_, _| false).map_err(io_err)?;
-    sessions.retain(|_, _| false).map_err(io_err)?;
-    txn.open_table(SESSION_AGE).map_err(io_err)?.retain(|_, _| false).map_err(io_err)?;
+    sessions.clear()?;
     let mut tokens = txn.open_table(TOKENS).map_err(io_err)?;
     tokens.retain(|_, _| false).map_err(io_err)?;
     let mut workers = txn.open_table(WORKERS).map_err(io_err)?;
@@ -178,9 +177,7 @@ pub(crate) fn load_records(txn: &WriteTransaction, records: Vec<v1::SnapshotReco
             Some(v1::snapshot_record::Record::Kv(item)) => {
                 kv.insert(item.key.as_str(), item.encode_to_vec().as_slice()).map_err(io_err)?;
             }
-            Some(v1::snapshot_record::Record::Session(session)) => {
-                record_session(txn, &mut sessions, &session, MAX_SESSIONS)?
-            }
+            Some(v1::snapshot_record::Record::Session(session)) => sessions.record(&session, MAX_SESSIONS)?,
             Some(v1::snapshot_record::Record::Token(token)) => {
                 tokens.insert(token.token_id.as_str(), token.encode_to_vec().as_slice()).map_err(io_err)?;
             }
