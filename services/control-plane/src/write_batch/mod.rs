@@ -6,12 +6,17 @@
 //! command is written as itself, so a quiet cluster's writes wait for nothing: batches form
 //! only while earlier writes are in flight, which is exactly when there is a queue.
 //!
+//! A write that finds nothing queued and nothing in flight is proposed by its caller
+//! directly: a quiet cluster's writes skip the two task hops of the queue, and a busy one's
+//! still queue and share entries.
+//!
 //! A batch is command format 3; it is written only once every member applies format 3
 //! ([`PeerFormats`]), and until then each command goes in an entry of its own, as before.
 
 mod formats;
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use muster_middleware::ApiError;
@@ -50,10 +55,18 @@ struct Queued {
     span: Span,
 }
 
+/// [`Proposer::propose_command`] of the batcher's proposer, for a caller's direct write.
+type ProposeDirect =
+    dyn Fn(v1::Command) -> Pin<Box<dyn Future<Output = Result<v1::CommandResult, ApiError>> + Send>> + Send + Sync;
+
 /// The queue in front of the log for commands that may share an entry.
 #[derive(Clone)]
 pub struct WriteBatcher {
     queue: mpsc::Sender<Queued>,
+    /// Writes in flight; the batching task holds one while it waits for the queue.
+    slots: Arc<Semaphore>,
+    slot_count: usize,
+    direct: Arc<ProposeDirect>,
 }
 
 impl WriteBatcher {
@@ -63,10 +76,15 @@ impl WriteBatcher {
         Self::with_slots(proposer, WRITES_IN_FLIGHT)
     }
 
-    fn with_slots<P: Proposer>(proposer: Arc<P>, slots: usize) -> Self {
+    fn with_slots<P: Proposer>(proposer: Arc<P>, slot_count: usize) -> Self {
         let (queue, queued) = mpsc::channel(QUEUE);
-        tokio::spawn(run(proposer, queued, slots));
-        Self { queue }
+        let slots = Arc::new(Semaphore::new(slot_count));
+        tokio::spawn(run(proposer.clone(), queued, slots.clone()));
+        let direct: Arc<ProposeDirect> = Arc::new(move |command| {
+            let proposer = proposer.clone();
+            Box::pin(async move { proposer.propose_command(command).await })
+        });
+        Self { queue, slots, slot_count, direct }
     }
 
     /// Writes `op` (in a batch or alone); what applying it produced, once applied here.
@@ -77,6 +95,13 @@ impl WriteBatcher {
     /// [`Self::propose`] for a whole command: its client id and sequence go with it into the
     /// batch, where its retries are recognised as they are in an entry of its own.
     pub async fn propose_command(&self, command: v1::Command) -> Result<v1::CommandResult, Status> {
+        // Nothing queued and no write in flight (the one slot taken is the batching task's,
+        // waiting): no batch would form, so no hop through the queue.
+        let lone =
+            self.queue.capacity() == self.queue.max_capacity() && self.slots.available_permits() + 1 >= self.slot_count;
+        if lone && let Ok(_slot) = self.slots.clone().try_acquire_owned() {
+            return (self.direct)(command).await.map_err(Status::from);
+        }
         let (answer, answered) = oneshot::channel();
         let stopped = || Status::from(ApiError::Unavailable("the node is shutting down".into()));
         self.queue.send(Queued { command, answer, span: Span::current() }).await.map_err(|_| stopped())?;
@@ -84,8 +109,7 @@ impl WriteBatcher {
     }
 }
 
-async fn run<P: Proposer>(proposer: Arc<P>, mut queued: mpsc::Receiver<Queued>, slots: usize) {
-    let slots = Arc::new(Semaphore::new(slots));
+async fn run<P: Proposer>(proposer: Arc<P>, mut queued: mpsc::Receiver<Queued>, slots: Arc<Semaphore>) {
     // A command that would have taken the batch past `MAX_BYTES`: it starts the next one.
     let mut carried: Option<Queued> = None;
     loop {

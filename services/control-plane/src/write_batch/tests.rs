@@ -8,6 +8,8 @@ use super::*;
 /// released, so the writes behind it queue.
 struct FakeLog {
     entries: Mutex<Vec<v1::Command>>,
+    /// The task that proposed each entry.
+    proposed_by: Mutex<Vec<Option<tokio::task::Id>>>,
     /// What `writable_format` answers.
     format: u32,
     release: Notify,
@@ -16,7 +18,13 @@ struct FakeLog {
 
 impl FakeLog {
     fn new(format: u32, fail: bool) -> Arc<Self> {
-        Arc::new(Self { entries: Mutex::default(), format, release: Notify::new(), fail })
+        Arc::new(Self {
+            entries: Mutex::default(),
+            proposed_by: Mutex::default(),
+            format,
+            release: Notify::new(),
+            fail,
+        })
     }
 
     fn entries(&self) -> Vec<v1::Command> {
@@ -33,6 +41,7 @@ fn key_of(command: &v1::Command) -> String {
 
 impl Proposer for FakeLog {
     async fn propose_command(&self, command: v1::Command) -> Result<v1::CommandResult, ApiError> {
+        self.proposed_by.lock().unwrap().push(tokio::task::try_id());
         let index = {
             let mut entries = self.entries.lock().unwrap();
             entries.push(command.clone());
@@ -183,4 +192,31 @@ async fn a_failed_batch_fails_every_command_in_it_with_the_reason() {
         assert_eq!(status.code(), tonic::Code::Unavailable);
         assert!(status.message().contains("no quorum"), "{status:?}");
     }
+}
+
+#[tokio::test]
+async fn a_lone_write_on_an_idle_batcher_is_proposed_by_its_caller() {
+    let log = FakeLog::new(BATCH_FORMAT, false);
+    let batcher = WriteBatcher::with_slots(log.clone(), 3);
+    // The first write is held by the log; the batching task holds another slot, one is free.
+    let first = tokio::spawn({
+        let batcher = batcher.clone();
+        async move { batcher.propose(put("a")).await }
+    });
+    until("the first write never started", || !log.entries().is_empty()).await;
+    assert_eq!(log.proposed_by.lock().unwrap()[0], Some(first.id()), "proposed in the caller's own task");
+    // A write in flight: the next one queues (a slot is free, but it might share an entry), and
+    // the batching task writes it.
+    let second = tokio::spawn({
+        let batcher = batcher.clone();
+        async move { batcher.propose(put("b")).await }
+    });
+    until("the second write never reached the log", || log.entries().len() == 2).await;
+    log.release.notify_one();
+    assert_eq!(first.await.unwrap().unwrap().error, "a");
+    let second_id = second.id();
+    assert_eq!(second.await.unwrap().unwrap().error, "b");
+    let proposed_by = log.proposed_by.lock().unwrap().clone();
+    assert_eq!(proposed_by.len(), 2);
+    assert_ne!(proposed_by[1], Some(second_id), "the queued write went through the batcher");
 }
