@@ -8,6 +8,7 @@ use std::sync::Arc;
 use muster_middleware::ApiError;
 use muster_proto::v1;
 use muster_proto::v1::raft_client_service_server::RaftClientService;
+use prost::Message as _;
 use tonic::{Request, Response, Status};
 
 use crate::errors::storage_error;
@@ -26,7 +27,7 @@ pub fn kv_server<N: Leadership>(
     limits: &muster_config::Limits,
     batcher: Option<WriteBatcher>,
 ) -> muster_proto::v1::raft_client_service_server::RaftClientServiceServer<ClientApi<N>> {
-    let api = ClientApi { node, batcher };
+    let api = ClientApi { node, batcher, max_write_bytes: max_write_bytes(limits.max_message_bytes) };
     muster_proto::v1::raft_client_service_server::RaftClientServiceServer::new(api)
         .max_decoding_message_size(limits.max_message_bytes)
         .max_encoding_message_size(limits.max_message_bytes)
@@ -37,17 +38,36 @@ pub struct ClientApi<N> {
     /// Concurrent writes share log entries while they queue (Raft mode); none: each write is
     /// proposed alone (static mode replicates each write by itself).
     batcher: Option<WriteBatcher>,
+    /// See [`max_write_bytes`].
+    max_write_bytes: usize,
 }
 
 impl<N> Clone for ClientApi<N> {
     fn clone(&self) -> Self {
-        Self { node: self.node.clone(), batcher: self.batcher.clone() }
+        Self { node: self.node.clone(), batcher: self.batcher.clone(), max_write_bytes: self.max_write_bytes }
     }
 }
 
+/// The largest encoded write command: a peer message (`limits.max_message_bytes`) less a
+/// sixteenth of it (at least 1 KiB). A write is replicated as a log entry inside an
+/// AppendEntries and answered with the value it replaced, both a few dozen bytes more than the
+/// write itself; a write that filled a whole message would be accepted by the leader, refused
+/// by every follower, and hold up the log behind it for good.
+pub(crate) fn max_write_bytes(max_message_bytes: usize) -> usize {
+    max_message_bytes.saturating_sub((max_message_bytes / 16).max(1024)).max(1)
+}
+
 impl<N: Leadership> ClientApi<N> {
-    pub fn new(node: Arc<N>) -> Self {
-        Self { node, batcher: None }
+    fn check_size(&self, command: &v1::Command) -> Result<(), ApiError> {
+        let bytes = command.encoded_len();
+        if bytes > self.max_write_bytes {
+            return Err(ApiError::InvalidArgument(format!(
+                "write is too large: {bytes} bytes encoded; the limit is {} (limits.max_message_bytes less room \
+                 for replicating it and for an answer carrying the value it replaces)",
+                self.max_write_bytes
+            )));
+        }
+        Ok(())
     }
 
     fn response(&self, result: v1::client_response::Result, found: bool) -> v1::ClientResponse {
@@ -129,6 +149,7 @@ impl<N: Leadership> RaftClientService for ClientApi<N> {
         request: Request<v1::ClientWriteRequest>,
     ) -> Result<Response<v1::ClientResponse>, Status> {
         let command = to_command(request.into_inner())?;
+        self.check_size(&command)?;
         let written = match &self.batcher {
             Some(batcher) => batcher.propose_command(command).await?,
             None => self.node.propose_command(command).await?,
@@ -178,6 +199,13 @@ impl<N: Leadership> RaftClientService for ClientApi<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_leaves_a_sixteenth_of_a_message_for_its_framing() {
+        assert_eq!(max_write_bytes(4 * 1024 * 1024), 4 * 1024 * 1024 - 256 * 1024);
+        assert_eq!(max_write_bytes(8 * 1024), 7 * 1024, "at least 1 KiB of room");
+        assert_eq!(max_write_bytes(100), 1, "a tiny limit still lets something through");
+    }
 
     #[test]
     fn bad_writes_are_named() {
