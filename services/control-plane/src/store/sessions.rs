@@ -103,37 +103,41 @@ mod tests {
         v1::ClientSession { client_id, sequence, result: Some(result), last_index }
     }
 
-    #[test]
-    fn idlest_session_is_evicted_first() {
+    /// Runs `check` on the session tables of a write transaction on a fresh database.
+    fn with_tables(check: impl FnOnce(&mut SessionTables<'_>)) {
         let dir = tempfile::tempdir().unwrap();
         let db = open_database(&dir.path().join("db")).unwrap();
         let txn = db.begin_write().unwrap();
-        let mut tables = SessionTables::open(&txn).unwrap();
-        for (index, client_id) in [(1, 10), (2, 20), (3, 10), (4, 30)] {
-            tables.record(&session(client_id, index, index), 2).unwrap();
-        }
-        // Client 20 (last write at 2) is the idlest once client 10 wrote again at 3.
-        assert!(tables.sessions.get(20).unwrap().is_none());
-        assert!(tables.sessions.get(10).unwrap().is_some() && tables.sessions.get(30).unwrap().is_some());
-        assert_eq!(tables.age.len().unwrap(), 2, "client 10's move left no stale age record");
+        check(&mut SessionTables::open(&txn).unwrap());
+    }
+
+    #[test]
+    fn idlest_session_is_evicted_first() {
+        with_tables(|tables| {
+            for (index, client_id) in [(1, 10), (2, 20), (3, 10), (4, 30)] {
+                tables.record(&session(client_id, index, index), 2).unwrap();
+            }
+            // Client 20 (last write at 2) is the idlest once client 10 wrote again at 3.
+            assert!(tables.sessions.get(20).unwrap().is_none());
+            assert!(tables.sessions.get(10).unwrap().is_some() && tables.sessions.get(30).unwrap().is_some());
+            assert_eq!(tables.age.len().unwrap(), 2, "client 10's move left no stale age record");
+        });
     }
 
     #[test]
     fn a_retry_is_answered_from_the_session_and_a_new_write_is_not() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = open_database(&dir.path().join("db")).unwrap();
-        let txn = db.begin_write().unwrap();
-        let mut tables = SessionTables::open(&txn).unwrap();
-        tables.record(&session(7, 5, 40), 10).unwrap();
-        let write = |sequence| v1::Command { client_id: 7, sequence, ..Default::default() };
-        let same = tables.retry_answer(&write(5)).unwrap().unwrap();
-        assert!(same.deduplicated && same.succeeded && same.index == 40, "the original result: {same:?}");
-        let older = tables.retry_answer(&write(3)).unwrap().unwrap();
-        assert!(older.deduplicated && !older.succeeded && older.index == 40, "the last write's index: {older:?}");
-        assert_eq!(tables.retry_answer(&write(6)).unwrap(), None);
-        assert_eq!(
-            tables.retry_answer(&v1::Command { client_id: 8, sequence: 1, ..Default::default() }).unwrap(),
-            None
-        );
+        with_tables(|tables| {
+            tables.record(&session(7, 5, 40), 10).unwrap();
+            let write = |sequence| v1::Command { client_id: 7, sequence, ..Default::default() };
+            let same = tables.retry_answer(&write(5)).unwrap().unwrap();
+            assert!(same.deduplicated && same.succeeded && same.index == 40, "the original result: {same:?}");
+            let older = tables.retry_answer(&write(3)).unwrap().unwrap();
+            assert!(older.deduplicated && !older.succeeded && older.index == 40, "the last write's index: {older:?}");
+            assert_eq!(tables.retry_answer(&write(6)).unwrap(), None);
+            assert_eq!(
+                tables.retry_answer(&v1::Command { client_id: 8, sequence: 1, ..Default::default() }).unwrap(),
+                None
+            );
+        });
     }
 }
