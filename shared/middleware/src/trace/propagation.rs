@@ -1,4 +1,6 @@
 //! `traceparent` in and out of HTTP/2 headers through the global OpenTelemetry propagator.
+//! Injected values are marked never-indexed: each call's differs, so HPACK's table would only
+//! churn on them (see `request_layers`).
 
 use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue};
@@ -36,7 +38,8 @@ struct HeaderInjector<'a>(&'a mut HeaderMap);
 
 impl Injector for HeaderInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(key.as_bytes()), HeaderValue::try_from(value)) {
+        if let (Ok(name), Ok(mut value)) = (HeaderName::from_bytes(key.as_bytes()), HeaderValue::try_from(value)) {
+            value.set_sensitive(true);
             self.0.insert(name, value);
         }
     }
