@@ -669,6 +669,48 @@ async fn watch_caps_and_bad_requests_are_refused_by_name() {
     cluster.check_processes().expect("no process restarted");
 }
 
+/// The largest values a write may hold, each replacing another as large, reach a `prev_kv`
+/// watch whole: an event carrying the new value and the replaced one fits one message.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prev_kv_watch_carries_the_largest_writes_and_the_values_they_replaced() {
+    const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+    let options = Options { max_message_bytes: Some(MAX_MESSAGE_BYTES), ..Options::tls() };
+    let cluster = Cluster::start(1, options).await;
+    let mut raw = v1::raft_client_service_client::RaftClientServiceClient::new(cluster.api_channel(1));
+    let request = v1::WatchRequest { key: "big".into(), prev_kv: true, ..Default::default() };
+    let mut stream = raw.watch(request).await.expect("a prev_kv watch").into_inner();
+    let created = stream.message().await.expect("the created message").expect("a message");
+    assert!(created.created, "the first message says where the watch starts: {created:?}");
+
+    // The largest value the write limit admits with this key (a few bytes of command framing).
+    let largest = MAX_MESSAGE_BYTES / 2 - MAX_MESSAGE_BYTES / 32 - 1024;
+    let client = cluster.client();
+    for fill in [b'a', b'b', b'c'] {
+        client.put("big", vec![fill; largest]).await.expect("a value inside the write limit");
+    }
+    let mut events = Vec::new();
+    while events.len() < 3 {
+        let message = tokio::time::timeout(WAIT, stream.message())
+            .await
+            .expect("the watch delivers within the deadline")
+            .expect("the watch stream stays open (every event fits a message)")
+            .expect("the watch does not end");
+        events.extend(message.events);
+    }
+    let value = |kv: &Option<v1::KeyValue>| kv.as_ref().map(|kv| (kv.value.len(), kv.value.first().copied()));
+    let seen: Vec<_> = events.iter().map(|event| (value(&event.kv), value(&event.prev_kv))).collect();
+    assert_eq!(
+        seen,
+        [
+            (Some((largest, Some(b'a'))), None),
+            (Some((largest, Some(b'b'))), Some((largest, Some(b'a')))),
+            (Some((largest, Some(b'c'))), Some((largest, Some(b'b')))),
+        ],
+        "each put whole, with the whole value it replaced"
+    );
+    cluster.check_processes().expect("no process restarted");
+}
+
 /// Drops every packet the other nodes send to node `id`'s Raft port, in its namespace's input
 /// chain next to the harness's own cuts (so `heal` flushes it too): no entry and no heartbeat
 /// reaches it. Everything else still flows: the test's calls to its API, and its own

@@ -48,13 +48,15 @@ impl<N> Clone for ClientApi<N> {
     }
 }
 
-/// The largest encoded write command: a peer message (`limits.max_message_bytes`) less a
-/// sixteenth of it (at least 1 KiB). A write is replicated as a log entry inside an
-/// AppendEntries and answered with the value it replaced, both a few dozen bytes more than the
-/// write itself; a write that filled a whole message would be accepted by the leader, refused
-/// by every follower, and hold up the log behind it for good.
+/// The largest encoded write command: half a peer message (`limits.max_message_bytes`) less a
+/// thirty-second of it (at least 1 KiB). Everything that carries a write must fit one message:
+/// its log entry inside an AppendEntries, its answer with the value it replaced, and a watch
+/// event with `prev_kv`, which carries the new value and the one it replaced (each at most this
+/// large, so together under a message with room for keys and framing). A write that filled a
+/// whole message was accepted by the leader, refused by every follower, and held up the log
+/// behind it for good; one over half a message made a `prev_kv` watch of its key fail for good.
 pub(crate) fn max_write_bytes(max_message_bytes: usize) -> usize {
-    max_message_bytes.saturating_sub((max_message_bytes / 16).max(1024)).max(1)
+    (max_message_bytes / 2).saturating_sub((max_message_bytes / 32).max(1024)).max(1)
 }
 
 impl<N: Leadership> ClientApi<N> {
@@ -62,8 +64,8 @@ impl<N: Leadership> ClientApi<N> {
         let bytes = command.encoded_len();
         if bytes > self.max_write_bytes {
             return Err(ApiError::InvalidArgument(format!(
-                "write is too large: {bytes} bytes encoded; the limit is {} (limits.max_message_bytes less room \
-                 for replicating it and for an answer carrying the value it replaces)",
+                "write is too large: {bytes} bytes encoded; the limit is {} (half of limits.max_message_bytes less \
+                 room: a watch event carries a value and the one it replaced in one message)",
                 self.max_write_bytes
             )));
         }
@@ -201,9 +203,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_write_leaves_a_sixteenth_of_a_message_for_its_framing() {
-        assert_eq!(max_write_bytes(4 * 1024 * 1024), 4 * 1024 * 1024 - 256 * 1024);
-        assert_eq!(max_write_bytes(8 * 1024), 7 * 1024, "at least 1 KiB of room");
+    fn two_writes_fit_one_message_with_room_for_their_framing() {
+        assert_eq!(max_write_bytes(4 * 1024 * 1024), 2 * 1024 * 1024 - 128 * 1024);
+        assert_eq!(max_write_bytes(8 * 1024), 3 * 1024, "at least 1 KiB of room");
         assert_eq!(max_write_bytes(100), 1, "a tiny limit still lets something through");
     }
 
